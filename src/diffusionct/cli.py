@@ -1,0 +1,97 @@
+"""The ``diffusionct`` command. The only module that configures logging or prints tracebacks away."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from diffusionct import __version__
+from diffusionct.errors import DiffusionCTError
+
+log = logging.getLogger("diffusionct")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import numpy
+    import torch
+
+    from diffusionct.devices import resolve_device
+
+    print(f"diffusionct {__version__}")
+    print(f"python {platform.python_version()}  numpy {numpy.__version__}  torch {torch.__version__}")
+    print(f"device auto -> {resolve_device('auto')}  (cuda available: {torch.cuda.is_available()})")
+    print(f"cpu threads: {torch.get_num_threads()}")
+    return 0
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from diffusionct.io.scan import find_pairs, format_table, scan_folder, write_manifest
+
+    series = scan_folder(args.folder)
+    pairs = find_pairs(series)
+    print(format_table(series))
+    print(f"\n{len(series)} series, {len(pairs)} paired series (same scan, different kernels)")
+    for pair in pairs:
+        print(f"  pair: {pair.kernel_a} <-> {pair.kernel_b}  ({pair.slices} slices)  {pair.path_a} | {pair.path_b}")
+    if args.output:
+        write_manifest(args.output, series, pairs)
+        print(f"manifest written to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffusionct",
+        description="Standardize CT images across reconstruction kernels so radiomic features become reproducible.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffusionct {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", help="versions and the compute device that --device auto picks")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("scan", help="list the DICOM series under a folder and find same-scan kernel pairs")
+    p.add_argument("folder", type=Path, help="folder tree to scan")
+    p.add_argument("-o", "--output", type=Path, help="write a manifest (.json, or .csv plus .pairs.csv)")
+    p.set_defaults(func=_cmd_scan)
+
+    from diffusionct import commands
+
+    commands.register(sub)
+    return parser
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    for noisy in ("radiomics", "pydicom", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING) if noisy != "radiomics" else logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    start = time.perf_counter()
+    try:
+        code = args.func(args)
+    except DiffusionCTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    log.debug("%s finished in %.1f s", args.command, time.perf_counter() - start)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

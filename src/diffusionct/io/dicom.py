@@ -1,0 +1,496 @@
+"""DICOM CT series: reading a folder into a :class:`Volume` and writing a volume back as a series.
+
+Slices are ordered by their ImagePositionPatient projected on the slice normal (never by file name or
+InstanceNumber), converted to HU through RescaleSlope/RescaleIntercept, and checked for the things
+that make a stack of slices not a volume: mixed sizes, gantry tilt, uneven spacing.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from diffusionct import __version__
+from diffusionct.errors import DiffusionCTError, InputError
+from diffusionct.io.files import atomic_output_dir, iter_files
+from diffusionct.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+# Image SOP classes a CT reader accepts (CT and Enhanced CT are the CT ones; others are refused by modality).
+NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SEG", "SR", "PR", "KO", "REG"}
+# Files that sit beside DICOM series and are skipped without a warning.
+KNOWN_NON_DICOM_SUFFIXES = (".md", ".txt", ".csv", ".json", ".yaml", ".yml", ".nii", ".nii.gz", ".nrrd", ".mha",
+                            ".mhd", ".raw", ".png", ".jpg", ".pdf", ".html", ".log", ".xml", ".zip")
+SPACING_TOLERANCE_MM = 0.01  # allowed deviation of slice gaps from their median, plus 1 %
+TILT_TOLERANCE = 1e-3  # cosine tolerance between the slice normal and the slice-to-slice step
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """A DICOM file's header, read without pixel data."""
+
+    path: Path
+    dataset: Dataset
+
+    @property
+    def series_uid(self) -> str:
+        return str(self.dataset.get("SeriesInstanceUID", ""))
+
+    @property
+    def modality(self) -> str:
+        return str(self.dataset.get("Modality", ""))
+
+    @property
+    def has_pixels(self) -> bool:
+        return "Rows" in self.dataset and "Columns" in self.dataset
+
+
+def read_header(path: Path) -> Dataset:
+    """Read a DICOM header (no pixel data); raise :class:`InputError` when the file is not DICOM."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except pydicom.errors.InvalidDicomError:
+        raise InputError(path, "not a DICOM file (no DICM preamble)") from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(path, f"corrupt or truncated DICOM file ({exc.__class__.__name__}: {exc})") from None
+
+
+def collect_headers(paths: Iterable[Path], *, warn_skipped: bool = True) -> list[SliceHeader]:
+    """Headers of every readable DICOM file; unreadable ones are skipped with a warning."""
+    headers = []
+    for path in paths:
+        if path.name.lower().endswith(KNOWN_NON_DICOM_SUFFIXES):
+            log.debug("not DICOM by name, skipped: %s", path)
+            continue
+        try:
+            headers.append(SliceHeader(path, read_header(path)))
+        except InputError as exc:
+            if warn_skipped:
+                log.warning("skipped %s", exc)
+    return headers
+
+
+def group_by_series(headers: Sequence[SliceHeader]) -> dict[str, list[SliceHeader]]:
+    """Image headers grouped by SeriesInstanceUID (non-image objects such as RTSTRUCT are left out)."""
+    series: dict[str, list[SliceHeader]] = {}
+    for header in headers:
+        if header.has_pixels and header.modality not in NON_IMAGE_MODALITIES:
+            series.setdefault(header.series_uid, []).append(header)
+    return series
+
+
+def describe_series(uid: str, headers: Sequence[SliceHeader]) -> str:
+    ds = headers[0].dataset
+    return (
+        f"{uid} ({ds.get('Modality', '?')}, {len(headers)} files, "
+        f"kernel {ds.get('ConvolutionKernel', '?')}, '{ds.get('SeriesDescription', '')}')"
+    )
+
+
+def select_series(folder: Path, series_uid: str | None = None) -> list[SliceHeader]:
+    """The headers of the one CT series to read from ``folder`` (searched recursively)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(folder, "does not exist")
+    files = list(iter_files(folder))
+    if not files:
+        raise InputError(folder, "folder is empty: expected the DICOM files of a CT series")
+    headers = collect_headers(files)
+    series = group_by_series(headers)
+    if not series:
+        raise InputError(folder, f"no DICOM image series found among {len(files)} files")
+    if series_uid is not None:
+        if series_uid not in series:
+            listing = "; ".join(describe_series(uid, h) for uid, h in series.items())
+            raise InputError(folder, f"series {series_uid} not found; series present: {listing}")
+        return series[series_uid]
+    if len(series) > 1:
+        listing = "; ".join(describe_series(uid, h) for uid, h in series.items())
+        raise InputError(folder, f"holds {len(series)} series; choose one with --series UID: {listing}")
+    return next(iter(series.values()))
+
+
+def _orientation(ds: Dataset, path: Path) -> np.ndarray:
+    """3x3 direction matrix (columns: column axis, row axis, slice normal) from ImageOrientationPatient."""
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        raise InputError(path, "missing ImageOrientationPatient; cannot place the slice in space")
+    row_dir = np.array(iop[:3], dtype=float)
+    col_dir = np.array(iop[3:], dtype=float)
+    normal = np.cross(row_dir, col_dir)
+    return np.stack([row_dir, col_dir, normal], axis=1)
+
+
+def _check_slices(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], np.ndarray, np.ndarray]:
+    """Sort slices along the normal and validate the stack; returns (sorted headers, direction, positions)."""
+    first = headers[0]
+    for header in headers:
+        ds = header.dataset
+        if header.modality != "CT":
+            raise InputError(header.path, f"modality is {header.modality or 'missing'}, expected CT")
+        for tag in ("RescaleSlope", "RescaleIntercept"):
+            if tag not in ds:
+                raise InputError(header.path, f"missing {tag}; cannot convert stored values to HU")
+        if "ImagePositionPatient" not in ds:
+            raise InputError(header.path, "missing ImagePositionPatient; cannot order the slices")
+        if (ds.Rows, ds.Columns) != (first.dataset.Rows, first.dataset.Columns):
+            raise InputError(
+                header.path,
+                f"slice size {ds.Rows}x{ds.Columns} differs from {first.dataset.Rows}x{first.dataset.Columns}"
+                f" of {first.path.name}",
+            )
+        tilt = float(ds.get("GantryDetectorTilt", 0) or 0)
+        if abs(tilt) > 1e-3 and len(headers) > 1:  # a tilted stack is sheared; one slice is still a plane
+            raise InputError(header.path, f"gantry tilt of {tilt} degrees is not supported; resample the series first")
+    direction = _orientation(first.dataset, first.path)
+    for header in headers[1:]:
+        if not np.allclose(_orientation(header.dataset, header.path), direction, atol=1e-4):
+            raise InputError(header.path, "ImageOrientationPatient differs from the other slices")
+    normal = direction[:, 2]
+    positions = np.array([np.array(h.dataset.ImagePositionPatient, dtype=float) for h in headers])
+    order = np.argsort(positions @ normal, kind="stable")
+    headers = [headers[i] for i in order]
+    positions = positions[order]
+    if len(headers) > 1:
+        steps = np.diff(positions, axis=0)
+        gaps = np.linalg.norm(steps, axis=1)
+        if np.any(gaps < 1e-6):
+            dup = int(np.argmin(gaps))
+            raise InputError(headers[dup + 1].path, f"duplicate slice position (same as {headers[dup].path.name})")
+        cosines = np.abs(steps @ normal) / gaps
+        if np.any(cosines < 1 - TILT_TOLERANCE):
+            bad = int(np.argmin(cosines))
+            raise InputError(
+                headers[bad + 1].path,
+                "slices are not stacked along their normal (gantry tilt or sheared series); resample first",
+            )
+        median = float(np.median(gaps))
+        deviation = np.abs(gaps - median)
+        if np.any(deviation > SPACING_TOLERANCE_MM + 0.01 * median):
+            bad = int(np.argmax(deviation))
+            raise InputError(
+                headers[bad + 1].path,
+                f"uneven slice spacing: gap of {gaps[bad]:.3f} mm where the series has {median:.3f} mm"
+                " (missing slice?); resample the series to even spacing first",
+            )
+    return headers, direction, positions
+
+
+def _pixels_hu(header: SliceHeader) -> np.ndarray:
+    try:
+        ds = pydicom.dcmread(header.path)
+        stored = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for bad or undecodable pixel data
+        raise InputError(header.path, f"cannot decode pixel data ({exc.__class__.__name__}: {exc})") from None
+    if stored.ndim != 2:
+        raise InputError(header.path, f"expected a single-frame greyscale slice, got pixel array {stored.shape}")
+    slope = float(ds.RescaleSlope)
+    intercept = float(ds.RescaleIntercept)
+    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
+    """Read one CT series from a folder (searched recursively) into a :class:`Volume` in HU.
+
+    Args:
+        folder: a folder holding the series' files (other non-DICOM files are skipped with a warning).
+        series_uid: which series to read when the folder holds several image series.
+
+    Raises:
+        InputError: the folder holds no, several (without ``series_uid``) or an invalid CT series.
+    """
+    headers, direction, positions = _check_slices(select_series(Path(folder), series_uid))
+    first = headers[0].dataset
+    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing) if "PixelSpacing" in first else (1.0, 1.0)
+    if len(headers) > 1:
+        slice_spacing = float(np.median(np.linalg.norm(np.diff(positions, axis=0), axis=1)))
+    else:
+        slice_spacing = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
+    hu = np.stack([_pixels_hu(h) for h in headers])
+    metadata = {
+        "source": str(folder),
+        "series_uid": str(first.get("SeriesInstanceUID", "")),
+        "study_uid": str(first.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "")),
+        "kernel": _kernel_name(first),
+        "slice_thickness": float(first.get("SliceThickness", slice_spacing) or slice_spacing),
+        "manufacturer": str(first.get("Manufacturer", "")),
+        "patient_id": str(first.get("PatientID", "")),
+    }
+    return Volume(
+        hu=hu,
+        spacing=(col_spacing, row_spacing, slice_spacing),
+        origin=tuple(positions[0]),
+        direction=direction,
+        headers=[h.dataset for h in headers],
+        metadata=metadata,
+    )
+
+
+def _kernel_name(ds: Dataset) -> str:
+    kernel = ds.get("ConvolutionKernel", "")
+    if isinstance(kernel, pydicom.multival.MultiValue):
+        return "\\".join(str(k) for k in kernel)
+    return str(kernel)
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def hu_encoding(hu: np.ndarray) -> tuple[int, float, float]:
+    """(PixelRepresentation, RescaleSlope, RescaleIntercept) storing ``hu`` in 16 bits.
+
+    HU values are rounded to integers when the range fits 16 bits at slope 1 (every CT range does);
+    unsigned storage with intercept -1024 (or lower) is used as most scanners do, signed storage
+    otherwise, and a larger slope only for ranges wider than 65535 HU.
+    """
+    lo, hi = float(np.floor(np.min(hu))), float(np.ceil(np.max(hu)))
+    intercept = min(-1024.0, lo)
+    if hi - intercept <= 65535:
+        return 0, 1.0, intercept
+    if lo >= -32768 and hi <= 32767:
+        return 1, 1.0, 0.0
+    slope = float(np.ceil((hi - lo) / 65535.0 * 1000) / 1000)
+    return 0, slope, lo
+
+
+def encode_hu(hu: np.ndarray, representation: int, slope: float, intercept: float) -> np.ndarray:
+    stored = np.rint((hu.astype(np.float64) - intercept) / slope)
+    dtype = np.int16 if representation else np.uint16
+    info = np.iinfo(dtype)
+    return np.clip(stored, info.min, info.max).astype(dtype)
+
+
+@dataclass
+class SeriesDescription:
+    """What a written series says about itself.
+
+    Attributes:
+        description: SeriesDescription.
+        kernel: ConvolutionKernel of the written images (the target kernel for a standardized series).
+        derivation: DerivationDescription; None writes an ORIGINAL (simulated) series.
+        manufacturer: Manufacturer, for series written from nothing.
+        model_name: ManufacturerModelName, for series written from nothing.
+        series_number: SeriesNumber.
+        extra: further top-level attributes set on every slice, keyword -> value (e.g. KVP).
+    """
+
+    description: str
+    kernel: str
+    derivation: str | None = None
+    manufacturer: str = "DiffusionCT"
+    model_name: str = f"diffusionct {__version__}"
+    series_number: int = 900
+    extra: dict | None = None
+
+
+@dataclass
+class StudyContext:
+    """Patient and study attributes for a series written from nothing (the simulator's)."""
+
+    patient_id: str
+    patient_name: str
+    study_uid: str
+    frame_of_reference_uid: str
+    study_description: str = "DiffusionCT simulation"
+    study_date: str = "20260101"
+    study_time: str = "120000"
+
+
+def _new_slice_dataset(study: StudyContext) -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = study.study_uid
+    ds.StudyDate = study.study_date
+    ds.StudyTime = study.study_time
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = study.study_description
+    ds.Modality = "CT"
+    ds.FrameOfReferenceUID = study.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.PatientPosition = "HFS"
+    ds.AcquisitionNumber = 1
+    ds.KVP = 120
+    return ds
+
+
+# Attributes of a source slice that no longer describe the written pixels.
+_DROPPED_KEYWORDS = (
+    "PixelData", "LargestImagePixelValue", "SmallestImagePixelValue", "PixelPaddingValue",
+    "PixelPaddingRangeLimit", "LossyImageCompression", "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod", "WindowCenterWidthExplanation", "SourceImageSequence",
+    "DerivationCodeSequence", "ReferencedImageSequence", "IconImageSequence", "DataSetTrailingPadding",
+)
+
+
+def _derived_slice_dataset(source: Dataset) -> Dataset:
+    ds = copy.deepcopy(source)
+    ds.remove_private_tags()  # vendor private tags describe the original reconstruction, not ours
+    for keyword in _DROPPED_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    if hasattr(ds, "file_meta"):
+        del ds.file_meta
+    return ds
+
+
+# Maximum value lengths of the string VRs that vendors most often overfill.
+_MAX_LENGTH = {"SH": 16, "CS": 16, "LO": 64, "AE": 16, "DS": 16, "IS": 12}
+
+
+def _fit_value_lengths(ds: Dataset) -> None:
+    """Truncate over-long string values copied from a source so the written file is valid DICOM."""
+    for element in ds.iterall():
+        limit = _MAX_LENGTH.get(element.VR)
+        if limit is None or element.value is None or element.VR in ("DS", "IS"):
+            continue
+        values = element.value if isinstance(element.value, pydicom.multival.MultiValue) else [element.value]
+        if any(isinstance(v, str) and len(v) > limit for v in values):
+            log.debug("truncated %s %s to %d characters", element.tag, element.keyword, limit)
+            fitted = [v[:limit] if isinstance(v, str) else v for v in values]
+            element.value = fitted if isinstance(element.value, pydicom.multival.MultiValue) else fitted[0]
+
+
+def _source_reference(source: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    return item
+
+
+def write_dicom_series(
+    volume: Volume,
+    out_dir: str | Path,
+    series: SeriesDescription,
+    *,
+    study: StudyContext | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``volume`` as a CT series of single-frame files, atomically.
+
+    When ``volume.headers`` holds the source slices (a volume read from DICOM), the series is derived
+    from them: patient, study, frame of reference, geometry and acquisition tags are kept; UIDs are
+    new; ImageType is ``DERIVED\\SECONDARY`` and DerivationDescription and SourceImageSequence say
+    where it came from. Otherwise ``study`` supplies the patient and study of a new ORIGINAL series.
+
+    The files go to a temporary folder beside ``out_dir`` that is renamed when complete, so an
+    interrupted write leaves no partial series.
+    """
+    derived = bool(volume.headers)
+    if derived and len(volume.headers) != volume.shape[0]:
+        raise DiffusionCTError(
+            f"volume has {volume.shape[0]} slices but {len(volume.headers)} source headers; "
+            "a derived series needs one source slice per output slice"
+        )
+    if not derived and study is None:
+        raise DiffusionCTError("writing a series from nothing needs a StudyContext (patient and study)")
+    representation, slope, intercept = hu_encoding(volume.hu)
+    series_uid = generate_uid()
+    now = _dt.datetime.now()
+    affine = volume.index_to_patient()
+    with atomic_output_dir(Path(out_dir), overwrite=overwrite) as tmp:
+        for index in range(volume.shape[0]):
+            if derived:
+                source = volume.headers[index]
+                ds = _derived_slice_dataset(source)
+                ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+                ds.DerivationDescription = (series.derivation or "derived")[:1024]
+                ds.SourceImageSequence = [_source_reference(source)]
+            else:
+                ds = _new_slice_dataset(study)
+                ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+                ds.Manufacturer = series.manufacturer
+                ds.ManufacturerModelName = series.model_name
+            ds.SOPClassUID = CT_IMAGE_STORAGE
+            ds.SOPInstanceUID = generate_uid()
+            ds.SeriesInstanceUID = series_uid
+            ds.SeriesNumber = series.series_number
+            ds.SeriesDescription = series.description[:64]
+            ds.InstanceNumber = index + 1
+            ds.ConvolutionKernel = series.kernel[:16]
+            ds.ContentDate = now.strftime("%Y%m%d")
+            ds.ContentTime = now.strftime("%H%M%S")
+            ds.SeriesDate = ds.get("SeriesDate") or now.strftime("%Y%m%d")
+            ds.SeriesTime = ds.get("SeriesTime") or now.strftime("%H%M%S")
+            ds.SoftwareVersions = f"diffusionct {__version__}"
+            _set_geometry(ds, volume, index, affine, keep_source=derived)
+            if "SliceThickness" not in ds or not derived:
+                ds.SliceThickness = _ds_float(volume.metadata.get("slice_thickness", volume.spacing[2]))
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+            ds.BitsAllocated = 16
+            ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = representation
+            ds.RescaleSlope = _ds_float(slope)
+            ds.RescaleIntercept = _ds_float(intercept)
+            ds.RescaleType = "HU"
+            for keyword, value in (series.extra or {}).items():
+                setattr(ds, keyword, value)
+            if "Laterality" not in ds:
+                ds.Laterality = ""  # type 2C in General Series; validators ask for it on unpaired body parts
+            _fit_value_lengths(ds)
+            ds.add_new(0x7FE00010, "OW", encode_hu(volume.hu[index], representation, slope, intercept).tobytes())
+            _save(ds, tmp / f"CT{index + 1:05d}.dcm")
+    return Path(out_dir)
+
+
+def _set_geometry(ds: Dataset, volume: Volume, index: int, affine: np.ndarray, keep_source: bool) -> None:
+    """Image plane attributes of slice ``index``; a source slice's own strings are kept when they agree."""
+    position = (affine @ np.array([0.0, 0.0, index, 1.0]))[:3]
+    orientation = np.concatenate([volume.direction[:, 0], volume.direction[:, 1]])
+    spacing = np.array([volume.spacing[1], volume.spacing[0]])
+    agree = (
+        keep_source
+        and "ImagePositionPatient" in ds and np.allclose(np.array(ds.ImagePositionPatient, float), position, atol=1e-3)
+        and "ImageOrientationPatient" in ds and np.allclose(np.array(ds.ImageOrientationPatient, float), orientation, atol=1e-5)
+        and "PixelSpacing" in ds and np.allclose(np.array(ds.PixelSpacing, float), spacing, atol=1e-5)
+    )
+    if not agree:
+        ds.ImagePositionPatient = [_ds_float(v) for v in position]
+        ds.ImageOrientationPatient = [_ds_float(v) for v in orientation]
+        ds.PixelSpacing = [_ds_float(v) for v in spacing]
+    ds.SliceLocation = _ds_float(float(np.array(ds.ImagePositionPatient, float) @ volume.direction[:, 2]))
+
+
+def _ds_float(value: float) -> str:
+    """A DS string of at most 16 characters that round-trips ``value`` as closely as DS allows."""
+    value = float(value)
+    if value == 0:
+        return "0"
+    for precision in range(12, 0, -1):
+        text = f"{value:.{precision}g}"
+        if len(text) <= 16:
+            return text
+    return f"{value:.6e}"
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"DIFFCT_{__version__}"[:16]
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    ds.save_as(path, enforce_file_format=True)

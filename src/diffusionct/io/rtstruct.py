@@ -1,0 +1,77 @@
+"""RTSTRUCT contours rasterized to a voxel mask on a CT volume's grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from skimage.draw import polygon as fill_polygon
+
+from diffusionct.errors import InputError
+from diffusionct.io.dicom import read_header
+from diffusionct.io.volume import Volume
+
+
+def _load(path: Path):
+    ds = read_header(Path(path))
+    if str(ds.get("Modality", "")) != "RTSTRUCT" or "StructureSetROISequence" not in ds:
+        raise InputError(path, f"not an RTSTRUCT (modality {ds.get('Modality', 'missing')})")
+    return ds
+
+
+def rtstruct_roi_names(path: str | Path) -> list[str]:
+    """Names of the ROIs defined in an RTSTRUCT file."""
+    return [str(item.ROIName) for item in _load(Path(path)).StructureSetROISequence]
+
+
+def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
+    """Rasterize one ROI's closed planar contours onto ``reference``'s grid.
+
+    A voxel is inside when its centre lies inside a contour; contours on the same slice combine by
+    parity (XOR), so a contour inside another cuts a hole, as the DICOM standard describes.
+
+    Args:
+        path: the RTSTRUCT file.
+        reference: the volume whose grid the mask is drawn on.
+        roi: the ROI name (case-insensitive); may be omitted when the file holds a single ROI.
+    """
+    path = Path(path)
+    ds = _load(path)
+    names = {int(item.ROINumber): str(item.ROIName) for item in ds.StructureSetROISequence}
+    if roi is None:
+        if len(names) != 1:
+            raise InputError(path, f"holds {len(names)} ROIs; choose one with --roi: {', '.join(names.values())}")
+        number = next(iter(names))
+    else:
+        matches = [n for n, name in names.items() if name.lower() == roi.lower()]
+        if not matches:
+            raise InputError(path, f"no ROI named '{roi}'; ROIs present: {', '.join(names.values())}")
+        number = matches[0]
+    contours = []
+    for item in ds.get("ROIContourSequence", []):
+        if int(item.ReferencedROINumber) == number:
+            contours.extend(item.get("ContourSequence", []))
+    if not contours:
+        raise InputError(path, f"ROI '{names[number]}' has no contours")
+    to_index = np.linalg.inv(reference.index_to_patient())
+    mask = np.zeros(reference.shape, dtype=bool)
+    drawn = 0
+    for contour in contours:
+        if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) not in ("CLOSED_PLANAR", "POINT"):
+            continue
+        points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
+        index = (to_index @ np.c_[points, np.ones(len(points))].T)[:3].T  # (x, y, z) continuous indices
+        slices = np.rint(index[:, 2]).astype(int)
+        if np.ptp(index[:, 2]) > 0.5:
+            raise InputError(path, "a contour is not planar in the image's slice direction")
+        z = int(slices[0])
+        if not 0 <= z < reference.shape[0]:
+            continue  # contour outside the image's slices
+        rows, cols = fill_polygon(index[:, 1], index[:, 0], shape=reference.shape[1:])
+        layer = np.zeros(reference.shape[1:], dtype=bool)
+        layer[rows, cols] = True
+        mask[z] ^= layer
+        drawn += 1
+    if drawn == 0 or not mask.any():
+        raise InputError(path, f"ROI '{names[number]}' does not overlap the image")
+    return mask

@@ -1,0 +1,46 @@
+import json
+import shutil
+
+import pytest
+
+from diffusionct.cli import main
+from diffusionct.io.scan import find_pairs, scan_folder
+from tests.conftest import make_study
+
+
+def test_scan_finds_kernel_pairs(tiny_series, tmp_path):
+    study = make_study("P1")
+    tiny_series("root/smooth", kernel="SMOOTH", study=study)
+    tiny_series("root/sharp", kernel="SHARP", study=study, seed=4)
+    tiny_series("root/other", kernel="SHARP", shape=(4, 16, 20))  # another study: no pair
+    series = scan_folder(tmp_path / "root")
+    assert len(series) == 3
+    pairs = find_pairs(series)
+    assert len(pairs) == 1
+    assert {pairs[0].kernel_a, pairs[0].kernel_b} == {"SMOOTH", "SHARP"}
+
+
+def test_scan_cli_writes_manifest(tiny_series, tmp_path, capsys):
+    study = make_study("P2")
+    tiny_series("root/a", kernel="B30F", study=study)
+    tiny_series("root/b", kernel="B70F", study=study, seed=1)
+    out = tmp_path / "manifest.json"
+    assert main(["scan", str(tmp_path / "root"), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "B30F" in text and "B70F" in text and "1 paired" in text
+    manifest = json.loads(out.read_text())
+    assert len(manifest["series"]) == 2 and len(manifest["pairs"]) == 1
+
+
+def test_scan_real_data(shared_data):
+    series = scan_folder(shared_data / "sts-ct")
+    assert len(series) == 6
+    assert {s.kernel for s in series} == {"STANDARD", "SOFT"}
+    assert find_pairs(series) == []  # different patients: no same-scan pairs
+
+
+def test_cli_error_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["scan", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "empty" in err and "\n" not in err
