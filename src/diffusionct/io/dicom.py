@@ -383,6 +383,7 @@ def write_dicom_series(
     *,
     study: StudyContext | None = None,
     overwrite: bool = False,
+    uid_seed: str | None = None,
 ) -> Path:
     """Write ``volume`` as a CT series of single-frame files, atomically.
 
@@ -393,6 +394,9 @@ def write_dicom_series(
 
     The files go to a temporary folder beside ``out_dir`` that is renamed when complete, so an
     interrupted write leaves no partial series.
+
+    ``uid_seed`` makes the output byte-reproducible: UIDs are derived from it (instead of random)
+    and the content date and time are taken from the study instead of the clock.
     """
     derived = bool(volume.headers)
     if derived and len(volume.headers) != volume.shape[0]:
@@ -403,8 +407,11 @@ def write_dicom_series(
     if not derived and study is None:
         raise DiffusionCTError("writing a series from nothing needs a StudyContext (patient and study)")
     representation, slope, intercept = hu_encoding(volume.hu)
-    series_uid = generate_uid()
-    now = _dt.datetime.now()
+    def new_uid(*parts: str) -> str:
+        return generate_uid(entropy_srcs=[uid_seed, *parts]) if uid_seed is not None else generate_uid()
+
+    series_uid = new_uid("series")
+    now = _dt.datetime.now() if uid_seed is None else _dt.datetime(2026, 1, 1, 12, 0, 0)
     affine = volume.index_to_patient()
     with atomic_output_dir(Path(out_dir), overwrite=overwrite) as tmp:
         for index in range(volume.shape[0]):
@@ -420,7 +427,7 @@ def write_dicom_series(
                 ds.Manufacturer = series.manufacturer
                 ds.ManufacturerModelName = series.model_name
             ds.SOPClassUID = CT_IMAGE_STORAGE
-            ds.SOPInstanceUID = generate_uid()
+            ds.SOPInstanceUID = new_uid("instance", str(index))
             ds.SeriesInstanceUID = series_uid
             ds.SeriesNumber = series.series_number
             ds.SeriesDescription = series.description[:64]

@@ -57,6 +57,14 @@ class Volume:
             raise ValueError(f"new voxel array {hu.shape} does not match the volume {self.shape}")
         return replace(self, hu=np.asarray(hu, dtype=np.float32), metadata={**self.metadata, **metadata})
 
+    def slab(self, start: int, stop: int) -> "Volume":
+        """The slices ``start:stop`` as a volume of their own (origin moved, headers kept)."""
+        if not 0 <= start < stop <= self.shape[0]:
+            raise ValueError(f"slice range {start}:{stop} outside 0:{self.shape[0]}")
+        origin = (self.index_to_patient() @ np.array([0.0, 0.0, start, 1.0]))[:3]
+        return replace(self, hu=self.hu[start:stop], origin=tuple(origin), headers=self.headers[start:stop],
+                       metadata=dict(self.metadata))
+
     def index_to_patient(self) -> np.ndarray:
         """4x4 affine mapping (x, y, z) voxel indices (column, row, slice) to patient mm (LPS)."""
         affine = np.eye(4)

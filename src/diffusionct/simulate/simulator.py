@@ -1,0 +1,257 @@
+"""Paired-kernel CT series from random chest phantoms or from a real CT volume.
+
+Output layout (all paths in the manifest are relative to the output folder)::
+
+    OUT/
+      manifest.json                    series, same-scan pairs, tumour masks, settings
+      case_000/3mm/sim_smooth/*.dcm    one DICOM series per case, thickness and kernel
+      case_000/3mm/sim_sharp/*.dcm
+      case_000/3mm/tumours.nii.gz      tumour label map (1..k) on that series' grid
+
+The whole folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.uid import generate_uid
+from scipy import ndimage
+from tqdm import tqdm
+
+from diffusionct import __version__
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.dicom import SeriesDescription, StudyContext, write_dicom_series
+from diffusionct.io.files import atomic_output_dir
+from diffusionct.io.image import write_nifti
+from diffusionct.io.scan import find_pairs, manifest_dict, scan_folder
+from diffusionct.io.volume import Volume
+from diffusionct.simulate.kernels import get_kernel
+from diffusionct.simulate.phantom import random_phantom
+from diffusionct.simulate.scanner import Scanner, ScannerSettings
+
+log = logging.getLogger(__name__)
+
+SUBPLANE_MM = 0.5  # spacing of the planes averaged across a slice's thickness
+MANUFACTURER = "DiffusionCT simulator"
+
+
+@dataclass
+class SimulationConfig:
+    """What to simulate.
+
+    Attributes:
+        cases: number of random phantoms (ignored with a source CT, which is one case).
+        kernels: kernel names, reconstructed from the same noisy sinogram.
+        thicknesses_mm: slice thicknesses; each gives its own paired series per case.
+        slices: slices per series (phantom mode).
+        seed: makes the output byte-reproducible.
+        scanner: acquisition settings (matrix size, pixel size, dose, views).
+        n_tumours: tumours per phantom (None: 1 to 3 at random).
+        denoise_sigma_px: Gaussian smoothing of a source CT before re-simulation (its own noise).
+    """
+
+    cases: int = 1
+    kernels: list[str] = field(default_factory=lambda: ["smooth", "sharp"])
+    thicknesses_mm: list[float] = field(default_factory=lambda: [1.0])
+    slices: int = 8
+    seed: int = 0
+    scanner: ScannerSettings = field(default_factory=ScannerSettings)
+    n_tumours: int | None = None
+    denoise_sigma_px: float = 0.7
+
+    def validate(self, from_ct: bool = False) -> None:
+        if not self.kernels:
+            raise DiffusionCTError("no kernels given; pass e.g. --kernels smooth,sharp")
+        for name in self.kernels:
+            get_kernel(name)
+        if len(set(self.kernels)) != len(self.kernels):
+            raise DiffusionCTError(f"kernels repeat: {','.join(self.kernels)}")
+        if not from_ct and self.cases < 1:
+            raise DiffusionCTError(f"--cases must be at least 1, got {self.cases}")
+        if self.slices < 1:
+            raise DiffusionCTError(f"--slices must be at least 1, got {self.slices}")
+        if not self.thicknesses_mm:
+            raise DiffusionCTError("no slice thickness given; pass e.g. --thickness 1,3")
+        for t in self.thicknesses_mm:
+            if not math.isfinite(t) or t < self.scanner.pixel_mm:
+                raise DiffusionCTError(
+                    f"slice thickness {t} mm is below the pixel spacing {self.scanner.pixel_mm} mm; use a thicker slice"
+                )
+
+
+def _grid(settings: ScannerSettings) -> tuple[np.ndarray, np.ndarray]:
+    axis = (np.arange(settings.size) - (settings.size - 1) / 2.0) * settings.pixel_mm
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    return x, y
+
+
+def render_slab(phantom, settings: ScannerSettings, thickness: float, slices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thickness-averaged HU slices, tumour labels (majority over the slice) and slice centres (mm)."""
+    x, y = _grid(settings)
+    n_sub = max(1, int(math.ceil(thickness / SUBPLANE_MM)))
+    centres = phantom.z_centre + (np.arange(slices) - (slices - 1) / 2.0) * thickness
+    hu = np.empty((slices, settings.size, settings.size), dtype=np.float64)
+    labels = np.zeros((slices, settings.size, settings.size), dtype=np.uint8)
+    n_labels = len(phantom.tumours)
+    for k, zc in enumerate(centres):
+        planes = zc + ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * thickness
+        votes = np.zeros((n_labels + 1, settings.size, settings.size), dtype=np.int32)
+        acc = np.zeros((settings.size, settings.size))
+        for z in planes:
+            plane_hu, plane_labels = phantom.render(x, y, float(z))
+            acc += plane_hu
+            for label in range(1, n_labels + 1):
+                votes[label] += plane_labels == label
+        hu[k] = acc / n_sub
+        if n_labels:
+            best = votes[1:].argmax(0)
+            labels[k] = np.where(votes[1:].max(0) * 2 >= n_sub, best + 1, 0)
+    return hu, labels, centres
+
+
+class Simulator:
+    """Runs the scanner over phantoms or a source CT and writes paired series."""
+
+    def __init__(self, config: SimulationConfig, device: str = "cpu"):
+        self.config = config
+        self.kernels = [get_kernel(k) for k in config.kernels]
+        self.scanner = Scanner(config.scanner, device=device)
+
+    def _rngs(self, case: int, thickness_index: int, slices: int) -> list[np.random.Generator]:
+        return [np.random.default_rng([self.config.seed, case, thickness_index, k, 17]) for k in range(slices)]
+
+    def _write_case(self, root: Path, case_name: str, study: StudyContext, uid_seed: str, images: dict[str, np.ndarray],
+                    labels: np.ndarray | None, template: Volume, thickness: float) -> dict:
+        folder = root / case_name / f"{thickness:g}mm"
+        s = self.config.scanner
+        series = {}
+        for kernel in self.kernels:
+            volume = Volume(hu=images[kernel.name], spacing=template.spacing, origin=template.origin,
+                            direction=template.direction, metadata={"slice_thickness": thickness})
+            description = SeriesDescription(
+                description=f"Simulated {kernel.name} {thickness:g} mm", kernel=kernel.dicom_name,
+                manufacturer=MANUFACTURER, model_name=f"diffusionct {__version__} parallel-beam",
+                series_number=100 + 10 * self.config.thicknesses_mm.index(thickness) + self.kernels.index(kernel),
+                extra={"KVP": s.kvp, "XRayTubeCurrent": int(round(s.mas)), "Exposure": int(round(s.mas))},
+            )
+            path = folder / f"sim_{kernel.name}"
+            write_dicom_series(volume, path, description, study=study, uid_seed=f"{uid_seed}/{thickness}/{kernel.name}")
+            series[kernel.name] = str(path.relative_to(root))
+        entry = {"case": case_name, "thickness_mm": thickness, "series": series, "mask": None}
+        if labels is not None:
+            mask_path = folder / "tumours.nii.gz"
+            write_nifti(template, mask_path, array=labels.astype(np.uint8))
+            entry["mask"] = str(mask_path.relative_to(root))
+        return entry
+
+    def run_phantoms(self, out_dir: Path, overwrite: bool = False) -> Path:
+        """Simulate ``config.cases`` random chests; returns the manifest path."""
+        cfg = self.config
+        cfg.validate()
+        s = cfg.scanner
+        with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root:
+            entries, cases = [], []
+            jobs = [(c, t) for c in range(cfg.cases) for t in range(len(cfg.thicknesses_mm))]
+            phantoms = {}
+            for case, t_index in tqdm(jobs, desc="simulate", unit="series", disable=None):
+                thickness = cfg.thicknesses_mm[t_index]
+                if case not in phantoms:
+                    phantoms = {case: random_phantom(hash_seed(cfg.seed, case), n_tumours=cfg.n_tumours)}
+                phantom = phantoms[case]
+                hu, labels, centres = render_slab(phantom, s, thickness, cfg.slices)
+                images = self.scanner.scan(hu, self.kernels, thickness, self._rngs(case, t_index, cfg.slices))
+                half = (s.size - 1) / 2.0 * s.pixel_mm
+                template = Volume(hu=hu, spacing=(s.pixel_mm, s.pixel_mm, thickness), origin=(-half, -half, float(centres[0])))
+                name = f"case_{case:03d}"
+                study = _study(cfg.seed, name)
+                entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness))
+                if t_index == 0:
+                    cases.append({"case": name, "tumours": [
+                        {"label": i + 1, "diameter_mm": round(tm.diameter_mm, 2), "shape": tm.shape, "texture": tm.texture}
+                        for i, tm in enumerate(phantom.tumours)]})
+            _write_manifest(root, cfg, entries, cases)
+        return Path(out_dir) / "manifest.json"
+
+    def run_from_ct(self, volume: Volume, out_dir: Path, mask: np.ndarray | None = None, overwrite: bool = False) -> Path:
+        """Re-simulate a real CT: its (smoothed) HU is the object, the kernels are simulated."""
+        cfg = self.config
+        cfg.validate(from_ct=True)
+        dx, dy, dz = volume.spacing
+        if abs(dx - dy) > 1e-3:
+            raise DiffusionCTError(f"re-simulation needs square pixels, the source has {dx} x {dy} mm")
+        if mask is not None and mask.shape != volume.shape:
+            raise DiffusionCTError(f"mask shape {mask.shape} differs from the CT's {volume.shape}")
+        rows, cols = volume.shape[1:]
+        size = int(max(rows, cols, 16))
+        size += size % 2
+        settings = ScannerSettings(**{**asdict(cfg.scanner), "size": size, "pixel_mm": dx})
+        scanner = Scanner(settings, device=str(self.scanner.projector.device))
+        obj = np.clip(volume.hu.astype(np.float64), -1024, 3071)
+        if cfg.denoise_sigma_px > 0:
+            obj = ndimage.gaussian_filter(obj, sigma=(0, cfg.denoise_sigma_px, cfg.denoise_sigma_px))
+        top, left = (size - rows) // 2, (size - cols) // 2
+        with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root:
+            entries = []
+            name = f"ct_{_safe(volume.metadata.get('patient_id') or 'case')}"
+            study = _study(cfg.seed, name)
+            for t_index, thickness in enumerate(cfg.thicknesses_mm):
+                group = int(round(thickness / dz))
+                if group < 1 or abs(group * dz - thickness) > 0.25 * dz:
+                    raise DiffusionCTError(
+                        f"slice thickness {thickness} mm is not a multiple of the source's {dz:.3f} mm slice spacing"
+                    )
+                n_out = volume.shape[0] // group
+                if n_out < 1:
+                    raise DiffusionCTError(f"the source has {volume.shape[0]} slices, fewer than one {thickness} mm slice")
+                slab = obj[: n_out * group].reshape(n_out, group, rows, cols).mean(1)
+                padded = np.full((n_out, size, size), -1000.0)
+                padded[:, top:top + rows, left:left + cols] = slab
+                images = scanner.scan(padded, self.kernels, group * dz, self._rngs(0, t_index, n_out))
+                images = {k: v[:, top:top + rows, left:left + cols] for k, v in images.items()}
+                origin = volume.index_to_patient() @ np.array([0, 0, (group - 1) / 2.0, 1.0])
+                template = Volume(hu=slab, spacing=(dx, dy, group * dz), origin=tuple(origin[:3]), direction=volume.direction)
+                labels = None
+                if mask is not None:
+                    labels = (mask[: n_out * group].reshape(n_out, group, rows, cols).mean(1) >= 0.5).astype(np.uint8)
+                entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness))
+            _write_manifest(root, cfg, entries, [{"case": name, "source": volume.metadata.get("source", "")}])
+        return Path(out_dir) / "manifest.json"
+
+
+def hash_seed(seed: int, case: int) -> int:
+    return int(np.random.default_rng([seed, case]).integers(0, 2**31 - 1))
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(text))[:32]
+
+
+def _study(seed: int, name: str) -> StudyContext:
+    return StudyContext(
+        patient_id=f"SIM_{seed}_{name}"[:64], patient_name=f"Simulated^{name}",
+        study_uid=generate_uid(entropy_srcs=[str(seed), name, "study"]),
+        frame_of_reference_uid=generate_uid(entropy_srcs=[str(seed), name, "frame"]),
+        study_description="DiffusionCT simulated acquisition",
+    )
+
+
+def _write_manifest(root: Path, cfg: SimulationConfig, entries: list[dict], cases: list[dict]) -> None:
+    series = scan_folder(root)
+    for info in series:
+        info.path = str(Path(info.path).relative_to(root))
+    pairs = find_pairs(series)
+    manifest = manifest_dict(series, pairs)
+    manifest.update({
+        "generator": f"diffusionct {__version__} simulate",
+        "config": {**asdict(cfg), "scanner": asdict(cfg.scanner)},
+        "acquisitions": entries,
+        "cases": cases,
+        "masks": {e["series"][k]: e["mask"] for e in entries for k in e["series"] if e["mask"]},
+    })
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))

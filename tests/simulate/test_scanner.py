@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from diffusionct.errors import DiffusionCTError
+from diffusionct.simulate.calibration import calibrate, disk_phantom
+from diffusionct.simulate.kernels import KERNELS, get_kernel
+from diffusionct.simulate.projector import HAVE_NUMBA, ParallelBeamGeometry, Projector
+from diffusionct.simulate.scanner import MU_WATER_PER_MM, Scanner, ScannerSettings, hu_to_mu
+
+
+def _gaussian(n, sigma):
+    axis = np.arange(n) - (n - 1) / 2.0
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    return np.exp(-(x**2 + y**2) / (2 * sigma**2))
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_projection_of_a_gaussian_is_analytic(backend):
+    if backend == "numba" and not HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    geometry = ParallelBeamGeometry(size=64, pixel_mm=0.5, n_views=24)
+    sino = Projector(geometry, backend=backend).project(_gaussian(64, 6.0)[None])[0]
+    t = np.arange(geometry.n_detectors) - (geometry.n_detectors - 1) / 2.0
+    expected = 0.5 * 6.0 * np.sqrt(2 * np.pi) * np.exp(-(t**2) / (2 * 6.0**2))  # in mm: pixel 0.5 mm
+    for view in sino:
+        np.testing.assert_allclose(view, expected, atol=0.02 * expected.max())
+
+
+def test_backends_agree():
+    if not HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    geometry = ParallelBeamGeometry(size=32, pixel_mm=1.0, n_views=16)
+    image = np.random.default_rng(0).normal(size=(1, 32, 32))
+    a, b = Projector(geometry, backend="numba"), Projector(geometry, backend="torch")
+    np.testing.assert_allclose(a.project(image), b.project(image), rtol=1e-4, atol=1e-3)
+    sino = a.project(image)
+    np.testing.assert_allclose(a.backproject(sino), b.backproject(sino), rtol=1e-4, atol=1e-2)
+
+
+def test_noise_free_fbp_keeps_hu():
+    settings = ScannerSettings(size=160, n_views=256)
+    image, regions = disk_phantom(settings, body_hu=0.0, body_radius_frac=0.3)
+    scanner = Scanner(settings)
+    sino = scanner.sinograms(image[None])
+    for kernel in KERNELS.values():
+        recon = scanner.reconstruct(sino, kernel)[0]
+        assert abs(recon[regions["uniform"]].mean()) < 2.0, kernel.name  # water 0 HU
+        assert abs(recon[regions["air"]].mean() + 1000) < 10.0, kernel.name
+
+
+def test_kernels_order_noise_and_resolution():
+    cal = calibrate(ScannerSettings(size=96, n_views=160), body_hu=40.0)
+    smooth, medium, sharp = cal["smooth"], cal["medium"], cal["sharp"]
+    assert smooth.noise_sd < medium.noise_sd < sharp.noise_sd
+    assert 2.5 <= sharp.noise_sd / smooth.noise_sd <= 6.0
+    assert sharp.mtf50 >= 1.5 * smooth.mtf50
+    assert abs(sharp.uniform_mean - smooth.uniform_mean) < 5.0
+
+
+def test_nps_of_sharp_peaks_higher():
+    cal = calibrate(ScannerSettings(size=160, n_views=256), kernels=("smooth", "sharp"))
+    assert cal["sharp"].nps_peak > cal["smooth"].nps_peak
+
+
+def test_more_dose_less_noise():
+    low = calibrate(ScannerSettings(size=64, n_views=96, mas=25), kernels=("smooth",))["smooth"].noise_sd
+    high = calibrate(ScannerSettings(size=64, n_views=96, mas=400), kernels=("smooth",))["smooth"].noise_sd
+    assert high < low / 2.5  # noise ~ 1/sqrt(dose): 4x less at 16x dose
+
+
+def test_hu_to_mu():
+    assert hu_to_mu(np.array(0.0)) == pytest.approx(MU_WATER_PER_MM)
+    assert hu_to_mu(np.array(-1000.0)) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("bad", [dict(mas=-1), dict(size=4), dict(pixel_mm=0), dict(n_views=2), dict(electronic_noise=-1)])
+def test_bad_scanner_settings(bad):
+    with pytest.raises(DiffusionCTError):
+        ScannerSettings(**bad)
+
+
+def test_unknown_kernel_lists_known():
+    with pytest.raises(DiffusionCTError, match="smooth, medium, sharp"):
+        get_kernel("b70f")
