@@ -1,0 +1,74 @@
+"""Feature extraction for many tumours, in parallel processes, and for label maps."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from diffusionct.errors import DiffusionCTError
+from diffusionct.radiomics.features import FeatureSettings, _crop, extract_features
+
+
+@dataclass
+class TumourJob:
+    """One tumour: an image crop around it, its mask, the voxel spacing (x, y, z) and an identifier."""
+
+    key: str
+    image: np.ndarray
+    mask: np.ndarray
+    spacing: tuple[float, float, float]
+
+
+def tumour_jobs(key: str, image: np.ndarray, labels: np.ndarray, spacing, settings: FeatureSettings,
+                min_voxels: int | None = None) -> list[TumourJob]:
+    """One job per non-zero label of a label map (keys ``key:label``), cropped with the filter padding."""
+    if image.shape != labels.shape:
+        raise DiffusionCTError(f"{key}: mask shape {labels.shape} differs from image shape {image.shape}")
+    pad = int(settings.setting.get("padDistance", 8))
+    minimum = int(settings.setting.get("minimumROISize", 2)) if min_voxels is None else min_voxels
+    jobs = []
+    for label in np.unique(labels[labels > 0]).astype(int):
+        mask = labels == label
+        if mask.sum() < minimum:
+            continue  # too small to describe (reported by the caller through the missing key)
+        crop_image, crop_mask = _crop(image, mask, pad)
+        jobs.append(TumourJob(f"{key}:{label}", np.ascontiguousarray(crop_image), crop_mask, tuple(spacing)))
+    return jobs
+
+
+def _run(job: TumourJob, settings: FeatureSettings) -> tuple[str, dict[str, float] | str]:
+    try:
+        return job.key, extract_features(job.image, job.mask, job.spacing, settings)
+    except DiffusionCTError as exc:
+        return job.key, f"error: {exc}"
+
+
+def extract_many(jobs: list[TumourJob], settings: FeatureSettings | None = None, workers: int | None = None,
+                 progress: bool = True) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Features of every job; returns (features by key, error message by key). Order is the jobs' order."""
+    settings = settings or FeatureSettings.load()
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    results: dict[str, dict[str, float] | str] = {}
+    bar = tqdm(total=len(jobs), desc="features", unit="tumour", disable=None if progress else True)
+    if workers <= 1 or len(jobs) < 3:
+        for job in jobs:
+            key, value = _run(job, settings)
+            results[key] = value
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_run, job, settings) for job in jobs]
+            for future in cf.as_completed(futures):
+                key, value = future.result()
+                results[key] = value
+                bar.update()
+    bar.close()
+    features = {j.key: results[j.key] for j in jobs if isinstance(results[j.key], dict)}
+    errors = {j.key: results[j.key] for j in jobs if isinstance(results[j.key], str)}
+    return features, errors

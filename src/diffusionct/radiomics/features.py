@@ -1,0 +1,296 @@
+"""Radiomic features of a tumour mask in the paper's six classes.
+
+Names are ``CLASS_DIM_IMAGETYPE_Feature``, e.g. ``GLCM_3D_original_Contrast`` or
+``GOH_2D_log-sigma-1-0-mm_bin03``. Classes:
+
+* ``ID``  intensity direct (pyradiomics first order)
+* ``IH``  intensity histogram (IBSI 3.4, on the discretised grey levels; implemented here)
+* ``GLCM`` and ``GLRLM`` (pyradiomics)
+* ``NID`` neighbourhood intensity difference (pyradiomics NGTDM)
+* ``GOH`` gradient orientation histogram (implemented here)
+
+Settings come from a YAML file (``diffusionct/data/radiomics_params.yaml`` by default).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import SimpleITK as sitk
+import yaml
+
+from diffusionct.errors import DiffusionCTError
+
+FEATURE_CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
+_PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm"}
+DEFAULT_PARAMS = "radiomics_params.yaml"
+
+
+
+def feature_class(name: str) -> str:
+    """The class (ID, IH, GLCM, GLRLM, NID, GOH) of a feature name."""
+    return name.split("_", 1)[0]
+
+
+@dataclass
+class FeatureSettings:
+    """Feature extraction settings, normally read from a YAML params file (see :meth:`load`)."""
+
+    setting: dict[str, Any] = field(default_factory=lambda: {"binWidth": 25})
+    image_types: dict[str, dict] = field(default_factory=lambda: {"original": {}})
+    dimensions: list[str] = field(default_factory=lambda: ["3D"])
+    dimensions_2d_image_types: list[str] = field(default_factory=lambda: ["original"])
+    classes: list[str] = field(default_factory=lambda: list(FEATURE_CLASSES))
+    goh: dict[str, Any] = field(default_factory=lambda: {"bins_2D": 16, "bins_elevation": 8, "image_types": ["original"]})
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "FeatureSettings":
+        """Settings from a YAML file; ``None`` loads the shipped defaults."""
+        if path is None:
+            text = resources.files("diffusionct.data").joinpath(DEFAULT_PARAMS).read_text()
+            source = DEFAULT_PARAMS
+        else:
+            path = Path(path)
+            if not path.is_file():
+                raise DiffusionCTError(f"{path}: params file not found")
+            text, source = path.read_text(), str(path)
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise DiffusionCTError(f"{source}: not valid YAML ({exc})") from None
+        known = {"setting", "imageType", "dimensions", "dimensions_2D_image_types", "classes", "goh"}
+        unknown = set(raw) - known
+        if unknown:
+            raise DiffusionCTError(f"{source}: unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
+        settings = cls(
+            setting=dict(raw.get("setting") or {}),
+            image_types={k: dict(v or {}) for k, v in (raw.get("imageType") or {"original": {}}).items()},
+            dimensions=list(raw.get("dimensions") or ["3D"]),
+            dimensions_2d_image_types=list(raw.get("dimensions_2D_image_types") or ["original"]),
+            classes=list(raw.get("classes") or FEATURE_CLASSES),
+            goh={"bins_2D": 16, "bins_elevation": 8, "image_types": ["original"], **(raw.get("goh") or {})},
+        )
+        settings.validate(source)
+        return settings
+
+    def validate(self, source: str = "settings") -> None:
+        bad = [c for c in self.classes if c not in FEATURE_CLASSES]
+        if bad:
+            raise DiffusionCTError(f"{source}: unknown feature classes {bad}; known: {', '.join(FEATURE_CLASSES)}")
+        bad = [d for d in self.dimensions if d not in ("2D", "3D")]
+        if bad:
+            raise DiffusionCTError(f"{source}: dimensions must be 2D and/or 3D, got {bad}")
+        bad = [t for t in self.image_types if t not in ("original", "LoG", "wavelet")]
+        if bad:
+            raise DiffusionCTError(f"{source}: image types must be original, LoG or wavelet, got {bad}")
+        if float(self.setting.get("binWidth", 25)) <= 0:
+            raise DiffusionCTError(f"{source}: binWidth must be positive")
+
+
+# ------------------------------------------------------------------------------------ images
+
+
+def _to_sitk(array: np.ndarray, spacing) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    return image
+
+
+def _crop(image: np.ndarray, mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    nz = np.nonzero(mask)
+    lo = [max(0, int(i.min()) - pad) for i in nz]
+    hi = [min(s, int(i.max()) + 1 + pad) for i, s in zip(nz, mask.shape)]
+    region = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return image[region], mask[region]
+
+
+def _image_types(image: sitk.Image, mask: sitk.Image, settings: FeatureSettings) -> Iterator[tuple[str, str, sitk.Image]]:
+    """(family, name, image) of every derived image: original, LoG per sigma, wavelet decompositions."""
+    from radiomics import imageoperations
+
+    for family, options in settings.image_types.items():
+        if family == "original":
+            yield "original", "original", image
+            continue
+        kwargs = {**settings.setting, **options}
+        generator = imageoperations.getLoGImage if family == "LoG" else imageoperations.getWaveletImage
+        for derived, name, _ in generator(image, mask, **kwargs):
+            yield family, name.replace("_", "-"), derived
+
+
+# ------------------------------------------------------------------------------------ IH
+
+
+def discretise(values: np.ndarray, bin_width: float) -> np.ndarray:
+    """Fixed-bin-width grey levels 1..N, as pyradiomics (bins start at floor(min / width) * width)."""
+    low = np.floor(values.min() / bin_width) * bin_width
+    return np.floor((values - low) / bin_width).astype(np.int64) + 1
+
+
+def intensity_histogram_features(levels: np.ndarray) -> dict[str, float]:
+    """IBSI intensity-histogram features of discretised grey levels (section 3.4 of the IBSI manual)."""
+    x = levels.astype(np.float64)
+    mean = x.mean()
+    var = x.var()
+    sd = np.sqrt(var)
+    p10, p25, p50, p75, p90 = np.percentile(x, [10, 25, 50, 75, 90])
+    counts = np.bincount(levels)[1:].astype(np.float64)  # grey levels 1..max
+    prob = counts / counts.sum()
+    nonzero = prob[prob > 0]
+    # histogram gradient: central differences inside, one-sided at the ends (IBSI 3.4.20-23)
+    grad = np.gradient(counts) if counts.size > 1 else np.zeros(1)
+    robust = x[(x >= p10) & (x <= p90)]
+    return {
+        "Mean": mean, "Variance": var,
+        "Skewness": float(((x - mean) ** 3).mean() / sd**3) if sd > 0 else 0.0,
+        "Kurtosis": float(((x - mean) ** 4).mean() / var**2 - 3) if var > 0 else 0.0,
+        "Median": p50, "Minimum": x.min(), "Percentile10": p10, "Percentile90": p90, "Maximum": x.max(),
+        "Mode": float(np.argmax(counts) + 1), "InterquartileRange": p75 - p25, "Range": x.max() - x.min(),
+        "MeanAbsoluteDeviation": np.abs(x - mean).mean(),
+        "RobustMeanAbsoluteDeviation": np.abs(robust - robust.mean()).mean(),
+        "MedianAbsoluteDeviation": np.abs(x - p50).mean(),
+        "CoefficientOfVariation": sd / mean if mean != 0 else np.nan,
+        "QuartileCoefficientOfDispersion": (p75 - p25) / (p75 + p25) if (p75 + p25) != 0 else np.nan,
+        "Entropy": float(-(nonzero * np.log2(nonzero)).sum()), "Uniformity": float((prob**2).sum()),
+        "MaximumHistogramGradient": float(grad.max()), "MaximumHistogramGradientGreyLevel": float(np.argmax(grad) + 1),
+        "MinimumHistogramGradient": float(grad.min()), "MinimumHistogramGradientGreyLevel": float(np.argmin(grad) + 1),
+    }
+
+
+# ------------------------------------------------------------------------------------ GOH
+
+
+def _orientation_bins(angle: np.ndarray, bins: int, full_circle: bool = True) -> np.ndarray:
+    """Bin index of angles, bins centred on multiples of the bin width (0 degrees is a bin centre)."""
+    span = 2 * np.pi if full_circle else np.pi
+    width = span / bins
+    shifted = angle + (np.pi if full_circle else np.pi / 2) + width / 2
+    return np.floor(shifted / width).astype(np.int64) % bins if full_circle else np.clip(np.floor(shifted / width).astype(np.int64), 0, bins - 1)
+
+
+def _histogram_stats(prefix: str, index: np.ndarray, bins: int) -> dict[str, float]:
+    counts = np.bincount(index, minlength=bins).astype(np.float64)
+    prob = counts / max(counts.sum(), 1)
+    nz = prob[prob > 0]
+    feats = {f"{prefix}bin{k:02d}": float(prob[k]) for k in range(bins)}
+    feats[f"{prefix}Entropy"] = float(-(nz * np.log2(nz)).sum())
+    feats[f"{prefix}Uniformity"] = float((prob**2).sum())
+    feats[f"{prefix}MaximumFrequency"] = float(prob.max())
+    return feats
+
+
+def gradient_orientation_features(image: np.ndarray, mask: np.ndarray, spacing, bins_2d: int = 16,
+                                  bins_elevation: int = 8, dimension: str = "2D") -> dict[str, float]:
+    """Gradient orientation histogram of the voxels in ``mask``.
+
+    Gradients are central differences in mm (``np.gradient`` with the voxel spacing, x, y, z order).
+    2D: the in-plane orientation atan2(gy, gx) over 360 degrees in ``bins_2d`` bins. 3D: azimuth
+    (``bins_2d`` bins) and elevation (``bins_elevation`` bins over 180 degrees) of the 3D gradient.
+    Voxels with zero gradient have no orientation and are left out. Features: the normalised bin
+    frequencies, histogram entropy, uniformity and maximum frequency, the mean and SD of the gradient
+    magnitude, and the mean resultant length of the orientations (1 = all gradients parallel).
+    """
+    sx, sy, sz = (float(s) for s in spacing)
+    if dimension == "3D" and image.shape[0] > 1:
+        gz, gy, gx = np.gradient(image.astype(np.float64), sz, sy, sx)
+    else:
+        gy, gx = np.gradient(image.astype(np.float64), sy, sx, axis=(1, 2))
+        gz = np.zeros_like(gx)
+    gx, gy, gz = gx[mask], gy[mask], gz[mask]
+    magnitude = np.sqrt(gx**2 + gy**2 + gz**2)
+    oriented = magnitude > 1e-9
+    feats = {"MeanMagnitude": float(magnitude.mean()), "SDMagnitude": float(magnitude.std())}
+    if not oriented.any():
+        feats.update(_histogram_stats("", np.zeros(0, dtype=np.int64), bins_2d))
+        feats["ResultantLength"] = np.nan
+        return feats
+    gx, gy, gz, magnitude = gx[oriented], gy[oriented], gz[oriented], magnitude[oriented]
+    azimuth = np.arctan2(gy, gx)
+    feats.update(_histogram_stats("" if dimension == "2D" else "Azimuth", _orientation_bins(azimuth, bins_2d), bins_2d))
+    if dimension == "3D":
+        elevation = np.arcsin(np.clip(gz / magnitude, -1, 1))
+        feats.update(_histogram_stats("Elevation", _orientation_bins(elevation, bins_elevation, full_circle=False), bins_elevation))
+        unit = np.stack([gx, gy, gz]) / magnitude
+    else:
+        unit = np.stack([gx, gy]) / np.sqrt(gx**2 + gy**2)
+    feats["ResultantLength"] = float(np.linalg.norm(unit.mean(axis=1)))
+    return feats
+
+
+# ------------------------------------------------------------------------------------ extraction
+
+
+def check_inputs(image: np.ndarray, mask: np.ndarray, minimum_voxels: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Validate an image and mask pair; returns (float image, bool mask). Raises DiffusionCTError."""
+    image = np.asarray(image, dtype=np.float64)
+    mask = np.asarray(mask).astype(bool)
+    if image.ndim != 3:
+        raise DiffusionCTError(f"image must be 3D (slices, rows, columns), got shape {image.shape}")
+    if image.shape != mask.shape:
+        raise DiffusionCTError(f"mask shape {mask.shape} differs from image shape {image.shape}: they must share a grid")
+    count = int(mask.sum())
+    if count == 0:
+        raise DiffusionCTError("mask is empty: no voxel to compute features on")
+    if count < minimum_voxels:
+        raise DiffusionCTError(f"mask has {count} voxel(s); radiomic features need at least {minimum_voxels}")
+    bad = ~np.isfinite(image)
+    if (bad & mask).any():
+        raise DiffusionCTError(f"image has {int((bad & mask).sum())} NaN or infinite voxels inside the mask")
+    if bad.any():  # outside the mask they only reach the filters: treat them as air
+        image = np.where(bad, -1024.0, image)
+    return image, mask
+
+
+def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: FeatureSettings | None = None) -> dict[str, float]:
+    """Every enabled feature of one tumour.
+
+    Args:
+        image: HU array ``(slices, rows, columns)``.
+        mask: the tumour, same shape (non-zero = inside).
+        spacing: voxel size (x, y, z) in mm.
+        settings: feature settings; the shipped defaults when omitted.
+
+    Returns:
+        ``{name: value}``; values are floats and may be NaN or infinite where a feature is undefined
+        (see :mod:`diffusionct.radiomics.metrics` for how those are counted).
+    """
+    from radiomics import imageoperations
+
+    from diffusionct.radiomics import pyradiomics_classes
+
+    settings = settings or FeatureSettings.load()
+    image, mask = check_inputs(image, mask, int(settings.setting.get("minimumROISize", 2)))
+    pad = int(settings.setting.get("padDistance", 8))
+    image, mask = _crop(image, mask, pad)
+    sitk_image = _to_sitk(image.astype(np.float32), spacing)
+    sitk_mask = _to_sitk(mask.astype(np.uint8), spacing)
+    kwargs = {k: v for k, v in settings.setting.items() if k not in ("padDistance", "minimumROISize")}
+    kwargs["label"] = 1
+    bin_width = float(kwargs.get("binWidth", 25))
+    bbox, _ = imageoperations.checkMask(sitk_image, sitk_mask, minimumROIDimensions=1, minimumROISize=1, label=1)
+    out: dict[str, float] = {}
+    for family, name, derived in _image_types(sitk_image, sitk_mask, settings):
+        cropped, cropped_mask = imageoperations.cropToTumorMask(derived, sitk_mask, bbox)
+        array = sitk.GetArrayFromImage(cropped).astype(np.float64)
+        array_mask = sitk.GetArrayFromImage(cropped_mask).astype(bool)
+        for dim in settings.dimensions:
+            if dim == "2D" and family not in settings.dimensions_2d_image_types:
+                continue
+            dim_kwargs = {**kwargs, "force2D": dim == "2D", "force2Ddimension": 0}
+            for cls in settings.classes:
+                if cls in _PYRADIOMICS_CLASSES and not (cls == "ID" and dim == "2D"):
+                    values = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], cropped, cropped_mask, dim_kwargs)
+                    out.update({f"{cls}_{dim}_{name}_{k}": float(v) for k, v in values.items()})
+            if "IH" in settings.classes and dim == "3D":
+                levels = discretise(array[array_mask], bin_width)
+                out.update({f"IH_3D_{name}_{k}": float(v) for k, v in intensity_histogram_features(levels).items()})
+            if "GOH" in settings.classes and family in settings.goh.get("image_types", ["original"]):
+                goh = gradient_orientation_features(array, array_mask, spacing, int(settings.goh["bins_2D"]),
+                                                    int(settings.goh["bins_elevation"]), dimension=dim)
+                out.update({f"GOH_{dim}_{name}_{k}": float(v) for k, v in goh.items()})
+    return out

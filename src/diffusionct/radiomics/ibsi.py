@@ -1,0 +1,111 @@
+"""Mapping of our feature names to IBSI reference tags, and the comparison against reference values.
+
+Our ``3D`` texture features are IBSI's ``3D_avg`` (GLCM, GLRLM: matrices per direction, features
+averaged) and ``3D`` (NGTDM). Our ``2D`` ones come from pyradiomics' ``force2D``, which merges the
+slices' matrices per direction: IBSI's ``2_5D_avg`` (GLCM, GLRLM) and ``2_5D`` (NGTDM).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+_ID = {
+    "Mean": "stat_mean", "Variance": "stat_var", "Skewness": "stat_skew", "Kurtosis": "stat_kurt",
+    "Median": "stat_median", "Minimum": "stat_min", "10Percentile": "stat_p10", "90Percentile": "stat_p90",
+    "Maximum": "stat_max", "InterquartileRange": "stat_iqr", "Range": "stat_range",
+    "MeanAbsoluteDeviation": "stat_mad", "RobustMeanAbsoluteDeviation": "stat_rmad", "Energy": "stat_energy",
+    "RootMeanSquared": "stat_rms",
+}
+_IH = {
+    "Mean": "ih_mean", "Variance": "ih_var", "Skewness": "ih_skew", "Kurtosis": "ih_kurt", "Median": "ih_median",
+    "Minimum": "ih_min", "Percentile10": "ih_p10", "Percentile90": "ih_p90", "Maximum": "ih_max", "Mode": "ih_mode",
+    "InterquartileRange": "ih_iqr", "Range": "ih_range", "MeanAbsoluteDeviation": "ih_mad",
+    "RobustMeanAbsoluteDeviation": "ih_rmad", "MedianAbsoluteDeviation": "ih_medad", "CoefficientOfVariation": "ih_cov",
+    "QuartileCoefficientOfDispersion": "ih_qcod", "Entropy": "ih_entropy", "Uniformity": "ih_uniformity",
+    "MaximumHistogramGradient": "ih_max_grad", "MaximumHistogramGradientGreyLevel": "ih_max_grad_g",
+    "MinimumHistogramGradient": "ih_min_grad", "MinimumHistogramGradientGreyLevel": "ih_min_grad_g",
+}
+_GLCM = {
+    "JointAverage": "cm_joint_avg", "MaximumProbability": "cm_joint_max", "SumSquares": "cm_joint_var",
+    "JointEntropy": "cm_joint_entr", "DifferenceAverage": "cm_diff_avg", "DifferenceVariance": "cm_diff_var",
+    "DifferenceEntropy": "cm_diff_entr", "SumAverage": "cm_sum_avg", "SumEntropy": "cm_sum_entr",
+    "JointEnergy": "cm_energy", "Contrast": "cm_contrast", "Id": "cm_inv_diff", "Idn": "cm_inv_diff_norm",
+    "Idm": "cm_inv_diff_mom", "Idmn": "cm_inv_diff_mom_norm", "InverseVariance": "cm_inv_var",
+    "Correlation": "cm_corr", "Autocorrelation": "cm_auto_corr", "ClusterTendency": "cm_clust_tend",
+    "ClusterShade": "cm_clust_shade", "ClusterProminence": "cm_clust_prom", "Imc1": "cm_info_corr1",
+    "Imc2": "cm_info_corr2",
+}
+_GLRLM = {
+    "ShortRunEmphasis": "rlm_sre", "LongRunEmphasis": "rlm_lre", "LowGrayLevelRunEmphasis": "rlm_lgre",
+    "HighGrayLevelRunEmphasis": "rlm_hgre", "ShortRunLowGrayLevelEmphasis": "rlm_srlge",
+    "ShortRunHighGrayLevelEmphasis": "rlm_srhge", "LongRunLowGrayLevelEmphasis": "rlm_lrlge",
+    "LongRunHighGrayLevelEmphasis": "rlm_lrhge", "GrayLevelNonUniformity": "rlm_glnu",
+    "GrayLevelNonUniformityNormalized": "rlm_glnu_norm", "RunLengthNonUniformity": "rlm_rlnu",
+    "RunLengthNonUniformityNormalized": "rlm_rlnu_norm", "RunPercentage": "rlm_r_perc",
+    "GrayLevelVariance": "rlm_gl_var", "RunVariance": "rlm_rl_var", "RunEntropy": "rlm_rl_entr",
+}
+_NID = {"Coarseness": "ngt_coarseness", "Contrast": "ngt_contrast", "Busyness": "ngt_busyness",
+        "Complexity": "ngt_complexity", "Strength": "ngt_strength"}
+
+# Known, documented deviations of pyradiomics from the IBSI definitions (docs/radiomics.md).
+KNOWN_DEVIATIONS = {
+    "stat_kurt": "pyradiomics reports kurtosis, IBSI excess kurtosis (kurtosis - 3); our IH kurtosis is IBSI's",
+}
+
+
+def ibsi_tag(name: str) -> str | None:
+    """The IBSI tag of one of our feature names (original image only), or None when unmapped."""
+    parts = name.split("_", 3)
+    if len(parts) != 4 or parts[2] != "original":
+        return None
+    cls, dim, _, feature = parts
+    table = {"ID": _ID, "IH": _IH, "GLCM": _GLCM, "GLRLM": _GLRLM, "NID": _NID}.get(cls)
+    if table is None or feature not in table:
+        return None
+    base = table[feature]
+    if cls in ("ID", "IH"):
+        return base
+    suffix = {"3D": "3D", "2D": "2_5D"}[dim]
+    return f"{base}_{suffix}" if cls == "NID" else f"{base}_{suffix}_avg"
+
+
+@dataclass
+class ReferenceCheck:
+    feature: str
+    tag: str
+    value: float
+    reference: float
+    tolerance: float
+    matches: bool
+    known_deviation: str | None
+
+
+def read_reference(path: str | Path) -> dict[str, tuple[float, float]]:
+    """IBSI reference values: ``{tag: (value, tolerance)}`` from a ``value;tolerance;tag`` CSV."""
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    # rows without a value (features the IBSI left undefined for the phantom) are skipped
+    return {row[2]: (float(row[0]), float(row[1] or 0)) for row in rows[1:] if len(row) == 3 and row[0].strip()}
+
+
+def rounding_tolerance(reference: float, tolerance: float) -> float:
+    """The published tolerance plus half a unit of the reference's third significant digit."""
+    if reference == 0:
+        return tolerance + 5e-4
+    return tolerance + 0.5 * 10 ** (math.floor(math.log10(abs(reference))) - 2)
+
+
+def compare_to_reference(features: dict[str, float], reference: dict[str, tuple[float, float]]) -> list[ReferenceCheck]:
+    """Every mapped feature that has a reference value, with whether it matches within tolerance."""
+    checks = []
+    for name, value in sorted(features.items()):
+        tag = ibsi_tag(name)
+        if tag is None or tag not in reference:
+            continue
+        ref, tol = reference[tag]
+        ok = abs(value - ref) <= rounding_tolerance(ref, tol)
+        checks.append(ReferenceCheck(name, tag, value, ref, tol, ok, KNOWN_DEVIATIONS.get(tag)))
+    return checks
