@@ -46,6 +46,74 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_labels(mask_path: Path, volume, roi: str | None):
+    from diffusionct.io.image import read_mask, read_image, is_itk_image
+
+    if is_itk_image(mask_path):
+        labels = read_image(mask_path)
+        if not volume.same_grid(labels, tol=1e-2):
+            read_mask(mask_path, volume)  # raises the grid-mismatch error with both grids
+        return labels.hu.round().astype(int)
+    return read_mask(mask_path, volume, roi).astype(int)
+
+
+def _case_jobs(name: str, image_path: Path, mask_path: Path, roi: str | None, settings, series: str | None = None):
+    from diffusionct.io.image import read_volume
+    from diffusionct.radiomics.batch import tumour_jobs
+
+    volume = read_volume(image_path, series)
+    labels = _load_labels(mask_path, volume, roi)
+    if not labels.any():
+        raise DiffusionCTError(f"{mask_path}: the mask is empty")
+    return tumour_jobs(name, volume.hu, labels, volume.spacing, settings)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from diffusionct.io.files import write_text_atomic
+    from diffusionct.radiomics.batch import extract_many
+    from diffusionct.radiomics.compare import features_csv
+    from diffusionct.radiomics.features import FeatureSettings
+
+    settings = FeatureSettings.load(args.params)
+    jobs = _case_jobs(args.image.name, args.image, args.mask, args.roi, settings, args.series)
+    if not jobs:
+        raise DiffusionCTError(f"{args.mask}: every labelled region is smaller than the minimum ROI size")
+    features, errors = extract_many(jobs, settings, workers=args.workers)
+    for key, message in errors.items():
+        print(f"warning: {key}: {message}")
+    if not features:
+        raise DiffusionCTError(f"no features computed: {'; '.join(errors.values())}")
+    write_text_atomic(args.output, features_csv(features))
+    print(f"{len(features)} tumour(s) x {len(next(iter(features.values())))} features written to {args.output}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from diffusionct.io.files import check_output_free
+    from diffusionct.io.items import match_items
+    from diffusionct.radiomics.batch import extract_many
+    from diffusionct.radiomics.compare import compare_features, write_comparison
+    from diffusionct.radiomics.features import FeatureSettings
+
+    check_output_free(args.output, args.overwrite)
+    settings = FeatureSettings.load(args.params)
+    matched = match_items(reference=args.reference, test=args.test, masks=args.masks)
+    feature_sets = {}
+    for role in ("reference", "test"):
+        jobs = [job for name, paths in matched.items() for job in _case_jobs(name, paths[role], paths["masks"], args.roi, settings)]
+        feature_sets[role], errors = extract_many(jobs, settings, workers=args.workers)
+        for key, message in errors.items():
+            print(f"warning: {role} {key}: {message}")
+    result = compare_features(feature_sets["reference"], feature_sets["test"])
+    write_comparison(result, args.output, overwrite=args.overwrite)
+    print(f"{len(result.tumours)} tumours, {len(result.feature_names)} features; "
+          f"RE < 0.15: {100 * result.reproducible_share:.1f} %")
+    for cls, row in result.ccc_table.items():
+        print(f"  CCC {cls:6s} {row['mean']:.3f} +/- {row['std']:.3f}  ({row['features']} features)")
+    print(f"written to {args.output}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add every further subcommand to the ``diffusionct`` parser."""
     p = sub.add_parser(
@@ -72,3 +140,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("features", help="radiomic features (six classes) of the tumours in a mask",
+                       description="Features of every labelled tumour (NIfTI label map) or of one RTSTRUCT ROI.")
+    p.add_argument("-i", "--image", type=Path, required=True, help="CT: DICOM series folder or NIfTI/NRRD/MHA")
+    p.add_argument("-m", "--mask", type=Path, required=True, help="label map on the image grid, or an RTSTRUCT file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="CSV: one row per tumour")
+    p.add_argument("--roi", help="RTSTRUCT ROI name")
+    p.add_argument("--series", help="series UID when the image folder holds several")
+    p.add_argument("--params", type=Path, help="feature settings YAML (default: the shipped params)")
+    p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("compare", help="feature reproducibility of test images against standard ones (RE, CCC)",
+                       description="Items of the same name in --reference, --test and --masks (NIfTI files or DICOM "
+                                   "series folders; masks as label maps or RTSTRUCT folders) are compared tumour by tumour.")
+    p.add_argument("--reference", type=Path, required=True, help="folder of standard-kernel images")
+    p.add_argument("--test", type=Path, required=True, help="folder of test images (same names)")
+    p.add_argument("--masks", type=Path, required=True, help="folder of tumour masks (same names)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder for CSV and JSON")
+    p.add_argument("--roi", help="RTSTRUCT ROI name")
+    p.add_argument("--params", type=Path, help="feature settings YAML")
+    p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=_cmd_compare)

@@ -7,7 +7,9 @@ import logging
 import radiomics
 import SimpleITK as sitk
 
-radiomics.setVerbosity(logging.ERROR)  # pyradiomics logs every class at INFO and notes at WARNING
+# pyradiomics sets its logger to DEBUG and logs every class at INFO and notes at WARNING
+radiomics.setVerbosity(logging.ERROR)
+logging.getLogger("radiomics").setLevel(logging.ERROR)
 
 
 def compute(class_name: str, image: sitk.Image, mask: sitk.Image, settings: dict) -> dict[str, float]:

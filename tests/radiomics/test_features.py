@@ -1,0 +1,147 @@
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from diffusionct.cli import main
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io import read_dicom_series, read_image, write_nifti
+from diffusionct.io.image import read_mask
+from diffusionct.radiomics import FEATURE_CLASSES, FeatureSettings, extract_features
+from diffusionct.radiomics.features import gradient_orientation_features, intensity_histogram_features, discretise
+
+TINY = FeatureSettings(setting={"binWidth": 25, "padDistance": 2}, image_types={"original": {}}, dimensions=["3D"])
+
+
+def _blob(seed=0, shape=(6, 20, 20)):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(40, 30, size=shape)
+    z, y, x = np.indices(shape)
+    mask = ((z - 3) / 3) ** 2 + ((y - 10) / 7) ** 2 + ((x - 10) / 7) ** 2 < 1
+    return image, mask
+
+
+@pytest.mark.parametrize("angle_deg", [0, 45, 90, 180, -90])
+def test_goh_of_a_ramp_has_one_orientation(angle_deg):
+    angle = np.deg2rad(angle_deg)
+    z, y, x = np.indices((3, 24, 24)).astype(float)
+    image = np.cos(angle) * x + np.sin(angle) * y  # gradient points along angle
+    mask = np.zeros(image.shape, bool)
+    mask[:, 4:20, 4:20] = True
+    feats = gradient_orientation_features(image, mask, (1.0, 1.0, 1.0), bins_2d=8)
+    expected_bin = int(round(angle_deg / 45)) % 8 + 4  # bins centred on multiples of 45 degrees, -180 first
+    expected_bin %= 8
+    assert feats[f"bin{expected_bin:02d}"] == pytest.approx(1.0)
+    assert feats["ResultantLength"] == pytest.approx(1.0)
+    assert feats["MeanMagnitude"] == pytest.approx(1.0)
+    assert feats["Entropy"] == pytest.approx(0.0)
+
+
+def test_goh_of_a_radial_cone_is_uniform():
+    y, x = np.indices((64, 64)) - 31.5
+    image = np.repeat(np.sqrt(x**2 + y**2)[None], 3, axis=0)
+    mask = np.repeat(((x**2 + y**2) < 24**2)[None], 3, axis=0)  # a disc: every direction equally often
+    feats = gradient_orientation_features(image, mask, (1.0, 1.0, 1.0), bins_2d=8)
+    freqs = [feats[f"bin{k:02d}"] for k in range(8)]
+    assert max(freqs) - min(freqs) < 0.03
+    assert feats["ResultantLength"] < 0.05
+
+
+def test_intensity_histogram_by_hand():
+    levels = np.array([1, 1, 2, 4])
+    f = intensity_histogram_features(levels)
+    assert f["Mean"] == 2.0 and f["Mode"] == 1.0 and f["Range"] == 3.0
+    assert f["Uniformity"] == pytest.approx(0.5**2 + 0.25**2 + 0.25**2)
+    assert f["Entropy"] == pytest.approx(1.5)
+    assert discretise(np.array([-1000.0, -990.0, -975.0, 20.0]), 25).tolist() == [1, 1, 2, 41]
+
+
+def test_all_six_classes_on_a_blob():
+    image, mask = _blob()
+    features = extract_features(image, mask, (1.0, 1.0, 2.0), TINY)
+    assert set(Counter(n.split("_")[0] for n in features)) == set(FEATURE_CLASSES)
+    assert features["ID_3D_original_Mean"] == pytest.approx(image[mask].mean())
+
+
+def test_real_tumour_default_features(sts_case):
+    root = sts_case("STS_019")
+    volume = read_dicom_series(root / "dicom" / "image")
+    mask = read_mask(root / "dicom" / "mask" / "RS.dcm", volume, "GTV_Mass_CT")
+    features = extract_features(volume.hu, mask, volume.spacing)
+    classes = Counter(n.split("_")[0] for n in features)
+    assert len(features) >= 1000
+    assert set(classes) == set(FEATURE_CLASSES)
+    assert features["ID_3D_original_Mean"] == pytest.approx(float(volume.hu[mask].mean()), rel=1e-6)
+    assert sum(1 for v in features.values() if not np.isfinite(v)) < 0.01 * len(features)
+
+
+@pytest.mark.parametrize("case", ["empty", "one_voxel", "nan_inside", "other_grid"])
+def test_bad_inputs_give_clear_errors(case):
+    image, mask = _blob()
+    if case == "empty":
+        mask[:] = False
+        match = "empty"
+    elif case == "one_voxel":
+        mask[:] = False
+        mask[3, 10, 10] = True
+        match = "1 voxel"
+    elif case == "nan_inside":
+        image[3, 10, 10] = np.nan
+        match = "NaN"
+    else:
+        mask = mask[:, :-1]
+        match = "differs"
+    with pytest.raises(DiffusionCTError, match=match):
+        extract_features(image, mask, (1.0, 1.0, 1.0), TINY)
+
+
+def test_nan_outside_mask_is_treated_as_air():
+    image, mask = _blob()
+    image[0, 0, 0] = np.nan
+    features = extract_features(image, mask, (1.0, 1.0, 1.0), TINY)
+    assert np.isfinite(features["ID_3D_original_Mean"])
+
+
+def test_params_file_errors(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("setting: {binWidth: 25}\nclasses: [GLCM, SHAPE]\n")
+    with pytest.raises(DiffusionCTError, match="SHAPE"):
+        FeatureSettings.load(bad)
+    bad.write_text("imagetype: {}\n")
+    with pytest.raises(DiffusionCTError, match="unknown keys"):
+        FeatureSettings.load(bad)
+    with pytest.raises(DiffusionCTError, match="not found"):
+        FeatureSettings.load(tmp_path / "missing.yaml")
+
+
+def test_features_and_compare_cli(tmp_path, capsys):
+    from tests.conftest import make_volume
+
+    params = tmp_path / "params.yaml"
+    params.write_text("setting: {binWidth: 25, padDistance: 2}\nimageType: {original: {}}\ndimensions: [3D]\n")
+    for folder in ("ref", "test", "masks"):
+        (tmp_path / folder).mkdir()
+    for name, seed in (("a", 0), ("b", 1)):
+        image, mask = _blob(seed)
+        volume = make_volume(shape=image.shape).with_hu(image)
+        labels = mask.astype(np.uint8)
+        labels[:, :, :3] = 0
+        write_nifti(volume, tmp_path / "ref" / f"{name}.nii.gz")
+        write_nifti(volume.with_hu(image * 1.05), tmp_path / "test" / f"{name}.nii.gz")
+        write_nifti(volume, tmp_path / "masks" / f"{name}.nii.gz", array=labels)
+    out = tmp_path / "features.csv"
+    assert main(["features", "-i", str(tmp_path / "ref" / "a.nii.gz"), "-m", str(tmp_path / "masks" / "a.nii.gz"),
+                 "-o", str(out), "--params", str(params), "--workers", "1"]) == 0
+    assert out.read_text().count("\n") == 2
+    report = tmp_path / "cmp"
+    assert main(["compare", "--reference", str(tmp_path / "ref"), "--test", str(tmp_path / "test"), "--masks",
+                 str(tmp_path / "masks"), "-o", str(report), "--params", str(params), "--workers", "1"]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["tumours"] == 2 and set(summary["ccc_table"]) == set(FEATURE_CLASSES)
+    assert (report / "re_curve.csv").read_text().count("\n") == 102
+    (tmp_path / "test" / "b.nii.gz").unlink()
+    assert main(["compare", "--reference", str(tmp_path / "ref"), "--test", str(tmp_path / "test"), "--masks",
+                 str(tmp_path / "masks"), "-o", str(tmp_path / "cmp2")]) == 2
+    assert "no item for b" in capsys.readouterr().err
+    assert not (tmp_path / "cmp2").exists()
