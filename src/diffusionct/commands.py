@@ -114,6 +114,40 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from diffusionct.config import RunConfig
+    from diffusionct.devices import resolve_device
+    from diffusionct.methods import train_method
+    from diffusionct.train.trainer import init_distributed
+
+    config = RunConfig.load(args.config, args.set)
+    distributed = init_distributed()
+    device = resolve_device(args.device)
+    if distributed and device.type == "cuda":
+        import os
+
+        import torch
+
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    train_method(args.method, args.data, args.output, config, device, resume=args.resume, overwrite=args.overwrite,
+                 phase=args.phase)
+    print(f"{args.method} model written to {args.output}")
+    return 0
+
+
+def _cmd_standardize(args: argparse.Namespace) -> int:
+    from diffusionct.standardize import run_standardize
+
+    results = run_standardize(args.input, args.output, model_dir=args.model, steps=args.steps, seed=args.seed,
+                              device=args.device, batch_size=args.batch_size, output_format=args.format,
+                              strict=args.strict, overwrite=args.overwrite, series_uid=args.series)
+    for result in results:
+        status = "skipped (already done)" if result.skipped else f"{result.seconds:.1f} s, {result.seconds_per_slice:.2f} s/slice"
+        print(f"{result.input} -> {result.output}: {result.slices} slices, {status}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add every further subcommand to the ``diffusionct`` parser."""
     p = sub.add_parser(
@@ -164,3 +198,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("train", help="train the encoder-decoder (phase 1) and the latent DDPM (phase 2)",
+                       description="Phase 1 trains the encoder-decoder on every image of the manifest; phase 2 the "
+                                   "conditional latent DDPM on its source->target kernel pairs. Multi-GPU/multi-node: "
+                                   "launch with torchrun.")
+    p.add_argument("--data", type=Path, required=True, help="manifest.json from `diffusionct scan` or `simulate`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run folder (the trained model)")
+    p.add_argument("--method", default="diffusionct", choices=["identity", "histogram", "autoencoder", "residual-cnn", "diffusionct"],
+                   help="what to train: diffusionct (default) or a baseline: identity (no change), histogram "
+                        "(histogram matching), autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019)")
+    p.add_argument("--phase", default="all", choices=["autoencoder", "diffusion", "all"], help="diffusionct phases")
+    p.add_argument("--config", type=Path, help="YAML config (see docs/model.md)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. phase1.steps=500")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("standardize", help="standardize CT series to the model's target kernel",
+                       description="Standardize a DICOM series folder, a folder tree of series (the model is loaded "
+                                   "once; finished outputs are skipped, so a stopped batch resumes) or a NIfTI file.")
+    p.add_argument("-i", "--input", type=Path, required=True, help="DICOM series folder, folder tree, or NIfTI file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output series folder (or tree, or .nii.gz)")
+    p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives identical output")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
+    p.add_argument("--format", default=None, choices=["dicom", "nifti"], help="output format (default: the input's)")
+    p.add_argument("--series", help="series UID when the input folder holds several and only one is wanted")
+    p.add_argument("--strict", action="store_true", help="refuse inputs whose kernel is not the model's source kernel")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
+    p.set_defaults(func=_cmd_standardize)

@@ -1,0 +1,1 @@
+"""Networks: they take tensors, never files."""

@@ -1,0 +1,249 @@
+"""Typed configuration: dataclasses, YAML files and ``--set a.b=value`` overrides.
+
+Every model and training setting lives in one :class:`RunConfig`; it is saved as JSON beside the
+weights so that a checkpoint always carries the settings that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diffusionct.errors import DiffusionCTError
+
+
+@dataclass
+class AutoencoderConfig:
+    """Encoder-decoder (the paper's section 3.1).
+
+    Attributes:
+        base_channels: channels of the ResNet-18-style stem and first stage.
+        latent_channels: channels of the spatial latent Z.
+        downsample: spatial reduction of the latent: 2, 4 or 8.
+        blocks_per_stage: BasicBlocks per encoder stage (ResNet-18 has 2).
+        decoder_channels: width of the up-sampling decoder.
+        hu_min, hu_max: HU clipping window mapped linearly to [-1, 1] for the networks.
+    """
+
+    base_channels: int = 32
+    latent_channels: int = 16
+    downsample: int = 4
+    blocks_per_stage: int = 2
+    decoder_channels: int = 64
+    hu_min: float = -1024.0
+    hu_max: float = 3071.0
+
+
+@dataclass
+class UNetConfig:
+    """Latent diffusion U-Net (MONAI ``DiffusionModelUNet``)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, True])
+    num_res_blocks: int = 1
+    num_head_channels: int = 32
+    norm_num_groups: int = 16
+
+
+@dataclass
+class DiffusionConfig:
+    """The conditional latent DDPM (section 3.2) and its sampling.
+
+    Attributes:
+        mode: ``paper`` (epsilon prediction, L1 on the noise, the target latent Z_B sampled from pure
+            noise) or ``residual`` (the project's mode: the network predicts v of the residual
+            Z_B - Z_A, L2 loss; see ``docs/model.md``).
+        timesteps: T, the number of forward diffusion steps.
+        beta_start, beta_end: linear beta schedule (Ho et al. 2020).
+        ema_decay: decay of the exponential moving average of the weights used for sampling.
+        sampler: ``ddim`` (deterministic with eta = 0) or ``ddpm``.
+        steps: reverse steps at inference (DDIM sub-sequence of the T steps).
+        eta: DDIM stochasticity (0 = deterministic).
+    """
+
+    mode: str = "residual"
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    ema_decay: float = 0.999
+    sampler: str = "ddim"
+    steps: int = 5
+    eta: float = 0.0
+
+    @property
+    def prediction(self) -> str:
+        return {"paper": "epsilon", "residual": "v"}[self.mode]
+
+    @property
+    def target(self) -> str:
+        return {"paper": "latent", "residual": "residual"}[self.mode]
+
+    @property
+    def loss(self) -> str:
+        return {"paper": "l1", "residual": "l2"}[self.mode]
+
+
+@dataclass
+class PhaseConfig:
+    """Optimisation of one training phase."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    crop: int = 96
+    lr: float = 1e-4
+    validate_every: int = 250
+    checkpoint_every: int = 250
+
+
+@dataclass
+class LossConfig:
+    """Autoencoder losses: L2 plus the anatomic structure (gradient) and frequency terms."""
+
+    structure_weight: float = 1.0
+    frequency_weight: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    """Which kernels are the non-standard source (A) and the standard target (B) of the pairs."""
+
+    source_kernel: str = "SIM_SMOOTH"
+    target_kernel: str = "SIM_SHARP"
+    validation_fraction: float = 0.15
+
+
+@dataclass
+class BaselineConfig:
+    """Settings of the baseline methods (``--method``), sources in ``docs/baselines.md``."""
+
+    residual_cnn_channels: int = 64
+    residual_cnn_layers: int = 6
+    residual_cnn: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
+    histogram_quantiles: int = 1024
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run and its model need."""
+
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    phase1: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=4000, batch_size=8, crop=96, lr=3e-4))
+    phase2: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=4000, batch_size=8, crop=128, lr=1e-4))
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.autoencoder.downsample not in (2, 4, 8):
+            raise DiffusionCTError(f"autoencoder.downsample must be 2, 4 or 8, got {self.autoencoder.downsample}")
+        if self.diffusion.mode not in ("paper", "residual"):
+            raise DiffusionCTError(f"diffusion.mode must be 'paper' or 'residual', got '{self.diffusion.mode}'")
+        if self.diffusion.sampler not in ("ddim", "ddpm"):
+            raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
+        if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:
+            raise DiffusionCTError(f"diffusion.steps must be in 1..{self.diffusion.timesteps}, got {self.diffusion.steps}")
+        if len(self.unet.channels) != len(self.unet.attention_levels):
+            raise DiffusionCTError("unet.channels and unet.attention_levels must have the same length")
+        for name in ("phase1", "phase2"):
+            phase = getattr(self, name)
+            if phase.crop % (self.autoencoder.downsample * 2 ** (len(self.unet.channels) - 1)):
+                raise DiffusionCTError(
+                    f"{name}.crop {phase.crop} must be a multiple of {self.autoencoder.downsample * 2 ** (len(self.unet.channels) - 1)}"
+                    " (latent down-sampling times the U-Net's)")
+
+    @property
+    def size_multiple(self) -> int:
+        """Images are padded to a multiple of this for the networks."""
+        return self.autoencoder.downsample * 2 ** (len(self.unet.channels) - 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "RunConfig":
+        config = _build(cls, data, source)
+        config.validate()
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "RunConfig":
+        """Defaults, then a YAML (or JSON) file, then ``key.sub=value`` overrides."""
+        data: dict = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise DiffusionCTError(f"{path}: config file not found")
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise DiffusionCTError(f"{path}: not valid YAML ({exc})") from None
+        for item in overrides or []:
+            apply_override(data, item)
+        return cls.from_dict(data, str(path or "--set"))
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML) to a nested dict; keys are checked when building."""
+    if "=" not in item:
+        raise DiffusionCTError(f"--set expects key=value, got '{item}'")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise DiffusionCTError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(text)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise DiffusionCTError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise DiffusionCTError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(hint, value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where):
+    origin = typing.get_origin(hint)
+    try:
+        if hint is float:
+            return float(value)
+        if hint is int:
+            if isinstance(value, bool) or float(value) != int(value):
+                raise ValueError
+            return int(value)
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if hint is str:
+            return str(value)
+        if origin is list:
+            (inner,) = typing.get_args(hint)
+            return [_coerce(inner, v, where) for v in value]
+    except (TypeError, ValueError):
+        raise DiffusionCTError(f"{where}: cannot use {value!r} as {getattr(hint, '__name__', hint)}") from None
+    return value

@@ -1,0 +1,141 @@
+"""The conditional latent DDPM: noise schedule, training target and the DDPM / DDIM samplers.
+
+Separate from the network (as in diffusers): the functions here take a ``denoiser(x_t, t, cond)``
+callable and tensors. Notation follows Ho et al. 2020 (DDPM) and Song et al. 2021 (DDIM):
+
+* forward process, eq. (4) of Ho et al.: ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``
+* v-parameterisation (Salimans & Ho 2022): ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0``
+* the paper's loss (section 3.2): ``E_t |eps - p_theta(Z_A, Z_B_t)|`` (L1 on the noise)
+
+``x_0`` is the target latent Z_B in the paper's mode and the residual Z_B - Z_A in the project's
+``residual`` mode; the condition is always Z_A, concatenated with x_t along the channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from diffusionct.config import DiffusionConfig
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class NoiseSchedule:
+    """Linear beta schedule and its cumulative products (``alpha_bar``), on the CPU in float64."""
+
+    betas: torch.Tensor
+    alpha_bar: torch.Tensor
+
+    @classmethod
+    def linear(cls, timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+        betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+        return cls(betas, torch.cumprod(1 - betas, dim=0))
+
+    @classmethod
+    def from_config(cls, cfg: DiffusionConfig) -> "NoiseSchedule":
+        return cls.linear(cfg.timesteps, cfg.beta_start, cfg.beta_end)
+
+    @property
+    def timesteps(self) -> int:
+        return self.betas.numel()
+
+    def coefficients(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(abar_t), sqrt(1 - abar_t)) shaped to broadcast over ``like``."""
+        abar = self.alpha_bar.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """q(x_t | x_0), Ho et al. eq. (4)."""
+        a, s = self.coefficients(t, x0)
+        return a * x0 + s * noise
+
+
+def training_target(cfg: DiffusionConfig, schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor,
+                    t: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output at x_t: the noise (paper) or v (residual mode)."""
+    if cfg.prediction == "epsilon":
+        return noise
+    a, s = schedule.coefficients(t, x0)
+    return a * noise - s * x0
+
+
+def diffusion_loss(cfg: DiffusionConfig, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if cfg.loss == "l1":
+        return (prediction - target).abs().mean()
+    return ((prediction - target) ** 2).mean()
+
+
+def predict_x0_eps(cfg: DiffusionConfig, schedule: NoiseSchedule, output: torch.Tensor, x_t: torch.Tensor,
+                   t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's estimate of (x_0, eps) at step t from its raw output."""
+    a, s = schedule.coefficients(t, x_t)
+    if cfg.prediction == "epsilon":
+        eps = output
+        x0 = (x_t - s * eps) / a
+    else:  # v: x_0 = a x_t - s v ; eps = s x_t + a v
+        x0 = a * x_t - s * output
+        eps = s * x_t + a * output
+    return x0, eps
+
+
+def sampling_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
+    """The DDIM sub-sequence of ``steps`` timesteps, from T-1 down to 0 (evenly spaced)."""
+    total = schedule.timesteps
+    ts = torch.linspace(total - 1, 0, steps).round().long().tolist()
+    return sorted(set(ts), reverse=True)
+
+
+@torch.no_grad()
+def sample(denoiser: Denoiser, cond: torch.Tensor, cfg: DiffusionConfig, schedule: NoiseSchedule,
+           generator: torch.Generator | None = None, steps: int | None = None, sampler: str | None = None,
+           progress: Callable[[int], None] | None = None, initial_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the reverse process conditioned on ``cond`` (= Z_A) and return x_0.
+
+    DDIM (Song et al. eq. 12), with ``eta`` = 0 deterministic:
+        x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
+    DDPM ancestral sampling (Ho et al. Algorithm 2) is DDIM over all T steps with eta = 1.
+    The start x_T is ``initial_noise`` when given, else Gaussian noise from ``generator`` (the same
+    seed gives the same output).
+    """
+    sampler = sampler or cfg.sampler
+    steps = cfg.timesteps if sampler == "ddpm" else (steps or cfg.steps)
+    eta = 1.0 if sampler == "ddpm" else cfg.eta
+    if initial_noise is not None:
+        x = initial_noise.to(device=cond.device, dtype=cond.dtype)
+    else:
+        x = torch.randn(cond.shape, generator=generator, device=cond.device if generator is None else generator.device,
+                        dtype=cond.dtype).to(cond.device)
+    timesteps = sampling_timesteps(schedule, steps)
+    for i, t in enumerate(timesteps):
+        t_batch = torch.full((cond.shape[0],), t, device=cond.device, dtype=torch.long)
+        output = denoiser(x, t_batch, cond)
+        x0, eps = predict_x0_eps(cfg, schedule, output, x, t_batch)
+        if i + 1 == len(timesteps):
+            x = x0
+            break
+        t_next = timesteps[i + 1]
+        abar_t = schedule.alpha_bar[t].item()
+        abar_next = schedule.alpha_bar[t_next].item()
+        sigma = eta * ((1 - abar_next) / (1 - abar_t) * (1 - abar_t / abar_next)) ** 0.5
+        x = abar_next**0.5 * x0 + max(1 - abar_next - sigma**2, 0.0) ** 0.5 * eps
+        if sigma > 0:
+            z = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device,
+                            dtype=x.dtype).to(x.device)
+            x = x + sigma * z
+        if progress is not None:
+            progress(i + 1)
+    return x
+
+
+def to_target_latent(cfg: DiffusionConfig, x0: torch.Tensor, z_source: torch.Tensor) -> torch.Tensor:
+    """The standardized latent Z_A' from the sampled x_0 (the residual mode adds Z_A back)."""
+    return x0 + z_source if cfg.target == "residual" else x0
+
+
+def from_pair(cfg: DiffusionConfig, z_source: torch.Tensor, z_target: torch.Tensor) -> torch.Tensor:
+    """The diffusion's x_0 for a training pair (Z_A, Z_B)."""
+    return z_target - z_source if cfg.target == "residual" else z_target

@@ -1,0 +1,289 @@
+"""Every standardization method behind one interface, trained and saved the same way.
+
+A method folder holds ``config.json`` (``method``, kernels, settings) and safetensors weights.
+``load_method(folder)`` returns an object with ``standardize_slices(hu, steps, seed, batch_size,
+progress) -> hu``; ``train_method(name, ...)`` trains one from a manifest.
+
+Methods (``diffusionct train --method NAME``):
+
+* ``identity``      no change (the paper's baseline row)
+* ``histogram``     quantile (histogram) matching of body voxels to the target kernel's distribution
+* ``autoencoder``   the trained encoder-decoder alone: encode A, decode (the paper's Encoder-Decoder row)
+* ``residual-cnn``  Choe et al. 2019 residual CNN
+* ``diffusionct``   the main model (default)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+
+from diffusionct import __version__
+from diffusionct.config import RunConfig
+from diffusionct.diffusion import NoiseSchedule, sample, to_target_latent
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.files import atomic_output_file
+from diffusionct.models.baselines import ResidualCNN
+from diffusionct.models.bundle import CONFIG_NAME, FORMAT_VERSION, DiffusionCTModel, load_weights, read_model_meta, save_weights
+
+METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "diffusionct")
+Progress = Callable[[int], None] | None
+
+
+def _batches(hu: np.ndarray, batch_size: int):
+    for start in range(0, hu.shape[0], batch_size):
+        yield start, hu[start:start + batch_size]
+
+
+class Method:
+    """Base class: a method maps source-kernel HU slices to target-kernel ones."""
+
+    name = "method"
+    uses_steps = False
+
+    def __init__(self, config: RunConfig, device: torch.device = torch.device("cpu")):
+        self.config = config
+        self.device = device
+        self.timing = {"seconds": 0.0, "slices": 0}
+
+    @property
+    def source_kernel(self) -> str:
+        return self.config.data.source_kernel
+
+    @property
+    def target_kernel(self) -> str:
+        return self.config.data.target_kernel
+
+    def _slices(self, hu: np.ndarray, batch_size: int, progress: Progress) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
+                           progress: Progress = None) -> np.ndarray:
+        if hu.ndim != 3:
+            raise DiffusionCTError(f"expected slices (N, H, W), got shape {hu.shape}")
+        start = time.perf_counter()
+        out = self._run(hu, steps, seed, batch_size, progress)
+        self.timing["seconds"] += time.perf_counter() - start
+        self.timing["slices"] += hu.shape[0]
+        return out.astype(np.float32)
+
+    def _run(self, hu, steps, seed, batch_size, progress) -> np.ndarray:
+        return self._slices(hu, batch_size, progress)
+
+    def _meta(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "diffusionct_version": __version__, "method": self.name,
+                "phases": [], "config": self.config.to_dict()}
+
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_output_file(folder / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps({**self._meta(), **(extra or {})}, indent=2, sort_keys=True))
+
+
+class IdentityMethod(Method):
+    name = "identity"
+
+    def _slices(self, hu, batch_size, progress):
+        if progress:
+            progress(hu.shape[0])
+        return hu.copy()
+
+
+class HistogramMethod(Method):
+    """Maps each HU value through source quantiles -> target quantiles learned on body voxels of the pairs."""
+
+    name = "histogram"
+    WEIGHTS = "histogram.safetensors"
+
+    def __init__(self, config, device=torch.device("cpu"), source_q=None, target_q=None):
+        super().__init__(config, device)
+        self.source_q, self.target_q = source_q, target_q
+
+    def fit(self, source: np.ndarray, target: np.ndarray) -> None:
+        body = (source > -500) | (target > -500)
+        levels = np.linspace(0, 1, self.config.baselines.histogram_quantiles)
+        self.source_q = np.quantile(source[body], levels)
+        self.target_q = np.quantile(target[body], levels)
+
+    def _slices(self, hu, batch_size, progress):
+        out = np.interp(hu, self.source_q, self.target_q)
+        outside = (hu < self.source_q[0]) | (hu > self.source_q[-1])
+        out[outside] = hu[outside]  # beyond the learned range (air, metal): unchanged
+        if progress:
+            progress(hu.shape[0])
+        return out
+
+    def save(self, folder, extra=None):
+        super().save(folder, extra)
+        with atomic_output_file(folder / self.WEIGHTS) as tmp:
+            save_file({"source_quantiles": torch.from_numpy(self.source_q), "target_quantiles": torch.from_numpy(self.target_q)}, str(tmp))
+
+    @classmethod
+    def load(cls, folder, config, device):
+        tensors = load_file(str(folder / cls.WEIGHTS))
+        return cls(config, device, tensors["source_quantiles"].numpy(), tensors["target_quantiles"].numpy())
+
+
+def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = batch.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        batch = F.pad(batch, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+    return batch, (h, w)
+
+
+class NetworkMethod(Method):
+    """Shared batching of a torch network over slices, with reflection padding to ``multiple``."""
+
+    multiple = 1
+
+    @torch.no_grad()
+    def _network_slices(self, hu: np.ndarray, batch_size: int, progress: Progress, fn) -> np.ndarray:
+        out = np.empty(hu.shape, dtype=np.float32)
+        for start, chunk in _batches(hu, batch_size):
+            batch, (h, w) = _pad(torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))[:, None], self.multiple)
+            out[start:start + chunk.shape[0]] = fn(batch.to(self.device))[:, 0, :h, :w].float().cpu().numpy()
+            if progress:
+                progress(chunk.shape[0])
+        return out
+
+
+class ResidualCNNMethod(NetworkMethod):
+    name = "residual-cnn"
+    WEIGHTS = "residual_cnn.safetensors"
+
+    def __init__(self, config, device=torch.device("cpu"), network: ResidualCNN | None = None):
+        super().__init__(config, device)
+        b = config.baselines
+        self.network = (network or ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers)).to(device).eval()
+
+    def _slices(self, hu, batch_size, progress):
+        return self._network_slices(hu, batch_size, progress, self.network.convert)
+
+    def save(self, folder, extra=None):
+        super().save(folder, extra)
+        save_weights(self.network, folder / self.WEIGHTS)
+
+    @classmethod
+    def load(cls, folder, config, device):
+        method = cls(config, device)
+        load_weights(method.network, folder / cls.WEIGHTS)
+        method.network.to(device).eval()
+        return method
+
+
+class AutoencoderMethod(NetworkMethod):
+    """The encoder-decoder alone (no diffusion)."""
+
+    name = "autoencoder"
+
+    def __init__(self, config, device=torch.device("cpu"), model: DiffusionCTModel | None = None):
+        super().__init__(config, device)
+        self.model = model
+        self.multiple = config.autoencoder.downsample
+
+    def _slices(self, hu, batch_size, progress):
+        ae = self.model.autoencoder
+        return self._network_slices(hu, batch_size, progress, lambda x: ae.decode(ae.encode(x)))
+
+    def save(self, folder, extra=None):
+        self.model.save(folder, ["autoencoder"], {"method": self.name, **(extra or {})})
+
+
+class DiffusionCTMethod(NetworkMethod):
+    """Encode A, reverse diffusion conditioned on Z_A from noise shared by all slices, decode."""
+
+    name = "diffusionct"
+    uses_steps = True
+
+    def __init__(self, config, device=torch.device("cpu"), model: DiffusionCTModel | None = None):
+        super().__init__(config, device)
+        self.model = model
+        self.multiple = config.size_multiple
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self.stage_seconds = {"encode": 0.0, "diffuse": 0.0, "decode": 0.0}
+
+    def _run(self, hu, steps, seed, batch_size, progress):
+        minimum = self.config.size_multiple
+        if min(hu.shape[1:]) < minimum:
+            raise DiffusionCTError(f"images of {hu.shape[1]}x{hu.shape[2]} pixels are smaller than the "
+                                   f"{minimum}x{minimum} this model needs")
+        ae, unet, cfg = self.model.autoencoder, self.model.unet, self.config.diffusion
+        shared: dict[str, torch.Tensor] = {}
+
+        def convert(batch: torch.Tensor) -> torch.Tensor:
+            t0 = time.perf_counter()
+            z_a = ae.encode(batch)
+            t1 = time.perf_counter()
+            if "noise" not in shared or shared["noise"].shape[1:] != z_a.shape[1:]:
+                shared["noise"] = torch.randn((1, *z_a.shape[1:]), generator=torch.Generator().manual_seed(seed))
+            x0 = sample(lambda x, t, c: unet(x, t, c), z_a, cfg, self.schedule, steps=steps,
+                        initial_noise=shared["noise"].expand(z_a.shape[0], -1, -1, -1))
+            t2 = time.perf_counter()
+            images = ae.decode(to_target_latent(cfg, x0, z_a))
+            t3 = time.perf_counter()
+            for stage, seconds in zip(("encode", "diffuse", "decode"), (t1 - t0, t2 - t1, t3 - t2)):
+                self.stage_seconds[stage] += seconds
+            return images
+
+        return self._network_slices(hu, batch_size, progress, convert)
+
+    def save(self, folder, extra=None):
+        self.model.save(folder, ["autoencoder", "diffusion"], {"method": self.name, **(extra or {})})
+
+
+def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) -> Method:
+    """Load any method from its folder (the method name is in ``config.json``)."""
+    folder = Path(folder)
+    meta = read_model_meta(folder, require_autoencoder=False)
+    name = meta.get("method", "diffusionct")
+    config = RunConfig.from_dict(meta["config"], str(folder / CONFIG_NAME))
+    if name == "identity":
+        return IdentityMethod(config, device)
+    if name == "histogram":
+        return HistogramMethod.load(folder, config, device)
+    if name == "residual-cnn":
+        return ResidualCNNMethod.load(folder, config, device)
+    if name == "autoencoder":
+        return AutoencoderMethod(config, device, DiffusionCTModel.load(folder, device, need_diffusion=False))
+    if name == "diffusionct":
+        return DiffusionCTMethod(config, device, DiffusionCTModel.load(folder, device))
+    raise DiffusionCTError(f"{folder}: unknown method '{name}' in {CONFIG_NAME}; known: {', '.join(METHODS)}")
+
+
+def train_method(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device,
+                 resume: bool = False, overwrite: bool = False, phase: str = "all") -> Method:
+    """Train ``name`` on a manifest into ``run_dir`` (``diffusionct`` trains its phases, see trainer)."""
+    from diffusionct.train.data import load_training_data
+    from diffusionct.train.trainer import Trainer, prepare_run, train
+
+    if name not in METHODS:
+        raise DiffusionCTError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
+    if name == "diffusionct":
+        model = train(manifest, run_dir, config, phase=phase, device=device, resume=resume, overwrite=overwrite)
+        return DiffusionCTMethod(config, device, model) if phase != "autoencoder" else AutoencoderMethod(config, device, model)
+    prepare_run(run_dir, config, "all", resume, overwrite)
+    data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
+                              config.data.validation_fraction, need_pairs=name != "autoencoder")
+    if name == "identity":
+        method: Method = IdentityMethod(config, device)
+    elif name == "histogram":
+        method = HistogramMethod(config, device)
+        method.fit(data.pairs.source, data.pairs.target)
+    elif name == "autoencoder":
+        trainer = Trainer(config, run_dir, data, device)
+        trainer.train_autoencoder()
+        method = AutoencoderMethod(config, device, trainer.model)
+    else:
+        trainer = Trainer(config, run_dir, data, device)
+        network = trainer.train_residual_cnn()
+        method = ResidualCNNMethod(config, device, network)
+    method.save(Path(run_dir), {"manifest": str(manifest)})
+    return method

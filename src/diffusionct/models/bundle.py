@@ -1,0 +1,136 @@
+"""A trained DiffusionCT model on disk: ``config.json`` plus safetensors weights, loaded once and reused.
+
+Layout of a model folder::
+
+    config.json                 RunConfig, format version, phases trained, kernels, training record
+    autoencoder.safetensors     encoder-decoder weights (+ latent_scale)
+    unet.safetensors            EMA weights of the conditional latent U-Net (after phase 2)
+
+Nothing is unpickled: weights are safetensors, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from diffusionct import __version__
+from diffusionct.config import RunConfig
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.files import atomic_output_file
+from diffusionct.models.autoencoder import Autoencoder
+from diffusionct.models.latent_unet import ConditionalUNet
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+AUTOENCODER_NAME = "autoencoder.safetensors"
+UNET_NAME = "unet.safetensors"
+
+
+def save_weights(module: torch.nn.Module, path: Path) -> None:
+    """Atomic safetensors write of a module's state dict (contiguous CPU tensors)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_output_file(path) as tmp:
+        save_file(state, str(tmp), metadata={"diffusionct": __version__})
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise DiffusionCTError(f"{path}: cannot read weights ({exc}); the model folder is corrupt, retrain or re-copy it") from None
+    missing, unexpected = set(module.state_dict()) - set(state), set(state) - set(module.state_dict())
+    if missing or unexpected:
+        raise DiffusionCTError(
+            f"{path}: weights do not match the model built from config.json ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors, e.g. {sorted(missing | unexpected)[:2]}); config and weights are from different runs")
+    shapes = [k for k, v in module.state_dict().items() if v.shape != state[k].shape]
+    if shapes:
+        raise DiffusionCTError(f"{path}: tensor shapes differ from config.json for {shapes[:3]}; config and weights do not match")
+    module.load_state_dict(state)
+
+
+@dataclass
+class DiffusionCTModel:
+    """The encoder-decoder and the latent U-Net with their configuration."""
+
+    config: RunConfig
+    autoencoder: Autoencoder
+    unet: ConditionalUNet | None = None
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: RunConfig) -> "DiffusionCTModel":
+        return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, config.autoencoder.latent_channels))
+
+    def to(self, device: torch.device) -> "DiffusionCTModel":
+        self.autoencoder.to(device)
+        if self.unet is not None:
+            self.unet.to(device)
+        return self
+
+    def eval(self) -> "DiffusionCTModel":
+        self.autoencoder.eval()
+        if self.unet is not None:
+            self.unet.eval()
+        return self
+
+    @property
+    def source_kernel(self) -> str:
+        return self.config.data.source_kernel
+
+    @property
+    def target_kernel(self) -> str:
+        return self.config.data.target_kernel
+
+    def save(self, folder: Path, phases: list[str], extra: dict | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_weights(self.autoencoder, folder / AUTOENCODER_NAME)
+        if "diffusion" in phases and self.unet is not None:
+            save_weights(self.unet, folder / UNET_NAME)
+        meta = {"format_version": FORMAT_VERSION, "diffusionct_version": __version__, "phases": phases,
+                "config": self.config.to_dict(), **self.info, **(extra or {})}
+        with atomic_output_file(folder / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu", need_diffusion: bool = True) -> "DiffusionCTModel":
+        folder = Path(folder)
+        meta = read_model_meta(folder)
+        config = RunConfig.from_dict(meta["config"], f"{folder / CONFIG_NAME}")
+        model = cls.build(config)
+        model.info = {k: v for k, v in meta.items() if k != "config"}
+        load_weights(model.autoencoder, folder / AUTOENCODER_NAME)
+        if need_diffusion:
+            if "diffusion" not in meta.get("phases", []) or not (folder / UNET_NAME).exists():
+                raise DiffusionCTError(f"{folder}: the model has no trained diffusion phase; run `diffusionct train --phase diffusion`")
+            load_weights(model.unet, folder / UNET_NAME)
+        else:
+            model.unet = None
+        return model.to(torch.device(device)).eval()
+
+
+def read_model_meta(folder: Path, require_autoencoder: bool = True) -> dict:
+    if not folder.is_dir():
+        raise DiffusionCTError(f"{folder}: model folder not found")
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise DiffusionCTError(f"{folder}: not a DiffusionCT model folder (no {CONFIG_NAME}); give the folder that "
+                               "`diffusionct train` wrote")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DiffusionCTError(f"{path}: corrupt model config ({exc})") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DiffusionCTError(
+            f"{folder}: model format {version} was written by diffusionct {meta.get('diffusionct_version', '?')}; "
+            f"this version ({__version__}) reads format {FORMAT_VERSION}: retrain or use a matching version")
+    if require_autoencoder and not (folder / AUTOENCODER_NAME).is_file():
+        raise DiffusionCTError(f"{folder}: {AUTOENCODER_NAME} is missing")
+    return meta

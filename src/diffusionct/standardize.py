@@ -1,0 +1,196 @@
+"""Standardization: a CT volume reconstructed with the source kernel -> its target-kernel counterpart.
+
+    standardizer = Standardizer.load("path/to/model", device="auto")   # once
+    out = standardizer.standardize(volume, steps=5, seed=0)            # per series
+
+Inference (paper section 3.3): encode A to Z_A, run the reverse diffusion conditioned on Z_A, decode
+Z_A'. Full slices at native size (padded by reflection to the networks' multiple, cropped back), in
+batches. The starting noise is drawn once per seed and shared by every slice, and DDIM with eta = 0
+is deterministic, so neighbouring slices are standardized consistently and the same input, model and
+seed give the same output bytes. Outside the body (below -500 HU, holes filled) the input is kept, so
+air stays air.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from diffusionct.devices import resolve_device
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.volume import Volume
+from diffusionct.methods import Method, load_method
+
+log = logging.getLogger(__name__)
+OUTPUT_RANGE = (-1024.0, 3071.0)
+BODY_THRESHOLD_HU = -500.0
+
+
+def default_model_dir() -> Path:
+    """The model shipped in the package (trained on simulated smooth -> sharp pairs)."""
+    return Path(str(resources.files("diffusionct.data").joinpath("default_model")))
+
+
+def body_mask(hu: np.ndarray) -> np.ndarray:
+    """Per slice: tissue above -500 HU with holes (lungs, airways) filled, grown by 2 pixels."""
+    out = np.empty(hu.shape, dtype=bool)
+    for i, image in enumerate(hu):
+        filled = ndimage.binary_fill_holes(image > BODY_THRESHOLD_HU)
+        out[i] = ndimage.binary_dilation(filled, iterations=2)
+    return out
+
+
+class Standardizer:
+    """A loaded method (DiffusionCT or a baseline), reused for many series."""
+
+    def __init__(self, method: Method):
+        self.method = method
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, device: str = "auto") -> "Standardizer":
+        folder = Path(model_dir) if model_dir is not None else default_model_dir()
+        return cls(load_method(folder, resolve_device(device)))
+
+    @property
+    def config(self):
+        return self.method.config
+
+    @property
+    def source_kernel(self) -> str:
+        return self.method.source_kernel
+
+    @property
+    def target_kernel(self) -> str:
+        return self.method.target_kernel
+
+    def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
+                           progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Standardize HU slices ``(N, H, W)``; air outside the body is kept; clipped to the writer's range."""
+        if steps is not None and steps < 1:
+            raise DiffusionCTError(f"--steps must be at least 1, got {steps}")
+        out = self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+        keep = ~body_mask(hu)
+        out[keep] = hu[keep]
+        return np.clip(out, *OUTPUT_RANGE)
+
+    def check_kernel(self, volume: Volume, strict: bool = False) -> str | None:
+        """A warning (or, with ``strict``, an error) when the input's kernel is not the model's source kernel."""
+        kernel = volume.kernel
+        if kernel is None or kernel.upper() == self.source_kernel.upper():
+            return None
+        message = (f"input kernel is {kernel or 'unknown'} but the model standardizes {self.source_kernel} -> "
+                   f"{self.target_kernel}")
+        if strict:
+            raise DiffusionCTError(message + " (refused by --strict)")
+        return message
+
+    def standardize(self, volume: Volume, steps: int | None = None, seed: int = 0, batch_size: int = 4,
+                    progress: Callable[[int], None] | None = None) -> Volume:
+        """The standardized volume on the same grid, with the target kernel in its metadata."""
+        hu = self.standardize_slices(volume.hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+        return volume.with_hu(hu, kernel=self.target_kernel, standardized_from=volume.kernel)
+
+
+# ------------------------------------------------------------------------------------- files
+
+
+@dataclass
+class SeriesResult:
+    input: Path
+    output: Path
+    slices: int
+    seconds: float = 0.0
+    skipped: bool = False
+
+    @property
+    def seconds_per_slice(self) -> float:
+        return self.seconds / max(self.slices, 1)
+
+
+def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | None) -> list[tuple[Path, Path, str | None]]:
+    """(input, output, series UID) per series: one series maps to ``output``, a tree to sub-folders."""
+    from diffusionct.io.image import is_itk_image
+    from diffusionct.io.scan import scan_folder
+
+    if not input_path.exists():
+        raise DiffusionCTError(f"{input_path}: input does not exist")
+    if input_path.is_file():
+        if not is_itk_image(input_path):
+            return [(input_path.parent, output, series_uid)]
+        if output_format == "dicom":
+            raise DiffusionCTError(f"{input_path}: DICOM output needs a DICOM input (its metadata); use --format nifti")
+        target = output if is_itk_image(output) else output / input_path.name
+        return [(input_path, target, None)]
+    series = [s for s in scan_folder(input_path) if s.modality == "CT"]
+    if series_uid is not None:
+        series = [s for s in series if s.series_uid == series_uid]
+    if not series:
+        raise DiffusionCTError(f"{input_path}: no CT series found" + (f" with UID {series_uid}" if series_uid else ""))
+    if len(series) == 1:
+        target = output if output_format == "dicom" or is_itk_image(output) else output / "standardized.nii.gz"
+        return [(Path(series[0].path), target, series[0].series_uid)]
+    jobs = []
+    for info in series:
+        relative = Path(info.path).relative_to(input_path) if Path(info.path) != input_path else Path(info.series_uid)
+        target = output / relative
+        jobs.append((Path(info.path), target if output_format == "dicom" else target.with_suffix(".nii.gz"), info.series_uid))
+    return jobs
+
+
+def run_standardize(input_path: Path, output: Path, model_dir: Path | None = None, steps: int | None = None,
+                    seed: int = 0, device: str = "auto", batch_size: int = 4, output_format: str | None = None,
+                    strict: bool = False, overwrite: bool = False, series_uid: str | None = None) -> list[SeriesResult]:
+    """Standardize every series under ``input_path``; the model is loaded once."""
+    from tqdm import tqdm
+
+    from diffusionct import __version__
+    from diffusionct.io.dicom import SeriesDescription, write_dicom_series
+    from diffusionct.io.image import is_itk_image, read_volume, write_nifti
+
+    input_path, output = Path(input_path), Path(output)
+    if batch_size < 1:
+        raise DiffusionCTError(f"--batch-size must be at least 1, got {batch_size}")
+    if output_format is None:
+        output_format = "nifti" if is_itk_image(input_path) or is_itk_image(output) else "dicom"
+    jobs = _jobs(input_path, output, output_format, series_uid)
+    standardizer = Standardizer.load(model_dir, device)
+    steps = (steps or standardizer.config.diffusion.steps) if standardizer.method.uses_steps else None
+    model_name = (model_dir.name if model_dir else "default")
+    results = []
+    for source, target, uid in jobs:
+        if target.exists() and not overwrite:
+            log.info("%s exists, skipped", target)
+            results.append(SeriesResult(source, target, 0, skipped=True))
+            continue
+        volume = read_volume(source, uid)
+        warning = standardizer.check_kernel(volume, strict)
+        if warning:
+            log.warning("%s: %s", source, warning)
+        start = time.perf_counter()
+        with tqdm(total=volume.shape[0], desc=source.name[:30], unit="slice", disable=None) as bar:
+            result = standardizer.standardize(volume, steps=steps, seed=seed, batch_size=batch_size, progress=bar.update)
+        if output_format == "nifti":
+            write_nifti(result, target, overwrite=overwrite)
+        else:
+            if not volume.headers:
+                raise DiffusionCTError(f"{source}: DICOM output needs a DICOM input; use --format nifti")
+            how = f"{steps} DDIM steps, seed {seed}" if steps else "deterministic"
+            derivation = (f"Standardized from {volume.kernel or 'unknown'} to {standardizer.target_kernel} kernel by "
+                          f"diffusionct {__version__} ({standardizer.method.name} model {model_name}, {how})")
+            uid_seed = "|".join([str(volume.headers[0].get("SOPInstanceUID", "")), str(volume.shape[0]), model_name,
+                                 str(steps), str(seed)])
+            write_dicom_series(result, target, SeriesDescription(
+                description=f"{volume.headers[0].get('SeriesDescription', '')} standardized"[-64:].strip(),
+                kernel=standardizer.target_kernel, derivation=derivation,
+                series_number=int(volume.headers[0].get("SeriesNumber", 0) or 0) + 1000), overwrite=overwrite, uid_seed=uid_seed)
+        seconds = time.perf_counter() - start
+        log.info("%s: %d slices in %.1f s (%.2f s/slice)", source, volume.shape[0], seconds, seconds / volume.shape[0])
+        results.append(SeriesResult(source, target, volume.shape[0], seconds))
+    return results

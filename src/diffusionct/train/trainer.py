@@ -1,0 +1,374 @@
+"""Two-phase training (paper section 3.3): the encoder-decoder, then the conditional latent DDPM.
+
+Reproducible and resumable: the crops and noise of step k come from generators seeded by
+(seed, phase, k, rank), and a checkpoint (safetensors weights + optimizer tensors, JSON for the
+rest) is written atomically every ``checkpoint_every`` steps, so a killed run resumed with
+``--resume`` reaches the same weights as an uninterrupted one. Multi-process training uses
+DistributedDataParallel when launched by ``torchrun`` (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from diffusionct.config import PhaseConfig, RunConfig
+from diffusionct.diffusion import NoiseSchedule, diffusion_loss, from_pair, training_target
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.files import atomic_output_file
+from diffusionct.models.bundle import DiffusionCTModel, read_model_meta
+from diffusionct.train.data import TrainingData, sample_image_crops, sample_pair_crops
+
+log = logging.getLogger(__name__)
+PHASES = ("autoencoder", "diffusion", "residual-cnn")
+
+
+# ------------------------------------------------------------------------------------- losses
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def autoencoder_loss(recon: torch.Tensor, target: torch.Tensor, structure_weight: float,
+                     frequency_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """L2 + anatomic structure loss (L1 between image gradients, which keeps edges and texture
+    placement) + frequency loss (L1 between amplitude spectra, which rewards keeping noise power)."""
+    l2 = F.mse_loss(recon, target)
+    (rx, ry), (tx, ty) = image_gradients(recon), image_gradients(target)
+    structure = (rx - tx).abs().mean() + (ry - ty).abs().mean()
+    h, w = target.shape[-2:]
+    frequency = (torch.fft.rfft2(recon).abs() - torch.fft.rfft2(target).abs()).abs().mean() / math.sqrt(h * w)
+    total = l2 + structure_weight * structure + frequency_weight * frequency
+    return total, {"l2": l2.item(), "structure": structure.item(), "frequency": frequency.item()}
+
+
+# ------------------------------------------------------------------------------------- state
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _step_seed(seed: int, phase: str, step: int, rank: int) -> int:
+    return int(np.random.default_rng([seed, PHASES.index(phase), step, rank]).integers(0, 2**62))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+@dataclass
+class PhaseState:
+    step: int = 0
+    history: list | None = None
+
+
+class Trainer:
+    """Trains one run folder, phase by phase."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, data: TrainingData, device: torch.device,
+                 model: DiffusionCTModel | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.data = data
+        self.device = device
+        self.model = (model or DiffusionCTModel.build(config)).to(device)
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self.rank, self.world = _world()
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _state_paths(self, phase: str) -> tuple[Path, Path]:
+        folder = self.run_dir / "state"
+        return folder / f"{phase}.safetensors", folder / f"{phase}.json"
+
+    def _save_state(self, phase: str, step: int, modules: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer, history: list) -> None:
+        if self.rank != 0:
+            return
+        tensors_path, meta_path = self._state_paths(phase)
+        tensors_path.parent.mkdir(parents=True, exist_ok=True)
+        tensors, opt_meta = _optimizer_tensors(optimizer)
+        for prefix, module in modules.items():
+            tensors.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        with atomic_output_file(tensors_path) as tmp:
+            save_file(tensors, str(tmp))
+        meta = {"phase": phase, "step": step, "optimizer": opt_meta, "history": history, "config": self.config.to_dict()}
+        with atomic_output_file(meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1))
+
+    def _load_state(self, phase: str, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> PhaseState:
+        tensors_path, meta_path = self._state_paths(phase)
+        if not meta_path.is_file() or not tensors_path.is_file():
+            return PhaseState(0, [])
+        meta = json.loads(meta_path.read_text())
+        if meta["config"] != self.config.to_dict():
+            raise DiffusionCTError(f"{meta_path}: the run was started with another config; resume without --config/--set "
+                                   "changes, or start a new run")
+        tensors = load_file(str(tensors_path))
+        for prefix, module in modules.items():
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        _restore_optimizer(optimizer, tensors, meta["optimizer"])
+        log.info("resumed %s at step %d", phase, meta["step"])
+        return PhaseState(meta["step"], meta["history"])
+
+    # ----------------------------------------------------------------------------- helpers
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if self.world > 1:
+            return torch.nn.parallel.DistributedDataParallel(module)
+        return module
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
+
+    def _loop(self, phase: str, pc: PhaseConfig, state: PhaseState, step_fn, validate_fn, save_fn) -> list:
+        history = state.history or []
+        bar = tqdm(total=pc.steps, initial=state.step, desc=phase, unit="step", disable=None if self.rank == 0 else True)
+        start = time.perf_counter()
+        for step in range(state.step, pc.steps):
+            metrics = step_fn(step)
+            bar.update()
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+            done = step + 1
+            if done % pc.validate_every == 0 or done == pc.steps:
+                record = {"step": done, **metrics, **validate_fn(), "seconds": round(time.perf_counter() - start, 1)}
+                history.append(record)
+                if self.rank == 0:
+                    log.info("%s step %d: %s", phase, done, {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()})
+            if done % pc.checkpoint_every == 0 or done == pc.steps:
+                save_fn(done, history)
+        bar.close()
+        return history
+
+    # ----------------------------------------------------------------------------- phase 1
+    def train_autoencoder(self) -> list:
+        cfg, pc = self.config, self.config.phase1
+        ae = self.model.autoencoder.train()
+        optimizer = torch.optim.Adam(ae.parameters(), lr=pc.lr)
+        state = self._load_state("autoencoder", {"autoencoder": ae}, optimizer)
+        net = self._wrap(ae)
+        val = self._tensor(sample_image_crops(self.data.validation_images, 8, pc.crop, np.random.default_rng([cfg.seed, 99])))
+
+        def step_fn(step: int) -> dict:
+            rng = np.random.default_rng(_step_seed(cfg.seed, "autoencoder", step, self.rank))
+            hu = self._tensor(sample_image_crops(self.data.images, pc.batch_size, pc.crop, rng))
+            target = ae.normalize(hu)
+            loss, parts = autoencoder_loss(net(hu), target, cfg.loss.structure_weight, cfg.loss.frequency_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.item(), **parts}
+
+        def validate_fn() -> dict:
+            ae.eval()
+            with torch.no_grad():
+                recon = ae(val)
+                loss, parts = autoencoder_loss(recon, ae.normalize(val), cfg.loss.structure_weight, cfg.loss.frequency_weight)
+                rmse_hu = (ae.denormalize(recon) - val.clamp(cfg.autoencoder.hu_min, cfg.autoencoder.hu_max)).pow(2).mean().sqrt()
+            ae.train()
+            return {"val_loss": loss.item(), "val_rmse_hu": rmse_hu.item()}
+
+        def save_fn(step: int, history: list) -> None:
+            self._save_state("autoencoder", step, {"autoencoder": ae}, optimizer, history)
+
+        history = self._loop("autoencoder", pc, state, step_fn, validate_fn, save_fn)
+        ae.eval()
+        self._set_latent_scale()
+        return history
+
+    @torch.no_grad()
+    def _set_latent_scale(self) -> None:
+        """1 / std of the unscaled latents of training crops, so the diffusion sees unit-variance latents."""
+        ae = self.model.autoencoder
+        rng = np.random.default_rng([self.config.seed, 7])
+        crops = self._tensor(sample_image_crops(self.data.images, 16, self.config.phase1.crop, rng))
+        z = ae.encoder(ae.normalize(crops))
+        ae.latent_scale.fill_(1.0 / max(float(z.std()), 1e-6))
+
+    # ----------------------------------------------------------------------------- phase 2
+    def train_diffusion(self) -> list:
+        cfg, pc = self.config, self.config.phase2
+        if self.data.pairs.source.shape[0] == 0:
+            raise DiffusionCTError("phase 2 needs training pairs of the source and target kernels; the manifest has none")
+        ae = self.model.autoencoder.eval()
+        for p in ae.parameters():
+            p.requires_grad_(False)
+        unet = self.model.unet.train()
+        ema = copy.deepcopy(unet).eval()
+        for p in ema.parameters():
+            p.requires_grad_(False)
+        optimizer = torch.optim.Adam(unet.parameters(), lr=pc.lr)
+        state = self._load_state("diffusion", {"unet": unet, "ema": ema}, optimizer)
+        net = self._wrap(unet)
+        val_pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
+        va, vb = sample_pair_crops(val_pairs, 8, pc.crop, np.random.default_rng([cfg.seed, 98]))
+        val_gen = torch.Generator().manual_seed(cfg.seed + 98)
+        with torch.no_grad():
+            val_za, val_zb = ae.encode(self._tensor(va)), ae.encode(self._tensor(vb))
+        val_t = torch.linspace(0, cfg.diffusion.timesteps - 1, val_za.shape[0]).long().to(self.device)
+        val_noise = torch.randn(val_za.shape, generator=val_gen).to(self.device)
+
+        def step_fn(step: int) -> dict:
+            seed = _step_seed(cfg.seed, "diffusion", step, self.rank)
+            a, b = sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed))
+            with torch.no_grad():
+                z_a, z_b = ae.encode(self._tensor(a)), ae.encode(self._tensor(b))
+            gen = torch.Generator().manual_seed(seed)
+            x0 = from_pair(cfg.diffusion, z_a, z_b)
+            t = torch.randint(0, cfg.diffusion.timesteps, (x0.shape[0],), generator=gen).to(self.device)
+            noise = torch.randn(x0.shape, generator=gen).to(self.device)
+            x_t = self.schedule.add_noise(x0, noise, t)
+            loss = diffusion_loss(cfg.diffusion, net(x_t, t, z_a), training_target(cfg.diffusion, self.schedule, x0, noise, t))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                decay = min(cfg.diffusion.ema_decay, (1 + step) / (10 + step))  # warm-up of the average
+                for p_ema, p in zip(ema.parameters(), unet.parameters()):
+                    p_ema.lerp_(p, 1 - decay)
+            return {"loss": loss.item()}
+
+        def validate_fn() -> dict:
+            with torch.no_grad():
+                x0 = from_pair(cfg.diffusion, val_za, val_zb)
+                x_t = self.schedule.add_noise(x0, val_noise, val_t)
+                target = training_target(cfg.diffusion, self.schedule, x0, val_noise, val_t)
+                loss = diffusion_loss(cfg.diffusion, ema(x_t, val_t, val_za), target)
+            return {"val_loss": loss.item()}
+
+        def save_fn(step: int, history: list) -> None:
+            self._save_state("diffusion", step, {"unet": unet, "ema": ema}, optimizer, history)
+
+        history = self._loop("diffusion", pc, state, step_fn, validate_fn, save_fn)
+        self.model.unet.load_state_dict(ema.state_dict())  # the model keeps the EMA weights
+        self.model.unet.eval()
+        return history
+
+    # ----------------------------------------------------------------------------- baseline
+    def train_residual_cnn(self):
+        """Choe et al.'s residual CNN: L2 between the predicted and the true residual B - A (in HU / 100)."""
+        from diffusionct.models.baselines import RESIDUAL_SCALE, ResidualCNN
+
+        cfg = self.config
+        pc, b = cfg.baselines.residual_cnn, cfg.baselines
+        network = ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers).to(self.device).train()
+        optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
+        state = self._load_state("residual-cnn", {"network": network}, optimizer)
+        net = self._wrap(network)
+        pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
+        va, vb = (self._tensor(x) for x in sample_pair_crops(pairs, 8, pc.crop, np.random.default_rng([cfg.seed, 97])))
+
+        def step_fn(step: int) -> dict:
+            rng = np.random.default_rng(_step_seed(cfg.seed, "residual-cnn", step, self.rank))
+            a, b_ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
+            loss = F.mse_loss(net(a), b_ - a) / RESIDUAL_SCALE**2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.item()}
+
+        def validate_fn() -> dict:
+            with torch.no_grad():
+                rmse = (network.convert(va) - vb).pow(2).mean().sqrt().item()
+            return {"val_rmse_hu": rmse}
+
+        def save_fn(step: int, history: list) -> None:
+            self._save_state("residual-cnn", step, {"network": network}, optimizer, history)
+
+        self._loop("residual-cnn", pc, state, step_fn, validate_fn, save_fn)
+        return network.eval()
+
+
+def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, overwrite: bool) -> DiffusionCTModel | None:
+    """Check the run folder for the requested phase; returns the model to continue from (phase 2)."""
+    run_dir = Path(run_dir)
+    if phase == "diffusion":
+        meta = read_model_meta(run_dir) if run_dir.exists() else None
+        if meta is None or "autoencoder" not in meta.get("phases", []):
+            raise DiffusionCTError(f"{run_dir}: phase 2 needs a trained encoder-decoder in this run folder; "
+                                   "run `diffusionct train --phase autoencoder` (or --phase all) first")
+        saved = RunConfig.from_dict(meta["config"])
+        if saved.autoencoder != config.autoencoder:
+            raise DiffusionCTError(f"{run_dir}: the autoencoder settings differ from the checkpoint's "
+                                   f"({saved.autoencoder} vs {config.autoencoder}); use the run's own config")
+        return DiffusionCTModel.load(run_dir, need_diffusion=False)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
+        raise DiffusionCTError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start over")
+    if run_dir.exists() and overwrite and not resume:
+        import shutil
+
+        shutil.rmtree(run_dir)
+    return None
+
+
+def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", device: torch.device | None = None,
+          resume: bool = False, overwrite: bool = False) -> DiffusionCTModel:
+    """Train the requested phase(s) into ``run_dir`` and save the model there."""
+    from diffusionct.train.data import load_training_data
+
+    if phase not in ("autoencoder", "diffusion", "all"):
+        raise DiffusionCTError(f"--phase must be autoencoder, diffusion or all, got '{phase}'")
+    device = device or torch.device("cpu")
+    torch.manual_seed(config.seed)
+    model = prepare_run(run_dir, config, phase, resume, overwrite)
+    if model is not None:
+        model.unet = DiffusionCTModel.build(config).unet
+        model.config = config
+    data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
+                              config.data.validation_fraction, need_pairs=phase != "autoencoder")
+    trainer = Trainer(config, run_dir, data, device, model)
+    rank, _ = _world()
+    record: dict = dict(trainer.model.info.get("training", {}))
+    phases = ["autoencoder", "diffusion"] if phase == "all" else [phase]
+    done = ["autoencoder"] if phase == "diffusion" else []
+    for name in phases:
+        start = time.perf_counter()
+        history = trainer.train_autoencoder() if name == "autoencoder" else trainer.train_diffusion()
+        done.append(name)
+        record[name] = {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:]}
+        if rank == 0:
+            trainer.model.save(run_dir, done, {"training": record, "manifest": str(manifest)})
+    return trainer.model
+
+
+def init_distributed() -> bool:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return True
+    return False
