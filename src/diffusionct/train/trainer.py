@@ -93,6 +93,15 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _without_steps(config: dict) -> dict:
+    """A config dict without the phases' step counts: a run may be resumed to train longer."""
+    out = json.loads(json.dumps(config))
+    for section in ("phase1", "phase2"):
+        out.get(section, {}).pop("steps", None)
+    out.get("baselines", {}).get("residual_cnn", {}).pop("steps", None)
+    return out
+
+
 @dataclass
 class PhaseState:
     step: int = 0
@@ -137,7 +146,7 @@ class Trainer:
         if not meta_path.is_file() or not tensors_path.is_file():
             return PhaseState(0, [])
         meta = json.loads(meta_path.read_text())
-        if meta["config"] != self.config.to_dict():
+        if _without_steps(meta["config"]) != _without_steps(self.config.to_dict()):
             raise DiffusionCTError(f"{meta_path}: the run was started with another config; resume without --config/--set "
                                    "changes, or start a new run")
         tensors = load_file(str(tensors_path))

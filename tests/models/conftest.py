@@ -1,0 +1,30 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from diffusionct.config import RunConfig
+from diffusionct.simulate.scanner import ScannerSettings
+from diffusionct.simulate.simulator import SimulationConfig, Simulator
+
+TINY_OVERRIDES = [
+    "autoencoder.base_channels=8", "autoencoder.latent_channels=4", "autoencoder.decoder_channels=16",
+    "unet.channels=[16,16]", "unet.attention_levels=[false,true]", "unet.num_head_channels=8", "unet.norm_num_groups=8",
+    "phase1.steps=6", "phase1.batch_size=2", "phase1.crop=32", "phase1.validate_every=3", "phase1.checkpoint_every=3",
+    "phase2.steps=6", "phase2.batch_size=2", "phase2.crop=32", "phase2.validate_every=3", "phase2.checkpoint_every=3",
+    "baselines.residual_cnn_channels=8", "baselines.residual_cnn_layers=3", "baselines.residual_cnn.steps=6",
+    "baselines.residual_cnn.crop=32", "baselines.residual_cnn.batch_size=2", "diffusion.steps=3",
+]
+
+
+def tiny_config(*extra: str) -> RunConfig:
+    return RunConfig.load(overrides=[*TINY_OVERRIDES, *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Three simulated cases, 64 x 64, smooth and sharp: a manifest with pairs."""
+    out = tmp_path_factory.mktemp("data") / "sim"
+    cfg = SimulationConfig(cases=3, thicknesses_mm=[2.0], slices=3, seed=5, n_tumours=1,
+                           scanner=ScannerSettings(size=64, pixel_mm=1.4, n_views=96))
+    return Simulator(cfg).run_phantoms(out)

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+from diffusionct.config import AutoencoderConfig, RunConfig, UNetConfig
+from diffusionct.diffusion import NoiseSchedule, predict_x0_eps, sample, training_target
+from diffusionct.models.autoencoder import Autoencoder
+from diffusionct.models.latent_unet import ConditionalUNet
+from diffusionct.train.trainer import autoencoder_loss
+
+
+@pytest.mark.parametrize("downsample,latent", [(2, 4), (4, 8), (8, 16)])
+def test_autoencoder_shapes(downsample, latent):
+    ae = Autoencoder(AutoencoderConfig(base_channels=8, latent_channels=latent, downsample=downsample, decoder_channels=16))
+    hu = torch.randn(2, 1, 64, 48) * 200
+    z = ae.encode(hu)
+    assert z.shape == (2, latent, 64 // downsample, 48 // downsample)
+    assert ae.decode(z).shape == hu.shape
+
+
+def test_unet_shapes():
+    unet = ConditionalUNet(UNetConfig(channels=[16, 16], attention_levels=[False, True], num_head_channels=8, norm_num_groups=8), 4)
+    z = torch.randn(3, 4, 16, 16)
+    assert unet(z, torch.tensor([0, 10, 999]), z).shape == z.shape
+
+
+def test_hu_mapping_round_trip():
+    ae = Autoencoder(AutoencoderConfig(base_channels=8, latent_channels=4, decoder_channels=16))
+    hu = torch.tensor([-1024.0, 0.0, 40.0, 3071.0])
+    assert torch.allclose(ae.denormalize(ae.normalize(hu)), hu, atol=1e-3)
+    assert ae.normalize(torch.tensor([-5000.0])).item() == -1.0  # clipped to the window
+
+
+def test_autoencoder_steps_lower_the_loss():
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(base_channels=8, latent_channels=8, decoder_channels=16))
+    hu = torch.randn(4, 1, 32, 32) * 100 + 40
+    optimizer = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss, _ = autoencoder_loss(ae(hu), ae.normalize(hu), 1.0, 0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("mode", ["paper", "residual"])
+def test_diffusion_steps_lower_the_loss(mode):
+    from diffusionct.config import DiffusionConfig
+    from diffusionct.diffusion import diffusion_loss
+
+    torch.manual_seed(0)
+    cfg = DiffusionConfig(mode=mode)
+    schedule = NoiseSchedule.from_config(cfg)
+    unet = ConditionalUNet(UNetConfig(channels=[16, 16], attention_levels=[False, False], num_head_channels=8, norm_num_groups=8), 4)
+    z_a = torch.randn(4, 4, 8, 8)
+    x0 = torch.randn(4, 4, 8, 8)
+    noise = torch.randn(4, 4, 8, 8)
+    t = torch.tensor([10, 200, 500, 900])
+    x_t = schedule.add_noise(x0, noise, t)
+    target = training_target(cfg, schedule, x0, noise, t)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(60):
+        loss = diffusion_loss(cfg, unet(x_t, t, z_a), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+@pytest.mark.parametrize("mode", ["paper", "residual"])
+def test_parameterisations_recover_x0(mode):
+    from diffusionct.config import DiffusionConfig
+
+    cfg = DiffusionConfig(mode=mode)
+    schedule = NoiseSchedule.from_config(cfg)
+    x0, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t = torch.tensor([5, 700])
+    x_t = schedule.add_noise(x0, noise, t)
+    perfect = training_target(cfg, schedule, x0, noise, t)  # what an ideal network outputs
+    x0_hat, eps_hat = predict_x0_eps(cfg, schedule, perfect, x_t, t)
+    assert torch.allclose(x0_hat, x0, atol=1e-4) and torch.allclose(eps_hat, noise, atol=1e-4)
+
+
+def test_ddim_is_deterministic_and_seeded():
+    from diffusionct.config import DiffusionConfig
+
+    cfg = DiffusionConfig(steps=4)
+    schedule = NoiseSchedule.from_config(cfg)
+    unet = ConditionalUNet(UNetConfig(channels=[16, 16], attention_levels=[False, False], num_head_channels=8, norm_num_groups=8), 4).eval()
+    cond = torch.randn(2, 4, 8, 8)
+    runs = [sample(unet, cond, cfg, schedule, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+    calls = []
+    sample(lambda x, t, c: (calls.append(int(t[0])) or torch.zeros_like(x)), cond, cfg, schedule,
+           generator=torch.Generator().manual_seed(0))
+    assert calls == [999, 666, 333, 0]  # 4 DDIM steps from T-1 down to 0
+
+
+def test_ddpm_sampler_runs_all_steps():
+    from diffusionct.config import DiffusionConfig
+
+    cfg = DiffusionConfig(timesteps=10, sampler="ddpm")
+    calls = []
+    sample(lambda x, t, c: (calls.append(1) or torch.zeros_like(x)), torch.zeros(1, 2, 4, 4), cfg,
+           NoiseSchedule.from_config(cfg), generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 10

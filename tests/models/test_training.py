@@ -1,0 +1,143 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusionct.cli import main
+from diffusionct.config import RunConfig
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io import read_dicom_series
+from diffusionct.methods import load_method, train_method
+from diffusionct.models.bundle import DiffusionCTModel
+from diffusionct.standardize import Standardizer
+from diffusionct.train.trainer import train
+from tests.models.conftest import TINY_OVERRIDES, tiny_config
+
+
+def _weights(folder: Path) -> dict:
+    return {**load_file(str(folder / "autoencoder.safetensors")), **load_file(str(folder / "unet.safetensors"))}
+
+
+def test_train_all_then_checkpoint_round_trip(tiny_data, tmp_path):
+    config = tiny_config()
+    model = train(tiny_data, tmp_path / "run", config, phase="all")
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert meta["phases"] == ["autoencoder", "diffusion"] and meta["config"] == config.to_dict()
+    loaded = DiffusionCTModel.load(tmp_path / "run")
+    hu = torch.randn(1, 1, 32, 32) * 100
+    with torch.no_grad():
+        assert torch.equal(model.autoencoder.encode(hu), loaded.autoencoder.encode(hu))
+        z = loaded.autoencoder.encode(hu)
+        assert torch.equal(model.unet(z, torch.tensor([3]), z), loaded.unet(z, torch.tensor([3]), z))
+    assert float(loaded.autoencoder.latent_scale) != 1.0  # set from the training latents
+
+
+@pytest.mark.parametrize("killed_in", ["autoencoder", "diffusion"])
+def test_resume_gives_the_same_weights(tiny_data, tmp_path, killed_in):
+    full = tiny_config()
+    train(tiny_data, tmp_path / "straight", full, phase="all")
+    if killed_in == "autoencoder":  # stopped after phase 1's checkpoint at step 3
+        train(tiny_data, tmp_path / "resumed", tiny_config("phase1.steps=3"), phase="autoencoder")
+    else:  # stopped after phase 2's checkpoint at step 3
+        train(tiny_data, tmp_path / "resumed", tiny_config("phase2.steps=3"), phase="all")
+    train(tiny_data, tmp_path / "resumed", full, phase="all", resume=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_standardize_tiny_series_deterministic(tiny_data, tmp_path):
+    train(tiny_data, tmp_path / "run", tiny_config(), phase="all")
+    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_smooth")
+    standardizer = Standardizer.load(tmp_path / "run", device="cpu")
+    first = standardizer.standardize(volume, seed=3)
+    again = standardizer.standardize(volume, seed=3)
+    other = standardizer.standardize(volume, seed=4)
+    assert np.array_equal(first.hu, again.hu) and not np.array_equal(first.hu, other.hu)
+    assert first.shape == volume.shape and first.kernel == "SIM_SHARP"
+    outside = volume.hu < -990
+    assert np.all(first.hu[outside & ~np.roll(~outside, 3, axis=2)] == volume.hu[outside & ~np.roll(~outside, 3, axis=2)])
+
+
+@pytest.mark.parametrize("method", ["identity", "histogram", "autoencoder", "residual-cnn"])
+def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
+    config = tiny_config()
+    train_method(method, tiny_data, tmp_path / method, config, torch.device("cpu"))
+    loaded = load_method(tmp_path / method)
+    assert loaded.name == method
+    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_smooth")
+    out = loaded.standardize_slices(volume.hu)
+    assert out.shape == volume.hu.shape and np.isfinite(out).all()
+    if method == "identity":
+        assert np.array_equal(out, volume.hu)
+    if method == "histogram":
+        sharp = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_sharp").hu
+        body = volume.hu > -500
+        assert abs(np.std(out[body]) - np.std(sharp[body])) < abs(np.std(volume.hu[body]) - np.std(sharp[body]))
+
+
+def test_phase2_without_phase1_is_refused(tiny_data, tmp_path):
+    with pytest.raises(DiffusionCTError, match="phase 2 needs a trained encoder-decoder"):
+        train(tiny_data, tmp_path / "nothing", tiny_config(), phase="diffusion")
+
+
+def test_manifest_without_pairs_is_refused(tiny_data, tmp_path):
+    config = tiny_config("data.source_kernel=B30F", "data.target_kernel=B70F")
+    with pytest.raises(DiffusionCTError, match="no B30F -> B70F pairs"):
+        train(tiny_data, tmp_path / "run", config, phase="all")
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_that_does_not_match_the_checkpoint(tiny_data, tmp_path):
+    train(tiny_data, tmp_path / "run", tiny_config(), phase="autoencoder")
+    with pytest.raises(DiffusionCTError, match="autoencoder settings differ"):
+        train(tiny_data, tmp_path / "run", tiny_config("autoencoder.latent_channels=8"), phase="diffusion")
+    model_files = {p.name: p.read_bytes() for p in (tmp_path / "run").glob("*.safetensors")}
+    with pytest.raises(DiffusionCTError, match="run folder exists"):
+        train(tiny_data, tmp_path / "run", tiny_config(), phase="all")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").glob("*.safetensors")} == model_files
+
+
+def test_unknown_set_key_and_bad_values():
+    with pytest.raises(DiffusionCTError, match="unknown key"):
+        RunConfig.load(overrides=["phase1.stepz=3"])
+    with pytest.raises(DiffusionCTError, match="cannot use"):
+        RunConfig.load(overrides=["phase1.steps=many"])
+    with pytest.raises(DiffusionCTError, match="mode"):
+        RunConfig.load(overrides=["diffusion.mode=magic"])
+
+
+def test_corrupt_or_foreign_model_folders(tmp_path, tiny_data):
+    with pytest.raises(DiffusionCTError, match="not found"):
+        Standardizer.load(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DiffusionCTError, match="no config.json"):
+        Standardizer.load(tmp_path / "empty")
+    train(tiny_data, tmp_path / "run", tiny_config(), phase="all")
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(DiffusionCTError, match="format 99"):
+        Standardizer.load(tmp_path / "run")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(meta))
+    (tmp_path / "run" / "unet.safetensors").write_bytes(b"garbage")
+    with pytest.raises(DiffusionCTError, match="cannot read weights"):
+        Standardizer.load(tmp_path / "run")
+
+
+def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "diffusionct.cli", "train", "--data", str(tiny_data), "-o", str(tmp_path / "ddp"), "--device", "cpu"]
+    for item in TINY_OVERRIDES:
+        command += ["--set", item]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = DiffusionCTModel.load(tmp_path / "ddp")
+    assert model.unet is not None
