@@ -1,0 +1,188 @@
+"""Evaluation as in the paper: standardize held-out source-kernel series with every method and judge
+the tumours' radiomic features against the real target-kernel series of the same scan.
+
+For every method: the CCC table per feature class (Table 1), the reproducible-feature curve over RE
+thresholds (Figure 4), image metrics in HU (RMSE, PSNR, SSIM, high-pass noise ratio, NPS) and a panel
+per tumour (Figure 5). The unchanged input is always evaluated as ``input``; a method that fails is
+reported as failed and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.dicom import read_dicom_series
+from diffusionct.io.image import read_image
+from diffusionct.io.volume import Volume
+from diffusionct.methods import load_method
+from diffusionct.radiomics import image_metrics
+from diffusionct.radiomics.batch import extract_many, tumour_jobs
+from diffusionct.radiomics.compare import Comparison, compare_features
+from diffusionct.radiomics.features import FeatureSettings
+from diffusionct.standardize import Standardizer, body_mask
+from diffusionct.train.data import read_manifest
+
+log = logging.getLogger(__name__)
+INPUT = "input"
+
+
+@dataclass
+class TestCase:
+    name: str
+    source: Volume
+    target: Volume
+    labels: np.ndarray
+
+
+@dataclass
+class MethodResult:
+    name: str
+    model: str
+    comparison: Comparison | None = None
+    image: dict = field(default_factory=dict)
+    nps: dict = field(default_factory=dict)
+    seconds_per_slice: float = float("nan")
+    error: str | None = None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_test_cases(manifest_path: Path, source_kernel: str, target_kernel: str, max_cases: int | None = None) -> list[TestCase]:
+    """Paired test series with tumour masks (the simulator's manifest records them)."""
+    manifest, root = read_manifest(manifest_path)
+    masks = manifest.get("masks", {})
+    cases = []
+    for pair in manifest.get("pairs", []):
+        kernels = (pair["kernel_a"], pair["kernel_b"])
+        if kernels == (source_kernel, target_kernel):
+            src, tgt = pair["path_a"], pair["path_b"]
+        elif kernels == (target_kernel, source_kernel):
+            src, tgt = pair["path_b"], pair["path_a"]
+        else:
+            continue
+        mask_path = masks.get(tgt) or masks.get(src)
+        if mask_path is None:
+            log.warning("pair %s has no tumour mask; skipped", tgt)
+            continue
+        source, target = read_dicom_series(root / src), read_dicom_series(root / tgt)
+        labels = read_image(root / mask_path).hu.round().astype(int)
+        if labels.shape != target.shape:
+            raise DiffusionCTError(f"{root / mask_path}: mask shape {labels.shape} differs from {tgt} {target.shape}")
+        cases.append(TestCase(str(Path(src).parent), source, target, labels))
+        if max_cases and len(cases) >= max_cases:
+            break
+    if not cases:
+        raise DiffusionCTError(f"{manifest_path}: no {source_kernel} -> {target_kernel} test pairs with tumour masks; "
+                               "make a test set with `diffusionct simulate`")
+    return cases
+
+
+def _features(cases: list[TestCase], images: dict[str, np.ndarray], settings: FeatureSettings, workers: int | None):
+    jobs = [job for case in cases for job in tumour_jobs(case.name, images[case.name], case.labels, case.target.spacing, settings)]
+    features, errors = extract_many(jobs, settings, workers=workers, progress=False)
+    for key, message in errors.items():
+        log.warning("features of %s: %s", key, message)
+    return features
+
+
+def _image_metrics(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    values = {"rmse_hu": [], "psnr_db": [], "ssim": [], "high_pass_ratio": []}
+    nps_curves = []
+    for case in cases:
+        body = body_mask(case.target.hu) & (case.target.hu > -900)
+        out = images[case.name]
+        values["rmse_hu"].append(image_metrics.rmse(out, case.target.hu, body))
+        values["psnr_db"].append(image_metrics.psnr(np.where(body, out, 0), np.where(body, case.target.hu, 0)))
+        values["ssim"].append(image_metrics.ssim(out, case.target.hu))
+        soft = body & (np.abs(case.target.hu) < 200)
+        values["high_pass_ratio"].append(image_metrics.high_pass_ratio(out, case.target.hu, soft))
+        freqs, nps = image_metrics.radial_nps(out, soft, case.target.spacing[0], patch=16)
+        nps_curves.append(nps)
+    summary = {k: float(np.mean(v)) for k, v in values.items()}
+    stacked = np.stack(nps_curves)
+    defined = np.isfinite(stacked).any(axis=0)  # frequencies with at least one patch inside soft tissue
+    mean_nps = np.full(stacked.shape[1], np.nan)
+    mean_nps[defined] = np.nanmean(stacked[:, defined], axis=0)
+    return summary, {"frequency": freqs.tolist(), "nps": mean_nps.tolist()}
+
+
+def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, seed: int = 0, device: str = "auto",
+             workers: int | None = None, settings: FeatureSettings | None = None, max_cases: int | None = None,
+             names: list[str] | None = None) -> tuple[list[TestCase], dict[str, dict], list[MethodResult]]:
+    """Standardize every test case with every model and compare tumour features with the target kernel's."""
+    settings = settings or FeatureSettings.load()
+    standardizers: list[tuple[str, Path, Standardizer | Exception]] = []
+    for index, folder in enumerate(model_dirs):
+        name = names[index] if names else Path(folder).name
+        try:
+            standardizers.append((name, Path(folder), Standardizer.load(folder, device)))
+        except DiffusionCTError as exc:
+            standardizers.append((name, Path(folder), exc))
+    loaded = [s for _, _, s in standardizers if isinstance(s, Standardizer)]
+    if not loaded:
+        raise DiffusionCTError("no model could be loaded: " + "; ".join(str(s) for _, _, s in standardizers))
+    kernels = {(s.source_kernel, s.target_kernel) for s in loaded}
+    if len(kernels) > 1:
+        raise DiffusionCTError(f"the models standardize different kernel pairs: {sorted(kernels)}")
+    source_kernel, target_kernel = kernels.pop()
+    cases = load_test_cases(manifest, source_kernel, target_kernel, max_cases)
+    standard = _features(cases, {c.name: c.target.hu for c in cases}, settings, workers)
+    results = []
+    for name, folder, standardizer in [(INPUT, Path("-"), None), *standardizers]:
+        result = MethodResult(name, str(folder))
+        try:
+            if isinstance(standardizer, Exception):
+                raise standardizer
+            start = time.perf_counter()
+            if standardizer is None:
+                outputs = {c.name: c.source.hu for c in cases}
+            else:
+                outputs = {c.name: standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed) for c in cases}
+            slices = sum(c.source.shape[0] for c in cases)
+            result.seconds_per_slice = (time.perf_counter() - start) / slices if standardizer else 0.0
+            result.outputs = outputs
+            result.image, result.nps = _image_metrics(cases, outputs)
+            result.comparison = compare_features(standard, _features(cases, outputs, settings, workers))
+        except Exception as exc:  # a failing method is reported, the others still run
+            result.error = f"{exc.__class__.__name__}: {exc}"
+            log.error("method %s failed: %s", name, result.error)
+            log.debug("%s", traceback.format_exc())
+        results.append(result)
+    return cases, standard, results
+
+
+def results_table(results: list[MethodResult]) -> list[dict]:
+    """One row per method with every headline number (what the report, CSV and JSON show)."""
+    rows = []
+    for r in results:
+        row: dict = {"method": r.name, "model": r.model, "status": "failed" if r.error else "ok", "error": r.error or ""}
+        if r.comparison is not None:
+            summary = r.comparison.summary()
+            row["reproducible_share"] = summary["reproducible_share_re_below_0_15"]
+            row["tumours"] = summary["tumours"]
+            row["features"] = summary["features_per_tumour"]
+            for cls, values in summary["ccc_table"].items():
+                row[f"ccc_{cls}_mean"] = values["mean"]
+                row[f"ccc_{cls}_std"] = values["std"]
+            row.update(r.image)
+            row["seconds_per_slice"] = r.seconds_per_slice
+        rows.append(row)
+    return rows
+
+
+def save_results_json(path: Path, rows: list[dict], extra: dict) -> None:
+    from diffusionct.io.files import write_text_atomic
+
+    write_text_atomic(path, json.dumps({"methods": rows, **extra}, indent=2, default=float))
+
+
+def available_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"

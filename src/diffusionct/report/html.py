@@ -1,0 +1,164 @@
+"""The evaluation report: one self-contained HTML page (figures embedded) plus CSV and JSON.
+
+Every number shown in the HTML is formatted by :func:`fmt`, the same function that writes the CSV,
+so the two always agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from diffusionct import __version__  # noqa: E402
+from diffusionct.io.files import write_text_atomic  # noqa: E402
+from diffusionct.radiomics.compare import write_comparison_files  # noqa: E402
+from diffusionct.radiomics.features import FEATURE_CLASSES  # noqa: E402
+
+WINDOW = (-800, 600)  # the paper's display window (Figure 5)
+COLUMNS = ["method", "status", "reproducible_share", *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
+           "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "seconds_per_slice", "tumours", "features", "model", "error"]
+
+
+def fmt(value) -> str:
+    """The one number format of the report and its CSV."""
+    if isinstance(value, (float, np.floating)):
+        return "nan" if not np.isfinite(value) else f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def re_curve_figure(results) -> str:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in results:
+        if r.comparison is not None:
+            ax.plot(r.comparison.thresholds, r.comparison.curve, label=r.name)
+    ax.axvline(0.15, color="grey", linestyle=":", label="RE = 0.15")
+    ax.set_xlabel("relative error threshold")
+    ax.set_ylabel("reproducible features per tumour (mean)")
+    ax.set_title("Reproducible features vs RE threshold (paper Fig. 4)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def nps_figure(results, target_nps: dict | None) -> str:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in results:
+        if r.nps:
+            ax.semilogy(r.nps["frequency"], r.nps["nps"], label=r.name)
+    if target_nps:
+        ax.semilogy(target_nps["frequency"], target_nps["nps"], "k--", label="standard (target)")
+    ax.set_xlabel("spatial frequency (cycles/mm)")
+    ax.set_ylabel("NPS of the high-pass image (HU^2 mm^2)")
+    ax.set_title("Noise power spectra in soft tissue")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def tumour_panels(cases, results, max_tumours: int = 6) -> list[tuple[str, str]]:
+    """Per tumour: standard, input and each method in [-800, 600] HU, the tumour magnified, GLCM CCC below."""
+    panels = []
+    ok = [r for r in results if r.comparison is not None]
+    for case in cases:
+        for label in np.unique(case.labels[case.labels > 0]):
+            if len(panels) >= max_tumours:
+                return panels
+            mask = case.labels == label
+            z = int(np.argmax(mask.sum(axis=(1, 2))))
+            rows, cols = np.nonzero(mask[z])
+            cy, cx = int(rows.mean()), int(cols.mean())
+            half = max(12, int(max(np.ptp(rows), np.ptp(cols))))
+            key = f"{case.name}:{label}"
+            images = [("standard", case.target.hu[z], None)] + [
+                (r.name, r.outputs[case.name][z], r.comparison.ccc_per_tumour.get(key, {}).get("GLCM")) for r in ok]
+            fig, axes = plt.subplots(2, len(images), figsize=(2.3 * len(images), 4.8))
+            axes = np.atleast_2d(axes).reshape(2, len(images))
+            for i, (name, image, glcm) in enumerate(images):
+                axes[0, i].imshow(image, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
+                axes[0, i].add_patch(plt.Circle((cx, cy), half, color="red", fill=False, lw=1))
+                axes[0, i].set_title(name, fontsize=9)
+                r0, c0 = max(0, cy - half), max(0, cx - half)
+                axes[1, i].imshow(image[r0:cy + half, c0:cx + half], cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
+                for spine in axes[1, i].spines.values():
+                    spine.set_color("green")
+                axes[1, i].set_xlabel("" if glcm is None else f"GLCM CCC {fmt(glcm)}", fontsize=9)
+                for ax in axes[:, i]:
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+            fig.suptitle(f"{key} (slice {z})", fontsize=10)
+            panels.append((key, _png(fig)))
+    return panels
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([fmt(row.get(c)) for c in columns])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def ccc_rows(results) -> list[dict]:
+    rows = []
+    for r in results:
+        row = {"method": r.name}
+        for cls in FEATURE_CLASSES:
+            if r.comparison is not None:
+                values = r.comparison.ccc_table[cls]
+                row[cls] = f"{fmt(values['mean'])} ± {fmt(values['std'])}"
+            else:
+                row[cls] = "failed"
+        rows.append(row)
+    return rows
+
+
+def write_report(out: Path, cases, results, rows: list[dict], title: str, notes: list[str], target_nps: dict | None) -> Path:
+    """Write ``report.html``, ``methods.csv``, ``ccc_table.csv`` and per-method comparison files into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "methods.csv", rows, COLUMNS)
+    ccc = ccc_rows(results)
+    write_csv(out / "ccc_table.csv", ccc, ["method", *FEATURE_CLASSES])
+    for r in results:
+        if r.comparison is not None:
+            write_comparison_files(r.comparison, out / "methods" / r.name)
+    panels = tumour_panels(cases, results)
+    image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "seconds_per_slice"]
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>diffusionct {__version__}; {len(cases)} test series; tumours and features per method in the table below.</p>",
+        "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
+        "<h2>CCC per feature class (mean ± SD over tumours; paper Table 1)</h2>", _table(ccc, ["method", *FEATURE_CLASSES]),
+        "<h2>Reproducible features (RE &lt; 0.15) and all headline numbers</h2>", _table(rows, [c for c in COLUMNS if c not in ("model",)]),
+        f"<h2>Reproducible features over RE thresholds</h2><img src='{re_curve_figure(results)}'>",
+        "<h2>Image metrics in HU (body; high-pass ratio and NPS in soft tissue)</h2>", _table(rows, image_columns),
+        f"<img src='{nps_figure(results, target_nps)}'>",
+        "<h2>Tumours (window [-800, 600] HU; paper Fig. 5)</h2>",
+        "".join(f"<h3>{html.escape(k)}</h3><img src='{src}'>" for k, src in panels),
+    ]
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+             "font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+             "th{background:#eee}.note{color:#444}img{max-width:100%}")
+    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    write_text_atomic(out / "report.html", page)
+    return out / "report.html"
