@@ -70,3 +70,6 @@ def dciodvfy_errors(path: Path) -> list[str]:
         pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
     result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+from tests.model_fixtures import tiny_data, tiny_model  # noqa: E402,F401  (session fixtures for every test folder)

@@ -154,7 +154,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
         report = evaluate_to_report(args.data, args.model, tmp, steps=args.steps, seed=args.seed, device=args.device,
-                                    workers=args.workers, max_cases=args.max_cases)
+                                    workers=args.workers, max_cases=args.max_cases, params=args.params)
     print(f"report: {args.output / report.name}")
     return 0
 
@@ -262,6 +262,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, help="feature extraction processes")
     p.add_argument("--max-cases", type=int, help="evaluate at most this many test pairs")
+    p.add_argument("--params", type=Path, help="feature settings YAML (default: the shipped params)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -29,6 +29,10 @@ class AutoencoderConfig:
         blocks_per_stage: BasicBlocks per encoder stage (ResNet-18 has 2).
         decoder_channels: width of the up-sampling decoder.
         hu_min, hu_max: HU clipping window mapped linearly to [-1, 1] for the networks.
+        space_to_depth: add a fixed space-to-depth path to the learned encoder (and depth-to-space
+            to the decoder), with the learned branches' last layers initialised to zero: the
+            encoder-decoder starts as an exact round trip and learns on top of it. Needs
+            ``latent_channels >= downsample ** 2`` (see docs/model.md for why).
     """
 
     base_channels: int = 32
@@ -38,6 +42,7 @@ class AutoencoderConfig:
     decoder_channels: int = 64
     hu_min: float = -1024.0
     hu_max: float = 3071.0
+    space_to_depth: bool = False
 
 
 @dataclass
@@ -145,6 +150,9 @@ class RunConfig:
     def validate(self) -> None:
         if self.autoencoder.downsample not in (2, 4, 8):
             raise DiffusionCTError(f"autoencoder.downsample must be 2, 4 or 8, got {self.autoencoder.downsample}")
+        if self.autoencoder.space_to_depth and self.autoencoder.latent_channels < self.autoencoder.downsample**2:
+            raise DiffusionCTError(f"autoencoder.space_to_depth needs latent_channels >= downsample^2 "
+                                   f"({self.autoencoder.downsample**2}), got {self.autoencoder.latent_channels}")
         if self.diffusion.mode not in ("paper", "residual"):
             raise DiffusionCTError(f"diffusion.mode must be 'paper' or 'residual', got '{self.diffusion.mode}'")
         if self.diffusion.sampler not in ("ddim", "ddpm"):

@@ -75,10 +75,11 @@ class Standardizer:
         """Standardize HU slices ``(N, H, W)``; air outside the body is kept; clipped to the writer's range."""
         if steps is not None and steps < 1:
             raise DiffusionCTError(f"--steps must be at least 1, got {steps}")
-        out = self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+        out = np.clip(self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress),
+                      *OUTPUT_RANGE)
         keep = ~body_mask(hu)
-        out[keep] = hu[keep]
-        return np.clip(out, *OUTPUT_RANGE)
+        out[keep] = hu[keep]  # outside the body the input is kept as it was
+        return out
 
     def check_kernel(self, volume: Volume, strict: bool = False) -> str | None:
         """A warning (or, with ``strict``, an error) when the input's kernel is not the model's source kernel."""

@@ -17,7 +17,7 @@ from diffusionct.methods import load_method, train_method
 from diffusionct.models.bundle import DiffusionCTModel
 from diffusionct.standardize import Standardizer
 from diffusionct.train.trainer import train
-from tests.models.conftest import TINY_OVERRIDES, tiny_config
+from tests.model_fixtures import TINY_OVERRIDES, tiny_config
 
 
 def _weights(folder: Path) -> dict:

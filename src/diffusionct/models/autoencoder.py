@@ -11,6 +11,11 @@ Decoder (asymmetric): a 3x3 convolution from the latent, then per factor 2 an up
 (nearest up-sampling, 3x3 convolution halving the width, GroupNorm, ReLU, BasicBlock), and plain 1x1
 convolutions at the end. Nothing of the input reaches the decoder except through the latent.
 
+With ``space_to_depth`` the encoder also adds the fixed space-to-depth rearrangement of the input
+(PixelUnshuffle) to its latent and the decoder adds the inverse rearrangement of the latent's first
+channels to its output; the learned branches start at zero, so training begins from an exact round
+trip. Every pixel still reaches the decoder only through the latent.
+
 Contract between stages (as MONAI/diffusers): ``encode(hu_tensor) -> z`` and ``decode(z) -> hu``,
 with z multiplied by ``latent_scale`` so that latents have about unit variance for the diffusion.
 """
@@ -66,9 +71,17 @@ class Encoder(nn.Module):
             stages.append(nn.Sequential(*[BasicBlock(c, c) for _ in range(cfg.blocks_per_stage)]))
         self.stages = nn.Sequential(*stages)
         self.to_latent = nn.Conv2d(channels, cfg.latent_channels, 1)
+        self.space_to_depth = nn.PixelUnshuffle(cfg.downsample) if cfg.space_to_depth else None
+        if self.space_to_depth is not None:  # start as the exact space-to-depth map
+            nn.init.zeros_(self.to_latent.weight)
+            nn.init.zeros_(self.to_latent.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.stages(self.stem(x)))
+        z = self.to_latent(self.stages(self.stem(x)))
+        if self.space_to_depth is not None:
+            s2d = self.space_to_depth(x)
+            z = z + F.pad(s2d, (0, 0, 0, 0, 0, z.shape[1] - s2d.shape[1]))
+        return z
 
 
 class Decoder(nn.Module):
@@ -87,9 +100,17 @@ class Decoder(nn.Module):
         self.up = nn.Sequential(*ups)
         self.head = nn.Sequential(nn.Conv2d(d, d, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(d, d, 1),
                                   nn.ReLU(inplace=True), nn.Conv2d(d, 1, 1))
+        self.factor = cfg.downsample
+        self.depth_to_space = nn.PixelShuffle(cfg.downsample) if cfg.space_to_depth else None
+        if self.depth_to_space is not None:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.up(self.from_latent(z)))
+        out = self.head(self.up(self.from_latent(z)))
+        if self.depth_to_space is not None:
+            out = out + self.depth_to_space(z[:, : self.factor**2])
+        return out
 
 
 class Autoencoder(nn.Module):

@@ -91,9 +91,20 @@ def _grid(settings: ScannerSettings) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def phantom_scale(settings: ScannerSettings) -> float:
+    """1 when the field of view holds the whole chest (>= 340 mm), else the shrink factor that fits it.
+
+    Small test fields of view (64-128 pixels) then still show the anatomy and the tumours, smaller.
+    """
+    half_fov = settings.size * settings.pixel_mm / 2
+    return 1.0 if half_fov >= 170 else half_fov / 180
+
+
 def render_slab(phantom, settings: ScannerSettings, thickness: float, slices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thickness-averaged HU slices, tumour labels (majority over the slice) and slice centres (mm)."""
     x, y = _grid(settings)
+    scale = phantom_scale(settings)
+    x, y = x / scale, y / scale
     n_sub = max(1, int(math.ceil(thickness / SUBPLANE_MM)))
     centres = phantom.z_centre + (np.arange(slices) - (slices - 1) / 2.0) * thickness
     hu = np.empty((slices, settings.size, settings.size), dtype=np.float64)
@@ -104,7 +115,7 @@ def render_slab(phantom, settings: ScannerSettings, thickness: float, slices: in
         votes = np.zeros((n_labels + 1, settings.size, settings.size), dtype=np.int32)
         acc = np.zeros((settings.size, settings.size))
         for z in planes:
-            plane_hu, plane_labels = phantom.render(x, y, float(z))
+            plane_hu, plane_labels = phantom.render(x, y, phantom.z_centre + (float(z) - phantom.z_centre) / scale)
             acc += plane_hu
             for label in range(1, n_labels + 1):
                 votes[label] += plane_labels == label

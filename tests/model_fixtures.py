@@ -23,8 +23,18 @@ def tiny_config(*extra: str) -> RunConfig:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """Three simulated cases, 64 x 64, smooth and sharp: a manifest with pairs."""
+    """Three simulated cases, 96 x 96 (the chest shrunk to fit), smooth and sharp: a manifest with pairs."""
     out = tmp_path_factory.mktemp("data") / "sim"
-    cfg = SimulationConfig(cases=3, thicknesses_mm=[2.0], slices=3, seed=5, n_tumours=1,
-                           scanner=ScannerSettings(size=64, pixel_mm=1.4, n_views=96))
+    cfg = SimulationConfig(cases=3, thicknesses_mm=[2.0], slices=4, seed=5, n_tumours=2,
+                           scanner=ScannerSettings(size=96, pixel_mm=2.0, n_views=128))
     return Simulator(cfg).run_phantoms(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data, tmp_path_factory) -> Path:
+    """A DiffusionCT model trained for a few steps on the tiny data (SIM_SMOOTH -> SIM_SHARP)."""
+    from diffusionct.train.trainer import train
+
+    folder = tmp_path_factory.mktemp("model") / "run"
+    train(tiny_data, folder, tiny_config(), phase="all")
+    return folder

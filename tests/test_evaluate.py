@@ -1,0 +1,96 @@
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusionct.cli import main
+from diffusionct.errors import DiffusionCTError
+from diffusionct.methods import train_method
+from diffusionct.radiomics import FEATURE_CLASSES
+from tests.model_fixtures import tiny_config
+
+PARAMS = "setting: {binWidth: 25, padDistance: 2}\nimageType: {original: {}}\ndimensions: [3D]\n"
+
+
+class _Cells(HTMLParser):
+    """Collects table cells and images of a page (and fails on nothing: html.parser is lenient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.images, self._in_cell, self.tags = [], [], False, []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "td":
+            self._in_cell = True
+            self.cells.append("")
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.cells[-1] += data
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_evaluate_report(tiny_data, tiny_model, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS)
+    histogram = tmp_path / "histogram"
+    train_method("histogram", tiny_data, histogram, tiny_config(), torch.device("cpu"))
+    report = tmp_path / "report"
+    code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--model", str(histogram),
+                 "--model", str(tmp_path / "missing"), "-o", str(report), "--device", "cpu", "--workers", "1", "--params", str(params)])
+    assert code == 0
+    rows = {r["method"]: r for r in _read_csv(report / "methods.csv")}
+    assert set(rows) == {"input", "run", "histogram", "missing"}
+    assert rows["missing"]["status"] == "failed" and "not found" in rows["missing"]["error"]
+    for name in ("input", "run", "histogram"):
+        assert rows[name]["status"] == "ok"
+        for cls in FEATURE_CLASSES:
+            assert rows[name][f"ccc_{cls}_mean"] not in ("", "nan"), (name, cls)
+    page = _Cells()
+    page.feed((report / "report.html").read_text())
+    assert page.tags[0] == "html" and len(page.images) >= 3
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)  # self-contained
+    for row in rows.values():  # every CSV number appears verbatim in the page
+        for key in ("reproducible_share", "rmse_hu", "ccc_GLCM_mean"):
+            if row.get(key):
+                assert row[key] in page.cells, (row["method"], key, row[key])
+    results = json.loads((report / "results.json").read_text())
+    assert [m["method"] for m in results["methods"]] == ["input", "run", "histogram", "missing"]
+
+
+def test_evaluate_empty_test_set(tiny_model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "manifest.json").write_text(json.dumps({"series": [], "pairs": []}))
+    assert main(["evaluate", "--data", str(tmp_path / "empty"), "--model", str(tiny_model), "-o", str(tmp_path / "r")]) == 2
+    assert "no SIM_SMOOTH -> SIM_SHARP test pairs" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--quick"]) == 0
+    rows = _read_csv(tmp_path / "demo" / "report" / "methods.csv")
+    names = {r["method"] for r in rows}
+    assert {"input", "diffusionct-shipped", "identity", "histogram", "residual-cnn", "autoencoder", "diffusionct-brief"} <= names
+    for row in rows:
+        assert row["status"] == "ok", row
+        for cls in FEATURE_CLASSES:
+            assert row[f"ccc_{cls}_mean"] != "", (row["method"], cls)
+    page = _Cells()
+    page.feed((tmp_path / "demo" / "report" / "report.html").read_text())
+    for row in rows:
+        assert row["reproducible_share"] in page.cells

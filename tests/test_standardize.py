@@ -1,0 +1,102 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from diffusionct.cli import main
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io import read_dicom_series, read_image, write_nifti
+from diffusionct.standardize import Standardizer, default_model_dir, run_standardize
+from tests.conftest import dciodvfy_errors
+
+
+def _series(tiny_data: Path, kernel: str = "smooth", case: int = 0) -> Path:
+    return tiny_data.parent / f"case_{case:03d}" / "2mm" / f"sim_{kernel}"
+
+
+def test_dicom_in_dicom_out(tiny_data, tiny_model, tmp_path):
+    source = _series(tiny_data)
+    out = tmp_path / "out"
+    assert main(["standardize", "-i", str(source), "-o", str(out), "--model", str(tiny_model), "--device", "cpu"]) == 0
+    before, after = read_dicom_series(source), read_dicom_series(out)
+    assert after.same_grid(before) and after.kernel == "SIM_SHARP"
+    a, b = before.headers[0], after.headers[0]
+    for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "FrameOfReferenceUID", "KVP", "SliceThickness"):
+        assert a.get(keyword) == b.get(keyword), keyword
+    assert a.SeriesInstanceUID != b.SeriesInstanceUID and a.SOPInstanceUID != b.SOPInstanceUID
+    assert "Standardized from SIM_SMOOTH to SIM_SHARP" in b.DerivationDescription
+    assert list(b.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert -1024 <= after.hu.min() and after.hu.max() <= 3071
+    for path in sorted(out.glob("*.dcm"))[:2]:
+        assert dciodvfy_errors(path) == []
+
+
+def test_same_input_model_seed_same_bytes(tiny_data, tiny_model, tmp_path):
+    source = _series(tiny_data)
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_standardize(source, tmp_path / name, model_dir=tiny_model, seed=seed, device="cpu")
+    files = {n: {p.name: p.read_bytes() for p in (tmp_path / n).glob("*.dcm")} for n in "abc"}
+    assert files["a"] == files["b"]
+    assert files["a"] != files["c"]
+
+
+def test_tree_resumes_and_skips_finished(tiny_data, tiny_model, tmp_path):
+    tree = tmp_path / "tree"
+    for case in (0, 1):
+        shutil.copytree(_series(tiny_data, case=case), tree / f"case{case}" / "smooth")
+    results = run_standardize(tree, tmp_path / "out", model_dir=tiny_model, device="cpu")
+    assert [r.skipped for r in results] == [False, False]
+    shutil.rmtree(results[1].output)  # as if the run had stopped before the second series
+    again = run_standardize(tree, tmp_path / "out", model_dir=tiny_model, device="cpu")
+    assert [r.skipped for r in again] == [True, False]
+    assert read_dicom_series(again[1].output).shape == read_dicom_series(_series(tiny_data, case=1)).shape
+
+
+def test_kernel_mismatch_warns_and_strict_refuses(tiny_data, tiny_model, tmp_path, caplog):
+    sharp = _series(tiny_data, "sharp")
+    run_standardize(sharp, tmp_path / "out", model_dir=tiny_model, device="cpu")
+    assert any("input kernel is SIM_SHARP" in r.message for r in caplog.records)
+    with pytest.raises(DiffusionCTError, match="--strict"):
+        run_standardize(sharp, tmp_path / "strict", model_dir=tiny_model, device="cpu", strict=True)
+    assert not (tmp_path / "strict").exists()
+
+
+def test_nifti_in_nifti_out(tiny_data, tiny_model, tmp_path):
+    volume = read_dicom_series(_series(tiny_data))
+    write_nifti(volume, tmp_path / "in.nii.gz")
+    assert main(["standardize", "-i", str(tmp_path / "in.nii.gz"), "-o", str(tmp_path / "out.nii.gz"),
+                 "--model", str(tiny_model), "--device", "cpu"]) == 0
+    out = read_image(tmp_path / "out.nii.gz")
+    assert out.same_grid(volume)
+    with pytest.raises(DiffusionCTError, match="DICOM output needs a DICOM input"):
+        run_standardize(tmp_path / "in.nii.gz", tmp_path / "x", model_dir=tiny_model, output_format="dicom")
+
+
+def test_air_stays_air(tiny_data, tiny_model):
+    volume = read_dicom_series(_series(tiny_data))
+    out = Standardizer.load(tiny_model, "cpu").standardize(volume)
+    outside = read_dicom_series(_series(tiny_data)).hu < -990
+    corner = np.zeros_like(outside)
+    corner[:, :4, :4] = True
+    assert np.array_equal(out.hu[corner & outside], volume.hu[corner & outside])
+
+
+def test_too_small_image_and_bad_model(tiny_model, tmp_path, capsys):
+    standardizer = Standardizer.load(tiny_model, "cpu")
+    with pytest.raises(DiffusionCTError, match="smaller than"):
+        standardizer.standardize_slices(np.zeros((1, 4, 4), np.float32))
+    assert main(["standardize", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "nope")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_shipped_model_standardizes_a_tiny_series(tiny_data, tmp_path):
+    assert (default_model_dir() / "config.json").is_file(), "the default model must ship with the package"
+    meta = json.loads((default_model_dir() / "config.json").read_text())
+    assert meta["phases"] == ["autoencoder", "diffusion"]
+    size = sum(p.stat().st_size for p in default_model_dir().glob("*"))
+    assert size <= 20 * 2**20
+    out = run_standardize(_series(tiny_data), tmp_path / "out", device="cpu", steps=2)
+    assert read_dicom_series(out[0].output).kernel == meta["config"]["data"]["target_kernel"]
