@@ -98,18 +98,22 @@ def describe_series(uid: str, headers: Sequence[SliceHeader]) -> str:
     )
 
 
-def select_series(folder: Path, series_uid: str | None = None) -> list[SliceHeader]:
-    """The headers of the one CT series to read from ``folder`` (searched recursively)."""
+def folder_series(folder: Path) -> tuple[dict[str, list[SliceHeader]], int]:
+    """Image series (UID -> headers) of every DICOM file under ``folder``, and how many files were read."""
     folder = Path(folder)
-    if not folder.exists():
-        raise InputError(folder, "does not exist")
+    if not folder.is_dir():
+        raise InputError(folder, "does not exist or is not a folder")
     files = list(iter_files(folder))
     if not files:
         raise InputError(folder, "folder is empty: expected the DICOM files of a CT series")
-    headers = collect_headers(files)
-    series = group_by_series(headers)
+    return group_by_series(collect_headers(files)), len(files)
+
+
+def select_series(folder: Path, series_uid: str | None = None) -> list[SliceHeader]:
+    """The headers of the one CT series to read from ``folder`` (searched recursively)."""
+    series, n_files = folder_series(Path(folder))
     if not series:
-        raise InputError(folder, f"no DICOM image series found among {len(files)} files")
+        raise InputError(folder, f"no DICOM image series found among {n_files} files")
     if series_uid is not None:
         if series_uid not in series:
             listing = "; ".join(describe_series(uid, h) for uid, h in series.items())

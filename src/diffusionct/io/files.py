@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -69,3 +70,11 @@ def write_text_atomic(path: Path, text: str) -> Path:
     with atomic_output_file(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON file's content; a clear error names the file and what it should have been."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"corrupt {what}: not valid JSON ({exc})") from None

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.errors import InputError
-from diffusionct.io.dicom import _kernel_name, collect_headers, group_by_series
-from diffusionct.io.files import iter_files, write_text_atomic
+from diffusionct.io.dicom import _kernel_name, folder_series
+from diffusionct.io.files import write_text_atomic
 
 POSITION_DECIMALS = 2  # slice positions are compared to 0.01 mm
 
@@ -92,13 +92,7 @@ def _common_parent(paths: list[str]) -> str:
 
 def scan_folder(folder: str | Path) -> list[SeriesInfo]:
     """Every image series under ``folder``, sorted by patient, study and series description."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "is not a folder")
-    files = list(iter_files(folder))
-    if not files:
-        raise InputError(folder, "folder is empty")
-    series = group_by_series(collect_headers(files))
+    series, _ = folder_series(Path(folder))
     infos = [_series_info(uid, headers) for uid, headers in series.items()]
     return sorted(infos, key=lambda s: (s.patient_id, s.study_uid, s.kernel, s.series_uid))
 

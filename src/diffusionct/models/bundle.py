@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from diffusionct import __version__
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.files import atomic_output_file
+from diffusionct.io.files import atomic_output_file, read_json
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.latent_unet import ConditionalUNet
 
@@ -122,10 +122,7 @@ def read_model_meta(folder: Path, require_autoencoder: bool = True) -> dict:
     if not path.is_file():
         raise DiffusionCTError(f"{folder}: not a DiffusionCT model folder (no {CONFIG_NAME}); give the folder that "
                                "`diffusionct train` wrote")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DiffusionCTError(f"{path}: corrupt model config ({exc})") from None
+    meta = read_json(path, "model config")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise DiffusionCTError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_dicom_series
+from diffusionct.io.files import read_json
 
 log = logging.getLogger(__name__)
 BODY_HU = -500.0  # a crop must contain some tissue above this
@@ -41,10 +41,7 @@ def read_manifest(path: str | Path) -> tuple[dict, Path]:
     if not path.is_file():
         raise DiffusionCTError(f"{path}: manifest not found; make one with `diffusionct scan DIR -o manifest.json` "
                                "or `diffusionct simulate`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DiffusionCTError(f"{path}: not valid JSON ({exc})") from None
+    manifest = read_json(path, "manifest")
     if "series" not in manifest:
         raise DiffusionCTError(f"{path}: no 'series' list; not a diffusionct manifest")
     return manifest, path.parent
