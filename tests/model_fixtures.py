@@ -14,6 +14,8 @@ TINY_OVERRIDES = [
     "phase2.steps=6", "phase2.batch_size=2", "phase2.crop=32", "phase2.validate_every=3", "phase2.checkpoint_every=3",
     "baselines.residual_cnn_channels=8", "baselines.residual_cnn_layers=3", "baselines.residual_cnn.steps=6",
     "baselines.residual_cnn.crop=32", "baselines.residual_cnn.batch_size=2", "diffusion.steps=3",
+    "baselines.pix2pix_channels=8", "baselines.pix2pix.steps=4", "baselines.pix2pix.crop=32", "baselines.pix2pix.batch_size=2",
+    "baselines.ddpm_channels=[8,8]", "baselines.ddpm.steps=4", "baselines.ddpm.crop=32", "baselines.ddpm.batch_size=2",
 ]
 
 

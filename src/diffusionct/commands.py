@@ -224,9 +224,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "launch with torchrun.")
     p.add_argument("--data", type=Path, required=True, help="manifest.json from `diffusionct scan` or `simulate`")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (the trained model)")
-    p.add_argument("--method", default="diffusionct", choices=["identity", "histogram", "autoencoder", "residual-cnn", "diffusionct"],
+    p.add_argument("--method", default="diffusionct",
+                   choices=["identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct"],
                    help="what to train: diffusionct (default) or a baseline: identity (no change), histogram "
-                        "(histogram matching), autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019)")
+                        "(histogram matching), autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019), "
+                        "pix2pix (conditional GAN, GANai/STAN-CT family), ddpm (image-space conditional DDPM)")
     p.add_argument("--phase", default="all", choices=["autoencoder", "diffusion", "all"], help="diffusionct phases")
     p.add_argument("--config", type=Path, help="YAML config (see docs/model.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. phase1.steps=500")

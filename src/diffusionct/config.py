@@ -131,6 +131,13 @@ class BaselineConfig:
     residual_cnn_layers: int = 6
     residual_cnn: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
     histogram_quantiles: int = 1024
+    pix2pix_channels: int = 32
+    pix2pix_depth: int = 4
+    pix2pix_l1_weight: float = 100.0
+    pix2pix: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=2e-4))
+    ddpm_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    ddpm_hu_scale: float = 100.0
+    ddpm: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-4))
 
 
 @dataclass

@@ -10,6 +10,8 @@ Methods (``diffusionct train --method NAME``):
 * ``histogram``     quantile (histogram) matching of body voxels to the target kernel's distribution
 * ``autoencoder``   the trained encoder-decoder alone: encode A, decode (the paper's Encoder-Decoder row)
 * ``residual-cnn``  Choe et al. 2019 residual CNN
+* ``pix2pix``       conditional GAN of the GANai / STAN-CT family (U-Net generator, PatchGAN)
+* ``ddpm``          image-space conditional DDPM (SR3 / Palette style; the paper's DDPM row)
 * ``diffusionct``   the main model (default)
 """
 
@@ -33,7 +35,7 @@ from diffusionct.io.files import atomic_output_file
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.bundle import CONFIG_NAME, FORMAT_VERSION, DiffusionCTModel, load_weights, read_model_meta, save_weights
 
-METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "diffusionct")
+METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct")
 Progress = Callable[[int], None] | None
 
 
@@ -179,6 +181,75 @@ class ResidualCNNMethod(NetworkMethod):
         return method
 
 
+class Pix2PixMethod(NetworkMethod):
+    name = "pix2pix"
+    WEIGHTS = "generator.safetensors"
+
+    def __init__(self, config, device=torch.device("cpu"), generator=None):
+        from diffusionct.models.baselines import UNetGenerator
+
+        super().__init__(config, device)
+        b = config.baselines
+        self.generator = (generator or UNetGenerator(b.pix2pix_channels, b.pix2pix_depth)).to(device).eval()
+        self.multiple = self.generator.multiple
+
+    def _slices(self, hu, batch_size, progress):
+        return self._network_slices(hu, batch_size, progress, self.generator.convert)
+
+    def save(self, folder, extra=None):
+        super().save(folder, extra)
+        save_weights(self.generator, folder / self.WEIGHTS)
+
+    @classmethod
+    def load(cls, folder, config, device):
+        method = cls(config, device)
+        load_weights(method.generator, folder / cls.WEIGHTS)
+        method.generator.to(device).eval()
+        return method
+
+
+class ImageDDPMMethod(NetworkMethod):
+    """Conditional DDPM on the image itself (HU / ``ddpm_hu_scale``), sharing the diffusion code."""
+
+    name = "ddpm"
+    uses_steps = True
+    WEIGHTS = "unet.safetensors"
+
+    def __init__(self, config, device=torch.device("cpu"), unet=None):
+        from diffusionct.models.latent_unet import ConditionalUNet
+        from diffusionct.train.trainer import image_ddpm_unet_config
+
+        super().__init__(config, device)
+        self.unet = (unet or ConditionalUNet(image_ddpm_unet_config(config), 1)).to(device).eval()
+        self.multiple = 2 ** (len(config.baselines.ddpm_channels) - 1)
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
+
+    def _run(self, hu, steps, seed, batch_size, progress):
+        scale, cfg = self.config.baselines.ddpm_hu_scale, self.config.diffusion
+        shared: dict[str, torch.Tensor] = {}
+
+        def convert(batch: torch.Tensor) -> torch.Tensor:
+            cond = batch.clamp(-1024, 3071) / scale
+            if "noise" not in shared or shared["noise"].shape[1:] != cond.shape[1:]:
+                shared["noise"] = torch.randn((1, *cond.shape[1:]), generator=torch.Generator().manual_seed(seed))
+            x0 = sample(self.unet, cond, cfg, self.schedule, steps=steps,
+                        initial_noise=shared["noise"].expand(cond.shape[0], -1, -1, -1))
+            return to_target_latent(cfg, x0, cond) * scale
+
+        return self._network_slices(hu, batch_size, progress, convert)
+
+    def save(self, folder, extra=None):
+        super().save(folder, extra)
+        save_weights(self.unet, folder / self.WEIGHTS)
+
+    @classmethod
+    def load(cls, folder, config, device):
+        method = cls(config, device)
+        load_weights(method.unet, folder / cls.WEIGHTS)
+        method.unet.to(device).eval()
+        return method
+
+
 class AutoencoderMethod(NetworkMethod):
     """The encoder-decoder alone (no diffusion)."""
 
@@ -251,6 +322,10 @@ def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) 
         return HistogramMethod.load(folder, config, device)
     if name == "residual-cnn":
         return ResidualCNNMethod.load(folder, config, device)
+    if name == "pix2pix":
+        return Pix2PixMethod.load(folder, config, device)
+    if name == "ddpm":
+        return ImageDDPMMethod.load(folder, config, device)
     if name == "autoencoder":
         return AutoencoderMethod(config, device, DiffusionCTModel.load(folder, device, need_diffusion=False))
     if name == "diffusionct":
@@ -281,9 +356,11 @@ def train_method(name: str, manifest: Path, run_dir: Path, config: RunConfig, de
         trainer = Trainer(config, run_dir, data, device)
         trainer.train_autoencoder()
         method = AutoencoderMethod(config, device, trainer.model)
+    elif name == "residual-cnn":
+        method = ResidualCNNMethod(config, device, Trainer(config, run_dir, data, device).train_residual_cnn())
+    elif name == "pix2pix":
+        method = Pix2PixMethod(config, device, Trainer(config, run_dir, data, device).train_pix2pix())
     else:
-        trainer = Trainer(config, run_dir, data, device)
-        network = trainer.train_residual_cnn()
-        method = ResidualCNNMethod(config, device, network)
+        method = ImageDDPMMethod(config, device, Trainer(config, run_dir, data, device).train_image_ddpm())
     method.save(Path(run_dir), {"manifest": str(manifest)})
     return method

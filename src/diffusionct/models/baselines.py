@@ -31,3 +31,66 @@ class ResidualCNN(nn.Module):
     def convert(self, hu: torch.Tensor) -> torch.Tensor:
         """The target-kernel image A + (B - A)."""
         return hu + self(hu)
+
+
+def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm)]
+    if norm:
+        layers.append(nn.InstanceNorm2d(cout, affine=True))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _up(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.InstanceNorm2d(cout, affine=True),
+                         nn.ReLU(inplace=True))
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix generator (Isola et al. 2017): an encoder-decoder with skip connections.
+
+    It outputs the residual B - A in HU / 100, so an untrained generator starts near the identity
+    (as kernel-conversion GANs such as GANai / STAN-CT learn a correction of the input).
+    """
+
+    def __init__(self, channels: int = 32, depth: int = 4):
+        super().__init__()
+        widths = [min(channels * 2**i, channels * 8) for i in range(depth)]
+        self.downs = nn.ModuleList([_down(1, widths[0], norm=False)] +
+                                   [_down(widths[i - 1], widths[i]) for i in range(1, depth)])
+        self.ups = nn.ModuleList([_up(widths[-1], widths[-2])] +
+                                 [_up(widths[i] * 2, widths[i - 1]) for i in range(depth - 2, 0, -1)])
+        self.out = nn.ConvTranspose2d(widths[0] * 2, 1, 4, 2, 1)
+        self.multiple = 2**depth
+
+    def forward(self, hu: torch.Tensor) -> torch.Tensor:
+        x = hu.clamp(-1024, 3071) / HU_SCALE
+        skips = []
+        for down in self.downs:
+            x = down(x)
+            skips.append(x)
+        skips.pop()
+        for up in self.ups:
+            x = torch.cat([up(x), skips.pop()], dim=1)
+        return self.out(x) * RESIDUAL_SCALE
+
+    def convert(self, hu: torch.Tensor) -> torch.Tensor:
+        return hu + self(hu)
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix PatchGAN: real/fake logits per patch of the pair (A, B) in HU / 1000."""
+
+    def __init__(self, channels: int = 32, layers: int = 3):
+        super().__init__()
+        modules: list[nn.Module] = [_down(2, channels, norm=False)]
+        width = channels
+        for _ in range(layers - 1):
+            modules.append(_down(width, min(width * 2, channels * 8)))
+            width = min(width * 2, channels * 8)
+        modules.append(nn.Conv2d(width, 1, 4, 1, 1))
+        self.net = nn.Sequential(*modules)
+
+    def forward(self, source_hu: torch.Tensor, target_hu: torch.Tensor) -> torch.Tensor:
+        pair = torch.cat([source_hu.clamp(-1024, 3071), target_hu.clamp(-1024, 3071)], dim=1) / HU_SCALE
+        return self.net(pair)

@@ -33,7 +33,7 @@ from diffusionct.models.bundle import DiffusionCTModel, read_model_meta
 from diffusionct.train.data import TrainingData, sample_image_crops, sample_pair_crops
 
 log = logging.getLogger(__name__)
-PHASES = ("autoencoder", "diffusion", "residual-cnn")
+PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm")
 
 
 # ------------------------------------------------------------------------------------- losses
@@ -69,22 +69,23 @@ def _step_seed(seed: int, phase: str, step: int, rank: int) -> int:
     return int(np.random.default_rng([seed, PHASES.index(phase), step, rank]).integers(0, 2**62))
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optimizer") -> tuple[dict[str, torch.Tensor], dict]:
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for name, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"{prefix}.{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}.{name}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
+                       prefix: str = "optimizer") -> None:
     state: dict[int, dict] = {}
     for key, value in tensors.items():
-        if key.startswith("optimizer."):
+        if key.startswith(prefix + "."):
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     for key, value in meta["scalars"].items():
@@ -98,8 +99,14 @@ def _without_steps(config: dict) -> dict:
     out = json.loads(json.dumps(config))
     for section in ("phase1", "phase2"):
         out.get(section, {}).pop("steps", None)
-    out.get("baselines", {}).get("residual_cnn", {}).pop("steps", None)
+    for name in ("residual_cnn", "pix2pix", "ddpm"):
+        out.get("baselines", {}).get(name, {}).pop("steps", None)
     return out
+
+
+def _optimizers(optimizer) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer is stored as ``optimizer``; several (a GAN's) under their own names."""
+    return optimizer if isinstance(optimizer, dict) else {"optimizer": optimizer}
 
 
 @dataclass
@@ -127,21 +134,25 @@ class Trainer:
         return folder / f"{phase}.safetensors", folder / f"{phase}.json"
 
     def _save_state(self, phase: str, step: int, modules: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer, history: list) -> None:
+                    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer], history: list) -> None:
         if self.rank != 0:
             return
         tensors_path, meta_path = self._state_paths(phase)
         tensors_path.parent.mkdir(parents=True, exist_ok=True)
-        tensors, opt_meta = _optimizer_tensors(optimizer)
+        meta = {"phase": phase, "step": step, "history": history, "config": self.config.to_dict()}
+        tensors = {}
+        for name, opt in _optimizers(optimizer).items():
+            opt_tensors, meta[name] = _optimizer_tensors(opt, name)
+            tensors.update(opt_tensors)
         for prefix, module in modules.items():
             tensors.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
         with atomic_output_file(tensors_path) as tmp:
             save_file(tensors, str(tmp))
-        meta = {"phase": phase, "step": step, "optimizer": opt_meta, "history": history, "config": self.config.to_dict()}
         with atomic_output_file(meta_path) as tmp:
             tmp.write_text(json.dumps(meta, indent=1))
 
-    def _load_state(self, phase: str, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> PhaseState:
+    def _load_state(self, phase: str, modules: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer]) -> PhaseState:
         tensors_path, meta_path = self._state_paths(phase)
         if not meta_path.is_file() or not tensors_path.is_file():
             return PhaseState(0, [])
@@ -152,7 +163,8 @@ class Trainer:
         tensors = load_file(str(tensors_path))
         for prefix, module in modules.items():
             module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-        _restore_optimizer(optimizer, tensors, meta["optimizer"])
+        for name, opt in _optimizers(optimizer).items():
+            _restore_optimizer(opt, tensors, meta[name], name)
         log.info("resumed %s at step %d", phase, meta["step"])
         return PhaseState(meta["step"], meta["history"])
 
@@ -321,6 +333,97 @@ class Trainer:
 
         self._loop("residual-cnn", pc, state, step_fn, validate_fn, save_fn)
         return network.eval()
+
+    def train_pix2pix(self):
+        """pix2pix (Isola et al. 2017): U-Net generator, PatchGAN discriminator, L1 weight 100."""
+        from diffusionct.models.baselines import RESIDUAL_SCALE, PatchDiscriminator, UNetGenerator
+
+        cfg = self.config
+        b, pc = cfg.baselines, cfg.baselines.pix2pix
+        generator = UNetGenerator(b.pix2pix_channels, b.pix2pix_depth).to(self.device).train()
+        discriminator = PatchDiscriminator(b.pix2pix_channels).to(self.device).train()
+        optimizers = {"optimizer_g": torch.optim.Adam(generator.parameters(), lr=pc.lr, betas=(0.5, 0.999)),
+                      "optimizer_d": torch.optim.Adam(discriminator.parameters(), lr=pc.lr, betas=(0.5, 0.999))}
+        modules = {"generator": generator, "discriminator": discriminator}
+        state = self._load_state("pix2pix", modules, optimizers)
+        g_net, d_net = self._wrap(generator), self._wrap(discriminator)
+        bce = torch.nn.BCEWithLogitsLoss()
+        va, vb = self._validation_pairs(pc.crop, 96)
+
+        def step_fn(step: int) -> dict:
+            rng = np.random.default_rng(_step_seed(cfg.seed, "pix2pix", step, self.rank))
+            a, b_ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
+            fake = a + g_net(a)
+            real_logits, fake_logits = d_net(a, b_), d_net(a, fake.detach())
+            loss_d = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
+            optimizers["optimizer_d"].zero_grad(set_to_none=True)
+            loss_d.backward()
+            optimizers["optimizer_d"].step()
+            adversarial = d_net(a, fake)
+            l1 = (fake - b_).abs().mean() / RESIDUAL_SCALE
+            loss_g = bce(adversarial, torch.ones_like(adversarial)) + b.pix2pix_l1_weight * l1
+            optimizers["optimizer_g"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            optimizers["optimizer_g"].step()
+            return {"loss": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item()}
+
+        def validate_fn() -> dict:
+            with torch.no_grad():
+                return {"val_rmse_hu": (generator.convert(va) - vb).pow(2).mean().sqrt().item()}
+
+        self._loop("pix2pix", pc, state, step_fn, validate_fn,
+                   lambda step, history: self._save_state("pix2pix", step, modules, optimizers, history))
+        return generator.eval()
+
+    def train_image_ddpm(self):
+        """Image-space conditional DDPM (SR3 / Palette style): A concatenated with the noisy B (or B - A)."""
+        from diffusionct.models.latent_unet import ConditionalUNet
+
+        cfg = self.config
+        b, pc = cfg.baselines, cfg.baselines.ddpm
+        unet = ConditionalUNet(image_ddpm_unet_config(cfg), 1).to(self.device).train()
+        ema = copy.deepcopy(unet).eval()
+        optimizer = torch.optim.Adam(unet.parameters(), lr=pc.lr)
+        state = self._load_state("ddpm", {"unet": unet, "ema": ema}, optimizer)
+        net = self._wrap(unet)
+        scale = b.ddpm_hu_scale
+
+        def step_fn(step: int) -> dict:
+            seed = _step_seed(cfg.seed, "ddpm", step, self.rank)
+            a, b_ = (self._tensor(x).clamp(-1024, 3071) / scale
+                     for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed)))
+            gen = torch.Generator().manual_seed(seed)
+            x0 = from_pair(cfg.diffusion, a, b_)
+            t = torch.randint(0, cfg.diffusion.timesteps, (x0.shape[0],), generator=gen).to(self.device)
+            noise = torch.randn(x0.shape, generator=gen).to(self.device)
+            loss = diffusion_loss(cfg.diffusion, net(self.schedule.add_noise(x0, noise, t), t, a),
+                                  training_target(cfg.diffusion, self.schedule, x0, noise, t))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                decay = min(cfg.diffusion.ema_decay, (1 + step) / (10 + step))
+                for p_ema, p in zip(ema.parameters(), unet.parameters()):
+                    p_ema.lerp_(p, 1 - decay)
+            return {"loss": loss.item()}
+
+        self._loop("ddpm", pc, state, step_fn, lambda: {},
+                   lambda step, history: self._save_state("ddpm", step, {"unet": unet, "ema": ema}, optimizer, history))
+        return ema
+
+    def _validation_pairs(self, crop: int, seed: int):
+        pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
+        return (self._tensor(x) for x in sample_pair_crops(pairs, 8, crop, np.random.default_rng([self.config.seed, seed])))
+
+
+def image_ddpm_unet_config(config: RunConfig):
+    """The image-space DDPM's U-Net: the latent U-Net's settings with the baseline's widths, no attention."""
+    from diffusionct.config import UNetConfig
+
+    channels = config.baselines.ddpm_channels
+    return UNetConfig(channels=list(channels), attention_levels=[False] * len(channels),
+                      num_res_blocks=config.unet.num_res_blocks, num_head_channels=config.unet.num_head_channels,
+                      norm_num_groups=config.unet.norm_num_groups)
 
 
 def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, overwrite: bool) -> DiffusionCTModel | None:
