@@ -94,7 +94,7 @@ def _features(cases: list[TestCase], images: dict[str, np.ndarray], settings: Fe
 
 
 def _image_metrics(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    values = {"rmse_hu": [], "psnr_db": [], "ssim": [], "high_pass_ratio": []}
+    values = {"rmse_hu": [], "psnr_db": [], "ssim": [], "high_pass_ratio": [], "interslice_ratio": []}
     nps_curves = []
     for case in cases:
         body = body_mask(case.target.hu) & (case.target.hu > -900)
@@ -104,6 +104,7 @@ def _image_metrics(cases: list[TestCase], images: dict[str, np.ndarray]) -> tupl
         values["ssim"].append(image_metrics.ssim(out, case.target.hu))
         soft = body & (np.abs(case.target.hu) < 200)
         values["high_pass_ratio"].append(image_metrics.high_pass_ratio(out, case.target.hu, soft))
+        values["interslice_ratio"].append(image_metrics.interslice_ratio(out, case.target.hu, body))
         freqs, nps = image_metrics.radial_nps(out, soft, case.target.spacing[0], patch=16)
         nps_curves.append(nps)
     summary = {k: float(np.mean(v)) for k, v in values.items()}

@@ -23,6 +23,20 @@ def high_pass_ratio(test: np.ndarray, reference: np.ndarray, region: np.ndarray 
     return float(ht.std() / max(hr.std(), 1e-9))
 
 
+def interslice_ratio(test: np.ndarray, reference: np.ndarray, region: np.ndarray) -> float:
+    """Mean |slice k+1 - slice k| of ``test`` over that of ``reference``, where both slices are in ``region``.
+
+    1 means the output changes from slice to slice as much as the real series does; much more means
+    slice-to-slice flicker, much less means over-smoothing along z. NaN for single-slice volumes.
+    """
+    if test.shape[0] < 2:
+        return float("nan")
+    both = region[1:] & region[:-1]
+    dt = np.abs(np.diff(np.asarray(test, np.float64), axis=0))[both]
+    dr = np.abs(np.diff(np.asarray(reference, np.float64), axis=0))[both]
+    return float(dt.mean() / max(dr.mean(), 1e-9))
+
+
 def rmse(test: np.ndarray, reference: np.ndarray, region: np.ndarray | None = None) -> float:
     diff = np.asarray(test, np.float64) - np.asarray(reference, np.float64)
     if region is not None:

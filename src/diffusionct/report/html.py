@@ -25,7 +25,8 @@ from diffusionct.radiomics.features import FEATURE_CLASSES  # noqa: E402
 
 WINDOW = (-800, 600)  # the paper's display window (Figure 5)
 COLUMNS = ["method", "status", "reproducible_share", *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
-           "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "seconds_per_slice", "tumours", "features", "model", "error"]
+           "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "interslice_ratio", "seconds_per_slice", "tumours", "features",
+           "model", "error"]
 
 
 def fmt(value) -> str:
@@ -143,7 +144,7 @@ def write_report(out: Path, cases, results, rows: list[dict], title: str, notes:
         if r.comparison is not None:
             write_comparison_files(r.comparison, out / "methods" / r.name)
     panels = tumour_panels(cases, results)
-    image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "seconds_per_slice"]
+    image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "interslice_ratio", "seconds_per_slice"]
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>diffusionct {__version__}; {len(cases)} test series; tumours and features per method in the table below.</p>",

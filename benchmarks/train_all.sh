@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The longer documented run (docs/results.md): simulate the training and test sets, train DiffusionCT
+# (both diffusion modes) and every baseline on the same manifest, then evaluate them all.
+# Usage: benchmarks/train_all.sh DATA_DIR RUNS_DIR REPORT_DIR      (hours on the 2-core CPU; minutes on a GPU)
+set -euo pipefail
+DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORT=${3:-/work/reports/full}
+BIN=${BIN:-.venv/bin}
+[ -f "$DATA/train/manifest.json" ] || $BIN/diffusionct simulate -o "$DATA/train" --cases 12 --thickness 1,3 --slices 12 --seed 1
+[ -f "$DATA/test/manifest.json" ] || $BIN/diffusionct simulate -o "$DATA/test" --cases 4 --thickness 5 --slices 10 --seed 2
+CFG="--config configs/shipped-model.yaml"
+# DiffusionCT, residual mode (the shipped model) and paper mode on the same encoder-decoder
+[ -f "$RUNS/shipped/unet.safetensors" ] || {
+  $BIN/diffusionct train --data "$DATA/train" -o "$RUNS/shipped" --phase autoencoder $CFG --resume
+  $BIN/diffusionct train --data "$DATA/train" -o "$RUNS/shipped" --phase diffusion $CFG --resume; }
+if [ ! -f "$RUNS/paper/unet.safetensors" ]; then
+  mkdir -p "$RUNS/paper"
+  [ -f "$RUNS/paper/config.json" ] || cp "$RUNS/shipped/config.json" "$RUNS/shipped/autoencoder.safetensors" "$RUNS/paper/"
+  $BIN/diffusionct train --data "$DATA/train" -o "$RUNS/paper" --phase diffusion $CFG --set diffusion.mode=paper --resume
+fi
+for method in identity histogram residual-cnn pix2pix ddpm; do
+  [ -f "$RUNS/$method/config.json" ] || $BIN/diffusionct train --method $method --data "$DATA/train" -o "$RUNS/$method" $CFG --resume
+done
+$BIN/diffusionct evaluate --data "$DATA/test" -o "$REPORT" --overwrite \
+  --model "$RUNS/shipped" --model "$RUNS/paper" --model "$RUNS/identity" --model "$RUNS/histogram" \
+  --model "$RUNS/residual-cnn" --model "$RUNS/pix2pix" --model "$RUNS/ddpm"

@@ -1,0 +1,1 @@
+"""Data shipped with the package: feature params and the default model."""
