@@ -93,8 +93,8 @@ class DiffusionCTModel:
         save_weights(self.autoencoder, folder / AUTOENCODER_NAME)
         if "diffusion" in phases and self.unet is not None:
             save_weights(self.unet, folder / UNET_NAME)
-        meta = {"format_version": FORMAT_VERSION, "diffusionct_version": __version__, "phases": phases,
-                "config": self.config.to_dict(), **self.info, **(extra or {})}
+        meta = {**self.info, **(extra or {}), "format_version": FORMAT_VERSION, "diffusionct_version": __version__,
+                "phases": phases, "config": self.config.to_dict()}
         with atomic_output_file(folder / CONFIG_NAME) as tmp:
             tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
 
