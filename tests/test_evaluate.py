@@ -85,7 +85,8 @@ def test_demo_quick(tmp_path):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--quick"]) == 0
     rows = _read_csv(tmp_path / "demo" / "report" / "methods.csv")
     names = {r["method"] for r in rows}
-    assert {"input", "diffusionct-shipped", "identity", "histogram", "residual-cnn", "autoencoder", "diffusionct-brief"} <= names
+    assert {"input", "diffusionct-shipped", "identity", "histogram", "residual-cnn", "pix2pix", "ddpm", "autoencoder",
+            "diffusionct-brief"} <= names
     for row in rows:
         assert row["status"] == "ok", row
         for cls in FEATURE_CLASSES:

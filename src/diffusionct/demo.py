@@ -50,12 +50,16 @@ QUICK = DemoPlan(size=192, pixel_mm=1.0, train_cases=2, train_slices=3, test_cas
 
 def _brief_config(plan: DemoPlan) -> RunConfig:
     return RunConfig.load(overrides=[
+        "autoencoder.space_to_depth=true",  # as the shipped model (docs/model.md)
         f"phase1.steps={plan.autoencoder_steps}", f"phase1.crop={plan.crop}", "phase1.batch_size=4",
         f"phase1.validate_every={max(1, plan.autoencoder_steps // 2)}", f"phase1.checkpoint_every={plan.autoencoder_steps}",
         f"phase2.steps={plan.diffusion_steps}", f"phase2.crop={plan.crop}", "phase2.batch_size=4",
         f"phase2.validate_every={max(1, plan.diffusion_steps // 2)}", f"phase2.checkpoint_every={plan.diffusion_steps}",
         f"baselines.residual_cnn.steps={plan.cnn_steps}", f"baselines.residual_cnn.crop={plan.crop}",
         f"baselines.residual_cnn.checkpoint_every={plan.cnn_steps}", f"baselines.residual_cnn.validate_every={max(1, plan.cnn_steps // 2)}",
+        *(f"baselines.{name}.{key}={value}" for name in ("pix2pix", "ddpm")
+          for key, value in (("steps", plan.cnn_steps), ("crop", plan.crop), ("batch_size", 4),
+                             ("checkpoint_every", plan.cnn_steps), ("validate_every", max(1, plan.cnn_steps // 2)))),
     ])
 
 
@@ -76,10 +80,12 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: st
                                                        seed=seed + 200, scanner=scanner, n_tumours=2),
                                       device=device).run_phantoms(root / "data" / "test")
         with stage("standardize the test set with the shipped model"):
-            run_standardize(root / "data" / "test", root / "standardized", model_dir=None, seed=seed, device=device)
+            for series in sorted((root / "data" / "test").glob("case_*/*/sim_smooth")):
+                run_standardize(series, root / "standardized" / series.parent.parent.name, model_dir=None, seed=seed,
+                                device=device)
         config = _brief_config(plan)
         models = [model_dir]
-        for method in ("identity", "histogram", "residual-cnn", "autoencoder", "diffusionct"):
+        for method in ("identity", "histogram", "residual-cnn", "pix2pix", "ddpm", "autoencoder", "diffusionct"):
             with stage(f"train {method} briefly"):
                 train_method(method, root / "data" / "train" / "manifest.json", root / "models" / method, config,
                              torch.device(device))
@@ -87,7 +93,8 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: st
         with stage("evaluate every method"):
             from diffusionct.report.evaluation_report import evaluate_to_report
 
-            names = ["diffusionct-shipped", "identity", "histogram", "residual-cnn", "autoencoder", "diffusionct-brief"]
+            names = ["diffusionct-shipped", "identity", "histogram", "residual-cnn", "pix2pix", "ddpm", "autoencoder",
+                     "diffusionct-brief"]
             report = evaluate_to_report(test_manifest, models, root / "report", names=names, seed=seed, device=device,
                                         title="DiffusionCT demo", notes=[
                                             f"Simulated test set: {plan.test_cases} cases, 5 mm, {plan.size}x{plan.size} at "
