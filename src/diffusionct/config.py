@@ -134,6 +134,7 @@ class BaselineConfig:
     pix2pix_channels: int = 32
     pix2pix_depth: int = 4
     pix2pix_l1_weight: float = 100.0
+    pix2pix_latent_weight: float = 0.0
     pix2pix: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=2e-4))
     ddpm_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     ddpm_hu_scale: float = 100.0

@@ -87,6 +87,12 @@ def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
         assert np.abs(np.quantile(out[body], levels) - target).mean() < np.abs(np.quantile(volume.hu[body], levels) - target).mean()
 
 
+def test_pix2pix_with_stan_ct_latent_loss(tiny_data, tmp_path):
+    config = tiny_config("baselines.pix2pix_latent_weight=1.0")
+    train_method("pix2pix", tiny_data, tmp_path / "p2p", config, torch.device("cpu"))
+    assert load_method(tmp_path / "p2p").config.baselines.pix2pix_latent_weight == 1.0
+
+
 def test_phase2_without_phase1_is_refused(tiny_data, tmp_path):
     with pytest.raises(DiffusionCTError, match="phase 2 needs a trained encoder-decoder"):
         train(tiny_data, tmp_path / "nothing", tiny_config(), phase="diffusion")

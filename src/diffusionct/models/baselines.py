@@ -91,6 +91,9 @@ class PatchDiscriminator(nn.Module):
         modules.append(nn.Conv2d(width, 1, 4, 1, 1))
         self.net = nn.Sequential(*modules)
 
-    def forward(self, source_hu: torch.Tensor, target_hu: torch.Tensor) -> torch.Tensor:
+    def forward(self, source_hu: torch.Tensor, target_hu: torch.Tensor, with_features: bool = False):
+        """Patch logits; with ``with_features`` also the last hidden layer (the discriminator's latent space)."""
         pair = torch.cat([source_hu.clamp(-1024, 3071), target_hu.clamp(-1024, 3071)], dim=1) / HU_SCALE
-        return self.net(pair)
+        features = self.net[:-1](pair)
+        logits = self.net[-1](features)
+        return (logits, features) if with_features else logits

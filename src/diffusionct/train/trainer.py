@@ -359,9 +359,13 @@ class Trainer:
             optimizers["optimizer_d"].zero_grad(set_to_none=True)
             loss_d.backward()
             optimizers["optimizer_d"].step()
-            adversarial = d_net(a, fake)
+            adversarial, fake_features = d_net(a, fake, with_features=True)
             l1 = (fake - b_).abs().mean() / RESIDUAL_SCALE
             loss_g = bce(adversarial, torch.ones_like(adversarial)) + b.pix2pix_l1_weight * l1
+            if b.pix2pix_latent_weight > 0:  # STAN-CT's latent-space loss, in the discriminator's feature space
+                with torch.no_grad():
+                    _, real_features = d_net(a, b_, with_features=True)
+                loss_g = loss_g + b.pix2pix_latent_weight * (fake_features - real_features).abs().mean()
             optimizers["optimizer_g"].zero_grad(set_to_none=True)
             loss_g.backward()
             optimizers["optimizer_g"].step()
