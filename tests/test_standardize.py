@@ -3,7 +3,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
 from diffusionct.cli import main

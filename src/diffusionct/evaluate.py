@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_dicom_series
 from diffusionct.io.image import read_image
 from diffusionct.io.volume import Volume
-from diffusionct.methods import load_method
 from diffusionct.radiomics import image_metrics
 from diffusionct.radiomics.batch import extract_many, tumour_jobs
 from diffusionct.radiomics.compare import Comparison, compare_features
@@ -183,7 +181,3 @@ def save_results_json(path: Path, rows: list[dict], extra: dict) -> None:
     from diffusionct.io.files import write_text_atomic
 
     write_text_atomic(path, json.dumps({"methods": rows, **extra}, indent=2, default=float))
-
-
-def available_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,7 +1,5 @@
 import json
-import shutil
 
-import pytest
 
 from diffusionct.cli import main
 from diffusionct.io.scan import find_pairs, scan_folder

@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 import torch
 
-from diffusionct.config import AutoencoderConfig, RunConfig, UNetConfig
+from diffusionct.config import AutoencoderConfig, UNetConfig
 from diffusionct.diffusion import NoiseSchedule, predict_x0_eps, sample, training_target
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.latent_unet import ConditionalUNet

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusionct.cli import main
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series

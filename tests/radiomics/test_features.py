@@ -6,7 +6,7 @@ import pytest
 
 from diffusionct.cli import main
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io import read_dicom_series, read_image, write_nifti
+from diffusionct.io import read_dicom_series, write_nifti
 from diffusionct.io.image import read_mask
 from diffusionct.radiomics import FEATURE_CLASSES, FeatureSettings, extract_features
 from diffusionct.radiomics.features import gradient_orientation_features, intensity_histogram_features, discretise

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusionct.errors import InputError
 from diffusionct.io.dicom import _kernel_name, folder_series
 from diffusionct.io.files import write_text_atomic
 

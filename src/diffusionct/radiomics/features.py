@@ -14,7 +14,6 @@ Settings come from a YAML file (``diffusionct/data/radiomics_params.yaml`` by de
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path

@@ -166,26 +166,24 @@ class Simulator:
         cfg = self.config
         cfg.validate()
         s = cfg.scanner
-        with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root:
+        half = (s.size - 1) / 2.0 * s.pixel_mm
+        with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root, \
+                tqdm(total=cfg.cases * len(cfg.thicknesses_mm), desc="simulate", unit="series", disable=None) as bar:
             entries, cases = [], []
-            jobs = [(c, t) for c in range(cfg.cases) for t in range(len(cfg.thicknesses_mm))]
-            phantoms = {}
-            for case, t_index in tqdm(jobs, desc="simulate", unit="series", disable=None):
-                thickness = cfg.thicknesses_mm[t_index]
-                if case not in phantoms:
-                    phantoms = {case: random_phantom(hash_seed(cfg.seed, case), n_tumours=cfg.n_tumours)}
-                phantom = phantoms[case]
-                hu, labels, centres = render_slab(phantom, s, thickness, cfg.slices)
-                images = self.scanner.scan(hu, self.kernels, thickness, self._rngs(case, t_index, cfg.slices))
-                half = (s.size - 1) / 2.0 * s.pixel_mm
-                template = Volume(hu=hu, spacing=(s.pixel_mm, s.pixel_mm, thickness), origin=(-half, -half, float(centres[0])))
+            for case in range(cfg.cases):
+                phantom = random_phantom(hash_seed(cfg.seed, case), n_tumours=cfg.n_tumours)
                 name = f"case_{case:03d}"
                 study = _study(cfg.seed, name)
-                entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness))
-                if t_index == 0:
-                    cases.append({"case": name, "tumours": [
-                        {"label": i + 1, "diameter_mm": round(tm.diameter_mm, 2), "shape": tm.shape, "texture": tm.texture}
-                        for i, tm in enumerate(phantom.tumours)]})
+                cases.append({"case": name, "tumours": [
+                    {"label": i + 1, "diameter_mm": round(tm.diameter_mm, 2), "shape": tm.shape, "texture": tm.texture}
+                    for i, tm in enumerate(phantom.tumours)]})
+                for t_index, thickness in enumerate(cfg.thicknesses_mm):
+                    hu, labels, centres = render_slab(phantom, s, thickness, cfg.slices)
+                    images = self.scanner.scan(hu, self.kernels, thickness, self._rngs(case, t_index, cfg.slices))
+                    template = Volume(hu=hu, spacing=(s.pixel_mm, s.pixel_mm, thickness),
+                                      origin=(-half, -half, float(centres[0])))
+                    entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness))
+                    bar.update()
             _write_manifest(root, cfg, entries, cases)
         return Path(out_dir) / "manifest.json"
 
