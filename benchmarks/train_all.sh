@@ -17,8 +17,11 @@ if [ ! -f "$RUNS/paper/unet.safetensors" ]; then
   [ -f "$RUNS/paper/config.json" ] || cp "$RUNS/shipped/config.json" "$RUNS/shipped/autoencoder.safetensors" "$RUNS/paper/"
   $BIN/diffusionct train --data "$DATA/train" -o "$RUNS/paper" --phase diffusion $CFG --set diffusion.mode=paper --resume
 fi
+STEPS=${BASELINE_STEPS:-2000}   # the baselines' training steps (the documented run used 1000 on the CPU)
 for method in identity histogram residual-cnn pix2pix ddpm; do
-  [ -f "$RUNS/$method/config.json" ] || $BIN/diffusionct train --method $method --data "$DATA/train" -o "$RUNS/$method" $CFG --resume
+  key=$(echo $method | tr - _)
+  [ -f "$RUNS/$method/config.json" ] || $BIN/diffusionct train --method $method --data "$DATA/train" -o "$RUNS/$method" $CFG \
+      --set baselines.$key.steps=$STEPS --resume
 done
 $BIN/diffusionct evaluate --data "$DATA/test" -o "$REPORT" --overwrite \
   --model "$RUNS/shipped" --model "$RUNS/paper" --model "$RUNS/identity" --model "$RUNS/histogram" \

@@ -224,22 +224,24 @@ def apply_override(data: dict, item: str) -> None:
     node[parts[-1]] = yaml.safe_load(text)
 
 
-def _build(cls, data: Any, where: str):
+def _build(cls, data: Any, where: str, base=None):
+    """``base`` (default: ``cls()``) with the keys of ``data`` replaced, nested sections merged key by key."""
     if not isinstance(data, dict):
         raise DiffusionCTError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+    base = cls() if base is None else base
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise DiffusionCTError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
-    kwargs = {}
+    changes = {}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{where}.{name}")
+            changes[name] = _build(hint, value, f"{where}.{name}", getattr(base, name))
         else:
-            kwargs[name] = _coerce(hint, value, f"{where}.{name}")
-    return cls(**kwargs)
+            changes[name] = _coerce(hint, value, f"{where}.{name}")
+    return dataclasses.replace(base, **changes)
 
 
 def _coerce(hint, value, where):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffusionct.config import AutoencoderConfig, UNetConfig
+from diffusionct.config import AutoencoderConfig, RunConfig, UNetConfig
 from diffusionct.diffusion import NoiseSchedule, predict_x0_eps, sample, training_target
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.latent_unet import ConditionalUNet
@@ -109,3 +109,9 @@ def test_ddpm_sampler_runs_all_steps():
     sample(lambda x, t, c: (calls.append(1) or torch.zeros_like(x)), torch.zeros(1, 2, 4, 4), cfg,
            NoiseSchedule.from_config(cfg), generator=torch.Generator().manual_seed(0))
     assert len(calls) == 10
+
+
+def test_set_keeps_the_other_keys_of_a_section():
+    config = RunConfig.load(overrides=["baselines.residual_cnn.steps=5", "phase1.steps=3"])
+    assert config.baselines.residual_cnn.steps == 5 and config.baselines.residual_cnn.lr == 1e-3
+    assert config.phase1.steps == 3 and config.phase1.lr == 3e-4 and config.phase1.crop == 96
