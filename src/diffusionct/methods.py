@@ -141,6 +141,17 @@ def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, i
     return batch, (h, w)
 
 
+def sample_with_shared_noise(denoiser, cond: torch.Tensor, config: RunConfig, schedule: NoiseSchedule,
+                             steps: int | None, seed: int, cache: dict) -> torch.Tensor:
+    """x_0 for a batch of slices; x_T is one noise image drawn from ``seed`` and shared by every slice
+    (slice-to-slice consistency, and the output does not depend on how slices are batched)."""
+    noise = cache.get("noise")
+    if noise is None or noise.shape[1:] != cond.shape[1:]:
+        noise = cache["noise"] = torch.randn((1, *cond.shape[1:]), generator=torch.Generator().manual_seed(seed))
+    return sample(denoiser, cond, config.diffusion, schedule, steps=steps,
+                  initial_noise=noise.expand(cond.shape[0], -1, -1, -1))
+
+
 class NetworkMethod(Method):
     """Shared batching of a torch network over slices, with reflection padding to ``multiple``."""
 
@@ -230,10 +241,7 @@ class ImageDDPMMethod(NetworkMethod):
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
             cond = batch.clamp(-1024, 3071) / scale
-            if "noise" not in shared or shared["noise"].shape[1:] != cond.shape[1:]:
-                shared["noise"] = torch.randn((1, *cond.shape[1:]), generator=torch.Generator().manual_seed(seed))
-            x0 = sample(self.unet, cond, cfg, self.schedule, steps=steps,
-                        initial_noise=shared["noise"].expand(cond.shape[0], -1, -1, -1))
+            x0 = sample_with_shared_noise(self.unet, cond, self.config, self.schedule, steps, seed, shared)
             return to_target_latent(cfg, x0, cond) * scale
 
         return self._network_slices(hu, batch_size, progress, convert)
@@ -293,10 +301,7 @@ class DiffusionCTMethod(NetworkMethod):
             t0 = time.perf_counter()
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
-            if "noise" not in shared or shared["noise"].shape[1:] != z_a.shape[1:]:
-                shared["noise"] = torch.randn((1, *z_a.shape[1:]), generator=torch.Generator().manual_seed(seed))
-            x0 = sample(lambda x, t, c: unet(x, t, c), z_a, cfg, self.schedule, steps=steps,
-                        initial_noise=shared["noise"].expand(z_a.shape[0], -1, -1, -1))
+            x0 = sample_with_shared_noise(unet, z_a, self.config, self.schedule, steps, seed, shared)
             t2 = time.perf_counter()
             images = ae.decode(to_target_latent(cfg, x0, z_a))
             t3 = time.perf_counter()
