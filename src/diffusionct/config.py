@@ -136,7 +136,8 @@ class BaselineConfig:
     pix2pix_l1_weight: float = 100.0
     pix2pix_latent_weight: float = 0.0
     pix2pix: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=2e-4))
-    ddpm_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    # four levels: MONAI's mid-block self-attention then runs at 1/8 resolution (4,096 tokens for 512 x 512)
+    ddpm_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
     ddpm_hu_scale: float = 100.0
     ddpm: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-4))
 
