@@ -168,14 +168,18 @@ class NetworkMethod(Method):
         return out
 
 
-class ResidualCNNMethod(NetworkMethod):
-    name = "residual-cnn"
-    WEIGHTS = "residual_cnn.safetensors"
+class SingleNetworkMethod(NetworkMethod):
+    """A method made of one network stored as ``WEIGHTS`` beside ``config.json``."""
 
-    def __init__(self, config, device=torch.device("cpu"), network: ResidualCNN | None = None):
+    WEIGHTS = "network.safetensors"
+
+    def __init__(self, config, device=torch.device("cpu"), network: torch.nn.Module | None = None):
         super().__init__(config, device)
-        b = config.baselines
-        self.network = (network or ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers)).to(device).eval()
+        self.network = (network or self.build_network(config)).to(device).eval()
+
+    @staticmethod
+    def build_network(config: RunConfig) -> torch.nn.Module:  # pragma: no cover
+        raise NotImplementedError
 
     def _slices(self, hu, batch_size, progress):
         return self._network_slices(hu, batch_size, progress, self.network.convert)
@@ -192,48 +196,48 @@ class ResidualCNNMethod(NetworkMethod):
         return method
 
 
-class Pix2PixMethod(NetworkMethod):
+class ResidualCNNMethod(SingleNetworkMethod):
+    name = "residual-cnn"
+    WEIGHTS = "residual_cnn.safetensors"
+
+    @staticmethod
+    def build_network(config):
+        return ResidualCNN(config.baselines.residual_cnn_channels, config.baselines.residual_cnn_layers)
+
+
+class Pix2PixMethod(SingleNetworkMethod):
     name = "pix2pix"
     WEIGHTS = "generator.safetensors"
 
-    def __init__(self, config, device=torch.device("cpu"), generator=None):
+    def __init__(self, config, device=torch.device("cpu"), network=None):
+        super().__init__(config, device, network)
+        self.multiple = self.network.multiple
+
+    @staticmethod
+    def build_network(config):
         from diffusionct.models.baselines import UNetGenerator
 
-        super().__init__(config, device)
-        b = config.baselines
-        self.generator = (generator or UNetGenerator(b.pix2pix_channels, b.pix2pix_depth)).to(device).eval()
-        self.multiple = self.generator.multiple
-
-    def _slices(self, hu, batch_size, progress):
-        return self._network_slices(hu, batch_size, progress, self.generator.convert)
-
-    def save(self, folder, extra=None):
-        super().save(folder, extra)
-        save_weights(self.generator, folder / self.WEIGHTS)
-
-    @classmethod
-    def load(cls, folder, config, device):
-        method = cls(config, device)
-        load_weights(method.generator, folder / cls.WEIGHTS)
-        method.generator.to(device).eval()
-        return method
+        return UNetGenerator(config.baselines.pix2pix_channels, config.baselines.pix2pix_depth)
 
 
-class ImageDDPMMethod(NetworkMethod):
+class ImageDDPMMethod(SingleNetworkMethod):
     """Conditional DDPM on the image itself (HU / ``ddpm_hu_scale``), sharing the diffusion code."""
 
     name = "ddpm"
     uses_steps = True
     WEIGHTS = "unet.safetensors"
 
-    def __init__(self, config, device=torch.device("cpu"), unet=None):
+    def __init__(self, config, device=torch.device("cpu"), network=None):
+        super().__init__(config, device, network)
+        self.multiple = 2 ** (len(config.baselines.ddpm_channels) - 1)
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
+
+    @staticmethod
+    def build_network(config):
         from diffusionct.models.latent_unet import ConditionalUNet
         from diffusionct.train.trainer import image_ddpm_unet_config
 
-        super().__init__(config, device)
-        self.unet = (unet or ConditionalUNet(image_ddpm_unet_config(config), 1)).to(device).eval()
-        self.multiple = 2 ** (len(config.baselines.ddpm_channels) - 1)
-        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        return ConditionalUNet(image_ddpm_unet_config(config), 1)
 
     def _run(self, hu, steps, seed, batch_size, progress):
         scale, cfg = self.config.baselines.ddpm_hu_scale, self.config.diffusion
@@ -241,21 +245,10 @@ class ImageDDPMMethod(NetworkMethod):
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
             cond = batch.clamp(-1024, 3071) / scale
-            x0 = sample_with_shared_noise(self.unet, cond, self.config, self.schedule, steps, seed, shared)
+            x0 = sample_with_shared_noise(self.network, cond, self.config, self.schedule, steps, seed, shared)
             return to_target_latent(cfg, x0, cond) * scale
 
         return self._network_slices(hu, batch_size, progress, convert)
-
-    def save(self, folder, extra=None):
-        super().save(folder, extra)
-        save_weights(self.unet, folder / self.WEIGHTS)
-
-    @classmethod
-    def load(cls, folder, config, device):
-        method = cls(config, device)
-        load_weights(method.unet, folder / cls.WEIGHTS)
-        method.unet.to(device).eval()
-        return method
 
 
 class AutoencoderMethod(NetworkMethod):
