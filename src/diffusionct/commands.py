@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from diffusionct.config import METHODS
 from diffusionct.errors import DiffusionCTError
 
 
@@ -224,8 +225,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "launch with torchrun.")
     p.add_argument("--data", type=Path, required=True, help="manifest.json from `diffusionct scan` or `simulate`")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (the trained model)")
-    p.add_argument("--method", default="diffusionct",
-                   choices=["identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct"],
+    p.add_argument("--method", default="diffusionct", choices=METHODS,
                    help="what to train: diffusionct (default) or a baseline: identity (no change), histogram "
                         "(histogram matching), autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019), "
                         "pix2pix (conditional GAN, GANai/STAN-CT family), ddpm (image-space conditional DDPM)")

@@ -17,6 +17,9 @@ import yaml
 
 from diffusionct.errors import DiffusionCTError
 
+# Every standardization method (diffusionct.methods implements them; the CLI lists them).
+METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct")
+
 
 @dataclass
 class AutoencoderConfig:

@@ -28,14 +28,13 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from diffusionct import __version__
-from diffusionct.config import RunConfig
+from diffusionct.config import METHODS, RunConfig  # METHODS lives beside the settings: the CLI lists it without torch
 from diffusionct.diffusion import NoiseSchedule, sample, to_target_latent
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.bundle import CONFIG_NAME, FORMAT_VERSION, DiffusionCTModel, load_weights, read_model_meta, save_weights
 
-METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct")
 Progress = Callable[[int], None] | None
 
 
@@ -53,7 +52,6 @@ class Method:
     def __init__(self, config: RunConfig, device: torch.device = torch.device("cpu")):
         self.config = config
         self.device = device
-        self.timing = {"seconds": 0.0, "slices": 0}
 
     @property
     def source_kernel(self) -> str:
@@ -70,11 +68,7 @@ class Method:
                            progress: Progress = None) -> np.ndarray:
         if hu.ndim != 3:
             raise DiffusionCTError(f"expected slices (N, H, W), got shape {hu.shape}")
-        start = time.perf_counter()
-        out = self._run(hu, steps, seed, batch_size, progress)
-        self.timing["seconds"] += time.perf_counter() - start
-        self.timing["slices"] += hu.shape[0]
-        return out.astype(np.float32)
+        return self._run(hu, steps, seed, batch_size, progress).astype(np.float32)
 
     def _run(self, hu, steps, seed, batch_size, progress) -> np.ndarray:
         return self._slices(hu, batch_size, progress)

@@ -256,11 +256,10 @@ class Trainer:
         optimizer = torch.optim.Adam(unet.parameters(), lr=pc.lr)
         state = self._load_state("diffusion", {"unet": unet, "ema": ema}, optimizer)
         net = self._wrap(unet)
-        val_pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
-        va, vb = sample_pair_crops(val_pairs, 8, pc.crop, np.random.default_rng([cfg.seed, 98]))
+        va, vb = self._validation_pairs(pc.crop, 98)
         val_gen = torch.Generator().manual_seed(cfg.seed + 98)
         with torch.no_grad():
-            val_za, val_zb = ae.encode(self._tensor(va)), ae.encode(self._tensor(vb))
+            val_za, val_zb = ae.encode(va), ae.encode(vb)
         val_t = torch.linspace(0, cfg.diffusion.timesteps - 1, val_za.shape[0]).long().to(self.device)
         val_noise = torch.randn(val_za.shape, generator=val_gen).to(self.device)
 
@@ -311,8 +310,7 @@ class Trainer:
         optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
         state = self._load_state("residual-cnn", {"network": network}, optimizer)
         net = self._wrap(network)
-        pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
-        va, vb = (self._tensor(x) for x in sample_pair_crops(pairs, 8, pc.crop, np.random.default_rng([cfg.seed, 97])))
+        va, vb = self._validation_pairs(pc.crop, 97)
 
         def step_fn(step: int) -> dict:
             rng = np.random.default_rng(_step_seed(cfg.seed, "residual-cnn", step, self.rank))
@@ -416,6 +414,7 @@ class Trainer:
         return ema
 
     def _validation_pairs(self, crop: int, seed: int):
+        """Eight fixed (source, target) crops of the validation cases (of the training ones when none)."""
         pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
         return (self._tensor(x) for x in sample_pair_crops(pairs, 8, crop, np.random.default_rng([self.config.seed, seed])))
 
