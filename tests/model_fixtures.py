@@ -24,7 +24,7 @@ def tiny_config(*extra: str) -> RunConfig:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """Three simulated cases, 96 x 96 (the chest shrunk to fit), smooth and sharp: a manifest with pairs."""
+    """Three simulated cases, 96 x 96 (the chest shrunk to fit), b30 and b70: a manifest with pairs."""
     out = tmp_path_factory.mktemp("data") / "sim"
     cfg = SimulationConfig(cases=3, thicknesses_mm=[2.0], slices=4, seed=5, n_tumours=2,
                            scanner=ScannerSettings(size=96, pixel_mm=2.0, n_views=128))
@@ -33,7 +33,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data, tmp_path_factory) -> Path:
-    """A DiffusionCT model trained for a few steps on the tiny data (SIM_SMOOTH -> SIM_SHARP)."""
+    """A DiffusionCT model trained for a few steps on the tiny data (SIM_B30 -> SIM_B70)."""
     from diffusionct.train.trainer import train
 
     folder = tmp_path_factory.mktemp("model") / "run"

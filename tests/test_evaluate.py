@@ -75,7 +75,7 @@ def test_evaluate_empty_test_set(tiny_model, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "manifest.json").write_text(json.dumps({"series": [], "pairs": []}))
     assert main(["evaluate", "--data", str(tmp_path / "empty"), "--model", str(tiny_model), "-o", str(tmp_path / "r")]) == 2
-    assert "no SIM_SMOOTH -> SIM_SHARP test pairs" in capsys.readouterr().err
+    assert "no SIM_B30 -> SIM_B70 test pairs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

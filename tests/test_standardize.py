@@ -12,7 +12,7 @@ from diffusionct.standardize import Standardizer, default_model_dir, run_standar
 from tests.conftest import dciodvfy_errors
 
 
-def _series(tiny_data: Path, kernel: str = "smooth", case: int = 0) -> Path:
+def _series(tiny_data: Path, kernel: str = "b30", case: int = 0) -> Path:
     return tiny_data.parent / f"case_{case:03d}" / "2mm" / f"sim_{kernel}"
 
 
@@ -21,12 +21,12 @@ def test_dicom_in_dicom_out(tiny_data, tiny_model, tmp_path):
     out = tmp_path / "out"
     assert main(["standardize", "-i", str(source), "-o", str(out), "--model", str(tiny_model), "--device", "cpu"]) == 0
     before, after = read_dicom_series(source), read_dicom_series(out)
-    assert after.same_grid(before) and after.kernel == "SIM_SHARP"
+    assert after.same_grid(before) and after.kernel == "SIM_B70"
     a, b = before.headers[0], after.headers[0]
     for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "FrameOfReferenceUID", "KVP", "SliceThickness"):
         assert a.get(keyword) == b.get(keyword), keyword
     assert a.SeriesInstanceUID != b.SeriesInstanceUID and a.SOPInstanceUID != b.SOPInstanceUID
-    assert "Standardized from SIM_SMOOTH to SIM_SHARP" in b.DerivationDescription
+    assert "Standardized from SIM_B30 to SIM_B70" in b.DerivationDescription
     assert list(b.ImageType)[:2] == ["DERIVED", "SECONDARY"]
     assert after.hu.max() <= 3071 and after.hu.min() >= min(-1024, before.hu.min())
     for path in sorted(out.glob("*.dcm"))[:2]:
@@ -45,7 +45,7 @@ def test_same_input_model_seed_same_bytes(tiny_data, tiny_model, tmp_path):
 def test_tree_resumes_and_skips_finished(tiny_data, tiny_model, tmp_path):
     tree = tmp_path / "tree"
     for case in (0, 1):
-        shutil.copytree(_series(tiny_data, case=case), tree / f"case{case}" / "smooth")
+        shutil.copytree(_series(tiny_data, case=case), tree / f"case{case}" / "b30")
     results = run_standardize(tree, tmp_path / "out", model_dir=tiny_model, device="cpu")
     assert [r.skipped for r in results] == [False, False]
     shutil.rmtree(results[1].output)  # as if the run had stopped before the second series
@@ -55,9 +55,9 @@ def test_tree_resumes_and_skips_finished(tiny_data, tiny_model, tmp_path):
 
 
 def test_kernel_mismatch_warns_and_strict_refuses(tiny_data, tiny_model, tmp_path, caplog):
-    sharp = _series(tiny_data, "sharp")
+    sharp = _series(tiny_data, "b70")
     run_standardize(sharp, tmp_path / "out", model_dir=tiny_model, device="cpu")
-    assert any("input kernel is SIM_SHARP" in r.message for r in caplog.records)
+    assert any("input kernel is SIM_B70" in r.message for r in caplog.records)
     with pytest.raises(DiffusionCTError, match="--strict"):
         run_standardize(sharp, tmp_path / "strict", model_dir=tiny_model, device="cpu", strict=True)
     assert not (tmp_path / "strict").exists()

@@ -20,27 +20,41 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
+def _pair(values: list[float] | None, option: str) -> tuple[float, float] | None:
+    if values is None:
+        return None
+    if len(values) != 2:
+        raise DiffusionCTError(f"{option} takes two numbers LOW,HIGH; got {len(values)}")
+    return values[0], values[1]
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from diffusionct.devices import resolve_device
     from diffusionct.io.image import read_mask, read_volume
+    from diffusionct.io.scan import scan_folder
     from diffusionct.simulate.scanner import ScannerSettings
-    from diffusionct.simulate.simulator import SimulationConfig, Simulator
+    from diffusionct.simulate.simulator import DomainRandomization, SimulationConfig, Simulator
 
-    if args.mas is not None and args.mas <= 0:
-        raise DiffusionCTError(f"--mas (dose) must be positive, got {args.mas}")
-    scanner = ScannerSettings()
-    overrides = {k: v for k, v in {"size": args.size, "pixel_mm": args.pixel_mm, "n_views": args.views, "mas": args.mas}.items()
-                 if v is not None}
-    scanner = replace(scanner, **overrides)
+    overrides = {"size": args.size, "pixel_mm": args.pixel_mm, "n_views": args.views, "mas": args.mas,
+                 "bowtie_strength": args.bowtie, "tcm_strength": args.tcm}
+    scanner = replace(ScannerSettings(), **{k: v for k, v in overrides.items() if v is not None})
+    randomize = DomainRandomization(mas=_pair(args.dose_range, "--dose-range"), pixel_mm=_pair(args.pixel_range, "--pixel-range"),
+                                    kernel_jitter=args.kernel_jitter)
     config = SimulationConfig(cases=args.cases, kernels=args.kernels, thicknesses_mm=args.thickness, slices=args.slices,
-                              seed=args.seed, scanner=scanner, n_tumours=args.tumours)
+                              seed=args.seed, scanner=scanner, n_tumours=args.tumours, randomize=randomize)
     simulator = Simulator(config, device=str(resolve_device(args.device)))
     if args.from_ct:
-        volume = read_volume(args.from_ct, args.series)
-        mask = read_mask(args.from_mask, volume, args.roi) if args.from_mask else None
-        manifest = simulator.run_from_ct(volume, args.output, mask=mask, overwrite=args.overwrite)
+        several = args.from_ct.is_dir() and not args.series and len(scan_folder(args.from_ct)) > 1
+        if several and args.from_mask:
+            raise DiffusionCTError(f"{args.from_ct} holds several series: --from-mask needs one, chosen with --series UID")
+        if several:  # a folder tree: every series is a case
+            sources = [(read_volume(info.path, info.series_uid), None) for info in scan_folder(args.from_ct)]
+        else:
+            volume = read_volume(args.from_ct, args.series)
+            sources = [(volume, read_mask(args.from_mask, volume, args.roi) if args.from_mask else None)]
+        manifest = simulator.run_from_cts(sources, args.output, overwrite=args.overwrite)
     else:
         manifest = simulator.run_phantoms(args.output, overwrite=args.overwrite)
     print(f"simulated series written to {args.output}; manifest: {manifest}")
@@ -178,7 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (refused if it exists)")
     p.add_argument("--cases", type=int, default=1, help="number of random phantoms (default 1)")
-    p.add_argument("--kernels", type=_csv_list, default=["smooth", "sharp"], help="comma-separated kernels (smooth,medium,sharp)")
+    p.add_argument("--kernels", type=_csv_list, default=["b30", "b70"],
+                   help="comma-separated kernels: b10, b30, b50, b70 (Siemens B10f-B70f-like; aliases smooth=b30, "
+                        "medium=b50, sharp=b70); default b30,b70")
     p.add_argument("--thickness", type=_float_list, default=[1.0], help="comma-separated slice thicknesses in mm")
     p.add_argument("--slices", type=int, default=8, help="slices per series (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
@@ -186,8 +202,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-mm", type=float, help="pixel size in mm (default 0.7)")
     p.add_argument("--views", type=int, help="projections over 180 degrees (default 720)")
     p.add_argument("--mas", type=float, help="dose in mAs (default 100)")
+    p.add_argument("--bowtie", type=float, help="bowtie filter strength 0..1 (default 0.5; 0: none)")
+    p.add_argument("--tcm", type=float, help="angular tube-current modulation strength 0..1 (default 0.5; 0: constant)")
+    p.add_argument("--dose-range", type=_float_list, metavar="LOW,HIGH",
+                   help="domain randomization: dose drawn per case, log-uniform in mAs (e.g. 40,300)")
+    p.add_argument("--pixel-range", type=_float_list, metavar="LOW,HIGH",
+                   help="domain randomization: pixel size (field of view) drawn per case in mm (e.g. 0.6,0.9)")
+    p.add_argument("--kernel-jitter", type=float, default=0.0,
+                   help="domain randomization: each kernel's frequency axis scaled by 1 +/- this per case (e.g. 0.08)")
     p.add_argument("--tumours", type=int, help="tumours per phantom (default 1-3 at random)")
-    p.add_argument("--from-ct", type=Path, help="re-simulate this CT (DICOM folder or NIfTI) instead of phantoms")
+    p.add_argument("--from-ct", type=Path,
+                   help="re-simulate this CT (DICOM series, a folder tree of series: one case each, or NIfTI) instead of phantoms")
     p.add_argument("--series", help="series UID when --from-ct holds several")
     p.add_argument("--from-mask", type=Path, help="tumour mask of --from-ct (NIfTI or RTSTRUCT)")
     p.add_argument("--roi", help="RTSTRUCT ROI name for --from-mask")

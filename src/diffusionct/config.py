@@ -19,6 +19,7 @@ from diffusionct.errors import DiffusionCTError
 
 # Every standardization method (diffusionct.methods implements them; the CLI lists them).
 METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct")
+DIFFUSION_MODES = ("paper", "residual", "refine")
 
 
 @dataclass
@@ -65,14 +66,19 @@ class DiffusionConfig:
 
     Attributes:
         mode: ``paper`` (epsilon prediction, L1 on the noise, the target latent Z_B sampled from pure
-            noise) or ``residual`` (the project's mode: the network predicts v of the residual
-            Z_B - Z_A, L2 loss; see ``docs/model.md``).
+            noise, x0 estimates clipped to the latent range as in Ho et al.'s code), ``residual`` (v of
+            the residual Z_B - Z_A, L2 loss) or ``refine`` (stochastic refinement after Whang et al. 2022:
+            a latent predictor estimates the conditional mean of Z_B - Z_A, the diffusion samples what
+            is left, conditioned on Z_A plus that estimate; v, L2). See ``docs/model.md``.
         timesteps: T, the number of forward diffusion steps.
         beta_start, beta_end: linear beta schedule (Ho et al. 2020).
         ema_decay: decay of the exponential moving average of the weights used for sampling.
         sampler: ``ddim`` (deterministic with eta = 0) or ``ddpm``.
         steps: reverse steps at inference (DDIM sub-sequence of the T steps).
         eta: DDIM stochasticity (0 = deterministic).
+        x0_clip: clip the sampler's x0 estimates to [-x0_clip, x0_clip]; 0: no clipping. The paper
+            mode sets it at training from the largest target latent (the latent range).
+        predictor_channels, predictor_layers: the ``refine`` mode's latent predictor (3x3 convolutions).
     """
 
     mode: str = "residual"
@@ -83,18 +89,21 @@ class DiffusionConfig:
     sampler: str = "ddim"
     steps: int = 5
     eta: float = 0.0
+    x0_clip: float = 0.0
+    predictor_channels: int = 64
+    predictor_layers: int = 6
 
     @property
     def prediction(self) -> str:
-        return {"paper": "epsilon", "residual": "v"}[self.mode]
+        return {"paper": "epsilon", "residual": "v", "refine": "v"}[self.mode]
 
     @property
     def target(self) -> str:
-        return {"paper": "latent", "residual": "residual"}[self.mode]
+        return {"paper": "latent", "residual": "residual", "refine": "refine"}[self.mode]
 
     @property
     def loss(self) -> str:
-        return {"paper": "l1", "residual": "l2"}[self.mode]
+        return {"paper": "l1", "residual": "l2", "refine": "l2"}[self.mode]
 
 
 @dataclass
@@ -121,8 +130,8 @@ class LossConfig:
 class DataConfig:
     """Which kernels are the non-standard source (A) and the standard target (B) of the pairs."""
 
-    source_kernel: str = "SIM_SMOOTH"
-    target_kernel: str = "SIM_SHARP"
+    source_kernel: str = "SIM_B30"
+    target_kernel: str = "SIM_B70"
     validation_fraction: float = 0.15
 
 
@@ -165,8 +174,10 @@ class RunConfig:
         if self.autoencoder.space_to_depth and self.autoencoder.latent_channels < self.autoencoder.downsample**2:
             raise DiffusionCTError(f"autoencoder.space_to_depth needs latent_channels >= downsample^2 "
                                    f"({self.autoencoder.downsample**2}), got {self.autoencoder.latent_channels}")
-        if self.diffusion.mode not in ("paper", "residual"):
-            raise DiffusionCTError(f"diffusion.mode must be 'paper' or 'residual', got '{self.diffusion.mode}'")
+        if self.diffusion.mode not in DIFFUSION_MODES:
+            raise DiffusionCTError(f"diffusion.mode must be one of {', '.join(DIFFUSION_MODES)}, got '{self.diffusion.mode}'")
+        if self.diffusion.x0_clip < 0 or self.diffusion.predictor_layers < 2:
+            raise DiffusionCTError("diffusion.x0_clip must be >= 0 and diffusion.predictor_layers >= 2")
         if self.diffusion.sampler not in ("ddim", "ddpm"):
             raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
         if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:

@@ -7,8 +7,10 @@ callable and tensors. Notation follows Ho et al. 2020 (DDPM) and Song et al. 202
 * v-parameterisation (Salimans & Ho 2022): ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0``
 * the paper's loss (section 3.2): ``E_t |eps - p_theta(Z_A, Z_B_t)|`` (L1 on the noise)
 
-``x_0`` is the target latent Z_B in the paper's mode and the residual Z_B - Z_A in the project's
-``residual`` mode; the condition is always Z_A, concatenated with x_t along the channels.
+``x_0`` is the target latent Z_B in the paper's mode, the residual Z_B - Z_A in the ``residual``
+mode, and in the ``refine`` mode (stochastic refinement, Whang et al. CVPR 2022) what is left of
+Z_B - Z_A after a predictor's estimate m(Z_A) of its conditional mean: x_0 = Z_B - Z_A - m. The
+condition, concatenated with x_t along the channels, is Z_A, or Z_A + m in the refine mode.
 """
 
 from __future__ import annotations
@@ -71,7 +73,12 @@ def diffusion_loss(cfg: DiffusionConfig, prediction: torch.Tensor, target: torch
 
 def predict_x0_eps(cfg: DiffusionConfig, schedule: NoiseSchedule, output: torch.Tensor, x_t: torch.Tensor,
                    t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's estimate of (x_0, eps) at step t from its raw output."""
+    """The network's estimate of (x_0, eps) at step t from its raw output.
+
+    With ``x0_clip`` the x_0 estimate is clipped to the data range and eps recomputed from it (Ho et
+    al.'s reference code; diffusers' ``clip_sample``): near t = T, x_0 = (x_t - s eps) / a divides by
+    a small ``a`` and would otherwise amplify the network's error ~100x.
+    """
     a, s = schedule.coefficients(t, x_t)
     if cfg.prediction == "epsilon":
         eps = output
@@ -79,6 +86,9 @@ def predict_x0_eps(cfg: DiffusionConfig, schedule: NoiseSchedule, output: torch.
     else:  # v: x_0 = a x_t - s v ; eps = s x_t + a v
         x0 = a * x_t - s * output
         eps = s * x_t + a * output
+    if cfg.x0_clip > 0:
+        x0 = x0.clamp(-cfg.x0_clip, cfg.x0_clip)
+        eps = (x_t - a * x0) / s
     return x0, eps
 
 
@@ -131,11 +141,22 @@ def sample(denoiser: Denoiser, cond: torch.Tensor, cfg: DiffusionConfig, schedul
     return x
 
 
-def to_target_latent(cfg: DiffusionConfig, x0: torch.Tensor, z_source: torch.Tensor) -> torch.Tensor:
-    """The standardized latent Z_A' from the sampled x_0 (the residual mode adds Z_A back)."""
+def condition(cfg: DiffusionConfig, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """What the U-Net is conditioned on: Z_A, or in the refine mode the predicted target Z_A + m."""
+    return z_source + mean if cfg.target == "refine" else z_source
+
+
+def to_target_latent(cfg: DiffusionConfig, x0: torch.Tensor, z_source: torch.Tensor,
+                     mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The standardized latent Z_A' from the sampled x_0 (the residual modes add Z_A, and m, back)."""
+    if cfg.target == "refine":
+        return x0 + z_source + mean
     return x0 + z_source if cfg.target == "residual" else x0
 
 
-def from_pair(cfg: DiffusionConfig, z_source: torch.Tensor, z_target: torch.Tensor) -> torch.Tensor:
+def from_pair(cfg: DiffusionConfig, z_source: torch.Tensor, z_target: torch.Tensor,
+              mean: torch.Tensor | None = None) -> torch.Tensor:
     """The diffusion's x_0 for a training pair (Z_A, Z_B)."""
+    if cfg.target == "refine":
+        return z_target - z_source - mean
     return z_target - z_source if cfg.target == "residual" else z_target

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from diffusionct import __version__
 from diffusionct.config import METHODS, RunConfig  # METHODS lives beside the settings: the CLI lists it without torch
-from diffusionct.diffusion import NoiseSchedule, sample, to_target_latent
+from diffusionct.diffusion import NoiseSchedule, condition, sample, to_target_latent
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.baselines import ResidualCNN
@@ -264,7 +264,8 @@ class AutoencoderMethod(NetworkMethod):
 
 
 class DiffusionCTMethod(NetworkMethod):
-    """Encode A, reverse diffusion conditioned on Z_A from noise shared by all slices, decode."""
+    """Encode A, reverse diffusion conditioned on Z_A (refine: on Z_A + m(Z_A)) from noise shared by all slices,
+    decode."""
 
     name = "diffusionct"
     uses_steps = True
@@ -282,15 +283,17 @@ class DiffusionCTMethod(NetworkMethod):
             raise DiffusionCTError(f"images of {hu.shape[1]}x{hu.shape[2]} pixels are smaller than the "
                                    f"{minimum}x{minimum} this model needs")
         ae, unet, cfg = self.model.autoencoder, self.model.unet, self.config.diffusion
+        predictor = self.model.predictor
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
-            x0 = sample_with_shared_noise(unet, z_a, self.config, self.schedule, steps, seed, shared)
+            mean = predictor(z_a) if predictor is not None else None
+            x0 = sample_with_shared_noise(unet, condition(cfg, z_a, mean), self.config, self.schedule, steps, seed, shared)
             t2 = time.perf_counter()
-            images = ae.decode(to_target_latent(cfg, x0, z_a))
+            images = ae.decode(to_target_latent(cfg, x0, z_a, mean))
             t3 = time.perf_counter()
             for stage, seconds in zip(("encode", "diffuse", "decode"), (t1 - t0, t2 - t1, t3 - t2)):
                 self.stage_seconds[stage] += seconds

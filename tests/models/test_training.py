@@ -54,13 +54,13 @@ def test_resume_gives_the_same_weights(tiny_data, tmp_path, killed_in):
 
 def test_standardize_tiny_series_deterministic(tiny_data, tmp_path):
     train(tiny_data, tmp_path / "run", tiny_config(), phase="all")
-    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_smooth")
+    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
     standardizer = Standardizer.load(tmp_path / "run", device="cpu")
     first = standardizer.standardize(volume, seed=3)
     again = standardizer.standardize(volume, seed=3)
     other = standardizer.standardize(volume, seed=4)
     assert np.array_equal(first.hu, again.hu) and not np.array_equal(first.hu, other.hu)
-    assert first.shape == volume.shape and first.kernel == "SIM_SHARP"
+    assert first.shape == volume.shape and first.kernel == "SIM_B70"
     from diffusionct.standardize import body_mask
 
     outside = ~body_mask(volume.hu)
@@ -73,13 +73,13 @@ def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
     train_method(method, tiny_data, tmp_path / method, config, torch.device("cpu"))
     loaded = load_method(tmp_path / method)
     assert loaded.name == method
-    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_smooth")
+    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
     out = loaded.standardize_slices(volume.hu)
     assert out.shape == volume.hu.shape and np.isfinite(out).all()
     if method == "identity":
         assert np.array_equal(out, volume.hu)
     if method == "histogram":
-        sharp = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_sharp").hu
+        sharp = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b70").hu
         body = volume.hu > -500
         levels = np.linspace(0.02, 0.98, 25)
         target = np.quantile(sharp[body], levels)

@@ -50,21 +50,34 @@ def test_noise_free_fbp_keeps_hu():
 
 def test_kernels_order_noise_and_resolution():
     cal = calibrate(ScannerSettings(size=96, n_views=160), body_hu=40.0)
-    smooth, medium, sharp = cal["smooth"], cal["medium"], cal["sharp"]
-    assert smooth.noise_sd < medium.noise_sd < sharp.noise_sd
-    assert 2.5 <= sharp.noise_sd / smooth.noise_sd <= 6.0
-    assert sharp.mtf50 >= 1.5 * smooth.mtf50
-    assert abs(sharp.uniform_mean - smooth.uniform_mean) < 5.0
+    b10, b30, b50, b70 = cal["b10"], cal["b30"], cal["b50"], cal["b70"]
+    assert b10.noise_sd < b30.noise_sd < b50.noise_sd < b70.noise_sd
+    assert b10.mtf50 < b30.mtf50 < b50.mtf50 < b70.mtf50
+    assert 2.5 <= b70.noise_sd / b30.noise_sd <= 7.0
+    assert b70.mtf50 >= 1.8 * b30.mtf50
+    assert abs(b70.uniform_mean - b30.uniform_mean) < 5.0
+
+
+def test_sharpest_kernel_resolves_beyond_0_7_cycles_per_mm():
+    """The calibration target of the B70f-like kernel at the default pixel (0.7 mm): MTF50 >= 0.7 c/mm."""
+    cal = calibrate(ScannerSettings(size=256, n_views=360), kernels=("b30", "b70"))
+    assert cal["b70"].mtf50 >= 0.7
+    assert 0.3 <= cal["b30"].mtf50 <= 0.45
 
 
 def test_nps_of_sharp_peaks_higher():
-    cal = calibrate(ScannerSettings(size=160, n_views=256), kernels=("smooth", "sharp"))
-    assert cal["sharp"].nps_peak > cal["smooth"].nps_peak
+    cal = calibrate(ScannerSettings(size=160, n_views=256), kernels=("b30", "b70"))
+    assert cal["b70"].nps_peak > cal["b30"].nps_peak
+
+
+def test_aliases_name_the_family():
+    assert get_kernel("smooth") is KERNELS["b30"] and get_kernel("SHARP") is KERNELS["b70"]
+    assert get_kernel("medium").dicom_name == "SIM_B50"
 
 
 def test_more_dose_less_noise():
-    low = calibrate(ScannerSettings(size=64, n_views=96, mas=25), kernels=("smooth",))["smooth"].noise_sd
-    high = calibrate(ScannerSettings(size=64, n_views=96, mas=400), kernels=("smooth",))["smooth"].noise_sd
+    low = calibrate(ScannerSettings(size=64, n_views=96, mas=25), kernels=("b30",))["b30"].noise_sd
+    high = calibrate(ScannerSettings(size=64, n_views=96, mas=400), kernels=("b30",))["b30"].noise_sd
     assert high < low / 2.5  # noise ~ 1/sqrt(dose): 4x less at 16x dose
 
 
@@ -73,12 +86,14 @@ def test_hu_to_mu():
     assert hu_to_mu(np.array(-1000.0)) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("bad", [dict(mas=-1), dict(size=4), dict(pixel_mm=0), dict(n_views=2), dict(electronic_noise=-1)])
+@pytest.mark.parametrize("bad", [dict(mas=-1), dict(size=4), dict(pixel_mm=0), dict(n_views=2), dict(electronic_noise=-1),
+                                 dict(pixel_mm=float("nan")), dict(mas=float("inf")), dict(detector_oversampling=0),
+                                 dict(bowtie_strength=1.5), dict(bowtie_radius_mm=-1), dict(tcm_strength=-0.1)])
 def test_bad_scanner_settings(bad):
     with pytest.raises(DiffusionCTError):
         ScannerSettings(**bad)
 
 
 def test_unknown_kernel_lists_known():
-    with pytest.raises(DiffusionCTError, match="smooth, medium, sharp"):
+    with pytest.raises(DiffusionCTError, match="b10, b30, b50, b70"):
         get_kernel("b70f")

@@ -44,7 +44,7 @@ def test_pairs_are_aligned_and_found_by_scan(tmp_path):
     a = read_dicom_series(tmp_path / "sim" / pair["path_a"])
     b = read_dicom_series(tmp_path / "sim" / pair["path_b"])
     assert a.same_grid(b)
-    assert {a.kernel, b.kernel} == {"SIM_SMOOTH", "SIM_SHARP"}
+    assert {a.kernel, b.kernel} == {"SIM_B30", "SIM_B70"}
     body = (a.hu > -500) & (b.hu > -500)
     assert np.corrcoef(a.hu[body], b.hu[body])[0, 1] > 0.9  # same anatomy, pixel for pixel
     header = a.headers[0]
@@ -83,20 +83,21 @@ def test_resimulate_real_ct(sts_case, tmp_path):
     middle = int(np.flatnonzero(full_mask.any(axis=(1, 2))).mean())
     volume, mask = full.slab(middle - 3, middle + 3), full_mask[middle - 3:middle + 3]
     np.testing.assert_array_equal(read_mask(root / "dicom" / "mask" / "RS.dcm", volume, "GTV_Mass_CT"), mask)
-    cfg = SimulationConfig(kernels=["smooth", "sharp"], thicknesses_mm=[volume.spacing[2]], seed=0)
+    cfg = SimulationConfig(kernels=["b30", "b70"], thicknesses_mm=[volume.spacing[2]], seed=0)
     manifest = json.loads(Simulator(cfg).run_from_ct(volume, tmp_path / "re", mask=mask).read_text())
     assert len(manifest["pairs"]) == 1 and len(manifest["masks"]) == 2
     pair = manifest["pairs"][0]
     sim_mask = read_image(tmp_path / "re" / next(iter(manifest["masks"].values()))).hu > 0
     np.testing.assert_array_equal(sim_mask, mask)
-    smooth = read_dicom_series(tmp_path / "re" / (pair["path_a"] if "smooth" in pair["path_a"] else pair["path_b"]))
+    smooth = read_dicom_series(tmp_path / "re" / (pair["path_a"] if "b30" in pair["path_a"] else pair["path_b"]))
     assert smooth.same_grid(volume, tol=1e-3)
     inside = np.abs(volume.hu) < 200  # soft tissue keeps its HU through re-simulation
     assert abs(float(np.median(smooth.hu[inside] - volume.hu[inside]))) < 15
 
 
 def test_bad_parameters_write_nothing(tmp_path):
-    for bad in (dict(kernels=["smooth", "nope"]), dict(cases=0), dict(thicknesses_mm=[0.1]), dict(slices=0)):
+    for bad in (dict(kernels=["smooth", "nope"]), dict(kernels=["smooth", "b30"]), dict(cases=0), dict(thicknesses_mm=[0.1]),
+                dict(thicknesses_mm=[float("nan")]), dict(slices=0)):
         cfg = SimulationConfig(scanner=TINY, **{"cases": 1, **bad})
         with pytest.raises(DiffusionCTError):
             Simulator(cfg).run_phantoms(tmp_path / "out")
@@ -113,5 +114,5 @@ def test_cli_simulate_and_errors(tmp_path, capsys):
     assert main(["simulate", "-o", str(tmp_path / "x"), "--mas", "-5"]) == 2
     assert main(["simulate", "-o", str(tmp_path / "x"), "--kernels", "b99"]) == 2
     err = capsys.readouterr().err
-    assert "known kernels: smooth, medium, sharp" in err
+    assert "known kernels: b10, b30, b50, b70" in err
     assert not (tmp_path / "x").exists()

@@ -15,14 +15,19 @@ HU_SCALE = 1000.0  # network input: HU / 1000
 RESIDUAL_SCALE = 100.0  # network output: residual HU / 100
 
 
+def conv_stack(in_channels: int, channels: int, layers: int, out_channels: int) -> nn.Sequential:
+    """``layers`` 3x3 convolutions with ReLU between them (Choe et al.'s plain stack)."""
+    modules: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+    for _ in range(layers - 2):
+        modules += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+    modules.append(nn.Conv2d(channels, out_channels, 3, padding=1))
+    return nn.Sequential(*modules)
+
+
 class ResidualCNN(nn.Module):
     def __init__(self, channels: int = 64, layers: int = 6):
         super().__init__()
-        modules: list[nn.Module] = [nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(layers - 2):
-            modules += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        modules.append(nn.Conv2d(channels, 1, 3, padding=1))
-        self.net = nn.Sequential(*modules)
+        self.net = conv_stack(1, channels, layers, 1)
 
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
         """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``."""

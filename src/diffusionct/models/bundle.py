@@ -5,6 +5,7 @@ Layout of a model folder::
     config.json                 RunConfig, format version, phases trained, kernels, training record
     autoencoder.safetensors     encoder-decoder weights (+ latent_scale)
     unet.safetensors            EMA weights of the conditional latent U-Net (after phase 2)
+    predictor.safetensors       EMA weights of the latent predictor (refine mode, after phase 2)
 
 Nothing is unpickled: weights are safetensors, everything else is JSON.
 """
@@ -23,12 +24,13 @@ from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
 from diffusionct.models.autoencoder import Autoencoder
-from diffusionct.models.latent_unet import ConditionalUNet
+from diffusionct.models.latent_unet import ConditionalUNet, LatentPredictor
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 AUTOENCODER_NAME = "autoencoder.safetensors"
 UNET_NAME = "unet.safetensors"
+PREDICTOR_NAME = "predictor.safetensors"
 
 
 def save_weights(module: torch.nn.Module, path: Path) -> None:
@@ -61,22 +63,26 @@ class DiffusionCTModel:
     config: RunConfig
     autoencoder: Autoencoder
     unet: ConditionalUNet | None = None
+    predictor: LatentPredictor | None = None  # the refine mode's conditional-mean estimate
     info: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: RunConfig) -> "DiffusionCTModel":
-        return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, config.autoencoder.latent_channels))
+        latent, d = config.autoencoder.latent_channels, config.diffusion
+        predictor = LatentPredictor(latent, d.predictor_channels, d.predictor_layers) if d.mode == "refine" else None
+        return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, latent), predictor)
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.autoencoder, self.unet, self.predictor) if m is not None]
 
     def to(self, device: torch.device) -> "DiffusionCTModel":
-        self.autoencoder.to(device)
-        if self.unet is not None:
-            self.unet.to(device)
+        for module in self._modules():
+            module.to(device)
         return self
 
     def eval(self) -> "DiffusionCTModel":
-        self.autoencoder.eval()
-        if self.unet is not None:
-            self.unet.eval()
+        for module in self._modules():
+            module.eval()
         return self
 
     @property
@@ -93,6 +99,8 @@ class DiffusionCTModel:
         save_weights(self.autoencoder, folder / AUTOENCODER_NAME)
         if "diffusion" in phases and self.unet is not None:
             save_weights(self.unet, folder / UNET_NAME)
+            if self.predictor is not None:
+                save_weights(self.predictor, folder / PREDICTOR_NAME)
         meta = {**self.info, **(extra or {}), "format_version": FORMAT_VERSION, "diffusionct_version": __version__,
                 "phases": phases, "config": self.config.to_dict()}
         with atomic_output_file(folder / CONFIG_NAME) as tmp:
@@ -110,8 +118,10 @@ class DiffusionCTModel:
             if "diffusion" not in meta.get("phases", []) or not (folder / UNET_NAME).exists():
                 raise DiffusionCTError(f"{folder}: the model has no trained diffusion phase; run `diffusionct train --phase diffusion`")
             load_weights(model.unet, folder / UNET_NAME)
+            if model.predictor is not None:
+                load_weights(model.predictor, folder / PREDICTOR_NAME)
         else:
-            model.unet = None
+            model.unet = model.predictor = None
         return model.to(torch.device(device)).eval()
 
 

@@ -1,4 +1,5 @@
-"""The conditional latent U-Net: MONAI's DiffusionModelUNet on [x_t, Z_A] concatenated."""
+"""The latent networks of phase 2: the conditional U-Net (MONAI's DiffusionModelUNet on [x_t, condition]
+concatenated) and the ``refine`` mode's latent predictor."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
 from diffusionct.config import UNetConfig
+from diffusionct.models.baselines import conv_stack
 
 
 class ConditionalUNet(nn.Module):
@@ -22,3 +24,21 @@ class ConditionalUNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([x_t, cond], dim=1), t)
+
+
+class LatentPredictor(nn.Module):
+    """Estimates the conditional mean of Z_B - Z_A from Z_A (the deterministic part of the map).
+
+    A plain stack of 3x3 convolutions at the latent resolution whose last layer starts at zero, so
+    an untrained predictor changes nothing (Whang et al. 2022 use a U-Net; a stack of this depth
+    sees 13 latent pixels, 52 image pixels with the 4x latent).
+    """
+
+    def __init__(self, latent_channels: int, channels: int = 64, layers: int = 6):
+        super().__init__()
+        self.net = conv_stack(latent_channels, channels, layers, latent_channels)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, z_source: torch.Tensor) -> torch.Tensor:
+        return self.net(z_source)

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
-from diffusionct.simulate.kernels import get_kernel
-from diffusionct.simulate.scanner import Scanner, ScannerSettings
+from diffusionct.simulate.kernels import KERNELS, get_kernel
+from diffusionct.simulate.scanner import Scanner, ScannerSettings, hu_to_mu
 
 
 def disk_phantom(settings: ScannerSettings, body_hu: float = 40.0, rod_hu: float = 1000.0,
@@ -29,9 +30,34 @@ def disk_phantom(settings: ScannerSettings, body_hu: float = 40.0, rod_hu: float
     regions = {
         "uniform": ((x + 0.45 * body_r) ** 2 + y**2) < roi_r**2,
         "air": (x**2 + (y - 0.5 * (body_r + half)) ** 2) < (0.2 * (half - body_r)) ** 2,
-        "x": x, "y": y, "rod_centre": rod_centre, "rod_radius": rod_r,
+        "x": x, "y": y, "rod_centre": rod_centre, "rod_radius": rod_r, "body_radius": body_r,
     }
     return image, regions
+
+
+def disk_phantom_sinogram(settings: ScannerSettings, regions: dict, body_hu: float = 40.0, rod_hu: float = 1000.0,
+                          aperture_samples: int = 8) -> np.ndarray:
+    """Exact line integrals ``(1, n_views, n_det)`` of :func:`disk_phantom`'s two disks, averaged over each bin's width.
+
+    The calibration measures the scanner model (detector aperture, kernel, back-projection) on a continuous
+    object, so that the pixel grid the chest phantoms are rendered on does not enter the MTF.
+    """
+    g = settings.geometry
+    t = (np.arange(g.n_detectors) - (g.n_detectors - 1) / 2.0) * g.detector_mm
+    offsets = ((np.arange(aperture_samples) + 0.5) / aperture_samples - 0.5) * g.detector_mm
+    t = t[None, :, None] + offsets[None, None, :]
+    theta = g.angles[:, None, None]
+    body_r = regions["body_radius"]
+    rx, ry = regions["rod_centre"]
+    rod_r = regions["rod_radius"]
+
+    def chord(radius, cx, cy):
+        d = t - (cx * np.cos(theta) + cy * np.sin(theta))
+        return 2 * np.sqrt(np.clip(radius**2 - d**2, 0.0, None))
+
+    mu_body, mu_rod = hu_to_mu(body_hu), hu_to_mu(rod_hu)
+    line = mu_body * chord(body_r, 0.0, 0.0) + (mu_rod - mu_body) * chord(rod_r, rx, ry)
+    return line.mean(-1)[None]
 
 
 def mtf_edge(image: np.ndarray, regions: dict, pixel_mm: float, bin_px: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +110,12 @@ class KernelCalibration:
     nps_peak: float
 
 
-def calibrate(settings: ScannerSettings, kernels=("smooth", "medium", "sharp"), thickness_mm: float = 1.0,
+def calibrate(settings: ScannerSettings, kernels=tuple(KERNELS), thickness_mm: float = 1.0,
               body_hu: float = 40.0, seed: int = 0, device: str = "cpu") -> dict[str, KernelCalibration]:
     """Noise, HU accuracy, MTF50 and NPS peak of each kernel on one noisy scan of the disk phantom."""
     scanner = Scanner(settings, device=device)
-    image, regions = disk_phantom(settings, body_hu=body_hu)
-    clean = scanner.sinograms(image[None])
+    _, regions = disk_phantom(settings, body_hu=body_hu)
+    clean = disk_phantom_sinogram(settings, regions, body_hu=body_hu)
     noisy = scanner.add_noise(clean, thickness_mm, [np.random.default_rng(seed)])
     n = settings.size
     uniform = regions["uniform"]
@@ -109,3 +135,80 @@ def calibrate(settings: ScannerSettings, kernels=("smooth", "medium", "sharp"), 
             air_mean=float(recon_noisy[regions["air"]].mean()), mtf50=mtf50(freqs, mtf), nps_peak=float(f[np.argmax(nps)]),
         )
     return out
+
+
+def centre_periphery_noise(settings: ScannerSettings, width_mm: float = 350.0, depth_mm: float = 250.0,
+                           repeats: int = 4) -> dict:
+    """Noise SD in the centre over that 2.5 cm inside the edge (mean of 4 ROIs) of a water-equivalent ellipse."""
+    scanner = Scanner(settings)
+    n, px = settings.size, settings.pixel_mm
+    axis = (np.arange(n) - (n - 1) / 2) * px
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    a, b = width_mm / 2, depth_mm / 2
+    image = np.where((x / a) ** 2 + (y / b) ** 2 < 1, 40.0, -1000.0)
+    clean = scanner.sinograms(image[None])
+    noisy = scanner.add_noise(np.repeat(clean, repeats, 0), 1.0, [np.random.default_rng(i) for i in range(repeats)])
+    b30 = get_kernel("b30")
+    noise = scanner.reconstruct(noisy, b30) - scanner.reconstruct(clean, b30)
+
+    def roi(cx, cy):
+        return (x - cx) ** 2 + (y - cy) ** 2 < 12**2
+
+    centre = float(noise[:, roi(0, 0)].std())
+    edge = [roi(a - 25, 0), roi(-(a - 25), 0), roi(0, b - 25), roi(0, -(b - 25))]
+    periphery = float(np.mean([noise[:, r].std() for r in edge]))
+    return {"patient_mm": [width_mm, depth_mm], "centre_sd": centre, "periphery_sd": periphery, "ratio": centre / periphery}
+
+
+# --------------------------------------------------------------------------- the texture procedure
+# The fixed procedure of the project's kernel measurements on real scans (shared/tools/kernel_stats.py):
+# soft-tissue ROIs chosen on the reference series, noise = ROI minus its 9 x 9 box mean.
+ROI_PX, ROI_STEP_PX, BOX_PX = 32, 16, 9
+
+
+def soft_tissue_rois(reference_slice: np.ndarray) -> list[tuple[int, int]]:
+    """Top-left corners of 32 x 32 ROIs that lie in -100..150 HU (after a 3-pixel Gaussian), 10 px inside the body."""
+    smooth = ndimage.gaussian_filter(reference_slice.astype(np.float64), 3)
+    body = ndimage.binary_fill_holes(reference_slice > -500)
+    ok = (smooth > -100) & (smooth < 150) & ndimage.binary_erosion(body, iterations=10)
+    rows, cols = reference_slice.shape
+    return [(y, x) for y in range(0, rows - ROI_PX, ROI_STEP_PX) for x in range(0, cols - ROI_PX, ROI_STEP_PX)
+            if ok[y:y + ROI_PX, x:x + ROI_PX].all()]
+
+
+@dataclass
+class KernelTexture:
+    noise_sd: float  # median over ROIs, HU
+    noise_ratio: float  # to the reference series
+    nps_mean_frequency: float  # cycles/mm
+    n_rois: int
+
+
+def kernel_texture(reference: np.ndarray, series: dict[str, np.ndarray], pixel_mm: float) -> dict[str, KernelTexture]:
+    """Noise SD ratio and NPS mean frequency of same-grid volumes ``(slices, rows, cols)`` by the fixed procedure.
+
+    ``reference`` picks the ROIs and is the denominator of the ratio (a B30-like series).
+    """
+    f = np.fft.fftshift(np.fft.fftfreq(ROI_PX, d=pixel_mm))
+    radial = np.hypot(*np.meshgrid(f, f))
+    sds = {name: [] for name in series}
+    freqs = {name: [] for name in series}
+    ref_sds = []
+    for i in range(reference.shape[0]):
+        boxes = soft_tissue_rois(reference[i])
+        if not boxes:
+            continue
+        for name, volume in [("__reference__", reference), *series.items()]:
+            power = np.zeros((ROI_PX, ROI_PX))
+            for y, x in boxes:
+                patch = volume[i, y:y + ROI_PX, x:x + ROI_PX].astype(np.float64)
+                patch = patch - ndimage.uniform_filter(patch, BOX_PX)
+                (ref_sds if name == "__reference__" else sds[name]).append(patch.std())
+                power += np.abs(np.fft.fftshift(np.fft.fft2(patch))) ** 2
+            if name != "__reference__":
+                freqs[name].append(float((power * radial).sum() / power.sum()))
+    if not ref_sds:
+        raise ValueError("no soft-tissue ROI found in the reference series")
+    base = float(np.median(ref_sds))
+    return {name: KernelTexture(float(np.median(sds[name])), float(np.median(sds[name])) / base,
+                                float(np.mean(freqs[name])), len(ref_sds)) for name in series}

@@ -2,19 +2,31 @@
 
 A kernel is the ramp filter times a window W(f), f in cycles/mm. The ramp is the band-limited
 Ram-Lak filter sampled in the spatial domain (Kak & Slaney, eq. 61), which keeps the DC term right
-so that uniform regions keep their HU. The windows:
+so that uniform regions keep their HU.
 
-* ``smooth``: like Siemens Br40 / B30f (GE STANDARD): a Gaussian roll-off to 50 % at 0.34 cycles/mm.
-* ``medium``: like Siemens Br54 / B50f: flat to 0.18 cycles/mm, then a raised cosine to 0 at 0.71.
-* ``sharp``: like Siemens Bl64 / B70f (GE LUNG / BONE): edge enhancement (1 + 1.2 (f/0.714)^2) under
-  a raised cosine from 0.39 to 0.79 cycles/mm.
+The family imitates Siemens' body kernels B10f, B30f, B50f and B70f. Each window was calibrated on
+the simulator's own chest slices (0.69 mm pixels, 1 mm slices) by the fixed procedure of
+:func:`diffusionct.simulate.calibration.kernel_texture` against real same-scan Siemens chest
+reconstructions (noise SD relative to B30f; power-weighted mean frequency of the noise spectrum):
 
-All windows are defined in absolute frequency, as vendor kernels are; 0.714 cycles/mm is the
-Nyquist frequency of the default 0.7 mm pixel. With coarser pixels the kernels become alike, as on
-a real scanner with a large field of view.
+======  ======================================  =============  ====================
+kernel  window W(f)                             real ratio     real NPS mean (c/mm)
+======  ======================================  =============  ====================
+b10     Gaussian, 50 % at 0.33 c/mm             0.69 - 0.75    0.232 - 0.234
+b30     Gaussian, 50 % at 0.42 c/mm             1              0.273 - 0.298
+b50     (1 + 1.8 (f/F)^4) x Gaussian(0.465)     1.87 - 2.29    0.429 - 0.467
+b70     (1 + 1.9 (f/F)^2) x cos^2 0.46 -> 1.0   3.94 - 5.00    0.544 - 0.562
+======  ======================================  =============  ====================
 
-Their measured MTF50 (edge method, ``benchmarks/simulator_calibration.py``) is in
-``docs/simulator.md``; the windows act on top of the projector's interpolation blur.
+F = 0.725 cycles/mm, the Nyquist frequency of a 0.69 mm pixel. The sharp kernels boost the high
+frequencies (edge enhancement), as real B50f-B70f kernels do; b70 keeps gain past the pixel's
+Nyquist frequency, which the detector's finer sampling (two bins per pixel) passes on. All windows
+are in absolute frequency, as vendor kernels are, so with coarser pixels the kernels become alike,
+as on a real scanner with a large field of view. The measured values (and MTF50) are printed by
+``benchmarks/simulator_calibration.py`` and kept in ``docs/simulator.md``.
+
+The names ``smooth``, ``medium`` and ``sharp`` of earlier versions are aliases of b30, b50 and b70
+(Br40-, Br54- and Bl64-class use); their DICOM ConvolutionKernel is the family name (SIM_B30...).
 """
 
 from __future__ import annotations
@@ -26,8 +38,7 @@ import numpy as np
 
 from diffusionct.errors import DiffusionCTError
 
-
-NOMINAL_NYQUIST = 0.5 / 0.7  # cycles/mm at the default 0.7 mm pixel
+NYQUIST_069 = 0.5 / 0.69  # cycles/mm at the calibration pixel, the reference of the boosts
 
 
 @dataclass(frozen=True)
@@ -35,50 +46,65 @@ class Kernel:
     """A named reconstruction kernel.
 
     Attributes:
-        name: the name used on the command line (``smooth``, ``medium``, ``sharp``).
+        name: the name used on the command line (``b10``, ``b30``, ``b50``, ``b70``).
         dicom_name: the ConvolutionKernel written to DICOM.
         like: the vendor kernels it imitates.
-        window: W(f, f_nyquist) -> gain, f in cycles/mm.
+        window: W(f) -> gain, f in cycles/mm.
     """
 
     name: str
     dicom_name: str
     like: str
-    window: Callable[[np.ndarray, float], np.ndarray]
+    window: Callable[[np.ndarray], np.ndarray]
+
+    def stretched(self, factor: float) -> "Kernel":
+        """The same kernel with its frequency axis scaled by ``factor`` (> 1: sharper), same names.
+
+        Domain randomization: one vendor kernel differs a little from scanner to scanner and with the
+        reconstruction's field of view.
+        """
+        window = self.window
+        return Kernel(self.name, self.dicom_name, self.like, lambda f: window(np.asarray(f) / factor))
 
 
-def _smooth(f: np.ndarray, nyquist: float) -> np.ndarray:
-    return np.exp(-np.log(2.0) * (f / 0.34) ** 2)
+def gaussian_window(half_gain_frequency: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda f: np.exp(-np.log(2.0) * (f / half_gain_frequency) ** 2)
 
 
-def _raised_cosine(f: np.ndarray, start: float, stop: float) -> np.ndarray:
+def raised_cosine(f: np.ndarray, start: float, stop: float) -> np.ndarray:
     x = np.clip((f - start) / (stop - start), 0.0, 1.0)
     return 0.5 * (1 + np.cos(np.pi * x))
 
 
-def _medium(f: np.ndarray, nyquist: float) -> np.ndarray:
-    return _raised_cosine(f, 0.18, 0.71)
+def _b50(f: np.ndarray) -> np.ndarray:
+    return (1 + 1.8 * (f / NYQUIST_069) ** 4) * gaussian_window(0.465)(f)
 
 
-def _sharp(f: np.ndarray, nyquist: float) -> np.ndarray:
-    return (1 + 1.2 * (f / NOMINAL_NYQUIST) ** 2) * _raised_cosine(f, 0.39, 0.79)
+def _b70(f: np.ndarray) -> np.ndarray:
+    return (1 + 1.9 * (f / NYQUIST_069) ** 2) * raised_cosine(f, 0.46, 1.0)
 
 
 KERNELS: dict[str, Kernel] = {
     k.name: k
     for k in (
-        Kernel("smooth", "SIM_SMOOTH", "Siemens Br40 / B30f, GE STANDARD", _smooth),
-        Kernel("medium", "SIM_MEDIUM", "Siemens Br54 / B50f", _medium),
-        Kernel("sharp", "SIM_SHARP", "Siemens Bl64 / B70f, GE LUNG", _sharp),
+        Kernel("b10", "SIM_B10", "Siemens B10f (very smooth)", gaussian_window(0.33)),
+        Kernel("b30", "SIM_B30", "Siemens B30f / Br40, GE STANDARD", gaussian_window(0.42)),
+        Kernel("b50", "SIM_B50", "Siemens B50f / Br54", _b50),
+        Kernel("b70", "SIM_B70", "Siemens B70f / Bl64, GE LUNG", _b70),
     )
 }
+ALIASES = {"smooth": "b30", "medium": "b50", "sharp": "b70"}
 
 
 def get_kernel(name: str) -> Kernel:
+    key = ALIASES.get(name.lower(), name.lower())
     try:
-        return KERNELS[name.lower()]
+        return KERNELS[key]
     except KeyError:
-        raise DiffusionCTError(f"unknown kernel '{name}'; known kernels: {', '.join(KERNELS)}") from None
+        raise DiffusionCTError(
+            f"unknown kernel '{name}'; known kernels: {', '.join(KERNELS)} "
+            f"(aliases: {', '.join(f'{a}={k}' for a, k in ALIASES.items())})"
+        ) from None
 
 
 def ramp_filter(n_detectors: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -98,6 +124,6 @@ def filter_sinograms(sinos: np.ndarray, kernel: Kernel, spacing_mm: float) -> np
     """Apply ramp x window along the detector axis of ``(..., n_views, n_detectors)`` sinograms."""
     n_det = sinos.shape[-1]
     ramp, freqs, size = ramp_filter(n_det, spacing_mm)
-    response = ramp * kernel.window(freqs, 0.5 / spacing_mm)
+    response = ramp * kernel.window(freqs)
     spectrum = np.fft.rfft(sinos, n=size, axis=-1)
     return np.fft.irfft(spectrum * response, n=size, axis=-1)[..., :n_det]

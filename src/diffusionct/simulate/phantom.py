@@ -13,16 +13,22 @@ lung nodule densities after the Fleischner Society glossary, Hansell et al., Rad
 material               HU         note
 =====================  =========  ==================================================
 air                    -1000      outside the body, airway lumen
-lung parenchyma        -850       with +/- 25 HU smooth texture (inflated lung -950..-700)
+lung parenchyma        -900..-800 per case; texture at 1.5, 5 and 20 mm and a dependent
+                                  (posterior) gradient of 10-50 HU, kept in -950..-700
 subcutaneous fat       -100       fat -50..-150
 muscle                 50         40..60
 mediastinum / soft     35
 blood (heart, vessels) 40         unenhanced blood 30..45
 trabecular bone        250        cancellous 200..400
 cortical bone          1000       700..1900
-solid tumour           35         +/- 20 HU internal texture
+solid tumour           20..50     per tumour; texture at two scales; large ones may have a
+                                  necrotic core 15-30 HU lower
 ground-glass opacity   -600       -750..-300, +/- 40 HU texture
 =====================  =========  ==================================================
+
+Anatomy varies from case to case: body width 25-35 cm with an AP/lateral ratio of 0.65-0.85 and a
+low-order irregular outline, fat and muscle layers, lung size (x0.85-1.12), heart position and
+size, vessel trees branching down to ~1 mm diameter and airways down to ~1.5 mm.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ class Tumour:
     lobe_heights: np.ndarray
     spicules: list[Segment]
     texture_field: SmoothField
+    fine_field: SmoothField
+    solid_hu: float = HU["tumour_solid"]
+    necrosis_hu: float = 0.0  # HU drop of a necrotic core (0: none)
 
     @property
     def diameter_mm(self) -> float:
@@ -92,11 +101,14 @@ class ChestPhantom:
     vessels: list[Segment]
     airways: list[Segment]
     tumours: list[Tumour]
-    lung_field: SmoothField
+    lung_fields: list[SmoothField]  # fine, medium and coarse parenchymal texture
     soft_field: SmoothField
     rib_period_mm: float
     rib_phase_mm: float
-    extra: dict = field(default_factory=dict)
+    outline: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (k, amplitude, phase) of the body outline
+    lung_scale: float = 1.0
+    lung_hu: float = -850.0
+    lung_gradient_hu: float = 30.0  # denser toward the back (dependent lung)
 
     # ----------------------------------------------------------------------------- geometry
     def _body(self, x, y, z):
@@ -104,14 +116,28 @@ class ChestPhantom:
         wobble = 1 + 0.04 * np.sin((z - self.z_centre) / 60.0)
         return a * wobble, b * wobble
 
+    @property
+    def half_width_mm(self) -> float:
+        """The largest lateral half-width of the body over z (for fitting it in a field of view)."""
+        return self.body_axes[0] * 1.04 * (1 + np.abs(self.outline[:, 1]).sum())
+
     def _ellipse(self, x, y, cx, cy, a, b):
         return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 < 1
+
+    def _outline(self, x, y, a, b, depth=0.0):
+        """Inside the body outline shrunk by ``depth`` mm: an ellipse whose radius varies with the angle."""
+        radius = np.ones(np.broadcast_shapes(np.shape(x), np.shape(y)))
+        if self.outline.size:
+            angle = np.arctan2(y / b, x / a)
+            for k, amplitude, phase in self.outline:
+                radius = radius + amplitude * np.cos(k * angle + phase)
+        return ((x / (a * radius - depth)) ** 2 + (y / (b * radius - depth)) ** 2) < 1
 
     def lung_masks(self, x, y, z):
         a, b = self._body(x, y, z)
         inner_a, inner_b = a - self.fat_mm - self.muscle_mm, b - self.fat_mm - self.muscle_mm
         shrink = 1 - 0.15 * np.tanh(((z - self.z_centre) / 120.0) ** 2)  # lungs taper toward the apex
-        la, lb = 0.38 * inner_a * shrink, 0.78 * inner_b * shrink
+        la, lb = 0.38 * inner_a * shrink * self.lung_scale, 0.78 * inner_b * shrink * min(self.lung_scale, 1.1)
         left = self._ellipse(x, y, 0.5 * inner_a, -0.05 * inner_b, la, lb)
         right = self._ellipse(x, y, -0.5 * inner_a, -0.05 * inner_b, la, lb)
         hx, hy, hr = self.heart
@@ -126,17 +152,16 @@ class ChestPhantom:
         """
         a, b = self._body(x, y, z)
         hu = np.full(x.shape, HU["air"])
-        body = self._ellipse(x, y, 0, 0, a, b)
+        body = self._outline(x, y, a, b)
         hu[body] = HU["fat"]
-        inner_a, inner_b = a - self.fat_mm, b - self.fat_mm
-        muscle = self._ellipse(x, y, 0, 0, inner_a, inner_b)
+        muscle = self._outline(x, y, a, b, depth=self.fat_mm)
         hu[muscle] = HU["muscle"]
-        cavity_a, cavity_b = inner_a - self.muscle_mm, inner_b - self.muscle_mm
-        cavity = self._ellipse(x, y, 0, 0, cavity_a, cavity_b)
+        cavity_a, cavity_b = a - self.fat_mm - self.muscle_mm, b - self.fat_mm - self.muscle_mm
+        cavity = self._outline(x, y, a, b, depth=self.fat_mm + self.muscle_mm)
         hu[cavity] = HU["soft"] + 8 * self.soft_field(x[cavity], y[cavity], z)
         self._render_ribs(hu, x, y, z, cavity_a, cavity_b)
-        lungs = self.lung_masks(x, y, z)
-        hu[lungs] = HU["lung"] + 25 * self.lung_field(x[lungs], y[lungs], z)
+        lungs = self.lung_masks(x, y, z) & cavity
+        hu[lungs] = self._parenchyma(x[lungs], y[lungs], z, cavity_b)
         self._render_segments(hu, x, y, z, self.vessels, HU["blood"], within=lungs)
         self._render_airways(hu, x, y, z, lungs)
         hx, hy, hr = self.heart
@@ -148,6 +173,11 @@ class ChestPhantom:
         for index, tumour in enumerate(self.tumours, start=1):
             self._render_tumour(hu, labels, index, tumour, x, y, z, lungs)
         return hu, labels
+
+    def _parenchyma(self, x, y, z, cavity_b):
+        fine, medium, coarse = (field(x, y, z) for field in self.lung_fields)
+        dependent = self.lung_gradient_hu * np.clip(y / cavity_b, -1, 1)
+        return np.clip(self.lung_hu + 20 * fine + 25 * medium + 15 * coarse + dependent, -950, -700)
 
     def _render_ribs(self, hu, x, y, z, cavity_a, cavity_b):
         # oblique ribs cut the plane as small ovals around the chest wall; they drift with z
@@ -225,14 +255,17 @@ class ChestPhantom:
             inside |= _distance_to_segment(x, y, z, spicule) < spicule.radius
         if not inside.any():
             return
-        texture = tumour.texture_field(x[inside], y[inside], z)
+        texture = tumour.texture_field(x[inside], y[inside], z) + 0.5 * tumour.fine_field(x[inside], y[inside], z)
+        solid = tumour.solid_hu + 20 * texture
+        if tumour.necrosis_hu > 0:
+            solid = solid - tumour.necrosis_hu * (dist < 0.45 * radius)[inside]
         if tumour.texture == "solid":
-            values = HU["tumour_solid"] + 20 * texture
+            values = solid
         elif tumour.texture == "ground-glass":
             values = HU["tumour_ggo"] + 40 * texture
         else:  # part-solid: a solid core inside a ground-glass halo
             core = (dist < 0.5 * radius)[inside]
-            values = np.where(core, HU["tumour_solid"] + 20 * texture, HU["tumour_ggo"] + 40 * texture)
+            values = np.where(core, solid, HU["tumour_ggo"] + 40 * texture)
         hu[inside] = values
         labels[inside] = index
 
@@ -280,8 +313,9 @@ def _tree(rng, root, direction, radius, length, generations, min_radius=0.4) -> 
 def random_phantom(seed: int, z_centre: float = 0.0, n_tumours: int | None = None) -> ChestPhantom:
     """A random chest with 1-3 lung tumours near the plane ``z_centre`` (mm)."""
     rng = np.random.default_rng([seed, 7919])
-    a, b = rng.uniform(140, 170), rng.uniform(100, 122)
-    fat, muscle = rng.uniform(8, 22), rng.uniform(8, 14)
+    a = rng.uniform(125, 175)
+    b = a * rng.uniform(0.65, 0.85)
+    fat, muscle = rng.uniform(6, 30), rng.uniform(7, 15)
     inner_a, inner_b = a - fat - muscle, b - fat - muscle
     heart = (rng.uniform(-0.05, 0.15) * inner_a, rng.uniform(-0.35, -0.1) * inner_b, rng.uniform(38, 52))
     vessels: list[Segment] = []
@@ -289,7 +323,7 @@ def random_phantom(seed: int, z_centre: float = 0.0, n_tumours: int | None = Non
         hilum = np.array([side * 0.3 * inner_a, -0.05 * inner_b, z_centre + rng.uniform(-10, 10)])
         for _ in range(4):
             direction = _random_direction(rng, np.array([side * 1.0, rng.uniform(-1, 1), rng.uniform(-0.8, 0.8)]), 0.5)
-            vessels += _tree(rng, hilum, direction, rng.uniform(3.5, 5.5), rng.uniform(22, 32), 6)
+            vessels += _tree(rng, hilum, direction, rng.uniform(3.5, 5.5), rng.uniform(22, 32), 8, min_radius=0.5)
     trachea_top = np.array([0.0, -0.25 * inner_b, z_centre + 150])
     carina = np.array([0.0, -0.2 * inner_b, z_centre + 25])
     airways = [Segment(trachea_top, carina, 8.0)]
@@ -297,11 +331,14 @@ def random_phantom(seed: int, z_centre: float = 0.0, n_tumours: int | None = Non
         main_end = carina + np.array([side * 0.28 * inner_a, 0.05 * inner_b, -20])
         airways.append(Segment(carina, main_end, 5.5))
     for side, main in zip((-1, 1), airways[1:3]):
-        airways += _tree(rng, main.b, _random_direction(rng, np.array([side, 0.2, -0.5]), 0.4), 3.5, 20, 4, 0.8)
+        airways += _tree(rng, main.b, _random_direction(rng, np.array([side, 0.2, -0.5]), 0.4), 3.5, 20, 6, 0.75)
     phantom = ChestPhantom(
         seed=seed, z_centre=z_centre, body_axes=(a, b), fat_mm=fat, muscle_mm=muscle, heart=heart,
-        vessels=vessels, airways=airways, tumours=[], lung_field=SmoothField(rng, 6.0),
+        vessels=vessels, airways=airways, tumours=[],
+        lung_fields=[SmoothField(rng, 1.5), SmoothField(rng, 5.0), SmoothField(rng, 20.0)],
         soft_field=SmoothField(rng, 10.0), rib_period_mm=rng.uniform(22, 28), rib_phase_mm=rng.uniform(0, 25),
+        outline=np.stack([np.arange(2, 5), rng.normal(0, 0.025, 3), rng.uniform(0, 2 * np.pi, 3)], axis=1),
+        lung_scale=rng.uniform(0.85, 1.12), lung_hu=rng.uniform(-900, -800), lung_gradient_hu=rng.uniform(10, 50),
     )
     count = int(rng.integers(1, 4)) if n_tumours is None else n_tumours
     phantom.tumours = [_random_tumour(rng, phantom, z_centre) for _ in range(count)]
@@ -338,4 +375,6 @@ def _random_tumour(rng, phantom: ChestPhantom, z_centre: float) -> Tumour:
             d = _random_direction(rng)
             start = centre + d * radius * 0.8
             spicules.append(Segment(start, start + d * radius * rng.uniform(0.4, 0.9), rng.uniform(0.5, 1.0)))
-    return Tumour(centre, radius, shape, texture, lobes, heights, spicules, SmoothField(rng, rng.uniform(1.5, 3.0)))
+    necrosis = rng.uniform(15, 30) if radius > 12 and texture != "ground-glass" and rng.random() < 0.4 else 0.0
+    return Tumour(centre, radius, shape, texture, lobes, heights, spicules, SmoothField(rng, rng.uniform(2.0, 4.0)),
+                  SmoothField(rng, rng.uniform(0.8, 1.5)), solid_hu=rng.uniform(20, 50), necrosis_hu=necrosis)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from diffusionct.io.files import atomic_output_dir
 from diffusionct.io.image import write_nifti
 from diffusionct.io.scan import find_pairs, manifest_dict, scan_folder
 from diffusionct.io.volume import Volume
-from diffusionct.simulate.kernels import get_kernel
+from diffusionct.simulate.kernels import Kernel, get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings
 
@@ -39,6 +39,45 @@ log = logging.getLogger(__name__)
 
 SUBPLANE_MM = 0.5  # spacing of the planes averaged across a slice's thickness
 MANUFACTURER = "DiffusionCT simulator"
+
+
+@dataclass
+class DomainRandomization:
+    """Per-case random acquisition settings, so that a model trained on the output generalizes.
+
+    Attributes:
+        mas: dose range (low, high) in mAs, drawn log-uniformly per case; None: the scanner's.
+        pixel_mm: pixel-size range (low, high), drawn uniformly per case; the field of view is
+            matrix size x pixel; None: the scanner's.
+        kernel_jitter: each kernel's frequency axis is scaled by a factor drawn uniformly from
+            1 +/- jitter per case (the DICOM kernel name stays); 0: none.
+    """
+
+    mas: tuple[float, float] | None = None
+    pixel_mm: tuple[float, float] | None = None
+    kernel_jitter: float = 0.0
+
+    def validate(self) -> None:
+        for name in ("mas", "pixel_mm"):
+            bounds = getattr(self, name)
+            if bounds is None:
+                continue
+            if len(bounds) != 2 or not all(math.isfinite(v) and v > 0 for v in bounds) or bounds[0] > bounds[1]:
+                raise DiffusionCTError(f"randomized {name} range must be two positive numbers LOW,HIGH; got {bounds}")
+        if not (math.isfinite(self.kernel_jitter) and 0 <= self.kernel_jitter < 0.5):
+            raise DiffusionCTError(f"kernel jitter must be in [0, 0.5), got {self.kernel_jitter}")
+
+    def draw(self, rng: np.random.Generator, settings: ScannerSettings, kernels: list[Kernel]) -> tuple[ScannerSettings, list[Kernel], dict]:
+        """One case's scanner settings and kernels, and a record of what was drawn."""
+        changes = {}
+        if self.mas is not None:
+            changes["mas"] = float(np.exp(rng.uniform(np.log(self.mas[0]), np.log(self.mas[1]))))
+        if self.pixel_mm is not None:
+            changes["pixel_mm"] = float(rng.uniform(*self.pixel_mm))
+        stretch = {k.name: float(rng.uniform(1 - self.kernel_jitter, 1 + self.kernel_jitter)) if self.kernel_jitter else 1.0
+                   for k in kernels}
+        record = {**changes, "kernel_stretch": stretch}
+        return replace(settings, **changes), [k.stretched(stretch[k.name]) if stretch[k.name] != 1.0 else k for k in kernels], record
 
 
 @dataclass
@@ -54,23 +93,25 @@ class SimulationConfig:
         scanner: acquisition settings (matrix size, pixel size, dose, views).
         n_tumours: tumours per phantom (None: 1 to 3 at random).
         denoise_sigma_px: Gaussian smoothing of a source CT before re-simulation (its own noise).
+        randomize: per-case dose, pixel size and kernel jitter (phantom mode).
     """
 
     cases: int = 1
-    kernels: list[str] = field(default_factory=lambda: ["smooth", "sharp"])
+    kernels: list[str] = field(default_factory=lambda: ["b30", "b70"])
     thicknesses_mm: list[float] = field(default_factory=lambda: [1.0])
     slices: int = 8
     seed: int = 0
     scanner: ScannerSettings = field(default_factory=ScannerSettings)
     n_tumours: int | None = None
     denoise_sigma_px: float = 0.7
+    randomize: DomainRandomization = field(default_factory=DomainRandomization)
 
     def validate(self, from_ct: bool = False) -> None:
+        self.randomize.validate()
         if not self.kernels:
-            raise DiffusionCTError("no kernels given; pass e.g. --kernels smooth,sharp")
-        for name in self.kernels:
-            get_kernel(name)
-        if len(set(self.kernels)) != len(self.kernels):
+            raise DiffusionCTError("no kernels given; pass e.g. --kernels b30,b70")
+        resolved = [get_kernel(name).name for name in self.kernels]
+        if len(set(resolved)) != len(resolved):
             raise DiffusionCTError(f"kernels repeat: {','.join(self.kernels)}")
         if not from_ct and self.cases < 1:
             raise DiffusionCTError(f"--cases must be at least 1, got {self.cases}")
@@ -78,10 +119,13 @@ class SimulationConfig:
             raise DiffusionCTError(f"--slices must be at least 1, got {self.slices}")
         if not self.thicknesses_mm:
             raise DiffusionCTError("no slice thickness given; pass e.g. --thickness 1,3")
+        largest_pixel = max([self.scanner.pixel_mm, *(self.randomize.pixel_mm or ())])
         for t in self.thicknesses_mm:
-            if not math.isfinite(t) or t < self.scanner.pixel_mm:
+            if not math.isfinite(t):
+                raise DiffusionCTError(f"slice thickness must be a finite number of mm, got {t}")
+            if t < largest_pixel and not from_ct:
                 raise DiffusionCTError(
-                    f"slice thickness {t} mm is below the pixel spacing {self.scanner.pixel_mm} mm; use a thicker slice"
+                    f"slice thickness {t} mm is below the pixel spacing {largest_pixel} mm; use a thicker slice"
                 )
 
 
@@ -91,19 +135,20 @@ def _grid(settings: ScannerSettings) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def phantom_scale(settings: ScannerSettings) -> float:
-    """1 when the field of view holds the whole chest (>= 340 mm), else the shrink factor that fits it.
+def phantom_scale(settings: ScannerSettings, phantom) -> float:
+    """1 when the field of view holds the whole chest with a 5 % margin, else the shrink factor that fits it.
 
-    Small test fields of view (64-128 pixels) then still show the anatomy and the tumours, smaller.
+    Small test fields of view (64-128 pixels) then still show the anatomy and the tumours, smaller; a large
+    patient in a normal field of view is shrunk rather than truncated (truncation streaks are not modelled).
     """
     half_fov = settings.size * settings.pixel_mm / 2
-    return 1.0 if half_fov >= 170 else half_fov / 180
+    return min(1.0, 0.95 * half_fov / phantom.half_width_mm)
 
 
 def render_slab(phantom, settings: ScannerSettings, thickness: float, slices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thickness-averaged HU slices, tumour labels (majority over the slice) and slice centres (mm)."""
     x, y = _grid(settings)
-    scale = phantom_scale(settings)
+    scale = phantom_scale(settings, phantom)
     x, y = x / scale, y / scale
     n_sub = max(1, int(math.ceil(thickness / SUBPLANE_MM)))
     centres = phantom.z_centre + (np.arange(slices) - (slices - 1) / 2.0) * thickness
@@ -138,9 +183,10 @@ class Simulator:
         return [np.random.default_rng([self.config.seed, case, thickness_index, k, 17]) for k in range(slices)]
 
     def _write_case(self, root: Path, case_name: str, study: StudyContext, uid_seed: str, images: dict[str, np.ndarray],
-                    labels: np.ndarray | None, template: Volume, thickness: float) -> dict:
+                    labels: np.ndarray | None, template: Volume, thickness: float, settings: ScannerSettings,
+                    acquisition: dict | None = None) -> dict:
         folder = root / case_name / f"{thickness:g}mm"
-        s = self.config.scanner
+        s = settings
         series = {}
         for kernel in self.kernels:
             volume = Volume(hu=images[kernel.name], spacing=template.spacing, origin=template.origin,
@@ -154,7 +200,8 @@ class Simulator:
             path = folder / f"sim_{kernel.name}"
             write_dicom_series(volume, path, description, study=study, uid_seed=f"{uid_seed}/{thickness}/{kernel.name}")
             series[kernel.name] = str(path.relative_to(root))
-        entry = {"case": case_name, "thickness_mm": thickness, "series": series, "mask": None}
+        entry = {"case": case_name, "thickness_mm": thickness, "series": series, "mask": None,
+                 "acquisition": acquisition or {"mas": s.mas, "pixel_mm": s.pixel_mm}}
         if labels is not None:
             mask_path = folder / "tumours.nii.gz"
             write_nifti(template, mask_path, array=labels.astype(np.uint8))
@@ -165,8 +212,6 @@ class Simulator:
         """Simulate ``config.cases`` random chests; returns the manifest path."""
         cfg = self.config
         cfg.validate()
-        s = cfg.scanner
-        half = (s.size - 1) / 2.0 * s.pixel_mm
         with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root, \
                 tqdm(total=cfg.cases * len(cfg.thicknesses_mm), desc="simulate", unit="series", disable=None) as bar:
             entries, cases = [], []
@@ -177,25 +222,53 @@ class Simulator:
                 cases.append({"case": name, "tumours": [
                     {"label": i + 1, "diameter_mm": round(tm.diameter_mm, 2), "shape": tm.shape, "texture": tm.texture}
                     for i, tm in enumerate(phantom.tumours)]})
+                s, kernels, drawn = cfg.randomize.draw(np.random.default_rng([cfg.seed, case, 101]), cfg.scanner, self.kernels)
+                scanner = self.scanner if s == cfg.scanner else Scanner(s, device=str(self.scanner.projector.device))
+                half = (s.size - 1) / 2.0 * s.pixel_mm
                 for t_index, thickness in enumerate(cfg.thicknesses_mm):
                     hu, labels, centres = render_slab(phantom, s, thickness, cfg.slices)
-                    images = self.scanner.scan(hu, self.kernels, thickness, self._rngs(case, t_index, cfg.slices))
+                    images = scanner.scan(hu, kernels, thickness, self._rngs(case, t_index, cfg.slices))
                     template = Volume(hu=hu, spacing=(s.pixel_mm, s.pixel_mm, thickness),
                                       origin=(-half, -half, float(centres[0])))
-                    entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness))
+                    entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template,
+                                                    thickness, s, drawn))
                     bar.update()
             _write_manifest(root, cfg, entries, cases)
         return Path(out_dir) / "manifest.json"
 
     def run_from_ct(self, volume: Volume, out_dir: Path, mask: np.ndarray | None = None, overwrite: bool = False) -> Path:
-        """Re-simulate a real CT: its (smoothed) HU is the object, the kernels are simulated."""
+        """Re-simulate one real CT; see :meth:`run_from_cts`."""
+        return self.run_from_cts([(volume, mask)], out_dir, overwrite=overwrite)
+
+    def run_from_cts(self, sources: list[tuple[Volume, np.ndarray | None]], out_dir: Path, overwrite: bool = False) -> Path:
+        """Re-simulate real CTs, one case each: their (smoothed) HU is the object, the kernels are simulated.
+
+        The source's own kernel and noise carry into the result: the object is the source image after a
+        ``denoise_sigma_px`` Gaussian, so its resolution caps what a sharp simulated kernel can show and its
+        remaining noise is scanned again as if it were anatomy (docs/simulator.md).
+        """
         cfg = self.config
         cfg.validate(from_ct=True)
+        names: list[str] = []
+        for volume, mask in sources:
+            _check_source(volume, mask)
+            name = f"ct_{_safe(volume.metadata.get('patient_id') or 'case')}"
+            names.append(name if name not in names else f"{name}_{len(names)}")
+        with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root, \
+                tqdm(total=len(sources) * len(cfg.thicknesses_mm), desc="re-simulate", unit="series", disable=None) as bar:
+            entries, cases = [], []
+            for (volume, mask), name in zip(sources, names):
+                for t_index, thickness in enumerate(cfg.thicknesses_mm):
+                    entries.append(self._resimulate(root, volume, mask, name, t_index, thickness))
+                    bar.update()
+                cases.append({"case": name, "source": volume.metadata.get("source", "")})
+            _write_manifest(root, cfg, entries, cases)
+        return Path(out_dir) / "manifest.json"
+
+    def _resimulate(self, root: Path, volume: Volume, mask: np.ndarray | None, name: str, t_index: int,
+                    thickness: float) -> dict:
+        cfg = self.config
         dx, dy, dz = volume.spacing
-        if abs(dx - dy) > 1e-3:
-            raise DiffusionCTError(f"re-simulation needs square pixels, the source has {dx} x {dy} mm")
-        if mask is not None and mask.shape != volume.shape:
-            raise DiffusionCTError(f"mask shape {mask.shape} differs from the CT's {volume.shape}")
         rows, cols = volume.shape[1:]
         size = int(max(rows, cols, 16))
         size += size % 2
@@ -205,32 +278,39 @@ class Simulator:
         if cfg.denoise_sigma_px > 0:
             obj = ndimage.gaussian_filter(obj, sigma=(0, cfg.denoise_sigma_px, cfg.denoise_sigma_px))
         top, left = (size - rows) // 2, (size - cols) // 2
-        with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root:
-            entries = []
-            name = f"ct_{_safe(volume.metadata.get('patient_id') or 'case')}"
-            study = _study(cfg.seed, name)
-            for t_index, thickness in enumerate(cfg.thicknesses_mm):
-                group = int(round(thickness / dz))
-                if group < 1 or abs(group * dz - thickness) > 0.25 * dz:
-                    raise DiffusionCTError(
-                        f"slice thickness {thickness} mm is not a multiple of the source's {dz:.3f} mm slice spacing"
-                    )
-                n_out = volume.shape[0] // group
-                if n_out < 1:
-                    raise DiffusionCTError(f"the source has {volume.shape[0]} slices, fewer than one {thickness} mm slice")
-                slab = obj[: n_out * group].reshape(n_out, group, rows, cols).mean(1)
-                padded = np.full((n_out, size, size), -1000.0)
-                padded[:, top:top + rows, left:left + cols] = slab
-                images = scanner.scan(padded, self.kernels, group * dz, self._rngs(0, t_index, n_out))
-                images = {k: v[:, top:top + rows, left:left + cols] for k, v in images.items()}
-                origin = volume.index_to_patient() @ np.array([0, 0, (group - 1) / 2.0, 1.0])
-                template = Volume(hu=slab, spacing=(dx, dy, group * dz), origin=tuple(origin[:3]), direction=volume.direction)
-                labels = None
-                if mask is not None:
-                    labels = (mask[: n_out * group].reshape(n_out, group, rows, cols).mean(1) >= 0.5).astype(np.uint8)
-                entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness))
-            _write_manifest(root, cfg, entries, [{"case": name, "source": volume.metadata.get("source", "")}])
-        return Path(out_dir) / "manifest.json"
+        group = int(round(thickness / dz))
+        if group < 1 or abs(group * dz - thickness) > 0.25 * dz:
+            raise DiffusionCTError(
+                f"slice thickness {thickness} mm is not a multiple of the source's {dz:.3f} mm slice spacing"
+            )
+        n_out = volume.shape[0] // group
+        if n_out < 1:
+            raise DiffusionCTError(f"the source has {volume.shape[0]} slices, fewer than one {thickness} mm slice")
+        slab = obj[: n_out * group].reshape(n_out, group, rows, cols).mean(1)
+        padded = np.full((n_out, size, size), -1000.0)
+        padded[:, top:top + rows, left:left + cols] = slab
+        case = int(np.random.default_rng([cfg.seed, *name.encode()]).integers(0, 2**31 - 1))
+        images = scanner.scan(padded, self.kernels, group * dz, self._rngs(case, t_index, n_out))
+        images = {k: v[:, top:top + rows, left:left + cols] for k, v in images.items()}
+        origin = volume.index_to_patient() @ np.array([0, 0, (group - 1) / 2.0, 1.0])
+        template = Volume(hu=slab, spacing=(dx, dy, group * dz), origin=tuple(origin[:3]), direction=volume.direction)
+        labels = None
+        if mask is not None:
+            labels = (mask[: n_out * group].reshape(n_out, group, rows, cols).mean(1) >= 0.5).astype(np.uint8)
+        study = _study(cfg.seed, name)
+        return self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness, settings)
+
+
+def _check_source(volume: Volume, mask: np.ndarray | None) -> None:
+    source = volume.metadata.get("source", "the source CT")
+    dx, dy, _ = volume.spacing
+    if abs(dx - dy) > 1e-3:
+        raise DiffusionCTError(f"{source}: re-simulation needs square pixels, the source has {dx} x {dy} mm")
+    if not np.isfinite(volume.hu).all():
+        raise DiffusionCTError(f"{source}: {int((~np.isfinite(volume.hu)).sum())} voxels are NaN or infinite; "
+                               "repair or crop the image before re-simulating it")
+    if mask is not None and mask.shape != volume.shape:
+        raise DiffusionCTError(f"{source}: mask shape {mask.shape} differs from the CT's {volume.shape}")
 
 
 def hash_seed(seed: int, case: int) -> int:
@@ -258,7 +338,7 @@ def _write_manifest(root: Path, cfg: SimulationConfig, entries: list[dict], case
     manifest = manifest_dict(series, pairs)
     manifest.update({
         "generator": f"diffusionct {__version__} simulate",
-        "config": {**asdict(cfg), "scanner": asdict(cfg.scanner)},
+        "config": asdict(cfg),
         "acquisitions": entries,
         "cases": cases,
         "masks": {e["series"][k]: e["mask"] for e in entries for k in e["series"] if e["mask"]},

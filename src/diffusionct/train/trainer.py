@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from diffusionct.config import PhaseConfig, RunConfig
-from diffusionct.diffusion import NoiseSchedule, diffusion_loss, from_pair, training_target
+from diffusionct.diffusion import NoiseSchedule, condition, diffusion_loss, from_pair, training_target
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.bundle import DiffusionCTModel, read_model_meta
@@ -243,19 +243,29 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- phase 2
     def train_diffusion(self) -> list:
+        """Phase 2: the conditional latent DDPM (and, in the refine mode, the latent predictor with it)."""
         cfg, pc = self.config, self.config.phase2
         if self.data.pairs.source.shape[0] == 0:
             raise DiffusionCTError("phase 2 needs training pairs of the source and target kernels; the manifest has none")
         ae = self.model.autoencoder.eval()
         for p in ae.parameters():
             p.requires_grad_(False)
-        unet = self.model.unet.train()
-        ema = copy.deepcopy(unet).eval()
-        for p in ema.parameters():
-            p.requires_grad_(False)
-        optimizer = torch.optim.Adam(unet.parameters(), lr=pc.lr)
-        state = self._load_state("diffusion", {"unet": unet, "ema": ema}, optimizer)
-        net = self._wrap(unet)
+        if cfg.diffusion.mode == "paper" and cfg.diffusion.x0_clip == 0:
+            cfg.diffusion.x0_clip = self._latent_range()
+        trained = {"unet": self.model.unet.train()}
+        if self.model.predictor is not None:
+            trained["predictor"] = self.model.predictor.train()
+        averaged = {name: copy.deepcopy(module).eval() for name, module in trained.items()}
+        for module in averaged.values():
+            for p in module.parameters():
+                p.requires_grad_(False)
+        optimizer = torch.optim.Adam([p for m in trained.values() for p in m.parameters()], lr=pc.lr)
+        # checkpoint names: "unet"/"ema" as before the refine mode, "predictor"/"ema_predictor" beside them
+        checkpointed = {**trained, "ema": averaged["unet"]}
+        if "predictor" in averaged:
+            checkpointed["ema_predictor"] = averaged["predictor"]
+        state = self._load_state("diffusion", checkpointed, optimizer)
+        nets = {name: self._wrap(module) for name, module in trained.items()}
         va, vb = self._validation_pairs(pc.crop, 98)
         val_gen = torch.Generator().manual_seed(cfg.seed + 98)
         with torch.no_grad():
@@ -263,41 +273,59 @@ class Trainer:
         val_t = torch.linspace(0, cfg.diffusion.timesteps - 1, val_za.shape[0]).long().to(self.device)
         val_noise = torch.randn(val_za.shape, generator=val_gen).to(self.device)
 
+        def losses(modules: dict, z_a, z_b, noise, t) -> dict[str, torch.Tensor]:
+            out = {}
+            mean = None
+            if "predictor" in modules:  # the predictor learns E[Z_B - Z_A | Z_A]; the diffusion samples the rest
+                mean = modules["predictor"](z_a)
+                out["predictor_loss"] = ((mean - (z_b - z_a)) ** 2).mean()
+                mean = mean.detach()
+            x0 = from_pair(cfg.diffusion, z_a, z_b, mean)
+            x_t = self.schedule.add_noise(x0, noise, t)
+            prediction = modules["unet"](x_t, t, condition(cfg.diffusion, z_a, mean))
+            out["diffusion_loss"] = diffusion_loss(cfg.diffusion, prediction, training_target(cfg.diffusion, self.schedule, x0, noise, t))
+            out["loss"] = sum(out.values())
+            return out
+
         def step_fn(step: int) -> dict:
             seed = _step_seed(cfg.seed, "diffusion", step, self.rank)
             a, b = sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed))
             with torch.no_grad():
                 z_a, z_b = ae.encode(self._tensor(a)), ae.encode(self._tensor(b))
             gen = torch.Generator().manual_seed(seed)
-            x0 = from_pair(cfg.diffusion, z_a, z_b)
-            t = torch.randint(0, cfg.diffusion.timesteps, (x0.shape[0],), generator=gen).to(self.device)
-            noise = torch.randn(x0.shape, generator=gen).to(self.device)
-            x_t = self.schedule.add_noise(x0, noise, t)
-            loss = diffusion_loss(cfg.diffusion, net(x_t, t, z_a), training_target(cfg.diffusion, self.schedule, x0, noise, t))
+            t = torch.randint(0, cfg.diffusion.timesteps, (z_a.shape[0],), generator=gen).to(self.device)
+            noise = torch.randn(z_a.shape, generator=gen).to(self.device)
+            out = losses(nets, z_a, z_b, noise, t)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            out["loss"].backward()
             optimizer.step()
             with torch.no_grad():
                 decay = min(cfg.diffusion.ema_decay, (1 + step) / (10 + step))  # warm-up of the average
-                for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                    p_ema.lerp_(p, 1 - decay)
-            return {"loss": loss.item()}
+                for name, module in trained.items():
+                    for p_ema, p in zip(averaged[name].parameters(), module.parameters()):
+                        p_ema.lerp_(p, 1 - decay)
+            return {k: v.item() for k, v in out.items()}
 
         def validate_fn() -> dict:
             with torch.no_grad():
-                x0 = from_pair(cfg.diffusion, val_za, val_zb)
-                x_t = self.schedule.add_noise(x0, val_noise, val_t)
-                target = training_target(cfg.diffusion, self.schedule, x0, val_noise, val_t)
-                loss = diffusion_loss(cfg.diffusion, ema(x_t, val_t, val_za), target)
-            return {"val_loss": loss.item()}
+                out = losses(averaged, val_za, val_zb, val_noise, val_t)
+            return {f"val_{k}": v.item() for k, v in out.items()}
 
         def save_fn(step: int, history: list) -> None:
-            self._save_state("diffusion", step, {"unet": unet, "ema": ema}, optimizer, history)
+            self._save_state("diffusion", step, checkpointed, optimizer, history)
 
         history = self._loop("diffusion", pc, state, step_fn, validate_fn, save_fn)
-        self.model.unet.load_state_dict(ema.state_dict())  # the model keeps the EMA weights
-        self.model.unet.eval()
+        for name, module in trained.items():  # the model keeps the EMA weights
+            module.load_state_dict(averaged[name].state_dict())
+            module.eval()
         return history
+
+    def _latent_range(self) -> float:
+        """The paper mode's x0 clip: 1.05 x the largest |Z_B| over training crops (the latent's data range)."""
+        rng = np.random.default_rng([self.config.seed, 11])
+        _, b = sample_pair_crops(self.data.pairs, 32, self.config.phase2.crop, rng)
+        with torch.no_grad():
+            return round(1.05 * float(self.model.autoencoder.encode(self._tensor(b)).abs().max()), 4)
 
     # ----------------------------------------------------------------------------- baseline
     def train_residual_cnn(self):
