@@ -36,6 +36,15 @@ def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
             assert torch.equal(value, method.model.predictor.state_dict()[key])
 
 
+def test_refine_phase_two_on_its_own_encoder_decoder(tiny_data, tmp_path):
+    """Phase 2 alone (a shared phase-1 run copied in) builds and saves the predictor too."""
+    modes = ("diffusion.mode=refine", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3")
+    train(tiny_data, tmp_path / "run", tiny_config(*modes), phase="autoencoder")
+    model = train(tiny_data, tmp_path / "run", tiny_config(*modes), phase="diffusion")
+    assert model.predictor is not None and (tmp_path / "run" / "predictor.safetensors").exists()
+    assert load_method(tmp_path / "run").model.predictor is not None
+
+
 def test_refine_resumes_to_the_same_weights(tiny_data, tmp_path):
     modes = ("diffusion.mode=refine", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3")
     train(tiny_data, tmp_path / "straight", tiny_config(*modes), phase="all")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy.fft import irfft, next_fast_len, rfft
 
 from diffusionct.errors import DiffusionCTError
 
@@ -108,8 +109,13 @@ def get_kernel(name: str) -> Kernel:
 
 
 def ramp_filter(n_detectors: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Frequency response of the spatially sampled Ram-Lak filter, its frequencies and the FFT size."""
-    size = int(2 ** np.ceil(np.log2(2 * n_detectors)))
+    """Frequency response of the spatially sampled Ram-Lak filter, its frequencies and the FFT size.
+
+    The size is an even FFT-friendly length of at least twice the detector (no circular wrap-around).
+    """
+    size = next_fast_len(2 * n_detectors, real=True)
+    while size % 2:
+        size = next_fast_len(size + 1, real=True)
     n = np.concatenate([np.arange(0, size // 2 + 1), np.arange(-size // 2 + 1, 0)])
     h = np.zeros(size)
     h[0] = 1.0 / (4 * spacing_mm**2)
@@ -120,10 +126,14 @@ def ramp_filter(n_detectors: int, spacing_mm: float) -> tuple[np.ndarray, np.nda
     return response, freqs, size
 
 
-def filter_sinograms(sinos: np.ndarray, kernel: Kernel, spacing_mm: float) -> np.ndarray:
-    """Apply ramp x window along the detector axis of ``(..., n_views, n_detectors)`` sinograms."""
+def filter_sinograms(sinos: np.ndarray, kernels: list[Kernel], spacing_mm: float) -> np.ndarray:
+    """Ramp x window of every kernel along the detector axis of ``(B, n_views, n_detectors)`` sinograms.
+
+    Returns ``(len(kernels) * B, n_views, n_detectors)``, kernel-major; the forward FFT is shared.
+    """
     n_det = sinos.shape[-1]
     ramp, freqs, size = ramp_filter(n_det, spacing_mm)
-    response = ramp * kernel.window(freqs)
-    spectrum = np.fft.rfft(sinos, n=size, axis=-1)
-    return np.fft.irfft(spectrum * response, n=size, axis=-1)[..., :n_det]
+    spectrum = rfft(np.ascontiguousarray(sinos), n=size, axis=-1, workers=-1)
+    filtered = [irfft(spectrum * (ramp * kernel.window(freqs)), n=size, axis=-1, workers=-1)[..., :n_det]
+                for kernel in kernels]
+    return np.concatenate(filtered)

@@ -124,13 +124,18 @@ class ChestPhantom:
     def _ellipse(self, x, y, cx, cy, a, b):
         return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 < 1
 
-    def _outline(self, x, y, a, b, depth=0.0):
-        """Inside the body outline shrunk by ``depth`` mm: an ellipse whose radius varies with the angle."""
+    def _outline_radius(self, x, y, a, b):
+        """Relative radius of the body outline at each point's angle (1: the ellipse)."""
         radius = np.ones(np.broadcast_shapes(np.shape(x), np.shape(y)))
         if self.outline.size:
             angle = np.arctan2(y / b, x / a)
             for k, amplitude, phase in self.outline:
                 radius = radius + amplitude * np.cos(k * angle + phase)
+        return radius
+
+    @staticmethod
+    def _outline(x, y, a, b, radius, depth=0.0):
+        """Inside the body outline shrunk by ``depth`` mm: an ellipse whose radius varies with the angle."""
         return ((x / (a * radius - depth)) ** 2 + (y / (b * radius - depth)) ** 2) < 1
 
     def lung_masks(self, x, y, z):
@@ -152,12 +157,11 @@ class ChestPhantom:
         """
         a, b = self._body(x, y, z)
         hu = np.full(x.shape, HU["air"])
-        body = self._outline(x, y, a, b)
-        hu[body] = HU["fat"]
-        muscle = self._outline(x, y, a, b, depth=self.fat_mm)
-        hu[muscle] = HU["muscle"]
+        radius = self._outline_radius(x, y, a, b)
+        hu[self._outline(x, y, a, b, radius)] = HU["fat"]
+        hu[self._outline(x, y, a, b, radius, depth=self.fat_mm)] = HU["muscle"]
         cavity_a, cavity_b = a - self.fat_mm - self.muscle_mm, b - self.fat_mm - self.muscle_mm
-        cavity = self._outline(x, y, a, b, depth=self.fat_mm + self.muscle_mm)
+        cavity = self._outline(x, y, a, b, radius, depth=self.fat_mm + self.muscle_mm)
         hu[cavity] = HU["soft"] + 8 * self.soft_field(x[cavity], y[cavity], z)
         self._render_ribs(hu, x, y, z, cavity_a, cavity_b)
         lungs = self.lung_masks(x, y, z) & cavity

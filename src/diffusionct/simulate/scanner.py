@@ -162,7 +162,7 @@ class Scanner:
     def reconstruct_kernels(self, sinos: np.ndarray, kernels: list[Kernel]) -> dict[str, np.ndarray]:
         """``{kernel name: (B, N, N) HU}``: every kernel's filtered sinograms back-projected in one pass."""
         g = self.settings.geometry
-        filtered = np.concatenate([filter_sinograms(sinos, kernel, g.detector_mm) for kernel in kernels])
+        filtered = filter_sinograms(sinos, kernels, g.detector_mm)
         hu = mu_to_hu(self.projector.backproject(filtered) * (math.pi / g.n_views))
         return {kernel.name: hu[i * len(sinos):(i + 1) * len(sinos)] for i, kernel in enumerate(kernels)}
 

@@ -489,9 +489,9 @@ def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", 
     device = device or torch.device("cpu")
     torch.manual_seed(config.seed)
     model = prepare_run(run_dir, config, phase, resume, overwrite)
-    if model is not None:
-        model.unet = DiffusionCTModel.build(config).unet
-        model.config = config
+    if model is not None:  # phase 2 on a trained encoder-decoder: fresh phase-2 networks of this config
+        fresh = DiffusionCTModel.build(config)
+        model.unet, model.predictor, model.config = fresh.unet, fresh.predictor, config
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
                               config.data.validation_fraction, need_pairs=phase != "autoencoder")
     trainer = Trainer(config, run_dir, data, device, model)
