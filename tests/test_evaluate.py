@@ -94,3 +94,22 @@ def test_demo_quick(tmp_path):
     page.feed((tmp_path / "demo" / "report" / "report.html").read_text())
     for row in rows:
         assert row["reproducible_share"] in page.cells
+
+
+def test_nps_correlation_tells_texture_apart():
+    import numpy as np
+    from scipy import ndimage
+
+    from diffusionct.evaluate import TestCase, _image_metrics
+    from diffusionct.io.volume import Volume
+
+    rng = np.random.default_rng(0)
+    target = 40 + 30 * rng.normal(size=(3, 96, 96))  # white (sharp-kernel-like) noise in soft tissue
+    target[:, :, :8] = -1000  # some air
+    smooth = np.where(target > -500, 40 + 4 * ndimage.gaussian_filter(target - 40, (0, 2, 2)), -1000)
+    grid = (0.7, 0.7, 3.0)
+    case = TestCase("c", Volume(hu=smooth, spacing=grid), Volume(hu=target, spacing=grid), np.zeros(target.shape, np.uint8))
+    same, _ = _image_metrics([case], {"c": target})
+    blurred, _ = _image_metrics([case], {"c": smooth})
+    assert same["nps_correlation"] == pytest.approx(1.0)
+    assert blurred["nps_correlation"] < 0.9

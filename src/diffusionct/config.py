@@ -239,6 +239,14 @@ def apply_override(data: dict, item: str) -> None:
     node[parts[-1]] = yaml.safe_load(text)
 
 
+def image_ddpm_unet_config(config: RunConfig) -> UNetConfig:
+    """The image-space DDPM's U-Net: the latent U-Net's settings with the baseline's widths, no attention."""
+    channels = config.baselines.ddpm_channels
+    return UNetConfig(channels=list(channels), attention_levels=[False] * len(channels),
+                      num_res_blocks=config.unet.num_res_blocks, num_head_channels=config.unet.num_head_channels,
+                      norm_num_groups=config.unet.norm_num_groups)
+
+
 def _build(cls, data: Any, where: str, base=None):
     """``base`` (default: ``cls()``) with the keys of ``data`` replaced, nested sections merged key by key."""
     if not isinstance(data, dict):

@@ -91,9 +91,22 @@ def _features(cases: list[TestCase], images: dict[str, np.ndarray], settings: Fe
     return features
 
 
+def _mean_nps(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Radial NPS of the high-passed images in the target's soft tissue, averaged over cases (NaN where undefined)."""
+    curves = []
+    for case in cases:
+        soft = body_mask(case.target.hu) & (case.target.hu > -900) & (np.abs(case.target.hu) < 200)
+        freqs, nps = image_metrics.radial_nps(images[case.name], soft, case.target.spacing[0], patch=16)
+        curves.append(nps)
+    stacked = np.stack(curves)
+    defined = np.isfinite(stacked).any(axis=0)  # frequencies with at least one patch inside soft tissue
+    mean = np.full(stacked.shape[1], np.nan)
+    mean[defined] = np.nanmean(stacked[:, defined], axis=0)
+    return freqs, mean
+
+
 def _image_metrics(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[dict, dict]:
     values = {"rmse_hu": [], "psnr_db": [], "ssim": [], "high_pass_ratio": [], "interslice_ratio": []}
-    nps_curves = []
     for case in cases:
         body = body_mask(case.target.hu) & (case.target.hu > -900)
         out = images[case.name]
@@ -103,13 +116,12 @@ def _image_metrics(cases: list[TestCase], images: dict[str, np.ndarray]) -> tupl
         soft = body & (np.abs(case.target.hu) < 200)
         values["high_pass_ratio"].append(image_metrics.high_pass_ratio(out, case.target.hu, soft))
         values["interslice_ratio"].append(image_metrics.interslice_ratio(out, case.target.hu, body))
-        freqs, nps = image_metrics.radial_nps(out, soft, case.target.spacing[0], patch=16)
-        nps_curves.append(nps)
     summary = {k: float(np.mean(v)) for k, v in values.items()}
-    stacked = np.stack(nps_curves)
-    defined = np.isfinite(stacked).any(axis=0)  # frequencies with at least one patch inside soft tissue
-    mean_nps = np.full(stacked.shape[1], np.nan)
-    mean_nps[defined] = np.nanmean(stacked[:, defined], axis=0)
+    freqs, mean_nps = _mean_nps(cases, images)
+    _, target_nps = _mean_nps(cases, {c.name: c.target.hu for c in cases})
+    both = np.isfinite(mean_nps) & np.isfinite(target_nps)
+    # the shape of the noise spectrum against the target's (1: the same texture up to a scale)
+    summary["nps_correlation"] = float(np.corrcoef(mean_nps[both], target_nps[both])[0, 1]) if both.sum() > 2 else float("nan")
     return summary, {"frequency": freqs.tolist(), "nps": mean_nps.tolist()}
 
 

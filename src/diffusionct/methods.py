@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from diffusionct import __version__
-from diffusionct.config import METHODS, RunConfig  # METHODS lives beside the settings: the CLI lists it without torch
+from diffusionct.config import METHODS, RunConfig, image_ddpm_unet_config  # METHODS lives beside the settings: the CLI lists it without torch
 from diffusionct.diffusion import NoiseSchedule, condition, sample, to_target_latent
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
@@ -229,8 +229,6 @@ class ImageDDPMMethod(SingleNetworkMethod):
     @staticmethod
     def build_network(config):
         from diffusionct.models.latent_unet import ConditionalUNet
-        from diffusionct.train.trainer import image_ddpm_unet_config
-
         return ConditionalUNet(image_ddpm_unet_config(config), 1)
 
     def _run(self, hu, steps, seed, batch_size, progress):

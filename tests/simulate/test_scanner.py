@@ -14,22 +14,24 @@ def _gaussian(n, sigma):
     return np.exp(-(x**2 + y**2) / (2 * sigma**2))
 
 
+@pytest.mark.parametrize("oversampling", [1, 2])
 @pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_projection_of_a_gaussian_is_analytic(backend):
+def test_projection_of_a_gaussian_is_analytic(backend, oversampling):
     if backend == "numba" and not HAVE_NUMBA:
         pytest.skip("numba not installed")
-    geometry = ParallelBeamGeometry(size=64, pixel_mm=0.5, n_views=24)
+    geometry = ParallelBeamGeometry(size=64, pixel_mm=0.5, n_views=24, detector_oversampling=oversampling)
     sino = Projector(geometry, backend=backend).project(_gaussian(64, 6.0)[None])[0]
-    t = np.arange(geometry.n_detectors) - (geometry.n_detectors - 1) / 2.0
+    t = (np.arange(geometry.n_detectors) - (geometry.n_detectors - 1) / 2.0) / oversampling
     expected = 0.5 * 6.0 * np.sqrt(2 * np.pi) * np.exp(-(t**2) / (2 * 6.0**2))  # in mm: pixel 0.5 mm
     for view in sino:
         np.testing.assert_allclose(view, expected, atol=0.02 * expected.max())
 
 
-def test_backends_agree():
+@pytest.mark.parametrize("oversampling", [1, 2])
+def test_backends_agree(oversampling):
     if not HAVE_NUMBA:
         pytest.skip("numba not installed")
-    geometry = ParallelBeamGeometry(size=32, pixel_mm=1.0, n_views=16)
+    geometry = ParallelBeamGeometry(size=32, pixel_mm=1.0, n_views=16, detector_oversampling=oversampling)
     image = np.random.default_rng(0).normal(size=(1, 32, 32))
     a, b = Projector(geometry, backend="numba"), Projector(geometry, backend="torch")
     np.testing.assert_allclose(a.project(image), b.project(image), rtol=1e-4, atol=1e-3)

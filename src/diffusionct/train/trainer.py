@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from diffusionct.config import PhaseConfig, RunConfig
+from diffusionct.config import PhaseConfig, RunConfig, image_ddpm_unet_config
 from diffusionct.diffusion import NoiseSchedule, condition, diffusion_loss, from_pair, training_target
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
@@ -445,16 +445,6 @@ class Trainer:
         """Eight fixed (source, target) crops of the validation cases (of the training ones when none)."""
         pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
         return (self._tensor(x) for x in sample_pair_crops(pairs, 8, crop, np.random.default_rng([self.config.seed, seed])))
-
-
-def image_ddpm_unet_config(config: RunConfig):
-    """The image-space DDPM's U-Net: the latent U-Net's settings with the baseline's widths, no attention."""
-    from diffusionct.config import UNetConfig
-
-    channels = config.baselines.ddpm_channels
-    return UNetConfig(channels=list(channels), attention_levels=[False] * len(channels),
-                      num_res_blocks=config.unet.num_res_blocks, num_head_channels=config.unet.num_head_channels,
-                      norm_num_groups=config.unet.norm_num_groups)
 
 
 def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, overwrite: bool) -> DiffusionCTModel | None:
