@@ -80,7 +80,7 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: st
                                                        seed=seed + 200, scanner=scanner, n_tumours=2),
                                       device=device).run_phantoms(root / "data" / "test")
         with stage("standardize the test set with the shipped model"):
-            for series in sorted((root / "data" / "test").glob("case_*/*/sim_smooth")):
+            for series in sorted((root / "data" / "test").glob("case_*/*/sim_b30")):
                 run_standardize(series, root / "standardized" / series.parent.parent.name, model_dir=None, seed=seed,
                                 device=device)
         config = _brief_config(plan)
