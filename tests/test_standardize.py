@@ -99,3 +99,45 @@ def test_shipped_model_standardizes_a_tiny_series(tiny_data, tmp_path):
     assert size <= 20 * 2**20
     out = run_standardize(_series(tiny_data), tmp_path / "out", device="cpu", steps=2)
     assert read_dicom_series(out[0].output).kernel == meta["config"]["data"]["target_kernel"]
+
+
+def test_output_inside_or_equal_to_the_input_is_refused(tiny_data, tiny_model, tmp_path):
+    source = tmp_path / "series"
+    shutil.copytree(_series(tiny_data), source)
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    for output in (source, source / "std", tmp_path):
+        with pytest.raises(DiffusionCTError, match="must not be the input"):
+            run_standardize(source, output, model_dir=tiny_model, device="cpu", overwrite=True)
+    one_file = next(source.iterdir())
+    with pytest.raises(DiffusionCTError, match="must not be the input"):
+        run_standardize(one_file, source / "out", model_dir=tiny_model, device="cpu")
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # the input is untouched
+
+
+@pytest.mark.parametrize("steps", [0, 1001])
+def test_steps_outside_the_schedule_are_refused(tiny_data, tiny_model, tmp_path, steps):
+    with pytest.raises(DiffusionCTError, match="--steps must be in 1..1000"):
+        run_standardize(_series(tiny_data), tmp_path / "out", model_dir=tiny_model, device="cpu", steps=steps)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_uids_follow_the_model_content_not_its_folder_name(tiny_data, tiny_model, tmp_path):
+    import pydicom
+
+    copies = [tmp_path / "a" / "default", tmp_path / "b" / "default"]
+    for copy in copies:
+        shutil.copytree(tiny_model, copy)
+    weights = copies[1] / "unet.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(weights))
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first] + 0.01  # another model in a folder of the same name
+    save_file(tensors, str(weights))
+    uids = []
+    for index, copy in enumerate(copies + copies[:1]):
+        out = tmp_path / f"out{index}"
+        run_standardize(_series(tiny_data), out, model_dir=copy, device="cpu")
+        uids.append(pydicom.dcmread(sorted(out.glob("*.dcm"))[0]).SeriesInstanceUID)
+    assert uids[0] != uids[1]  # different weights: different UIDs
+    assert uids[0] == uids[2]  # the same model and input: the same UIDs

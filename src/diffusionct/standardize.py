@@ -13,6 +13,7 @@ air stays air.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -73,8 +74,8 @@ class Standardizer:
     def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
                            progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Standardize HU slices ``(N, H, W)``; air outside the body is kept; clipped to the writer's range."""
-        if steps is not None and steps < 1:
-            raise DiffusionCTError(f"--steps must be at least 1, got {steps}")
+        if steps is not None and not 1 <= steps <= self.config.diffusion.timesteps:
+            raise DiffusionCTError(f"--steps must be in 1..{self.config.diffusion.timesteps} (the diffusion's T), got {steps}")
         out = np.clip(self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress),
                       *OUTPUT_RANGE)
         keep = ~body_mask(hu)
@@ -145,6 +146,24 @@ def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | 
     return jobs
 
 
+def model_fingerprint(folder: Path) -> str:
+    """A short hash of a model folder's content (config and weights), naming the model in outputs and UIDs."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _check_not_overlapping(input_path: Path, output: Path) -> None:
+    """Refuse an output that is the input, lies inside it (a re-run would read its own output) or holds it."""
+    source, target = input_path.resolve(), output.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise DiffusionCTError(f"{output}: the output must not be the input {input_path}, lie inside it or contain "
+                               "it; choose an output folder outside the input")
+
+
 def run_standardize(input_path: Path, output: Path, model_dir: Path | None = None, steps: int | None = None,
                     seed: int = 0, device: str = "auto", batch_size: int = 4, output_format: str | None = None,
                     strict: bool = False, overwrite: bool = False, series_uid: str | None = None) -> list[SeriesResult]:
@@ -161,9 +180,18 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     if output_format is None:
         output_format = "nifti" if is_itk_image(input_path) or is_itk_image(output) else "dicom"
     jobs = _jobs(input_path, output, output_format, series_uid)
+    for source in {input_path, *(job[0] for job in jobs)}:  # a DICOM file's series is its folder
+        _check_not_overlapping(source, output)
     standardizer = Standardizer.load(model_dir, device)
-    steps = (steps or standardizer.config.diffusion.steps) if standardizer.method.uses_steps else None
-    model_name = (model_dir.name if model_dir else "default")
+    if standardizer.method.uses_steps:
+        steps = standardizer.config.diffusion.steps if steps is None else steps
+        if not 1 <= steps <= standardizer.config.diffusion.timesteps:
+            raise DiffusionCTError(f"--steps must be in 1..{standardizer.config.diffusion.timesteps} (the diffusion's T), "
+                                   f"got {steps}")
+    else:
+        steps = None
+    model_folder = Path(model_dir) if model_dir else default_model_dir()
+    model_name = f"{model_folder.name if model_dir else 'default'} {model_fingerprint(model_folder)}"
     results = []
     for source, target, uid in jobs:
         if target.exists() and not overwrite:
@@ -185,6 +213,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
             how = f"{steps} DDIM steps, seed {seed}" if steps else "deterministic"
             derivation = (f"Standardized from {volume.kernel or 'unknown'} to {standardizer.target_kernel} kernel by "
                           f"diffusionct {__version__} ({standardizer.method.name} model {model_name}, {how})")
+            # the UIDs follow the input, the model's content (not its folder name), the steps and the seed
             uid_seed = "|".join([str(volume.headers[0].get("SOPInstanceUID", "")), str(volume.shape[0]), model_name,
                                  str(steps), str(seed)])
             write_dicom_series(result, target, SeriesDescription(
