@@ -78,6 +78,10 @@ class DiffusionConfig:
         eta: DDIM stochasticity (0 = deterministic).
         x0_clip: clip the sampler's x0 estimates to [-x0_clip, x0_clip]; 0: no clipping. The paper
             mode sets it at training from the largest target latent (the latent range).
+        x0_scale: the diffusion runs on x0 * x0_scale, so that its data has unit variance as the
+            noise does (the residual of two close kernels is ~50x smaller than the noise, and the
+            network's error would then dominate it). 0: set at the start of phase 2 to 1 / SD of the
+            training x0; models saved before it existed read 0 and run unscaled.
         predictor_channels, predictor_layers: the ``refine`` mode's latent predictor (3x3 convolutions).
     """
 
@@ -90,6 +94,7 @@ class DiffusionConfig:
     steps: int = 5
     eta: float = 0.0
     x0_clip: float = 0.0
+    x0_scale: float = 0.0
     predictor_channels: int = 64
     predictor_layers: int = 6
 
@@ -104,6 +109,10 @@ class DiffusionConfig:
     @property
     def loss(self) -> str:
         return {"paper": "l1", "residual": "l2", "refine": "l2"}[self.mode]
+
+    @property
+    def x0_factor(self) -> float:
+        return self.x0_scale or 1.0
 
 
 @dataclass
@@ -176,8 +185,8 @@ class RunConfig:
                                    f"({self.autoencoder.downsample**2}), got {self.autoencoder.latent_channels}")
         if self.diffusion.mode not in DIFFUSION_MODES:
             raise DiffusionCTError(f"diffusion.mode must be one of {', '.join(DIFFUSION_MODES)}, got '{self.diffusion.mode}'")
-        if self.diffusion.x0_clip < 0 or self.diffusion.predictor_layers < 2:
-            raise DiffusionCTError("diffusion.x0_clip must be >= 0 and diffusion.predictor_layers >= 2")
+        if self.diffusion.x0_clip < 0 or self.diffusion.x0_scale < 0 or self.diffusion.predictor_layers < 2:
+            raise DiffusionCTError("diffusion.x0_clip and diffusion.x0_scale must be >= 0 and diffusion.predictor_layers >= 2")
         if self.diffusion.sampler not in ("ddim", "ddpm"):
             raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
         if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:

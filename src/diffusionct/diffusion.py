@@ -11,6 +11,8 @@ callable and tensors. Notation follows Ho et al. 2020 (DDPM) and Song et al. 202
 mode, and in the ``refine`` mode (stochastic refinement, Whang et al. CVPR 2022) what is left of
 Z_B - Z_A after a predictor's estimate m(Z_A) of its conditional mean: x_0 = Z_B - Z_A - m. The
 condition, concatenated with x_t along the channels, is Z_A, or Z_A + m in the refine mode.
+The diffusion runs on x_0 times ``x0_scale`` (unit variance, as the noise), and the sample is divided
+back before it is added to the latent.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ def condition(cfg: DiffusionConfig, z_source: torch.Tensor, mean: torch.Tensor |
 def to_target_latent(cfg: DiffusionConfig, x0: torch.Tensor, z_source: torch.Tensor,
                      mean: torch.Tensor | None = None) -> torch.Tensor:
     """The standardized latent Z_A' from the sampled x_0 (the residual modes add Z_A, and m, back)."""
+    x0 = x0 / cfg.x0_factor
     if cfg.target == "refine":
         return x0 + z_source + mean
     return x0 + z_source if cfg.target == "residual" else x0
@@ -156,7 +159,9 @@ def to_target_latent(cfg: DiffusionConfig, x0: torch.Tensor, z_source: torch.Ten
 
 def from_pair(cfg: DiffusionConfig, z_source: torch.Tensor, z_target: torch.Tensor,
               mean: torch.Tensor | None = None) -> torch.Tensor:
-    """The diffusion's x_0 for a training pair (Z_A, Z_B)."""
+    """The diffusion's x_0 for a training pair (Z_A, Z_B), scaled by ``x0_scale``."""
     if cfg.target == "refine":
-        return z_target - z_source - mean
-    return z_target - z_source if cfg.target == "residual" else z_target
+        x0 = z_target - z_source - mean
+    else:
+        x0 = z_target - z_source if cfg.target == "residual" else z_target
+    return x0 * cfg.x0_factor

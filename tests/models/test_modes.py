@@ -25,6 +25,7 @@ def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
     assert (tmp_path / "run" / "predictor.safetensors").exists() == (mode == "refine")
     if mode == "paper":  # the clip is set from the training latents, and saved
         assert meta["config"]["diffusion"]["x0_clip"] > 0
+    assert meta["config"]["diffusion"]["x0_scale"] > 0  # the diffusion's data scaled to unit variance
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
     method = load_method(tmp_path / "run")
     out = method.standardize_slices(volume.hu, steps=3, seed=0)
@@ -111,3 +112,21 @@ def test_unknown_mode_is_refused():
 
     with pytest.raises(DiffusionCTError, match="refine"):
         RunConfig.load(overrides=["diffusion.mode=bridge"])
+
+
+def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path):
+    from diffusionct.diffusion import from_pair, to_target_latent
+    from diffusionct.train.data import load_training_data, sample_pair_crops
+    from diffusionct.train.trainer import Trainer
+
+    config = tiny_config("diffusion.mode=residual")
+    data = load_training_data(tiny_data, config.data.source_kernel, config.data.target_kernel)
+    trainer = Trainer(config, tmp_path / "run", data, torch.device("cpu"))
+    trainer._set_x0_range()
+    d = config.diffusion
+    a, b = sample_pair_crops(data.pairs, 32, config.phase2.crop, np.random.default_rng([config.seed, 11]))
+    with torch.no_grad():
+        z_a, z_b = trainer.model.autoencoder.encode(torch.from_numpy(a)), trainer.model.autoencoder.encode(torch.from_numpy(b))
+    x0 = from_pair(d, z_a, z_b)
+    assert float(x0.std()) == pytest.approx(1.0, rel=0.01) and d.x0_scale != 1.0
+    torch.testing.assert_close(to_target_latent(d, x0, z_a), z_b)  # the round trip undoes the scale

@@ -27,7 +27,10 @@ def test_train_all_then_checkpoint_round_trip(tiny_data, tmp_path):
     config = tiny_config()
     model = train(tiny_data, tmp_path / "run", config, phase="all")
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert meta["phases"] == ["autoencoder", "diffusion"] and meta["config"] == config.to_dict()
+    assert meta["phases"] == ["autoencoder", "diffusion"] and meta["config"] == model.config.to_dict()
+    measured = {**config.to_dict()["diffusion"], "x0_scale": meta["config"]["diffusion"]["x0_scale"]}
+    assert meta["config"]["diffusion"] == measured and {**meta["config"], "diffusion": None} == {**config.to_dict(), "diffusion": None}
+    assert config.diffusion.x0_scale == 0  # the caller's config is not changed
     loaded = DiffusionCTModel.load(tmp_path / "run")
     hu = torch.randn(1, 1, 32, 32) * 100
     with torch.no_grad():

@@ -250,8 +250,6 @@ class Trainer:
         ae = self.model.autoencoder.eval()
         for p in ae.parameters():
             p.requires_grad_(False)
-        if cfg.diffusion.mode == "paper" and cfg.diffusion.x0_clip == 0:
-            cfg.diffusion.x0_clip = self._latent_range()
         trained = {"unet": self.model.unet.train()}
         if self.model.predictor is not None:
             trained["predictor"] = self.model.predictor.train()
@@ -264,6 +262,7 @@ class Trainer:
         checkpointed = {**trained, "ema": averaged["unet"]}
         if "predictor" in averaged:
             checkpointed["ema_predictor"] = averaged["predictor"]
+        self._set_x0_range()  # before the checkpoint check: the saved config holds the values
         state = self._load_state("diffusion", checkpointed, optimizer)
         nets = {name: self._wrap(module) for name, module in trained.items()}
         va, vb = self._validation_pairs(pc.crop, 98)
@@ -320,12 +319,23 @@ class Trainer:
             module.eval()
         return history
 
-    def _latent_range(self) -> float:
-        """The paper mode's x0 clip: 1.05 x the largest |Z_B| over training crops (the latent's data range)."""
+    def _set_x0_range(self) -> None:
+        """x0_scale (1 / SD of the diffusion's x0, unscaled) and, in the paper mode, x0_clip (1.05 x its
+        largest |value| once scaled), from 32 training crops, unless set in the config. The untrained
+        refine predictor outputs zero, so its x0 is then the whole residual Z_B - Z_A."""
+        d = self.config.diffusion
+        if d.x0_scale and (d.x0_clip or d.mode != "paper"):
+            return
         rng = np.random.default_rng([self.config.seed, 11])
-        _, b = sample_pair_crops(self.data.pairs, 32, self.config.phase2.crop, rng)
+        a, b = sample_pair_crops(self.data.pairs, 32, self.config.phase2.crop, rng)
         with torch.no_grad():
-            return round(1.05 * float(self.model.autoencoder.encode(self._tensor(b)).abs().max()), 4)
+            z_a, z_b = self.model.autoencoder.encode(self._tensor(a)), self.model.autoencoder.encode(self._tensor(b))
+            mean = self.model.predictor(z_a) if self.model.predictor is not None else None
+            x0 = from_pair(d, z_a, z_b, mean) / d.x0_factor
+        if not d.x0_scale:
+            d.x0_scale = round(1.0 / max(float(x0.std()), 1e-6), 4)
+        if d.mode == "paper" and not d.x0_clip:
+            d.x0_clip = round(1.05 * float(x0.abs().max()) * d.x0_scale, 4)
 
     # ----------------------------------------------------------------------------- baseline
     def train_residual_cnn(self):
@@ -477,6 +487,7 @@ def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", 
     if phase not in ("autoencoder", "diffusion", "all"):
         raise DiffusionCTError(f"--phase must be autoencoder, diffusion or all, got '{phase}'")
     device = device or torch.device("cpu")
+    config = copy.deepcopy(config)  # phase 2 records values measured on the data (x0_scale) in the model's config
     torch.manual_seed(config.seed)
     model = prepare_run(run_dir, config, phase, resume, overwrite)
     if model is not None:  # phase 2 on a trained encoder-decoder: fresh phase-2 networks of this config
