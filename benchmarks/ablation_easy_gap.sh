@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The phase-2 ablation of docs/results.md on the easy gap (b30 -> b50), same data and step budget as
-# benchmarks/train_gaps.sh: refine (its run) against the modes in MODES (default: paper; add residual
-# with MODES="residual paper"), then the refine model's reproducible share at 5, 10 and 25 sampling
-# steps. Run after train_gaps.sh (it reuses its runs).
+# benchmarks/train_gaps.sh: its DiffusionCT run against the modes in MODES (default "refine paper":
+# runs named refine-MODE; add residual), then the first mode's reproducible share at 10 and 25 sampling
+# steps (5 is in the comparison). Run after train_gaps.sh b30:b50 (it reuses its runs).
 # Usage: benchmarks/ablation_easy_gap.sh DATA_DIR RUNS_DIR REPORTS_DIR
 set -euo pipefail
 DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORTS=${3:-/work/reports}
@@ -11,18 +11,20 @@ PHASE2_STEPS=${PHASE2_STEPS:-3000}
 CFG="--config configs/shipped-model.yaml"
 K="--set data.source_kernel=SIM_B30 --set data.target_kernel=SIM_B50"
 dir=$RUNS/b30-b50
-MODES=${MODES:-paper}
+MODES=${MODES:-"refine paper"}
 for mode in $MODES; do
-  if [ ! -f "$dir/$mode/unet.safetensors" ]; then
-    mkdir -p "$dir/$mode"
-    [ -f "$dir/$mode/config.json" ] || cp "$RUNS/autoencoder/config.json" "$RUNS/autoencoder/autoencoder.safetensors" "$dir/$mode/"
-    $BIN/diffusionct train --data "$DATA/train" -o "$dir/$mode" --phase diffusion $CFG $K \
+  run=$dir/mode-$mode
+  if [ ! -f "$run/unet.safetensors" ]; then
+    mkdir -p "$run"
+    [ -f "$run/config.json" ] || cp "$RUNS/autoencoder/config.json" "$RUNS/autoencoder/autoencoder.safetensors" "$run/"
+    $BIN/diffusionct train --data "$DATA/train" -o "$run" --phase diffusion $CFG $K \
         --set phase2.steps=$PHASE2_STEPS --set diffusion.mode=$mode --resume
   fi
+  [ -f "$REPORTS/ablation-b30-b50-$mode/results.json" ] || $BIN/diffusionct evaluate --data "$DATA/test" \
+      -o "$REPORTS/ablation-b30-b50-$mode" --overwrite --model "$run"
 done
-[ -f "$REPORTS/ablation-b30-b50/results.json" ] || $BIN/diffusionct evaluate --data "$DATA/test" \
-    -o "$REPORTS/ablation-b30-b50" --overwrite --model "$dir/diffusionct" $(for m in $MODES; do printf -- '--model %s ' "$dir/$m"; done)
-for steps in 10 25; do
+first=$dir/mode-${MODES%% *}
+for steps in ${STEPS_TABLE-10 25}; do
   [ -f "$REPORTS/steps-$steps-b30-b50/results.json" ] || $BIN/diffusionct evaluate --data "$DATA/test" \
-      -o "$REPORTS/steps-$steps-b30-b50" --overwrite --model "$dir/diffusionct" --steps $steps
+      -o "$REPORTS/steps-$steps-b30-b50" --overwrite --model "$first" --steps $steps
 done
