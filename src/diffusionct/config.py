@@ -85,7 +85,7 @@ class DiffusionConfig:
         predictor_channels, predictor_layers: the ``refine`` mode's latent predictor (3x3 convolutions).
     """
 
-    mode: str = "residual"
+    mode: str = "refine"
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -246,6 +246,13 @@ def apply_override(data: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise DiffusionCTError(f"--set {key}: '{part}' is not a section")
     node[parts[-1]] = yaml.safe_load(text)
+
+
+def image_ddpm_diffusion_config(config: RunConfig) -> DiffusionConfig:
+    """The image-space DDPM's diffusion: the run's, without the latent predictor of the refine mode
+    (it diffuses the residual B - A of the HU image, the ``residual`` mode)."""
+    d = config.diffusion
+    return dataclasses.replace(d, mode="residual") if d.mode == "refine" else d
 
 
 def image_ddpm_unet_config(config: RunConfig) -> UNetConfig:

@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from diffusionct import __version__
-from diffusionct.config import METHODS, RunConfig, image_ddpm_unet_config  # METHODS lives beside the settings: the CLI lists it without torch
+# METHODS lives beside the settings: the CLI lists it without torch
+from diffusionct.config import METHODS, DiffusionConfig, RunConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
 from diffusionct.diffusion import NoiseSchedule, condition, sample, to_target_latent
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
@@ -135,15 +136,14 @@ def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, i
     return batch, (h, w)
 
 
-def sample_with_shared_noise(denoiser, cond: torch.Tensor, config: RunConfig, schedule: NoiseSchedule,
+def sample_with_shared_noise(denoiser, cond: torch.Tensor, cfg: DiffusionConfig, schedule: NoiseSchedule,
                              steps: int | None, seed: int, cache: dict) -> torch.Tensor:
     """x_0 for a batch of slices; x_T is one noise image drawn from ``seed`` and shared by every slice
     (slice-to-slice consistency, and the output does not depend on how slices are batched)."""
     noise = cache.get("noise")
     if noise is None or noise.shape[1:] != cond.shape[1:]:
         noise = cache["noise"] = torch.randn((1, *cond.shape[1:]), generator=torch.Generator().manual_seed(seed))
-    return sample(denoiser, cond, config.diffusion, schedule, steps=steps,
-                  initial_noise=noise.expand(cond.shape[0], -1, -1, -1))
+    return sample(denoiser, cond, cfg, schedule, steps=steps, initial_noise=noise.expand(cond.shape[0], -1, -1, -1))
 
 
 class NetworkMethod(Method):
@@ -232,12 +232,12 @@ class ImageDDPMMethod(SingleNetworkMethod):
         return ConditionalUNet(image_ddpm_unet_config(config), 1)
 
     def _run(self, hu, steps, seed, batch_size, progress):
-        scale, cfg = self.config.baselines.ddpm_hu_scale, self.config.diffusion
+        scale, cfg = self.config.baselines.ddpm_hu_scale, image_ddpm_diffusion_config(self.config)
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
             cond = batch.clamp(-1024, 3071) / scale
-            x0 = sample_with_shared_noise(self.network, cond, self.config, self.schedule, steps, seed, shared)
+            x0 = sample_with_shared_noise(self.network, cond, cfg, self.schedule, steps, seed, shared)
             return to_target_latent(cfg, x0, cond) * scale
 
         return self._network_slices(hu, batch_size, progress, convert)
@@ -289,7 +289,7 @@ class DiffusionCTMethod(NetworkMethod):
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
             mean = predictor(z_a) if predictor is not None else None
-            x0 = sample_with_shared_noise(unet, condition(cfg, z_a, mean), self.config, self.schedule, steps, seed, shared)
+            x0 = sample_with_shared_noise(unet, condition(cfg, z_a, mean), cfg, self.schedule, steps, seed, shared)
             t2 = time.perf_counter()
             images = ae.decode(to_target_latent(cfg, x0, z_a, mean))
             t3 = time.perf_counter()

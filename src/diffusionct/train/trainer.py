@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from diffusionct.config import PhaseConfig, RunConfig, image_ddpm_unet_config
+from diffusionct.config import PhaseConfig, RunConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
 from diffusionct.diffusion import NoiseSchedule, condition, diffusion_loss, from_pair, training_target
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
@@ -420,6 +420,7 @@ class Trainer:
         from diffusionct.models.latent_unet import ConditionalUNet
 
         cfg = self.config
+        diffusion = image_ddpm_diffusion_config(cfg)
         b, pc = cfg.baselines, cfg.baselines.ddpm
         unet = ConditionalUNet(image_ddpm_unet_config(cfg), 1).to(self.device).train()
         ema = copy.deepcopy(unet).eval()
@@ -433,16 +434,16 @@ class Trainer:
             a, b_ = (self._tensor(x).clamp(-1024, 3071) / scale
                      for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed)))
             gen = torch.Generator().manual_seed(seed)
-            x0 = from_pair(cfg.diffusion, a, b_)
-            t = torch.randint(0, cfg.diffusion.timesteps, (x0.shape[0],), generator=gen).to(self.device)
+            x0 = from_pair(diffusion, a, b_)
+            t = torch.randint(0, diffusion.timesteps, (x0.shape[0],), generator=gen).to(self.device)
             noise = torch.randn(x0.shape, generator=gen).to(self.device)
-            loss = diffusion_loss(cfg.diffusion, net(self.schedule.add_noise(x0, noise, t), t, a),
-                                  training_target(cfg.diffusion, self.schedule, x0, noise, t))
+            loss = diffusion_loss(diffusion, net(self.schedule.add_noise(x0, noise, t), t, a),
+                                  training_target(diffusion, self.schedule, x0, noise, t))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                decay = min(cfg.diffusion.ema_decay, (1 + step) / (10 + step))
+                decay = min(diffusion.ema_decay, (1 + step) / (10 + step))
                 for p_ema, p in zip(ema.parameters(), unet.parameters()):
                     p_ema.lerp_(p, 1 - decay)
             return {"loss": loss.item()}
