@@ -38,6 +38,7 @@ from diffusionct.simulate.kernels import KERNELS, get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator, render_slab
+from standardize_speed import matmul_gflops  # the one machine-speed probe of the benchmarks (same folder)
 
 # Real Siemens same-scan chest reconstructions, 0.69 mm pixels (the simulator-realism issue):
 # noise SD relative to B30f, and NPS mean frequency in cycles/mm, ranges over two scans.
@@ -49,15 +50,6 @@ REAL = {
 }
 TOLERANCE = 0.15  # within 15 % of the real range
 SHARED_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "kernel_stats.py"
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def within(value: float, bounds: tuple[float, float]) -> bool:
@@ -146,7 +138,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulator.json"))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(torch.device("cpu"))
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                                 f"float32 matmul {gflops:.0f} GFLOP/s", "settings": asdict(ScannerSettings())}
     print(results["machine"])
