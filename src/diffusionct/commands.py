@@ -46,11 +46,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                               seed=args.seed, scanner=scanner, n_tumours=args.tumours, randomize=randomize)
     simulator = Simulator(config, device=str(resolve_device(args.device)))
     if args.from_ct:
-        several = args.from_ct.is_dir() and not args.series and len(scan_folder(args.from_ct)) > 1
-        if several and args.from_mask:
+        found = scan_folder(args.from_ct) if args.from_ct.is_dir() and not args.series else []
+        if len(found) > 1 and args.from_mask:
             raise DiffusionCTError(f"{args.from_ct} holds several series: --from-mask needs one, chosen with --series UID")
-        if several:  # a folder tree: every series is a case
-            sources = [(read_volume(info.path, info.series_uid), None) for info in scan_folder(args.from_ct)]
+        if len(found) > 1:  # a folder tree: every series is a case
+            sources = [(read_volume(info.path, info.series_uid), None) for info in found]
         else:
             volume = read_volume(args.from_ct, args.series)
             sources = [(volume, read_mask(args.from_mask, volume, args.roi) if args.from_mask else None)]

@@ -258,15 +258,13 @@ class Simulator:
                 tqdm(total=len(sources) * len(cfg.thicknesses_mm), desc="re-simulate", unit="series", disable=None) as bar:
             entries, cases = [], []
             for (volume, mask), name in zip(sources, names):
-                for t_index, thickness in enumerate(cfg.thicknesses_mm):
-                    entries.append(self._resimulate(root, volume, mask, name, t_index, thickness))
-                    bar.update()
+                entries += self._resimulate(root, volume, mask, name, bar.update)
                 cases.append({"case": name, "source": volume.metadata.get("source", "")})
             _write_manifest(root, cfg, entries, cases)
         return Path(out_dir) / "manifest.json"
 
-    def _resimulate(self, root: Path, volume: Volume, mask: np.ndarray | None, name: str, t_index: int,
-                    thickness: float) -> dict:
+    def _resimulate(self, root: Path, volume: Volume, mask: np.ndarray | None, name: str, done) -> list[dict]:
+        """Every thickness of one source CT; its object and scanner are prepared once."""
         cfg = self.config
         dx, dy, dz = volume.spacing
         rows, cols = volume.shape[1:]
@@ -278,27 +276,32 @@ class Simulator:
         if cfg.denoise_sigma_px > 0:
             obj = ndimage.gaussian_filter(obj, sigma=(0, cfg.denoise_sigma_px, cfg.denoise_sigma_px))
         top, left = (size - rows) // 2, (size - cols) // 2
-        group = int(round(thickness / dz))
-        if group < 1 or abs(group * dz - thickness) > 0.25 * dz:
-            raise DiffusionCTError(
-                f"slice thickness {thickness} mm is not a multiple of the source's {dz:.3f} mm slice spacing"
-            )
-        n_out = volume.shape[0] // group
-        if n_out < 1:
-            raise DiffusionCTError(f"the source has {volume.shape[0]} slices, fewer than one {thickness} mm slice")
-        slab = obj[: n_out * group].reshape(n_out, group, rows, cols).mean(1)
-        padded = np.full((n_out, size, size), -1000.0)
-        padded[:, top:top + rows, left:left + cols] = slab
         case = int(np.random.default_rng([cfg.seed, *name.encode()]).integers(0, 2**31 - 1))
-        images = scanner.scan(padded, self.kernels, group * dz, self._rngs(case, t_index, n_out))
-        images = {k: v[:, top:top + rows, left:left + cols] for k, v in images.items()}
-        origin = volume.index_to_patient() @ np.array([0, 0, (group - 1) / 2.0, 1.0])
-        template = Volume(hu=slab, spacing=(dx, dy, group * dz), origin=tuple(origin[:3]), direction=volume.direction)
-        labels = None
-        if mask is not None:
-            labels = (mask[: n_out * group].reshape(n_out, group, rows, cols).mean(1) >= 0.5).astype(np.uint8)
         study = _study(cfg.seed, name)
-        return self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template, thickness, settings)
+        entries = []
+        for t_index, thickness in enumerate(cfg.thicknesses_mm):
+            group = int(round(thickness / dz))
+            if group < 1 or abs(group * dz - thickness) > 0.25 * dz:
+                raise DiffusionCTError(
+                    f"slice thickness {thickness} mm is not a multiple of the source's {dz:.3f} mm slice spacing"
+                )
+            n_out = volume.shape[0] // group
+            if n_out < 1:
+                raise DiffusionCTError(f"the source has {volume.shape[0]} slices, fewer than one {thickness} mm slice")
+            slab = obj[: n_out * group].reshape(n_out, group, rows, cols).mean(1)
+            padded = np.full((n_out, size, size), -1000.0)
+            padded[:, top:top + rows, left:left + cols] = slab
+            images = scanner.scan(padded, self.kernels, group * dz, self._rngs(case, t_index, n_out))
+            images = {k: v[:, top:top + rows, left:left + cols] for k, v in images.items()}
+            origin = volume.index_to_patient() @ np.array([0, 0, (group - 1) / 2.0, 1.0])
+            template = Volume(hu=slab, spacing=(dx, dy, group * dz), origin=tuple(origin[:3]), direction=volume.direction)
+            labels = None
+            if mask is not None:
+                labels = (mask[: n_out * group].reshape(n_out, group, rows, cols).mean(1) >= 0.5).astype(np.uint8)
+            entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template,
+                                            thickness, settings))
+            done()
+        return entries
 
 
 def _check_source(volume: Volume, mask: np.ndarray | None) -> None:
