@@ -74,13 +74,16 @@ class Standardizer:
     def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
                            progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Standardize HU slices ``(N, H, W)``; air outside the body is kept; clipped to the writer's range."""
-        if steps is not None and not 1 <= steps <= self.config.diffusion.timesteps:
-            raise DiffusionCTError(f"--steps must be in 1..{self.config.diffusion.timesteps} (the diffusion's T), got {steps}")
+        self.check_steps(steps)
         out = np.clip(self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress),
                       *OUTPUT_RANGE)
         keep = ~body_mask(hu)
         out[keep] = hu[keep]  # outside the body the input is kept as it was
         return out
+
+    def check_steps(self, steps: int | None) -> None:
+        if steps is not None and not 1 <= steps <= self.config.diffusion.timesteps:
+            raise DiffusionCTError(f"--steps must be in 1..{self.config.diffusion.timesteps} (the diffusion's T), got {steps}")
 
     def check_kernel(self, volume: Volume, strict: bool = False) -> str | None:
         """A warning (or, with ``strict``, an error) when the input's kernel is not the model's source kernel."""
@@ -185,9 +188,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     standardizer = Standardizer.load(model_dir, device)
     if standardizer.method.uses_steps:
         steps = standardizer.config.diffusion.steps if steps is None else steps
-        if not 1 <= steps <= standardizer.config.diffusion.timesteps:
-            raise DiffusionCTError(f"--steps must be in 1..{standardizer.config.diffusion.timesteps} (the diffusion's T), "
-                                   f"got {steps}")
+        standardizer.check_steps(steps)  # before any series is read
     else:
         steps = None
     model_folder = Path(model_dir) if model_dir else default_model_dir()
