@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from diffusionct import __version__
@@ -74,6 +76,23 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     for noisy in ("radiomics", "pydicom", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING) if noisy != "radiomics" else logging.ERROR)
+    logging.getLogger("pydicom").addFilter(_OncePerMessage())
+    warnings.filterwarnings("ignore", module="pydicom")  # pydicom logs the same warnings through logging
+
+
+class _OncePerMessage(logging.Filter):
+    """pydicom warns about a vendor's header once per slice read; say each distinct message once."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,16 +100,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     start = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
+        if getattr(args, "output", None) is not None:
+            from diffusionct.io.files import check_output_location
+
+            check_output_location(args.output)
         code = args.func(args)
     except DiffusionCTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system said no: unwritable, full, not a folder, ...
+        where = exc.filename or getattr(args, "output", None) or ""
+        print(f"error: {where}{': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated (SIGTERM); partial outputs were removed", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     log.debug("%s finished in %.1f s", args.command, time.perf_counter() - start)
     return code
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so that every ``with`` block (temporary outputs) cleans up on the way out."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -61,23 +61,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_labels(mask_path: Path, volume, roi: str | None):
-    from diffusionct.io.image import read_mask, read_image, is_itk_image
-
-    if is_itk_image(mask_path):
-        labels = read_image(mask_path)
-        if not volume.same_grid(labels, tol=1e-2):
-            read_mask(mask_path, volume)  # raises the grid-mismatch error with both grids
-        return labels.hu.round().astype(int)
-    return read_mask(mask_path, volume, roi).astype(int)
-
-
 def _case_jobs(name: str, image_path: Path, mask_path: Path, roi: str | None, settings, series: str | None = None):
-    from diffusionct.io.image import read_volume
+    from diffusionct.io.image import read_label_map, read_volume
     from diffusionct.radiomics.batch import tumour_jobs
 
     volume = read_volume(image_path, series)
-    labels = _load_labels(mask_path, volume, roi)
+    labels = read_label_map(mask_path, volume, roi)
     if not labels.any():
         raise DiffusionCTError(f"{mask_path}: the mask is empty")
     return tumour_jobs(name, volume.hu, labels, volume.spacing, settings)
@@ -89,6 +78,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from diffusionct.radiomics.compare import features_csv
     from diffusionct.radiomics.features import FeatureSettings
 
+    if args.output.is_dir():
+        raise DiffusionCTError(f"{args.output}: is a folder; give a CSV file name for the features")
     settings = FeatureSettings.load(args.params)
     jobs = _case_jobs(args.image.name, args.image, args.mask, args.roi, settings, args.series)
     if not jobs:
@@ -97,7 +88,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     for key, message in errors.items():
         print(f"warning: {key}: {message}")
     if not features:
-        raise DiffusionCTError(f"no features computed: {'; '.join(errors.values())}")
+        raise DiffusionCTError(f"{args.image}: no features computed: {'; '.join(errors.values())}")
     write_text_atomic(args.output, features_csv(features))
     print(f"{len(features)} tumour(s) x {len(next(iter(features.values())))} features written to {args.output}")
     return 0

@@ -20,6 +20,17 @@ from diffusionct.errors import DiffusionCTError
 # Every standardization method (diffusionct.methods implements them; the CLI lists them).
 METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct")
 DIFFUSION_MODES = ("paper", "residual", "refine")
+PREDICTOR_SPACES = ("latent", "image")
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, option: str = "--seed") -> int:
+    """A seed every generator of the project accepts (numpy, torch, UIDs): an integer in 0..2^63-1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise DiffusionCTError(f"{option} must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return seed
 
 
 @dataclass
@@ -61,6 +72,18 @@ class UNetConfig:
 
 
 @dataclass
+class PhaseConfig:
+    """Optimisation of one training phase."""
+
+    steps: int = 2000
+    batch_size: int = 8
+    crop: int = 96
+    lr: float = 1e-4
+    validate_every: int = 250
+    checkpoint_every: int = 250
+
+
+@dataclass
 class DiffusionConfig:
     """The conditional latent DDPM (section 3.2) and its sampling.
 
@@ -82,7 +105,13 @@ class DiffusionConfig:
             noise does (the residual of two close kernels is ~50x smaller than the noise, and the
             network's error would then dominate it). 0: set at the start of phase 2 to 1 / SD of the
             training x0; models saved before it existed read 0 and run unscaled.
-        predictor_channels, predictor_layers: the ``refine`` mode's latent predictor (3x3 convolutions).
+        predictor: where the ``refine`` mode's predictor of the conditional mean works: ``latent`` (a
+            stack of 3x3 convolutions on Z_A, trained jointly with the diffusion) or ``image`` (a
+            full-resolution residual CNN on the HU image A, as Whang et al.'s image-space predictor,
+            trained first with its own ``predictor_training`` settings and then frozen, so that the
+            diffusion and ``x0_scale`` see only what the predictor leaves).
+        predictor_channels, predictor_layers: width and depth of the predictor (3x3 convolutions).
+        predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
     """
 
     mode: str = "refine"
@@ -95,8 +124,10 @@ class DiffusionConfig:
     eta: float = 0.0
     x0_clip: float = 0.0
     x0_scale: float = 0.0
+    predictor: str = "latent"
     predictor_channels: int = 64
     predictor_layers: int = 6
+    predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3))
 
     @property
     def prediction(self) -> str:
@@ -113,18 +144,6 @@ class DiffusionConfig:
     @property
     def x0_factor(self) -> float:
         return self.x0_scale or 1.0
-
-
-@dataclass
-class PhaseConfig:
-    """Optimisation of one training phase."""
-
-    steps: int = 2000
-    batch_size: int = 8
-    crop: int = 96
-    lr: float = 1e-4
-    validate_every: int = 250
-    checkpoint_every: int = 250
 
 
 @dataclass
@@ -178,6 +197,7 @@ class RunConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        check_seed(self.seed, "seed")
         if self.autoencoder.downsample not in (2, 4, 8):
             raise DiffusionCTError(f"autoencoder.downsample must be 2, 4 or 8, got {self.autoencoder.downsample}")
         if self.autoencoder.space_to_depth and self.autoencoder.latent_channels < self.autoencoder.downsample**2:
@@ -187,6 +207,9 @@ class RunConfig:
             raise DiffusionCTError(f"diffusion.mode must be one of {', '.join(DIFFUSION_MODES)}, got '{self.diffusion.mode}'")
         if self.diffusion.x0_clip < 0 or self.diffusion.x0_scale < 0 or self.diffusion.predictor_layers < 2:
             raise DiffusionCTError("diffusion.x0_clip and diffusion.x0_scale must be >= 0 and diffusion.predictor_layers >= 2")
+        if self.diffusion.predictor not in PREDICTOR_SPACES:
+            raise DiffusionCTError(f"diffusion.predictor must be one of {', '.join(PREDICTOR_SPACES)}, "
+                                   f"got '{self.diffusion.predictor}'")
         if self.diffusion.sampler not in ("ddim", "ddpm"):
             raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
         if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:

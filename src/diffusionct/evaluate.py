@@ -20,7 +20,7 @@ import numpy as np
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_dicom_series
-from diffusionct.io.image import read_image
+from diffusionct.io.image import read_label_map
 from diffusionct.io.volume import Volume
 from diffusionct.radiomics import image_metrics
 from diffusionct.radiomics.batch import extract_many, tumour_jobs
@@ -71,9 +71,7 @@ def load_test_cases(manifest_path: Path, source_kernel: str, target_kernel: str,
             log.warning("pair %s has no tumour mask; skipped", tgt)
             continue
         source, target = read_dicom_series(root / src), read_dicom_series(root / tgt)
-        labels = read_image(root / mask_path).hu.round().astype(int)
-        if labels.shape != target.shape:
-            raise DiffusionCTError(f"{root / mask_path}: mask shape {labels.shape} differs from {tgt} {target.shape}")
+        labels = read_label_map(root / mask_path, target)
         cases.append(TestCase(str(Path(src).parent), source, target, labels))
         if max_cases and len(cases) >= max_cases:
             break

@@ -17,14 +17,13 @@ Methods (``diffusionct train --method NAME``):
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from diffusionct import __version__
@@ -34,7 +33,8 @@ from diffusionct.diffusion import NoiseSchedule, condition, sample, to_target_la
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.baselines import ResidualCNN
-from diffusionct.models.bundle import CONFIG_NAME, FORMAT_VERSION, DiffusionCTModel, load_weights, read_model_meta, save_weights
+from diffusionct.models.bundle import (CONFIG_NAME, FORMAT_VERSION, DiffusionCTModel, load_weights, read_model_meta,
+                                       read_tensors, save_weights, write_model_config)
 
 Progress = Callable[[int], None] | None
 
@@ -79,9 +79,14 @@ class Method:
                 "phases": [], "config": self.config.to_dict()}
 
     def save(self, folder: Path, extra: dict | None = None) -> None:
+        """Weights first, then config.json with their checksums (a folder without it is no model)."""
+        folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_output_file(folder / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps({**self._meta(), **(extra or {})}, indent=2, sort_keys=True))
+        self._save_weights(folder)
+        write_model_config(folder, {**self._meta(), **(extra or {})})
+
+    def _save_weights(self, folder: Path) -> None:
+        """Write the method's safetensors files (none for a method without weights)."""
 
 
 class IdentityMethod(Method):
@@ -117,15 +122,20 @@ class HistogramMethod(Method):
             progress(hu.shape[0])
         return out
 
-    def save(self, folder, extra=None):
-        super().save(folder, extra)
+    def _save_weights(self, folder):
         with atomic_output_file(folder / self.WEIGHTS) as tmp:
             save_file({"source_quantiles": torch.from_numpy(self.source_q), "target_quantiles": torch.from_numpy(self.target_q)}, str(tmp))
 
     @classmethod
     def load(cls, folder, config, device):
-        tensors = load_file(str(folder / cls.WEIGHTS))
-        return cls(config, device, tensors["source_quantiles"].numpy(), tensors["target_quantiles"].numpy())
+        path = folder / cls.WEIGHTS
+        tensors = read_tensors(path)
+        quantiles = [tensors.get(name) for name in ("source_quantiles", "target_quantiles")]
+        if any(q is None or q.ndim != 1 or q.numel() < 2 or not torch.isfinite(q).all() for q in quantiles) \
+                or quantiles[0].shape != quantiles[1].shape or bool((quantiles[0].diff() < 0).any()):
+            raise DiffusionCTError(f"{path}: not a histogram-matching table (two increasing, finite quantile lists); "
+                                   "retrain or re-copy the model")
+        return cls(config, device, quantiles[0].numpy(), quantiles[1].numpy())
 
 
 def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -178,8 +188,7 @@ class SingleNetworkMethod(NetworkMethod):
     def _slices(self, hu, batch_size, progress):
         return self._network_slices(hu, batch_size, progress, self.network.convert)
 
-    def save(self, folder, extra=None):
-        super().save(folder, extra)
+    def _save_weights(self, folder):
         save_weights(self.network, folder / self.WEIGHTS)
 
     @classmethod
@@ -281,14 +290,13 @@ class DiffusionCTMethod(NetworkMethod):
             raise DiffusionCTError(f"images of {hu.shape[1]}x{hu.shape[2]} pixels are smaller than the "
                                    f"{minimum}x{minimum} this model needs")
         ae, unet, cfg = self.model.autoencoder, self.model.unet, self.config.diffusion
-        predictor = self.model.predictor
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
-            mean = predictor(z_a) if predictor is not None else None
+            mean = self.model.predicted_mean(batch, z_a)
             x0 = sample_with_shared_noise(unet, condition(cfg, z_a, mean), cfg, self.schedule, steps, seed, shared)
             t2 = time.perf_counter()
             images = ae.decode(to_target_latent(cfg, x0, z_a, mean))
@@ -329,14 +337,22 @@ def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) 
 def train_method(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device,
                  resume: bool = False, overwrite: bool = False, phase: str = "all") -> Method:
     """Train ``name`` on a manifest into ``run_dir`` (``diffusionct`` trains its phases, see trainer)."""
-    from diffusionct.train.data import load_training_data
-    from diffusionct.train.trainer import Trainer, prepare_run, train
+    from diffusionct.train.trainer import overwrite_guard, train
 
     if name not in METHODS:
         raise DiffusionCTError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
     if name == "diffusionct":
         model = train(manifest, run_dir, config, phase=phase, device=device, resume=resume, overwrite=overwrite)
         return DiffusionCTMethod(config, device, model) if phase != "autoencoder" else AutoencoderMethod(config, device, model)
+    with overwrite_guard(run_dir, "all", resume, overwrite):
+        return _train_baseline(name, manifest, Path(run_dir), config, device, resume, overwrite)
+
+
+def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device, resume: bool,
+                    overwrite: bool) -> Method:
+    from diffusionct.train.data import load_training_data
+    from diffusionct.train.trainer import Trainer, prepare_run
+
     prepare_run(run_dir, config, "all", resume, overwrite)
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
                               config.data.validation_fraction, need_pairs=name != "autoencoder")

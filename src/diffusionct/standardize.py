@@ -24,8 +24,10 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from diffusionct.config import check_seed
 from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
+from diffusionct.io.records import read_record, remove_record, write_record
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
 
@@ -75,8 +77,14 @@ class Standardizer:
                            progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Standardize HU slices ``(N, H, W)``; air outside the body is kept; clipped to the writer's range."""
         self.check_steps(steps)
-        out = np.clip(self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress),
-                      *OUTPUT_RANGE)
+        check_seed(seed)
+        if not np.isfinite(hu).all():
+            raise DiffusionCTError("the input holds non-finite values (NaN or infinity); fill them before standardizing")
+        out = self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+        if not np.isfinite(out).all():
+            raise DiffusionCTError(f"the {self.method.name} model produced non-finite values (NaN or infinity): its "
+                                   "weights are damaged or training diverged; retrain it or use another model")
+        out = np.clip(out, *OUTPUT_RANGE)
         keep = ~body_mask(hu)
         out[keep] = hu[keep]  # outside the body the input is kept as it was
         return out
@@ -159,6 +167,24 @@ def model_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def _finished_outputs(records: dict[Path, dict], overwrite: bool) -> set[Path]:
+    """The targets that already hold this run's finished output (their completion record matches).
+
+    Any other existing target (an empty folder, unrelated files, another model's or seed's output, a
+    file without its record) is refused before any work unless ``overwrite`` replaces it."""
+    finished = set()
+    for target, expected in records.items():
+        if not target.exists() and not target.is_symlink():
+            continue
+        record = read_record(target)
+        if record is not None and all(record.get(key) == value for key, value in expected.items()):
+            finished.add(target)
+        elif not overwrite:
+            why = "was written with other settings" if record is not None else "is not a finished output of diffusionct"
+            raise DiffusionCTError(f"{target}: exists and {why}; pass --overwrite to replace it or choose another output")
+    return finished
+
+
 def _check_not_overlapping(input_path: Path, output: Path) -> None:
     """Refuse an output that is the input, lies inside it (a re-run would read its own output) or holds it."""
     source, target = input_path.resolve(), output.resolve()
@@ -178,6 +204,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     from diffusionct.io.image import is_itk_image, read_volume, write_nifti
 
     input_path, output = Path(input_path), Path(output)
+    check_seed(seed)
     if batch_size < 1:
         raise DiffusionCTError(f"--batch-size must be at least 1, got {batch_size}")
     if output_format is None:
@@ -193,21 +220,31 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
         steps = None
     model_folder = Path(model_dir) if model_dir else default_model_dir()
     model_name = f"{model_folder.name if model_dir else 'default'} {model_fingerprint(model_folder)}"
+    records = {target: {"input": str(source.resolve()), "series_uid": uid, "model": model_name.split()[-1],
+                        "method": standardizer.method.name, "steps": steps, "seed": seed, "format": output_format}
+               for source, target, uid in jobs}
+    finished = _finished_outputs(records, overwrite)
     results = []
     for source, target, uid in jobs:
-        if target.exists() and not overwrite:
-            log.info("%s exists, skipped", target)
+        if target in finished:
+            log.info("%s is finished (its record matches), skipped", target)
             results.append(SeriesResult(source, target, 0, skipped=True))
             continue
         volume = read_volume(source, uid)
-        warning = standardizer.check_kernel(volume, strict)
-        if warning:
-            log.warning("%s: %s", source, warning)
         start = time.perf_counter()
-        with tqdm(total=volume.shape[0], desc=source.name[:30], unit="slice", disable=None) as bar:
-            result = standardizer.standardize(volume, steps=steps, seed=seed, batch_size=batch_size, progress=bar.update)
+        try:
+            warning = standardizer.check_kernel(volume, strict)
+            if warning:
+                log.warning("%s: %s", source, warning)
+            with tqdm(total=volume.shape[0], desc=source.name[:30], unit="slice", disable=None) as bar:
+                result = standardizer.standardize(volume, steps=steps, seed=seed, batch_size=batch_size, progress=bar.update)
+        except DiffusionCTError as exc:  # name the series the problem is with
+            raise DiffusionCTError(f"{source}: {exc}") from None
+        record = {**records[target], "slices": volume.shape[0], "diffusionct_version": __version__}
         if output_format == "nifti":
+            remove_record(target)  # a crash between the image and its record leaves no stale record
             write_nifti(result, target, overwrite=overwrite)
+            write_record(target, record)
         else:
             if not volume.headers:
                 raise DiffusionCTError(f"{source}: DICOM output needs a DICOM input; use --format nifti")
@@ -220,7 +257,8 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
             write_dicom_series(result, target, SeriesDescription(
                 description=f"{volume.headers[0].get('SeriesDescription', '')} standardized"[-64:].strip(),
                 kernel=standardizer.target_kernel, derivation=derivation,
-                series_number=int(volume.headers[0].get("SeriesNumber", 0) or 0) + 1000), overwrite=overwrite, uid_seed=uid_seed)
+                series_number=int(volume.headers[0].get("SeriesNumber", 0) or 0) + 1000), overwrite=overwrite,
+                uid_seed=uid_seed, record=record)
         seconds = time.perf_counter() - start
         log.info("%s: %d slices in %.1f s (%.2f s/slice)", source, volume.shape[0], seconds, seconds / volume.shape[0])
         results.append(SeriesResult(source, target, volume.shape[0], seconds))

@@ -130,3 +130,58 @@ def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path):
     x0 = from_pair(d, z_a, z_b)
     assert float(x0.std()) == pytest.approx(1.0, rel=0.01) and d.x0_scale != 1.0
     torch.testing.assert_close(to_target_latent(d, x0, z_a), z_b)  # the round trip undoes the scale
+
+
+IMAGE_PREDICTOR = ("diffusion.mode=refine", "diffusion.predictor=image", "diffusion.predictor_channels=8",
+                   "diffusion.predictor_layers=3", "diffusion.predictor_training.steps=4",
+                   "diffusion.predictor_training.crop=32", "diffusion.predictor_training.batch_size=2",
+                   "diffusion.predictor_training.checkpoint_every=2")
+
+
+def test_image_predictor_is_trained_first_and_frozen(tiny_data, tmp_path):
+    """The image-space predictor is a residual CNN trained before the diffusion; x0_scale is measured on what
+    it leaves, and the saved model's predictor is the trained one."""
+    from diffusionct.models.baselines import ResidualCNN
+
+    model = train(tiny_data, tmp_path / "run", tiny_config(*IMAGE_PREDICTOR), phase="all")
+    assert isinstance(model.predictor, ResidualCNN)
+    state = json.loads((tmp_path / "run" / "state" / "predictor.json").read_text())
+    assert state["step"] == 4  # its own stage, checkpointed
+    method = load_method(tmp_path / "run")
+    for key, value in model.predictor.state_dict().items():
+        assert torch.equal(value, method.model.predictor.state_dict()[key])
+    assert any(v.abs().sum() > 0 for k, v in model.predictor.state_dict().items() if k.endswith("weight"))
+    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
+    out = method.standardize_slices(volume.hu, steps=3, seed=0)
+    assert out.shape == volume.hu.shape and np.isfinite(out).all()
+    assert np.abs(out - volume.hu).max() > 1.0  # the model changes the image
+
+
+def test_image_predictor_mean_is_the_encoded_residual():
+    """m = E(A + r(A)) - Z_A: with the exact space-to-depth encoder and a zero diffusion residual the output
+    is the predictor's converted image."""
+    config = RunConfig.load(overrides=["autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
+                                       "autoencoder.latent_channels=16", "autoencoder.decoder_channels=16",
+                                       "unet.channels=[16,16]", "unet.attention_levels=[false,false]",
+                                       "unet.norm_num_groups=8", "unet.num_head_channels=8", "diffusion.mode=refine",
+                                       "diffusion.predictor=image", "diffusion.predictor_channels=8",
+                                       "diffusion.predictor_layers=3"])
+    model = DiffusionCTModel.build(config).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.predictor.parameters():
+            p.normal_(0, 0.05)
+    model.unet = _ZeroResidual(NoiseSchedule.from_config(config.diffusion))
+    hu = np.random.default_rng(1).normal(0, 300, size=(2, 64, 64)).clip(-1000, 2000).astype(np.float32)
+    out = DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0)
+    with torch.no_grad():
+        expected = model.predictor.convert(torch.from_numpy(hu)[:, None])[:, 0].numpy()
+    assert np.abs(expected - hu).max() > 1.0
+    np.testing.assert_allclose(out, expected, atol=0.05)
+
+
+def test_unknown_predictor_is_refused():
+    from diffusionct.errors import DiffusionCTError
+
+    with pytest.raises(DiffusionCTError, match="diffusion.predictor must be one of latent, image"):
+        RunConfig.load(overrides=["diffusion.predictor=pixel"])

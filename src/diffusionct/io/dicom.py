@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from diffusionct import __version__
 from diffusionct.errors import DiffusionCTError, InputError
 from diffusionct.io.files import atomic_output_dir, iter_files
+from diffusionct.io.records import write_record
 from diffusionct.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -56,29 +57,55 @@ class SliceHeader:
         return "Rows" in self.dataset and "Columns" in self.dataset
 
 
+class CorruptDicomError(InputError):
+    """A file that starts as DICOM (the DICM preamble) but cannot be read: truncated or damaged."""
+
+
 def read_header(path: Path) -> Dataset:
-    """Read a DICOM header (no pixel data); raise :class:`InputError` when the file is not DICOM."""
+    """Read a DICOM header (no pixel data); raise :class:`InputError` when the file is not DICOM and
+    :class:`CorruptDicomError` when it is DICOM but damaged or unreadable."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except pydicom.errors.InvalidDicomError:
         raise InputError(path, "not a DICOM file (no DICM preamble)") from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(path, f"corrupt or truncated DICOM file ({exc.__class__.__name__}: {exc})") from None
+    except PermissionError:
+        raise CorruptDicomError(path, "cannot be read (permission denied)") from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise CorruptDicomError(path, f"corrupt or truncated DICOM file ({exc.__class__.__name__}: {exc})") from None
 
 
-def collect_headers(paths: Iterable[Path], *, warn_skipped: bool = True) -> list[SliceHeader]:
-    """Headers of every readable DICOM file; unreadable ones are skipped with a warning."""
+def collect_headers(paths: Iterable[Path], *, warn_skipped: bool = True, strict: bool = False) -> list[SliceHeader]:
+    """Headers of every readable DICOM file; other files are skipped with a warning. With ``strict`` a
+    damaged DICOM file is an error (reading a series: a skipped slice would show as a gap elsewhere)."""
     headers = []
     for path in paths:
         if path.name.lower().endswith(KNOWN_NON_DICOM_SUFFIXES):
             log.debug("not DICOM by name, skipped: %s", path)
             continue
         try:
-            headers.append(SliceHeader(path, read_header(path)))
+            header = SliceHeader(path, read_header(path))
+            if strict:
+                _check_complete(header)
+            headers.append(header)
         except InputError as exc:
+            if strict and isinstance(exc, CorruptDicomError):
+                raise
             if warn_skipped:
                 log.warning("skipped %s", exc)
     return headers
+
+
+def _check_complete(header: SliceHeader) -> None:
+    """pydicom reads a truncated file up to where it stops: a header without the attributes every object
+    (or every CT image) has is a damaged file, not a file to skip."""
+    ds = header.dataset
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID"):
+        if keyword not in ds:
+            raise CorruptDicomError(header.path, f"incomplete DICOM header (no {keyword}): the file is truncated or damaged")
+        if not pydicom.uid.UID(str(ds[keyword].value)).is_valid:
+            raise CorruptDicomError(header.path, f"{keyword} {str(ds[keyword].value)[:70]!r} is not a valid UID")
+    if header.modality == "CT" and not header.has_pixels:
+        raise CorruptDicomError(header.path, "CT image without Rows/Columns: the file is truncated or damaged")
 
 
 def group_by_series(headers: Sequence[SliceHeader]) -> dict[str, list[SliceHeader]]:
@@ -98,20 +125,21 @@ def describe_series(uid: str, headers: Sequence[SliceHeader]) -> str:
     )
 
 
-def folder_series(folder: Path) -> tuple[dict[str, list[SliceHeader]], int]:
-    """Image series (UID -> headers) of every DICOM file under ``folder``, and how many files were read."""
+def folder_series(folder: Path, strict: bool = False) -> tuple[dict[str, list[SliceHeader]], int]:
+    """Image series (UID -> headers) of every DICOM file under ``folder``, and how many files were read
+    (``strict``: a damaged DICOM file is an error, see :func:`collect_headers`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "does not exist or is not a folder")
     files = list(iter_files(folder))
     if not files:
         raise InputError(folder, "folder is empty: expected the DICOM files of a CT series")
-    return group_by_series(collect_headers(files)), len(files)
+    return group_by_series(collect_headers(files, strict=strict)), len(files)
 
 
 def select_series(folder: Path, series_uid: str | None = None) -> list[SliceHeader]:
     """The headers of the one CT series to read from ``folder`` (searched recursively)."""
-    series, n_files = folder_series(Path(folder))
+    series, n_files = folder_series(Path(folder), strict=True)
     if not series:
         raise InputError(folder, f"no DICOM image series found among {n_files} files")
     if series_uid is not None:
@@ -125,44 +153,95 @@ def select_series(folder: Path, series_uid: str | None = None) -> list[SliceHead
     return next(iter(series.values()))
 
 
+MAX_RESCALE_SLOPE = 1000.0  # CT scanners store HU at slope 1 (sometimes 0.5 or 2); larger is a broken header
+MAX_ABS_INTERCEPT = 100000.0
+
+
+def header_numbers(ds: Dataset, path: Path, keyword: str, count: int | None = None) -> list[float] | None:
+    """The finite numbers of a DS/IS attribute (None when absent); a malformed or non-finite value is an
+    :class:`InputError` naming the file and the attribute."""
+    if keyword not in ds:
+        return None
+    try:  # pydicom parses a value on first access and raises for bytes of the wrong length
+        value = ds[keyword].value
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a malformed attribute of this file
+        raise InputError(path, f"malformed {keyword} ({exc.__class__.__name__})") from None
+    if value in (None, ""):
+        return None
+    values = list(value) if isinstance(value, (pydicom.multival.MultiValue, list, tuple)) else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(path, f"malformed {keyword} {values!r}: not a number") from None
+    if not all(np.isfinite(numbers)):
+        raise InputError(path, f"{keyword} holds a non-finite value {values!r}")
+    if count is not None and len(numbers) != count:
+        raise InputError(path, f"{keyword} must hold {count} numbers, got {len(numbers)}")
+    return numbers
+
+
 def _orientation(ds: Dataset, path: Path) -> np.ndarray:
     """3x3 direction matrix (columns: column axis, row axis, slice normal) from ImageOrientationPatient."""
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
+    iop = header_numbers(ds, path, "ImageOrientationPatient", 6)
+    if iop is None:
         raise InputError(path, "missing ImageOrientationPatient; cannot place the slice in space")
-    row_dir = np.array(iop[:3], dtype=float)
-    col_dir = np.array(iop[3:], dtype=float)
+    row_dir, col_dir = np.array(iop[:3]), np.array(iop[3:])
+    norms = np.linalg.norm(row_dir), np.linalg.norm(col_dir)
+    if min(norms) < 0.99 or max(norms) > 1.01 or abs(row_dir @ col_dir) > 0.01:
+        raise InputError(path, f"invalid ImageOrientationPatient {iop}: the row and column directions must be "
+                               "orthogonal unit vectors")
     normal = np.cross(row_dir, col_dir)
     return np.stack([row_dir, col_dir, normal], axis=1)
+
+
+def _check_header(header: SliceHeader, first: SliceHeader) -> None:
+    """One slice's own attributes: CT, HU conversion, position, pixel spacing, size, no gantry tilt."""
+    ds, path = header.dataset, header.path
+    if header.modality != "CT":
+        raise InputError(path, f"modality is {header.modality or 'missing'}, expected CT")
+    for tag in ("RescaleSlope", "RescaleIntercept"):
+        if header_numbers(ds, path, tag, 1) is None:
+            raise InputError(path, f"missing {tag}; cannot convert stored values to HU")
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    if not 0 < slope <= MAX_RESCALE_SLOPE:
+        raise InputError(path, f"RescaleSlope {slope:g} is outside (0, {MAX_RESCALE_SLOPE:g}]; the stored values "
+                               "cannot be converted to HU")
+    if abs(intercept) > MAX_ABS_INTERCEPT:
+        raise InputError(path, f"RescaleIntercept {intercept:g} is outside +-{MAX_ABS_INTERCEPT:g}")
+    if header_numbers(ds, path, "ImagePositionPatient", 3) is None:
+        raise InputError(path, "missing ImagePositionPatient; cannot order the slices")
+    spacing = header_numbers(ds, path, "PixelSpacing", 2)
+    if spacing is not None and min(spacing) <= 0:
+        raise InputError(path, f"PixelSpacing {spacing} must be positive")
+    _orientation(ds, path)
+    size, first_size = slice_size(header), slice_size(first)
+    if size != first_size:
+        raise InputError(path, f"slice size {size[0]}x{size[1]} differs from {first_size[0]}x{first_size[1]} of "
+                               f"{first.path.name}")
+
+
+def slice_size(header: SliceHeader) -> tuple[int, int]:
+    """(Rows, Columns), each a positive integer, or an :class:`InputError` naming the file."""
+    numbers = [header_numbers(header.dataset, header.path, keyword, 1) for keyword in ("Rows", "Columns")]
+    if any(n is None or n[0] < 1 or n[0] != int(n[0]) for n in numbers):
+        raise InputError(header.path, f"invalid image size Rows x Columns {numbers}")
+    return int(numbers[0][0]), int(numbers[1][0])
 
 
 def _check_slices(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], np.ndarray, np.ndarray]:
     """Sort slices along the normal and validate the stack; returns (sorted headers, direction, positions)."""
     first = headers[0]
     for header in headers:
-        ds = header.dataset
-        if header.modality != "CT":
-            raise InputError(header.path, f"modality is {header.modality or 'missing'}, expected CT")
-        for tag in ("RescaleSlope", "RescaleIntercept"):
-            if tag not in ds:
-                raise InputError(header.path, f"missing {tag}; cannot convert stored values to HU")
-        if "ImagePositionPatient" not in ds:
-            raise InputError(header.path, "missing ImagePositionPatient; cannot order the slices")
-        if (ds.Rows, ds.Columns) != (first.dataset.Rows, first.dataset.Columns):
-            raise InputError(
-                header.path,
-                f"slice size {ds.Rows}x{ds.Columns} differs from {first.dataset.Rows}x{first.dataset.Columns}"
-                f" of {first.path.name}",
-            )
-        tilt = float(ds.get("GantryDetectorTilt", 0) or 0)
+        _check_header(header, first)
+        tilt = (header_numbers(header.dataset, header.path, "GantryDetectorTilt", 1) or [0.0])[0]
         if abs(tilt) > 1e-3 and len(headers) > 1:  # a tilted stack is sheared; one slice is still a plane
             raise InputError(header.path, f"gantry tilt of {tilt} degrees is not supported; resample the series first")
     direction = _orientation(first.dataset, first.path)
     for header in headers[1:]:
         if not np.allclose(_orientation(header.dataset, header.path), direction, atol=1e-4):
-            raise InputError(header.path, "ImageOrientationPatient differs from the other slices")
+            raise InputError(header.path, f"ImageOrientationPatient differs from that of {first.path.name}")
     normal = direction[:, 2]
-    positions = np.array([np.array(h.dataset.ImagePositionPatient, dtype=float) for h in headers])
+    positions = np.array([header_numbers(h.dataset, h.path, "ImagePositionPatient", 3) for h in headers])
     order = np.argsort(positions @ normal, kind="stable")
     headers = [headers[i] for i in order]
     positions = positions[order]
@@ -216,11 +295,13 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     """
     headers, direction, positions = _check_slices(select_series(Path(folder), series_uid))
     first = headers[0].dataset
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing) if "PixelSpacing" in first else (1.0, 1.0)
+    row_spacing, col_spacing = header_numbers(first, headers[0].path, "PixelSpacing", 2) or (1.0, 1.0)
     if len(headers) > 1:
         slice_spacing = float(np.median(np.linalg.norm(np.diff(positions, axis=0), axis=1)))
     else:
-        slice_spacing = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)) or 1.0)
+        numbers = (header_numbers(first, headers[0].path, "SpacingBetweenSlices", 1)
+                   or header_numbers(first, headers[0].path, "SliceThickness", 1) or [1.0])
+        slice_spacing = numbers[0] if numbers[0] > 0 else 1.0
     hu = np.stack([_pixels_hu(h) for h in headers])
     metadata = {
         "source": str(folder),
@@ -228,7 +309,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
         "study_uid": str(first.get("StudyInstanceUID", "")),
         "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "")),
         "kernel": _kernel_name(first),
-        "slice_thickness": float(first.get("SliceThickness", slice_spacing) or slice_spacing),
+        "slice_thickness": (header_numbers(first, headers[0].path, "SliceThickness", 1) or [slice_spacing])[0] or slice_spacing,
         "manufacturer": str(first.get("Manufacturer", "")),
         "patient_id": str(first.get("PatientID", "")),
     }
@@ -345,9 +426,19 @@ _DROPPED_KEYWORDS = (
 )
 
 
+def _known_public_tag(tag) -> bool:
+    """A standard attribute (or group length): an unknown one in a public group is invalid DICOM, which a
+    damaged source header can hold; private tags are removed separately."""
+    return (tag.is_private or tag.element == 0 or pydicom.datadict.dictionary_has_tag(tag)
+            or pydicom.datadict.repeater_has_tag(tag))
+
+
 def _derived_slice_dataset(source: Dataset) -> Dataset:
     ds = copy.deepcopy(source)
     ds.remove_private_tags()  # vendor private tags describe the original reconstruction, not ours
+    for tag in [t for t in ds.keys() if not _known_public_tag(t)]:
+        log.debug("dropped unknown public attribute %s (damaged source header?)", tag)
+        del ds[tag]
     for keyword in _DROPPED_KEYWORDS:
         if keyword in ds:
             delattr(ds, keyword)
@@ -356,6 +447,7 @@ def _derived_slice_dataset(source: Dataset) -> Dataset:
     return ds
 
 
+_REPORTED_LENGTHS: set = set()
 # Maximum value lengths of the string VRs that vendors most often overfill.
 _MAX_LENGTH = {"SH": 16, "CS": 16, "LO": 64, "AE": 16, "DS": 16, "IS": 12}
 
@@ -368,7 +460,10 @@ def _fit_value_lengths(ds: Dataset) -> None:
             continue
         values = element.value if isinstance(element.value, pydicom.multival.MultiValue) else [element.value]
         if any(isinstance(v, str) and len(v) > limit for v in values):
-            log.debug("truncated %s %s to %d characters", element.tag, element.keyword, limit)
+            if element.tag not in _REPORTED_LENGTHS:  # once per tag, not once per slice
+                _REPORTED_LENGTHS.add(element.tag)
+                log.warning("%s %s is longer than the %d characters of VR %s; truncated in the written series",
+                            element.keyword or "tag", element.tag, limit, element.VR)
             fitted = [v[:limit] if isinstance(v, str) else v for v in values]
             element.value = fitted if isinstance(element.value, pydicom.multival.MultiValue) else fitted[0]
 
@@ -388,6 +483,7 @@ def write_dicom_series(
     study: StudyContext | None = None,
     overwrite: bool = False,
     uid_seed: str | None = None,
+    record: dict | None = None,
 ) -> Path:
     """Write ``volume`` as a CT series of single-frame files, atomically.
 
@@ -400,7 +496,9 @@ def write_dicom_series(
     interrupted write leaves no partial series.
 
     ``uid_seed`` makes the output byte-reproducible: UIDs are derived from it (instead of random)
-    and the content date and time are taken from the study instead of the clock.
+    and the content date and time are taken from the study instead of the clock. ``record`` is
+    written inside the folder as the hidden completion record (see :mod:`diffusionct.io.records`),
+    in the same rename as the slices.
     """
     derived = bool(volume.headers)
     if derived and len(volume.headers) != volume.shape[0]:
@@ -410,6 +508,12 @@ def write_dicom_series(
         )
     if not derived and study is None:
         raise DiffusionCTError("writing a series from nothing needs a StudyContext (patient and study)")
+    if not np.isfinite(volume.hu).all():
+        raise DiffusionCTError(f"{out_dir}: refusing to write non-finite HU values (NaN or infinity)")
+    if not (np.isfinite(volume.spacing).all() and min(volume.spacing) > 0 and np.isfinite(volume.origin).all()
+            and np.isfinite(volume.direction).all()):
+        raise DiffusionCTError(f"{out_dir}: refusing to write an invalid geometry (spacing {volume.spacing}, "
+                               f"origin {volume.origin})")
     representation, slope, intercept = hu_encoding(volume.hu)
     def new_uid(*parts: str) -> str:
         return generate_uid(entropy_srcs=[uid_seed, *parts]) if uid_seed is not None else generate_uid()
@@ -462,7 +566,27 @@ def write_dicom_series(
             _fit_value_lengths(ds)
             ds.add_new(0x7FE00010, "OW", encode_hu(volume.hu[index], representation, slope, intercept).tobytes())
             _save(ds, tmp / f"CT{index + 1:05d}.dcm")
+        _verify_series(tmp, volume.shape, Path(out_dir))
+        if record is not None:
+            write_record(tmp, record)
     return Path(out_dir)
+
+
+def _verify_series(folder: Path, shape: tuple[int, int, int], out_dir: Path) -> None:
+    """Read every written file back before the rename: all slices there, each whole (a full disk can
+    leave short files without an error on some file systems)."""
+    files = sorted(folder.glob("*.dcm"))
+    pixel_bytes = shape[1] * shape[2] * 2
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path)
+            complete = len(ds.PixelData) == pixel_bytes and (ds.Rows, ds.Columns) == shape[1:]
+        except Exception:  # pydicom raises many types for a short file
+            complete = False
+        if not complete:
+            raise DiffusionCTError(f"{out_dir}: the written slice {path.name} is incomplete (disk full?); nothing was written")
+    if len(files) != shape[0]:
+        raise DiffusionCTError(f"{out_dir}: {len(files)} of {shape[0]} slices written; nothing was written")
 
 
 def _set_geometry(ds: Dataset, volume: Volume, index: int, affine: np.ndarray, keep_source: bool) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from diffusionct.errors import InputError
 
@@ -25,9 +26,75 @@ def iter_files(folder: Path) -> Iterator[Path]:
             yield Path(root) / name
 
 
+def check_output_location(path: Path) -> None:
+    """Before any work: the output's nearest existing ancestor is a folder this process can write in
+    (a probe file is created and removed), so a long run does not fail at its last step."""
+    path = Path(path)
+    ancestor = path.parent if path.parent != path else path
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(ancestor, f"is a file, not a folder: cannot write {path} below it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".diffusionct-probe-", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(ancestor, f"cannot write here ({exc.strerror or exc}); choose another output") from None
+
+
 def check_output_free(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise InputError(path, "output already exists; choose another path or pass --overwrite")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _partial_prefix(path: Path) -> str:
+    """Temporary outputs are named ``.NAME.partial-PID-random``: the PID tells a later run whether the
+    writer is still alive, so what a killed run left behind can be removed."""
+    return f".{path.name}.partial-{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the temporary outputs for ``path`` that a killed writer left (its PID no longer runs)."""
+    removed = []
+    parent = Path(path).parent
+    if not parent.is_dir():
+        return removed
+    for candidate in parent.glob(f".{glob.escape(Path(path).name)}.partial-*"):
+        pid_text = candidate.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _process_alive(int(pid_text)):
+            shutil.rmtree(candidate, ignore_errors=True) if candidate.is_dir() else candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _follow_umask(path: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries; a finished output gets the modes of any other new file,
+    so that a lab group can read results as the user's umask allows."""
+    mask = _umask()
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            os.chmod(root, 0o777 & ~mask)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666 & ~mask)
+    else:
+        os.chmod(path, 0o666 & ~mask)
 
 
 @contextlib.contextmanager
@@ -36,11 +103,13 @@ def atomic_output_dir(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     check_output_free(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    remove_stale_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_partial_prefix(path), dir=path.parent))
     try:
         yield tmp
+        _follow_umask(tmp)
         if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -48,22 +117,53 @@ def atomic_output_dir(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_output_file(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary file name beside ``path`` (same suffixes); renamed onto ``path`` on success."""
+def atomic_output_file(path: Path, *, overwrite: bool = True, verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yield a temporary file name beside ``path`` (same suffixes); renamed onto ``path`` on success.
+
+    ``verify(tmp)`` runs before the rename and raises when the written file is not complete (some
+    writers report a full disk only on stderr)."""
     path = Path(path)
     if not overwrite:
         check_output_free(path, overwrite)
+    if path.is_dir():
+        raise InputError(path, "is a folder; give a file name for this output")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
     suffix = "".join(path.suffixes)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=_partial_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        if verify is not None:
+            verify(tmp)
+        _follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def replaced_on_success(path: Path) -> Iterator[None]:
+    """Replace the folder ``path`` by what the body writes there: the old one is moved aside first, put
+    back if the body fails or is interrupted, and deleted only once the body has succeeded."""
+    path = Path(path)
+    if not path.exists():
+        yield
+        return
+    remove_stale_partials(path)
+    aside = Path(tempfile.mkdtemp(prefix=_partial_prefix(path), dir=path.parent))
+    os.replace(path, aside / "old")
+    try:
+        yield
+    except BaseException:
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(aside / "old", path)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -75,6 +175,9 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def read_json(path: Path, what: str) -> dict:
     """A JSON file's content; a clear error names the file and what it should have been."""
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(path, f"corrupt {what}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, f"corrupt {what}: expected a JSON object, got a {type(data).__name__}")
+    return data

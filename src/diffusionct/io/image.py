@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from diffusionct.errors import InputError
+from diffusionct.errors import DiffusionCTError, InputError
 from diffusionct.io.dicom import read_dicom_series, read_header
 from diffusionct.io.files import atomic_output_file, check_output_free
 from diffusionct.io.volume import Volume
@@ -24,20 +26,92 @@ def read_image(path: str | Path) -> Volume:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file")
+    if path.name.lower().endswith((".gz", ".nii")):
+        _check_payload(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(path, f"cannot read image ({str(exc).strip().splitlines()[-1]})") from None
+        raise InputError(path, f"cannot read image, corrupt or truncated ({str(exc).strip().splitlines()[-1]})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(path, f"expected a 3D single-channel image, got {image.GetDimension()}D "
                                f"with {image.GetNumberOfComponentsPerPixel()} components")
+    if not all(np.isfinite(image.GetSpacing())) or min(image.GetSpacing()) <= 0 or not all(np.isfinite(image.GetOrigin())):
+        raise InputError(path, f"invalid geometry: spacing {image.GetSpacing()}, origin {image.GetOrigin()}")
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(hu)))
+    if bad:
+        raise InputError(path, f"{bad} voxel(s) hold non-finite values (NaN or infinity); fill them (e.g. with "
+                               "-1024 HU outside the body) before use")
     return Volume(
-        hu=sitk.GetArrayFromImage(image).astype(np.float32),
+        hu=hu,
         spacing=image.GetSpacing(),
         origin=image.GetOrigin(),
         direction=np.array(image.GetDirection()).reshape(3, 3),
         metadata={"source": str(path)},
     )
+
+
+# NIfTI datatype code -> numpy type (the codes of the NIfTI-1 standard)
+_NIFTI_TYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
+
+
+def _open_stream(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _check_payload(path: Path) -> None:
+    """Read a NIfTI file (or any .gz) to its end before ITK does, which reads a truncated file with the
+    missing part as zeros and NaN voxels as 0: a short, damaged or non-finite payload is an :class:`InputError`."""
+    seen = bad = count = 0
+    try:
+        with _open_stream(path) as stream:
+            head = stream.read(544)
+            if not path.name.lower().endswith((".nii", ".nii.gz")):  # a .gz of another format: the stream only
+                while stream.read(1 << 24):
+                    pass
+                return
+            dtype, offset, count = _nifti_layout(path, head)
+            if offset > len(head):
+                stream.read(offset - len(head))
+            rest = head[offset:]
+            while rest:
+                usable = len(rest) - len(rest) % dtype.itemsize
+                values = np.frombuffer(rest[:usable], dtype)[: count - seen]
+                if dtype.kind == "f":
+                    bad += int(np.count_nonzero(~np.isfinite(values)))
+                seen += values.size
+                rest = rest[usable:] + stream.read(1 << 24)
+                if len(rest) < dtype.itemsize:
+                    break
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(path, f"corrupt or truncated file ({exc})") from None
+    if seen < count:
+        raise InputError(path, f"truncated: holds {seen} of its {count} voxels")
+    if bad:
+        raise InputError(path, f"{bad} voxel(s) hold non-finite values (NaN or infinity); fill them (e.g. with "
+                               "-1024 HU outside the body) before use")
+
+
+def _nifti_layout(path: Path, header: bytes) -> tuple[np.dtype, int, int]:
+    """(voxel type, data offset, voxel count) from a single-file NIfTI-1 or NIfTI-2 header."""
+    for order in ("<", ">"):
+        size = np.frombuffer(header[:4], order + "i4")[0] if len(header) >= 4 else 0
+        if size == 348 and len(header) >= 352:
+            dims = np.frombuffer(header[40:56], order + "i2").astype(np.int64)
+            code = int(np.frombuffer(header[70:72], order + "i2")[0])
+            offset = max(int(np.frombuffer(header[108:112], order + "f4")[0]), 352)
+            break
+        if size == 540 and len(header) >= 544:
+            dims = np.frombuffer(header[16:80], order + "i8").astype(np.int64)
+            code = int(np.frombuffer(header[12:14], order + "i2")[0])
+            offset = max(int(np.frombuffer(header[168:176], order + "i8")[0]), 544)
+            break
+    else:
+        raise InputError(path, "not a NIfTI file (no valid header)")
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7 or np.any(dims[1:ndim + 1] < 1) or code not in _NIFTI_TYPES:
+        raise InputError(path, f"unsupported or damaged NIfTI header (dimensions {dims[:8].tolist()}, datatype {code})")
+    return np.dtype(order + _NIFTI_TYPES[code]), offset, int(np.prod(dims[1:ndim + 1]))
 
 
 def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
@@ -65,16 +139,40 @@ def write_nifti(volume: Volume, path: str | Path, *, array: np.ndarray | None = 
     """Write ``volume`` (or ``array`` on its grid, e.g. a mask) as NIfTI, atomically."""
     path = Path(path)
     check_output_free(path, overwrite)
-    with atomic_output_file(path) as tmp:
-        sitk.WriteImage(volume_to_sitk(volume, array), str(tmp), useCompression=True)
+    values = volume.hu if array is None else array
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise DiffusionCTError(f"{path}: refusing to write non-finite values (NaN or infinity)")
+    image = volume_to_sitk(volume, array)
+    with atomic_output_file(path, verify=lambda tmp: _verify_written(tmp, path, image)) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
+        except RuntimeError as exc:
+            raise DiffusionCTError(f"{path}: cannot write the image ({str(exc).strip().splitlines()[-1]})") from None
     return path
 
 
-def read_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
-    """A boolean mask on ``reference``'s grid from a NIfTI/NRRD/MHA label image or an RTSTRUCT.
+def _verify_written(tmp: Path, path: Path, image: sitk.Image) -> None:
+    """Read the written file back (ITK reports a full disk on stderr only): its whole payload and size."""
+    try:
+        if tmp.name.lower().endswith((".gz", ".nii")):
+            _check_payload(tmp)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(tmp))
+        reader.ReadImageInformation()
+        complete = tuple(reader.GetSize()) == tuple(image.GetSize())
+    except (InputError, RuntimeError):
+        complete = False
+    if not complete:
+        raise DiffusionCTError(f"{path}: the written file is incomplete (disk full?); nothing was written")
 
-    A label image must share the reference grid; every non-zero voxel is in the mask.
-    """
+
+MAX_LABELS = 255  # a label map numbers a few regions; thousands of values is an image given as a mask
+
+
+def read_label_map(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
+    """Integer labels on ``reference``'s grid (0 = background) from a NIfTI/NRRD/MHA label image, or one
+    RTSTRUCT ROI as label 1. A label image must share the reference grid and hold small non-negative
+    integers; a folder holding one RTSTRUCT file stands for that file."""
     from diffusionct.io.rtstruct import read_rtstruct_mask
 
     path = Path(path)
@@ -83,17 +181,30 @@ def read_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np
         if len(rtstructs) != 1:
             raise InputError(path, f"expected one RTSTRUCT file in the folder, found {len(rtstructs)}")
         path = rtstructs[0]
-    if is_itk_image(path):
-        mask = read_image(path)
-        if not reference.same_grid(mask, tol=1e-2):
-            raise InputError(
-                path,
-                f"mask grid (shape {mask.shape}, spacing {np.round(mask.spacing, 3)}, origin {np.round(mask.origin, 2)}) "
-                f"differs from the image's (shape {reference.shape}, spacing {np.round(reference.spacing, 3)}, "
-                f"origin {np.round(reference.origin, 2)}); resample the mask onto the image first",
-            )
-        return mask.hu > 0.5
-    return read_rtstruct_mask(path, reference, roi)
+    if not is_itk_image(path):
+        return read_rtstruct_mask(path, reference, roi).astype(np.int32)
+    image = read_image(path)
+    if not reference.same_grid(image, tol=1e-2):
+        raise InputError(
+            path,
+            f"mask grid (shape {image.shape}, spacing {np.round(image.spacing, 3)}, origin {np.round(image.origin, 2)}) "
+            f"differs from the image's (shape {reference.shape}, spacing {np.round(reference.spacing, 3)}, "
+            f"origin {np.round(reference.origin, 2)}); resample the mask onto the image first",
+        )
+    values = image.hu
+    labels = np.unique(values)
+    if labels.size > MAX_LABELS + 1:
+        raise InputError(path, f"holds {labels.size} distinct values: a mask numbers a few regions (is this the CT image?)")
+    if np.any(labels != np.round(labels)):
+        raise InputError(path, "holds non-integer values: a mask is a label map of integers")
+    if labels[0] < 0:
+        raise InputError(path, f"holds a negative label ({labels[0]:g}): labels are 0 (background) or positive")
+    return values.astype(np.int32)
+
+
+def read_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
+    """A boolean mask (every non-zero label) on ``reference``'s grid, see :func:`read_label_map`."""
+    return read_label_map(path, reference, roi) > 0
 
 
 def _is_rtstruct(path: Path) -> bool:

@@ -24,6 +24,19 @@ def rtstruct_roi_names(path: str | Path) -> list[str]:
     return [str(item.ROIName) for item in _load(Path(path)).StructureSetROISequence]
 
 
+def _check_same_patient_and_frame(path: Path, ds, reference: Volume, roi_number: int) -> None:
+    """Contours drawn on another patient or another frame of reference do not belong on this image."""
+    patient, own_patient = str(ds.get("PatientID", "")), str(reference.metadata.get("patient_id", ""))
+    if patient and own_patient and patient != own_patient:
+        raise InputError(path, f"belongs to patient '{patient}' but the image is of patient '{own_patient}'")
+    frame = str(reference.metadata.get("frame_of_reference_uid", ""))
+    frames = {str(item.get("ReferencedFrameOfReferenceUID", "")) for item in ds.StructureSetROISequence
+              if int(item.ROINumber) == roi_number} - {""}
+    if frame and frames and frame not in frames:
+        raise InputError(path, f"the ROI is drawn in frame of reference {sorted(frames)[0]} but the image's is {frame}; "
+                               "use the RTSTRUCT made on this image")
+
+
 def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
     """Rasterize one ROI's closed planar contours onto ``reference``'s grid.
 
@@ -47,6 +60,7 @@ def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = No
         if not matches:
             raise InputError(path, f"no ROI named '{roi}'; ROIs present: {', '.join(names.values())}")
         number = matches[0]
+    _check_same_patient_and_frame(path, ds, reference, number)
     contours = []
     for item in ds.get("ROIContourSequence", []):
         if int(item.ReferencedROINumber) == number:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from diffusionct.io.dicom import _kernel_name, folder_series
+from diffusionct.errors import InputError
+from diffusionct.io.dicom import _kernel_name, folder_series, header_numbers, slice_size
 from diffusionct.io.files import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 POSITION_DECIMALS = 2  # slice positions are compared to 0.01 mm
 
@@ -61,11 +65,16 @@ def _series_info(uid: str, headers) -> SeriesInfo:
     common = Path(paths[0]) if len(paths) == 1 else Path(_common_parent(paths))
     positions = []
     for h in headers:
-        ipp, iop = h.dataset.get("ImagePositionPatient"), h.dataset.get("ImageOrientationPatient")
+        ipp, iop = _lenient(h, "ImagePositionPatient", 3), _lenient(h, "ImageOrientationPatient", 6)
         if ipp is not None and iop is not None:
-            normal = np.cross(np.array(iop[:3], float), np.array(iop[3:], float))
-            positions.append(round(float(np.dot(np.array(ipp, float), normal)), POSITION_DECIMALS))
-    thickness = ds.get("SliceThickness")
+            normal = np.cross(np.array(iop[:3]), np.array(iop[3:]))
+            positions.append(round(float(np.dot(np.array(ipp), normal)), POSITION_DECIMALS))
+    thickness = _lenient(headers[0], "SliceThickness", 1)
+    try:
+        rows, columns = slice_size(headers[0])
+    except InputError as exc:
+        log.warning("%s", exc)
+        rows = columns = 0
     return SeriesInfo(
         series_uid=uid,
         path=str(common),
@@ -76,13 +85,23 @@ def _series_info(uid: str, headers) -> SeriesInfo:
         manufacturer=str(ds.get("Manufacturer", "")),
         model=str(ds.get("ManufacturerModelName", "")),
         kernel=_kernel_name(ds),
-        slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        slice_thickness=thickness[0] if thickness else None,
         slices=len(headers),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
+        rows=rows,
+        columns=columns,
         description=str(ds.get("SeriesDescription", "")),
         positions=sorted(positions),
     )
+
+
+def _lenient(header, keyword: str, count: int) -> list[float] | None:
+    """A header's numbers for listing: a malformed value is warned about and left out (reading the series
+    refuses it with the same message)."""
+    try:
+        return header_numbers(header.dataset, header.path, keyword, count)
+    except InputError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def _common_parent(paths: list[str]) -> str:

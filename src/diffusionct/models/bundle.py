@@ -5,13 +5,15 @@ Layout of a model folder::
     config.json                 RunConfig, format version, phases trained, kernels, training record
     autoencoder.safetensors     encoder-decoder weights (+ latent_scale)
     unet.safetensors            EMA weights of the conditional latent U-Net (after phase 2)
-    predictor.safetensors       EMA weights of the latent predictor (refine mode, after phase 2)
+    predictor.safetensors       weights of the refine mode's predictor (after phase 2): the EMA of the latent
+                                predictor, or the image-space residual CNN
 
 Nothing is unpickled: weights are safetensors, everything else is JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
 from diffusionct.models.autoencoder import Autoencoder
+from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.latent_unet import ConditionalUNet, LatentPredictor
 
 FORMAT_VERSION = 1
@@ -31,6 +34,7 @@ CONFIG_NAME = "config.json"
 AUTOENCODER_NAME = "autoencoder.safetensors"
 UNET_NAME = "unet.safetensors"
 PREDICTOR_NAME = "predictor.safetensors"
+WEIGHTS_DIGESTS = "weights_sha256"
 
 
 def save_weights(module: torch.nn.Module, path: Path) -> None:
@@ -40,11 +44,49 @@ def save_weights(module: torch.nn.Module, path: Path) -> None:
         save_file(state, str(tmp), metadata={"diffusionct": __version__})
 
 
-def load_weights(module: torch.nn.Module, path: Path) -> None:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, with a clear error for a missing or damaged one (never unpickled)."""
+    if not Path(path).is_file():
+        raise DiffusionCTError(f"{path}: weights file missing; the model folder is incomplete, retrain or re-copy it")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise DiffusionCTError(f"{path}: cannot read weights ({exc}); the model folder is corrupt, retrain or re-copy it") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_model_config(folder: Path, meta: dict) -> None:
+    """config.json of a model folder, written last: it records the SHA-256 of every weights file beside
+    it, which loading verifies (a flipped bit in the weights would otherwise change every output)."""
+    digests = {path.name: _sha256(path) for path in sorted(Path(folder).glob("*.safetensors"))}
+    with atomic_output_file(Path(folder) / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps({**meta, WEIGHTS_DIGESTS: digests}, indent=2, sort_keys=True))
+
+
+def _verify_digests(folder: Path, meta: dict) -> None:
+    digests = meta.get(WEIGHTS_DIGESTS)
+    if digests is None:  # written before checksums were recorded: nothing to verify
+        return
+    if not isinstance(digests, dict):
+        raise DiffusionCTError(f"{folder / CONFIG_NAME}: corrupt {WEIGHTS_DIGESTS}; re-copy the model folder")
+    for name, expected in digests.items():
+        path = folder / name
+        if not path.is_file():
+            raise DiffusionCTError(f"{path}: weights file missing; the model folder is incomplete, retrain or re-copy it")
+        if _sha256(path) != expected:
+            raise DiffusionCTError(f"{path}: does not match the checksum recorded in {CONFIG_NAME} (damaged or changed "
+                                   "after training); re-copy or retrain the model")
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    state = read_tensors(path)
     missing, unexpected = set(module.state_dict()) - set(state), set(state) - set(module.state_dict())
     if missing or unexpected:
         raise DiffusionCTError(
@@ -63,14 +105,28 @@ class DiffusionCTModel:
     config: RunConfig
     autoencoder: Autoencoder
     unet: ConditionalUNet | None = None
-    predictor: LatentPredictor | None = None  # the refine mode's conditional-mean estimate
+    predictor: LatentPredictor | ResidualCNN | None = None  # the refine mode's conditional-mean estimate
     info: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: RunConfig) -> "DiffusionCTModel":
         latent, d = config.autoencoder.latent_channels, config.diffusion
-        predictor = LatentPredictor(latent, d.predictor_channels, d.predictor_layers) if d.mode == "refine" else None
+        predictor: LatentPredictor | ResidualCNN | None = None
+        if d.mode == "refine":
+            predictor = (ResidualCNN(d.predictor_channels, d.predictor_layers) if d.predictor == "image"
+                         else LatentPredictor(latent, d.predictor_channels, d.predictor_layers))
         return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, latent), predictor)
+
+    def predicted_mean(self, hu: torch.Tensor, z_source: torch.Tensor) -> torch.Tensor | None:
+        """The refine mode's estimate m of E[Z_B - Z_A | A]; None in the other modes.
+
+        A latent predictor maps Z_A to m; the image-space one predicts the HU residual, so
+        m = E(A + r(A)) - Z_A (exact with the space-to-depth encoder, whose latent is the image)."""
+        if self.predictor is None:
+            return None
+        if isinstance(self.predictor, ResidualCNN):
+            return self.autoencoder.encode(self.predictor.convert(hu)) - z_source
+        return self.predictor(z_source)
 
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.autoencoder, self.unet, self.predictor) if m is not None]
@@ -103,8 +159,8 @@ class DiffusionCTModel:
                 save_weights(self.predictor, folder / PREDICTOR_NAME)
         meta = {**self.info, **(extra or {}), "format_version": FORMAT_VERSION, "diffusionct_version": __version__,
                 "phases": phases, "config": self.config.to_dict()}
-        with atomic_output_file(folder / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        meta.pop(WEIGHTS_DIGESTS, None)
+        write_model_config(folder, meta)
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu", need_diffusion: bool = True) -> "DiffusionCTModel":
@@ -134,10 +190,13 @@ def read_model_meta(folder: Path, require_autoencoder: bool = True) -> dict:
                                "`diffusionct train` wrote")
     meta = read_json(path, "model config")
     version = meta.get("format_version")
+    if version == FORMAT_VERSION and not isinstance(meta.get("config"), dict):
+        raise DiffusionCTError(f"{path}: corrupt model config: no 'config' section; re-copy or retrain the model")
     if version != FORMAT_VERSION:
         raise DiffusionCTError(
             f"{folder}: model format {version} was written by diffusionct {meta.get('diffusionct_version', '?')}; "
             f"this version ({__version__}) reads format {FORMAT_VERSION}: retrain or use a matching version")
     if require_autoencoder and not (folder / AUTOENCODER_NAME).is_file():
         raise DiffusionCTError(f"{folder}: {AUTOENCODER_NAME} is missing")
+    _verify_digests(folder, meta)
     return meta

@@ -57,11 +57,22 @@ class FeatureSettings:
             path = Path(path)
             if not path.is_file():
                 raise DiffusionCTError(f"{path}: params file not found")
-            text, source = path.read_text(), str(path)
+            try:
+                text, source = path.read_text(encoding="utf-8"), str(path)
+            except UnicodeDecodeError:
+                raise DiffusionCTError(f"{path}: not a text (YAML) file") from None
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise DiffusionCTError(f"{source}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise DiffusionCTError(f"{source}: expected a YAML mapping of settings (setting:, imageType:, ...), "
+                                   f"got a {type(raw).__name__}")
+        for key, kind in (("setting", dict), ("imageType", dict), ("goh", dict), ("dimensions", list),
+                          ("dimensions_2D_image_types", list), ("classes", list)):
+            if raw.get(key) is not None and not isinstance(raw[key], kind):
+                raise DiffusionCTError(f"{source}: '{key}' must be a {'mapping' if kind is dict else 'list'}, "
+                                       f"got {raw[key]!r}")
         known = {"setting", "imageType", "dimensions", "dimensions_2D_image_types", "classes", "goh"}
         unknown = set(raw) - known
         if unknown:

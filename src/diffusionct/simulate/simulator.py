@@ -25,6 +25,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from diffusionct import __version__
+from diffusionct.config import check_seed
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import SeriesDescription, StudyContext, write_dicom_series
 from diffusionct.io.files import atomic_output_dir
@@ -107,6 +108,7 @@ class SimulationConfig:
     randomize: DomainRandomization = field(default_factory=DomainRandomization)
 
     def validate(self, from_ct: bool = False) -> None:
+        check_seed(self.seed)
         self.randomize.validate()
         if not self.kernels:
             raise DiffusionCTError("no kernels given; pass e.g. --kernels b30,b70")

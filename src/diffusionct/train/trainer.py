@@ -9,6 +9,7 @@ DistributedDataParallel when launched by ``torchrun`` (gloo on CPU, nccl on CUDA
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -28,12 +29,12 @@ from tqdm import tqdm
 from diffusionct.config import PhaseConfig, RunConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
 from diffusionct.diffusion import NoiseSchedule, condition, diffusion_loss, from_pair, training_target
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.files import atomic_output_file
+from diffusionct.io.files import atomic_output_file, replaced_on_success
 from diffusionct.models.bundle import DiffusionCTModel, read_model_meta
 from diffusionct.train.data import TrainingData, sample_image_crops, sample_pair_crops
 
 log = logging.getLogger(__name__)
-PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm")
+PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm", "predictor")  # order fixes the step seeds
 
 
 # ------------------------------------------------------------------------------------- losses
@@ -99,6 +100,7 @@ def _without_steps(config: dict) -> dict:
     out = json.loads(json.dumps(config))
     for section in ("phase1", "phase2"):
         out.get(section, {}).pop("steps", None)
+    out.get("diffusion", {}).get("predictor_training", {}).pop("steps", None)
     for name in ("residual_cnn", "pix2pix", "ddpm"):
         out.get("baselines", {}).get(name, {}).pop("steps", None)
     return out
@@ -250,9 +252,15 @@ class Trainer:
         ae = self.model.autoencoder.eval()
         for p in ae.parameters():
             p.requires_grad_(False)
-        trained = {"unet": self.model.unet.train()}
-        if self.model.predictor is not None:
-            trained["predictor"] = self.model.predictor.train()
+        model = self.model
+        trained = {"unet": model.unet.train()}
+        joint_predictor = model.predictor is not None and cfg.diffusion.predictor == "latent"
+        if joint_predictor:
+            trained["predictor"] = model.predictor.train()
+        elif model.predictor is not None:  # the image-space predictor: trained first, then frozen
+            self._train_residual_network(model.predictor, "predictor", cfg.diffusion.predictor_training, 95)
+            for p in model.predictor.parameters():
+                p.requires_grad_(False)
         averaged = {name: copy.deepcopy(module).eval() for name, module in trained.items()}
         for module in averaged.values():
             for p in module.parameters():
@@ -272,13 +280,15 @@ class Trainer:
         val_t = torch.linspace(0, cfg.diffusion.timesteps - 1, val_za.shape[0]).long().to(self.device)
         val_noise = torch.randn(val_za.shape, generator=val_gen).to(self.device)
 
-        def losses(modules: dict, z_a, z_b, noise, t) -> dict[str, torch.Tensor]:
+        def losses(modules: dict, a, z_a, z_b, noise, t) -> dict[str, torch.Tensor]:
             out = {}
-            mean = None
             if "predictor" in modules:  # the predictor learns E[Z_B - Z_A | Z_A]; the diffusion samples the rest
                 mean = modules["predictor"](z_a)
                 out["predictor_loss"] = ((mean - (z_b - z_a)) ** 2).mean()
                 mean = mean.detach()
+            else:
+                with torch.no_grad():
+                    mean = model.predicted_mean(a, z_a)
             x0 = from_pair(cfg.diffusion, z_a, z_b, mean)
             x_t = self.schedule.add_noise(x0, noise, t)
             prediction = modules["unet"](x_t, t, condition(cfg.diffusion, z_a, mean))
@@ -288,13 +298,14 @@ class Trainer:
 
         def step_fn(step: int) -> dict:
             seed = _step_seed(cfg.seed, "diffusion", step, self.rank)
-            a, b = sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed))
+            a, b = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop,
+                                                                np.random.default_rng(seed)))
             with torch.no_grad():
-                z_a, z_b = ae.encode(self._tensor(a)), ae.encode(self._tensor(b))
+                z_a, z_b = ae.encode(a), ae.encode(b)
             gen = torch.Generator().manual_seed(seed)
             t = torch.randint(0, cfg.diffusion.timesteps, (z_a.shape[0],), generator=gen).to(self.device)
             noise = torch.randn(z_a.shape, generator=gen).to(self.device)
-            out = losses(nets, z_a, z_b, noise, t)
+            out = losses(nets, a, z_a, z_b, noise, t)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
@@ -307,7 +318,7 @@ class Trainer:
 
         def validate_fn() -> dict:
             with torch.no_grad():
-                out = losses(averaged, val_za, val_zb, val_noise, val_t)
+                out = losses(averaged, va, val_za, val_zb, val_noise, val_t)
             return {f"val_{k}": v.item() for k, v in out.items()}
 
         def save_fn(step: int, history: list) -> None:
@@ -322,16 +333,17 @@ class Trainer:
     def _set_x0_range(self) -> None:
         """x0_scale (1 / SD of the diffusion's x0, unscaled) and, in the paper mode, x0_clip (1.05 x its
         largest |value| once scaled), from 32 training crops, unless set in the config. The untrained
-        refine predictor outputs zero, so its x0 is then the whole residual Z_B - Z_A."""
+        latent predictor outputs zero, so its x0 is then the whole residual Z_B - Z_A; the image-space
+        predictor is trained by then, so x0 is what it leaves."""
         d = self.config.diffusion
         if d.x0_scale and (d.x0_clip or d.mode != "paper"):
             return
         rng = np.random.default_rng([self.config.seed, 11])
         a, b = sample_pair_crops(self.data.pairs, 32, self.config.phase2.crop, rng)
         with torch.no_grad():
-            z_a, z_b = self.model.autoencoder.encode(self._tensor(a)), self.model.autoencoder.encode(self._tensor(b))
-            mean = self.model.predictor(z_a) if self.model.predictor is not None else None
-            x0 = from_pair(d, z_a, z_b, mean) / d.x0_factor
+            a = self._tensor(a)
+            z_a, z_b = self.model.autoencoder.encode(a), self.model.autoencoder.encode(self._tensor(b))
+            x0 = from_pair(d, z_a, z_b, self.model.predicted_mean(a, z_a)) / d.x0_factor
         if not d.x0_scale:
             d.x0_scale = round(1.0 / max(float(x0.std()), 1e-6), 4)
         if d.mode == "paper" and not d.x0_clip:
@@ -340,18 +352,26 @@ class Trainer:
     # ----------------------------------------------------------------------------- baseline
     def train_residual_cnn(self):
         """Choe et al.'s residual CNN: L2 between the predicted and the true residual B - A (in HU / 100)."""
-        from diffusionct.models.baselines import RESIDUAL_SCALE, ResidualCNN
+        from diffusionct.models.baselines import ResidualCNN
+
+        b = self.config.baselines
+        network = ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers).to(self.device)
+        return self._train_residual_network(network, "residual-cnn", b.residual_cnn, 97)
+
+    def _train_residual_network(self, network: torch.nn.Module, phase: str, pc: PhaseConfig, validation_seed: int):
+        """Trains a network whose ``forward(A)`` predicts the HU residual B - A, with an L2 loss in HU / 100
+        (the residual CNN baseline, and the refine mode's image-space predictor)."""
+        from diffusionct.models.baselines import RESIDUAL_SCALE
 
         cfg = self.config
-        pc, b = cfg.baselines.residual_cnn, cfg.baselines
-        network = ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers).to(self.device).train()
+        network.train()
         optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
-        state = self._load_state("residual-cnn", {"network": network}, optimizer)
+        state = self._load_state(phase, {"network": network}, optimizer)
         net = self._wrap(network)
-        va, vb = self._validation_pairs(pc.crop, 97)
+        va, vb = self._validation_pairs(pc.crop, validation_seed)
 
         def step_fn(step: int) -> dict:
-            rng = np.random.default_rng(_step_seed(cfg.seed, "residual-cnn", step, self.rank))
+            rng = np.random.default_rng(_step_seed(cfg.seed, phase, step, self.rank))
             a, b_ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
             loss = F.mse_loss(net(a), b_ - a) / RESIDUAL_SCALE**2
             optimizer.zero_grad(set_to_none=True)
@@ -365,9 +385,9 @@ class Trainer:
             return {"val_rmse_hu": rmse}
 
         def save_fn(step: int, history: list) -> None:
-            self._save_state("residual-cnn", step, {"network": network}, optimizer, history)
+            self._save_state(phase, step, {"network": network}, optimizer, history)
 
-        self._loop("residual-cnn", pc, state, step_fn, validate_fn, save_fn)
+        self._loop(phase, pc, state, step_fn, validate_fn, save_fn)
         return network.eval()
 
     def train_pix2pix(self):
@@ -473,21 +493,29 @@ def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, over
         return DiffusionCTModel.load(run_dir, need_diffusion=False)
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
         raise DiffusionCTError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start over")
-    if run_dir.exists() and overwrite and not resume:
-        import shutil
-
-        shutil.rmtree(run_dir)
     return None
+
+
+def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
+    """With --overwrite (not --resume) the old run is kept until the new one has succeeded."""
+    if overwrite and not resume and phase != "diffusion":
+        return replaced_on_success(Path(run_dir))
+    return contextlib.nullcontext()
 
 
 def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", device: torch.device | None = None,
           resume: bool = False, overwrite: bool = False) -> DiffusionCTModel:
     """Train the requested phase(s) into ``run_dir`` and save the model there."""
-    from diffusionct.train.data import load_training_data
-
     if phase not in ("autoencoder", "diffusion", "all"):
         raise DiffusionCTError(f"--phase must be autoencoder, diffusion or all, got '{phase}'")
-    device = device or torch.device("cpu")
+    with overwrite_guard(run_dir, phase, resume, overwrite):
+        return _train(manifest, run_dir, config, phase, device or torch.device("cpu"), resume, overwrite)
+
+
+def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device: torch.device, resume: bool,
+           overwrite: bool) -> DiffusionCTModel:
+    from diffusionct.train.data import load_training_data
+
     config = copy.deepcopy(config)  # phase 2 records values measured on the data (x0_scale) in the model's config
     torch.manual_seed(config.seed)
     model = prepare_run(run_dir, config, phase, resume, overwrite)

@@ -1,0 +1,173 @@
+"""Damaged model folders, wrong masks and bad options: one clean error each, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.reliability.helpers import assert_clean_error, run_cli
+
+
+@pytest.fixture
+def series(tiny_data, tmp_path):
+    source = tmp_path / "series"
+    shutil.copytree(tiny_data.parent / "case_000" / "2mm" / "sim_b30", source)
+    return source
+
+
+def _damage(folder, kind):
+    config = folder / "config.json"
+    if kind == "config is a list":
+        config.write_text("[1, 2]")
+    elif kind == "config not utf-8":
+        config.write_bytes(b"\xff\xfe\x00garbage")
+    elif kind == "config lacks its section":
+        meta = json.loads(config.read_text())
+        del meta["config"]
+        config.write_text(json.dumps(meta))
+    elif kind == "flipped bit":
+        weights = folder / "unet.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[len(data) - 17] ^= 0x10  # a float inside a tensor: still a readable file
+        weights.write_bytes(bytes(data))
+    elif kind == "missing weights":
+        (folder / "unet.safetensors").unlink()
+    elif kind == "truncated weights":
+        weights = folder / "autoencoder.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+
+
+MODEL_DAMAGE = ["config is a list", "config not utf-8", "config lacks its section", "flipped bit", "missing weights",
+                "truncated weights"]
+
+
+@pytest.mark.parametrize("kind", MODEL_DAMAGE)
+def test_damaged_model_folder(series, tiny_model, tmp_path, capsys, kind):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    _damage(model, kind)
+    code, err = run_cli(["standardize", "-i", series, "-o", tmp_path / "out", "--model", model, "--device", "cpu"], capsys)
+    assert_clean_error(code, err, str(model))
+    assert not (tmp_path / "out").exists()
+
+
+def test_flipped_bit_is_named_as_a_checksum_mismatch(tiny_model, tmp_path):
+    from diffusionct.errors import DiffusionCTError
+    from diffusionct.standardize import Standardizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    Standardizer.load(model, "cpu")  # the copy loads
+    _damage(model, "flipped bit")
+    with pytest.raises(DiffusionCTError, match="checksum"):
+        Standardizer.load(model, "cpu")
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "wrong tensors"])
+def test_damaged_histogram_model(tiny_data, series, tmp_path, capsys, kind):
+    from diffusionct.config import RunConfig
+    from diffusionct.methods import train_method
+
+    model = tmp_path / "hist"
+    train_method("histogram", tiny_data, model, RunConfig(), device=__import__("torch").device("cpu"))
+    weights = model / "histogram.safetensors"
+    meta = json.loads((model / "config.json").read_text())
+    meta.pop("weights_sha256")  # also without a checksum to catch it, the loader must refuse
+    (model / "config.json").write_text(json.dumps(meta))
+    if kind == "missing":
+        weights.unlink()
+    elif kind == "truncated":
+        weights.write_bytes(weights.read_bytes()[:50])
+    else:
+        from safetensors.torch import save_file
+        import torch
+
+        save_file({"source_quantiles": torch.tensor([3.0, 1.0])}, str(weights))
+    code, err = run_cli(["standardize", "-i", series, "-o", tmp_path / "out", "--model", model], capsys)
+    assert_clean_error(code, err, "histogram.safetensors")
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64 + 1)])
+def test_seed_out_of_range(series, tiny_model, tmp_path, capsys, seed):
+    code, err = run_cli(["standardize", "-i", series, "-o", tmp_path / "out", "--model", tiny_model, "--seed", seed], capsys)
+    assert_clean_error(code, err, "--seed must be an integer")
+    code, err = run_cli(["simulate", "-o", tmp_path / "sim", "--seed", seed], capsys)
+    assert_clean_error(code, err, "--seed must be an integer")
+
+
+@pytest.mark.parametrize("option,value,words", [("--pixel-mm", "nan", "pixel_mm"), ("--thickness", "nan", "finite"),
+                                                ("--mas", "inf", "mas")])
+def test_non_finite_simulator_settings(tmp_path, capsys, option, value, words):
+    code, err = run_cli(["simulate", "-o", tmp_path / "sim", option, value], capsys)
+    assert_clean_error(code, err, words)
+    assert not (tmp_path / "sim").exists()
+
+
+@pytest.mark.parametrize("text,words", [("just a sentence", "mapping"), ("- a\n- b\n", "mapping"),
+                                        ("setting: [1, 2]\n", "'setting' must be a mapping")])
+def test_params_that_are_not_a_settings_mapping(tmp_path, capsys, text, words):
+    from diffusionct.errors import DiffusionCTError
+    from diffusionct.radiomics.features import FeatureSettings
+
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(DiffusionCTError, match=words) as info:
+        FeatureSettings.load(params)
+    assert "params.yaml" in str(info.value)
+
+
+def _labels_on(volume, path, array):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(volume.spacing)
+    image.SetOrigin(volume.origin)
+    image.SetDirection(tuple(volume.direction.flatten()))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind,words", [("the CT image", "is this the CT image"), ("label -1", "negative label"),
+                                        ("NaN", "non-finite"), ("fractions", "non-integer"), ("empty", "empty")])
+def test_masks_that_are_not_label_maps(series, tmp_path, capsys, kind, words):
+    from diffusionct.io import read_dicom_series
+
+    volume = read_dicom_series(series)
+    labels = np.zeros(volume.shape, np.float32)
+    if kind == "the CT image":
+        labels = volume.hu
+    elif kind == "label -1":
+        labels[1:3, 4:9, 4:9] = -1
+    elif kind == "NaN":
+        labels[1:3, 4:9, 4:9] = np.nan
+    elif kind == "fractions":
+        labels[1:3, 4:9, 4:9] = 0.5
+    mask = _labels_on(volume, tmp_path / "mask.nii.gz", labels)
+    code, err = run_cli(["features", "-i", series, "-m", mask, "-o", tmp_path / "f.csv"], capsys)
+    assert_clean_error(code, err, "mask.nii.gz", words)
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_rtstruct_of_another_patient_or_frame_is_refused(sts_case, tmp_path, capsys):
+    import pydicom
+
+    from diffusionct.errors import InputError
+    from diffusionct.io import read_dicom_series, read_rtstruct_mask
+
+    image = read_dicom_series(sts_case("STS_003") / "dicom" / "image")
+    other = sts_case("STS_002") / "dicom" / "mask" / "RS.dcm"
+    with pytest.raises(InputError, match="patient"):
+        read_rtstruct_mask(other, image)
+    own = sts_case("STS_003") / "dicom" / "mask" / "RS.dcm"
+    assert read_rtstruct_mask(own, image).any()
+    moved = pydicom.dcmread(own)  # the same patient, contours drawn in another frame of reference
+    for item in moved.StructureSetROISequence:
+        item.ReferencedFrameOfReferenceUID = "1.2.3.4"
+    moved.save_as(tmp_path / "RS.dcm")
+    with pytest.raises(InputError, match="frame of reference"):
+        read_rtstruct_mask(tmp_path / "RS.dcm", image)
+    code, err = run_cli(["features", "-i", sts_case("STS_003") / "dicom" / "image", "-m", other, "-o", tmp_path / "f.csv"],
+                        capsys)
+    assert_clean_error(code, err, "RS.dcm", "patient")
