@@ -5,6 +5,8 @@
 # One encoder-decoder (phase 1, every kernel) is shared; per gap: DiffusionCT (refine mode) phase 2, the
 # baselines, and `diffusionct evaluate` on the disjoint 5 mm test set.
 # Usage: benchmarks/train_gaps.sh DATA_DIR RUNS_DIR REPORTS_DIR [GAP ...]    (hours on the 2-core CPU)
+# PREDICTOR_AS_BASELINE=1 adds DiffusionCT's own image-space predictor as a residual-CNN row (same network and
+# training as --method residual-cnn); with BASELINES="identity histogram" it replaces the separate CNN run.
 # Resumable: every step is skipped when its output exists, and training resumes from checkpoints.
 set -euo pipefail
 DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORTS=${3:-/work/reports}
@@ -33,6 +35,10 @@ for gap in $GAPS; do
         --set phase2.steps=$PHASE2_STEPS --resume
   fi
   models=("$dir/diffusionct")
+  if [ -n "${PREDICTOR_AS_BASELINE:-}" ]; then  # the image predictor is the residual CNN: export it, train none
+    [ -f "$dir/predictor-cnn/config.json" ] || $BIN/python benchmarks/export_predictor.py "$dir/diffusionct" "$dir/predictor-cnn"
+    models+=("$dir/predictor-cnn")
+  fi
   for method in $BASELINES; do
     case $method in
       residual-cnn|pix2pix|ddpm) steps="--set baselines.$(echo $method | tr - _).steps=$BASELINE_STEPS" ;;
