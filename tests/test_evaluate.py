@@ -113,3 +113,39 @@ def test_nps_correlation_tells_texture_apart():
     blurred, _ = _image_metrics([case], {"c": smooth})
     assert same["nps_correlation"] == pytest.approx(1.0)
     assert blurred["nps_correlation"] < 0.9
+
+
+def test_report_figures_keep_a_diverged_method_off_the_nps_axis():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from diffusionct.report.html import nps_figure, nps_outliers, summary_lines
+
+    freq = np.linspace(0, 0.7, 20)
+    target = {"frequency": freq.tolist(), "nps": (100 * np.exp(-((freq - 0.3) ** 2) / 0.02)).tolist()}
+    close = SimpleNamespace(name="diffusionct", nps={"frequency": freq.tolist(), "nps": (np.array(target["nps"]) * 1.1).tolist()},
+                            comparison=None)
+    wild = SimpleNamespace(name="paper", nps={"frequency": freq.tolist(), "nps": (np.array(target["nps"]) * 1e6).tolist()},
+                           comparison=None)
+    assert nps_outliers([close, wild], target) == {"paper": "peak 1e+06x the target's"}
+    assert nps_figure([close, wild], target).startswith("data:image/png;base64,")
+    rows = [{"method": "input", "status": "ok", "reproducible_share": 0.5, **{f"ccc_{c}_mean": 0.9 for c in FEATURE_CLASSES}},
+            {"method": "diffusionct", "status": "ok", "reproducible_share": 0.7,
+             **{f"ccc_{c}_mean": 0.95 for c in FEATURE_CLASSES}},
+            {"method": "residual-cnn", "status": "ok", "reproducible_share": 0.8,
+             **{f"ccc_{c}_mean": 0.99 for c in FEATURE_CLASSES}}]
+    lines = summary_lines(rows, [close])
+    assert lines[0] == "Most reproducible features (RE < 0.15): residual-cnn (80.0 %)."
+    assert lines[1].startswith("DiffusionCT: 70.0 %, 10.0 points behind residual-cnn")
+    assert "GLCM residual-cnn (0.990)" in lines[3]
+
+
+def test_report_module_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import diffusionct.report.html as h; "
+            "h.re_curve_figure([]); print(matplotlib.get_backend())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "svg", result.stderr

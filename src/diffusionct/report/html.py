@@ -12,16 +12,15 @@ import html
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from diffusionct import __version__  # noqa: E402
-from diffusionct.io.files import write_text_atomic  # noqa: E402
-from diffusionct.radiomics.compare import write_comparison_files  # noqa: E402
-from diffusionct.radiomics.features import FEATURE_CLASSES  # noqa: E402
+from diffusionct import __version__
+from diffusionct.io.files import write_text_atomic
+from diffusionct.radiomics.compare import write_comparison_files
+from diffusionct.radiomics.features import FEATURE_CLASSES
 
 WINDOW = (-800, 600)  # the paper's display window (Figure 5)
 COLUMNS = ["method", "status", "reproducible_share", *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
@@ -36,18 +35,25 @@ def fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-def _png(fig) -> str:
+def _figure(width: float, height: float) -> Figure:
+    """A figure of its own canvas: no pyplot, so the caller's matplotlib backend is left as it was."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def re_curve_figure(results) -> str:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = _figure(6.5, 4)
+    ax = fig.add_subplot()
     for r in results:
         if r.comparison is not None:
-            ax.plot(r.comparison.thresholds, r.comparison.curve, label=r.name)
+            ax.plot(r.comparison.thresholds, r.comparison.curve, label=r.name, lw=2.5 if "diffusionct" in r.name else 1.2)
     ax.axvline(0.15, color="grey", linestyle=":", label="RE = 0.15")
     ax.set_xlabel("relative error threshold")
     ax.set_ylabel("reproducible features per tumour (mean)")
@@ -56,16 +62,48 @@ def re_curve_figure(results) -> str:
     return _png(fig)
 
 
-def nps_figure(results, target_nps: dict | None) -> str:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+DIVERGED_FACTOR = 10.0  # a method whose noise power is this far from the target's is drawn apart, not on the axis
+
+
+def nps_outliers(results, target_nps: dict | None) -> dict[str, str]:
+    """Methods whose NPS cannot share a readable linear axis with the target's: method -> why."""
+    if not target_nps:
+        return {}
+    reference = np.nanmax(np.asarray(target_nps["nps"], float))
+    out = {}
     for r in results:
-        if r.nps:
-            ax.semilogy(r.nps["frequency"], r.nps["nps"], label=r.name)
+        if not r.nps:
+            continue
+        values = np.asarray(r.nps["nps"], float)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            out[r.name] = "no finite NPS"
+        elif finite.max() > DIVERGED_FACTOR * reference:
+            out[r.name] = f"peak {finite.max() / reference:.3g}x the target's"
+        elif finite.max() < reference / DIVERGED_FACTOR:
+            out[r.name] = f"peak {finite.max() / reference:.2g}x the target's"
+    return out
+
+
+def nps_figure(results, target_nps: dict | None) -> str:
+    """NPS on a linear axis from 0 cycles/mm, the target bold; methods off the target's scale are named in the
+    title instead of flattening every other curve."""
+    fig = _figure(6.5, 4)
+    ax = fig.add_subplot()
+    apart = nps_outliers(results, target_nps)
+    for r in results:
+        if r.nps and r.name not in apart:
+            ax.plot(r.nps["frequency"], r.nps["nps"], label=r.name, lw=2.0 if "diffusionct" in r.name else 1.2)
     if target_nps:
-        ax.semilogy(target_nps["frequency"], target_nps["nps"], "k--", label="standard (target)")
+        ax.plot(target_nps["frequency"], target_nps["nps"], color="black", lw=3, label="standard (target)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("spatial frequency (cycles/mm)")
-    ax.set_ylabel("NPS of the high-pass image (HU^2 mm^2)")
-    ax.set_title("Noise power spectra in soft tissue")
+    ax.set_ylabel("NPS of the high-pass image (HU$^2$ mm$^2$)")
+    title = "Noise power spectra in soft tissue"
+    if apart:
+        title += "\noff the scale (not drawn): " + "; ".join(f"{k} ({v})" for k, v in apart.items())
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -86,11 +124,11 @@ def tumour_panels(cases, results, max_tumours: int = 6) -> list[tuple[str, str]]
             key = f"{case.name}:{label}"
             images = [("standard", case.target.hu[z], None)] + [
                 (r.name, r.outputs[case.name][z], r.comparison.ccc_per_tumour.get(key, {}).get("GLCM")) for r in ok]
-            fig, axes = plt.subplots(2, len(images), figsize=(2.3 * len(images), 4.8))
-            axes = np.atleast_2d(axes).reshape(2, len(images))
+            fig = _figure(2.3 * len(images), 4.8)
+            axes = np.atleast_2d(fig.subplots(2, len(images))).reshape(2, len(images))
             for i, (name, image, glcm) in enumerate(images):
                 axes[0, i].imshow(image, cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
-                axes[0, i].add_patch(plt.Circle((cx, cy), half, color="red", fill=False, lw=1))
+                axes[0, i].add_patch(Circle((cx, cy), half, color="red", fill=False, lw=1))
                 axes[0, i].set_title(name, fontsize=9)
                 r0, c0 = max(0, cy - half), max(0, cx - half)
                 axes[1, i].imshow(image[r0:cy + half, c0:cx + half], cmap="gray", vmin=WINDOW[0], vmax=WINDOW[1])
@@ -134,6 +172,34 @@ def ccc_rows(results) -> list[dict]:
     return rows
 
 
+def summary_lines(rows: list[dict], results) -> list[str]:
+    """A few sentences at the top: who wins on what, in the run's own numbers."""
+    ok = [row for row in rows if row.get("status") == "ok" and np.isfinite(row.get("reproducible_share", np.nan))]
+    if not ok:
+        return ["No method produced results."]
+    best = max(ok, key=lambda row: row["reproducible_share"])
+    lines = [f"Most reproducible features (RE < 0.15): {best['method']} ({100 * best['reproducible_share']:.1f} %)."]
+    baseline = next((row for row in ok if row["method"] in ("input", "identity")), None)
+    ours = next((row for row in ok if "diffusionct" in row["method"]), None)
+    if ours is not None and ours is not best:
+        lines.append(f"DiffusionCT: {100 * ours['reproducible_share']:.1f} %, "
+                     f"{100 * (best['reproducible_share'] - ours['reproducible_share']):.1f} points behind {best['method']}.")
+    if baseline is not None:
+        lines.append(f"Unchanged input: {100 * baseline['reproducible_share']:.1f} %.")
+    winners = []
+    for cls in FEATURE_CLASSES:
+        values = [(row.get(f"ccc_{cls}_mean", np.nan), row["method"]) for row in ok]
+        values = [v for v in values if np.isfinite(v[0])]
+        if values:
+            top = max(values)
+            winners.append(f"{cls} {top[1]} ({top[0]:.3f})")
+    lines.append("Highest CCC per class: " + ", ".join(winners) + ".")
+    failed = [r.name for r in results if r.comparison is None]
+    if failed:
+        lines.append("Failed: " + ", ".join(failed) + " (see the table).")
+    return lines
+
+
 def write_report(out: Path, cases, results, rows: list[dict], title: str, notes: list[str], target_nps: dict | None) -> Path:
     """Write ``report.html``, ``methods.csv``, ``ccc_table.csv`` and per-method comparison files into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -148,6 +214,7 @@ def write_report(out: Path, cases, results, rows: list[dict], title: str, notes:
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>diffusionct {__version__}; {len(cases)} test series; tumours and features per method in the table below.</p>",
+        "<div class='summary'>" + "".join(f"<p>{html.escape(line)}</p>" for line in summary_lines(rows, results)) + "</div>",
         "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
         "<h2>CCC per feature class (mean ± SD over tumours; paper Table 1)</h2>", _table(ccc, ["method", *FEATURE_CLASSES]),
         "<h2>Reproducible features (RE &lt; 0.15) and all headline numbers</h2>", _table(rows, [c for c in COLUMNS if c not in ("model",)]),
@@ -159,7 +226,8 @@ def write_report(out: Path, cases, results, rows: list[dict], title: str, notes:
     ]
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
              "font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             "th{background:#eee}.note{color:#444}img{max-width:100%}")
+             "th{background:#eee}.note{color:#444}img{max-width:100%}"
+             ".summary{background:#f4f8ff;border-left:4px solid #36c;padding:0.3em 1em}")
     page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     write_text_atomic(out / "report.html", page)
     return out / "report.html"
