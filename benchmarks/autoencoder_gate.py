@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from diffusionct.evaluate import _features, _image_metrics, load_test_cases
+from diffusionct.evaluate import tumour_features, image_metrics_summary, load_test_cases
 from diffusionct.methods import AutoencoderMethod
 from diffusionct.models.bundle import DiffusionCTModel
 from diffusionct.radiomics.compare import compare_features
@@ -39,8 +39,8 @@ def main() -> None:
     start = time.perf_counter()
     recon = {c.name: method.standardize_slices(c.target.hu) for c in cases}
     seconds = time.perf_counter() - start
-    image, _ = _image_metrics(cases, recon)
-    comparison = compare_features(_features(cases, originals, settings, 2), _features(cases, recon, settings, 2))
+    image, _ = image_metrics_summary(cases, recon)
+    comparison = compare_features(tumour_features(cases, originals, settings, 2), tumour_features(cases, recon, settings, 2))
     result = {
         "model": str(args.model), "cases": len(cases), "tumours": len(comparison.tumours),
         "high_pass_ratio": image["high_pass_ratio"], "rmse_hu": image["rmse_hu"], "ssim": image["ssim"],

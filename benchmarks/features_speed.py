@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.radiomics.batch import TumourJob, extract_many
-from diffusionct.radiomics.features import FeatureSettings, _crop
+from diffusionct.radiomics.features import FeatureSettings, crop_to_mask
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "sts-ct"
 
@@ -44,7 +44,7 @@ def real_tumours() -> list[TumourJob]:
     for case in sorted(SHARED.glob("STS_*")):
         volume = read_dicom_series(case / "dicom" / "image")
         mask = read_mask(case / "dicom" / "mask" / "RS.dcm", volume, "GTV_Mass_CT")
-        image, crop = _crop(volume.hu, mask, 8)
+        image, crop = crop_to_mask(volume.hu, mask, 8)
         jobs.append(TumourJob(case.name, image, crop, volume.spacing))
     return jobs
 

@@ -100,7 +100,7 @@ def test_nps_correlation_tells_texture_apart():
     import numpy as np
     from scipy import ndimage
 
-    from diffusionct.evaluate import TestCase, _image_metrics
+    from diffusionct.evaluate import TestCase, image_metrics_summary
     from diffusionct.io.volume import Volume
 
     rng = np.random.default_rng(0)
@@ -109,8 +109,8 @@ def test_nps_correlation_tells_texture_apart():
     smooth = np.where(target > -500, 40 + 4 * ndimage.gaussian_filter(target - 40, (0, 2, 2)), -1000)
     grid = (0.7, 0.7, 3.0)
     case = TestCase("c", Volume(hu=smooth, spacing=grid), Volume(hu=target, spacing=grid), np.zeros(target.shape, np.uint8))
-    same, _ = _image_metrics([case], {"c": target})
-    blurred, _ = _image_metrics([case], {"c": smooth})
+    same, _ = image_metrics_summary([case], {"c": target})
+    blurred, _ = image_metrics_summary([case], {"c": smooth})
     assert same["nps_correlation"] == pytest.approx(1.0)
     assert blurred["nps_correlation"] < 0.9
 

@@ -122,20 +122,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from diffusionct.config import RunConfig
-    from diffusionct.devices import resolve_device
+    from diffusionct.devices import training_device
     from diffusionct.methods import train_method
     from diffusionct.train.trainer import init_distributed
 
     config = RunConfig.load(args.config, args.set)
-    distributed = init_distributed()
-    device = resolve_device(args.device)
-    if distributed and device.type == "cuda":
-        import os
-
-        import torch
-
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+    device = training_device(args.device, distributed=init_distributed())
     train_method(args.method, args.data, args.output, config, device, resume=args.resume, overwrite=args.overwrite,
                  phase=args.phase)
     print(f"{args.method} model written to {args.output}")

@@ -7,7 +7,6 @@ weights so that a checkpoint always carries the settings that made it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from diffusionct.errors import DiffusionCTError
+from diffusionct.units import HU_MAX, HU_MIN
 
 # Every standardization method (diffusionct.methods implements them; the CLI lists them).
 METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct")
@@ -55,8 +55,8 @@ class AutoencoderConfig:
     downsample: int = 4
     blocks_per_stage: int = 2
     decoder_channels: int = 64
-    hu_min: float = -1024.0
-    hu_max: float = 3071.0
+    hu_min: float = HU_MIN
+    hu_max: float = HU_MAX
     space_to_depth: bool = False
 
 
@@ -230,9 +230,6 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "RunConfig":

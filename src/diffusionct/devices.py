@@ -17,3 +17,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise DiffusionCTError(f"unknown device '{name}'; use auto, cpu or cuda[:N]")
     return torch.device(name)
+
+
+def training_device(name: str = "auto", distributed: bool = False) -> torch.device:
+    """The device of this training process: under torchrun on GPUs, the GPU of this process's LOCAL_RANK."""
+    device = resolve_device(name)
+    if distributed and device.type == "cuda":
+        import os
+
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device

@@ -81,7 +81,7 @@ def load_test_cases(manifest_path: Path, source_kernel: str, target_kernel: str,
     return cases
 
 
-def _features(cases: list[TestCase], images: dict[str, np.ndarray], settings: FeatureSettings, workers: int | None):
+def tumour_features(cases: list[TestCase], images: dict[str, np.ndarray], settings: FeatureSettings, workers: int | None):
     jobs = [job for case in cases for job in tumour_jobs(case.name, images[case.name], case.labels, case.target.spacing, settings)]
     features, errors = extract_many(jobs, settings, workers=workers, progress=False)
     for key, message in errors.items():
@@ -103,7 +103,7 @@ def _mean_nps(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[np.
     return freqs, mean
 
 
-def _image_metrics(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[dict, dict]:
+def image_metrics_summary(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[dict, dict]:
     values = {"rmse_hu": [], "psnr_db": [], "ssim": [], "high_pass_ratio": [], "interslice_ratio": []}
     for case in cases:
         body = body_mask(case.target.hu) & (case.target.hu > -900)
@@ -143,7 +143,7 @@ def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, s
         raise DiffusionCTError(f"the models standardize different kernel pairs: {sorted(kernels)}")
     source_kernel, target_kernel = kernels.pop()
     cases = load_test_cases(manifest, source_kernel, target_kernel, max_cases)
-    standard = _features(cases, {c.name: c.target.hu for c in cases}, settings, workers)
+    standard = tumour_features(cases, {c.name: c.target.hu for c in cases}, settings, workers)
     results = []
     for name, folder, standardizer in [(INPUT, Path("-"), None), *standardizers]:
         result = MethodResult(name, str(folder))
@@ -158,8 +158,8 @@ def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, s
             slices = sum(c.source.shape[0] for c in cases)
             result.seconds_per_slice = (time.perf_counter() - start) / slices if standardizer else 0.0
             result.outputs = outputs
-            result.image, result.nps = _image_metrics(cases, outputs)
-            result.comparison = compare_features(standard, _features(cases, outputs, settings, workers))
+            result.image, result.nps = image_metrics_summary(cases, outputs)
+            result.comparison = compare_features(standard, tumour_features(cases, outputs, settings, workers))
         except Exception as exc:  # a failing method is reported, the others still run
             result.error = f"{exc.__class__.__name__}: {exc}"
             log.error("method %s failed: %s", name, result.error)

@@ -33,6 +33,7 @@ from diffusionct.diffusion import NoiseSchedule, condition, sample, to_target_la
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.baselines import ResidualCNN
+from diffusionct.units import HU_RANGE
 from diffusionct.models.bundle import (CONFIG_NAME, FORMAT_VERSION, DiffusionCTModel, load_weights, read_model_meta,
                                        read_tensors, save_weights, write_model_config)
 
@@ -245,7 +246,7 @@ class ImageDDPMMethod(SingleNetworkMethod):
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
-            cond = batch.clamp(-1024, 3071) / scale
+            cond = batch.clamp(*HU_RANGE) / scale
             x0 = sample_with_shared_noise(self.network, cond, cfg, self.schedule, steps, seed, shared)
             return to_target_latent(cfg, x0, cond) * scale
 

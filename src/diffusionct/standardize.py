@@ -30,9 +30,10 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.records import read_record, remove_record, write_record
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
+from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
-OUTPUT_RANGE = (-1024.0, 3071.0)
+OUTPUT_RANGE = HU_RANGE  # what the DICOM writer stores
 BODY_THRESHOLD_HU = -500.0
 
 

@@ -308,7 +308,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
         "series_uid": str(first.get("SeriesInstanceUID", "")),
         "study_uid": str(first.get("StudyInstanceUID", "")),
         "frame_of_reference_uid": str(first.get("FrameOfReferenceUID", "")),
-        "kernel": _kernel_name(first),
+        "kernel": kernel_name(first),
         "slice_thickness": (header_numbers(first, headers[0].path, "SliceThickness", 1) or [slice_spacing])[0] or slice_spacing,
         "manufacturer": str(first.get("Manufacturer", "")),
         "patient_id": str(first.get("PatientID", "")),
@@ -323,7 +323,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     )
 
 
-def _kernel_name(ds: Dataset) -> str:
+def kernel_name(ds: Dataset) -> str:
     kernel = ds.get("ConvolutionKernel", "")
     if isinstance(kernel, pydicom.multival.MultiValue):
         return "\\".join(str(k) for k in kernel)

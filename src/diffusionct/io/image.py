@@ -38,10 +38,7 @@ def read_image(path: str | Path) -> Volume:
     if not all(np.isfinite(image.GetSpacing())) or min(image.GetSpacing()) <= 0 or not all(np.isfinite(image.GetOrigin())):
         raise InputError(path, f"invalid geometry: spacing {image.GetSpacing()}, origin {image.GetOrigin()}")
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    bad = int(np.count_nonzero(~np.isfinite(hu)))
-    if bad:
-        raise InputError(path, f"{bad} voxel(s) hold non-finite values (NaN or infinity); fill them (e.g. with "
-                               "-1024 HU outside the body) before use")
+    _refuse_non_finite(path, int(np.count_nonzero(~np.isfinite(hu))))
     return Volume(
         hu=hu,
         spacing=image.GetSpacing(),
@@ -87,8 +84,12 @@ def _check_payload(path: Path) -> None:
         raise InputError(path, f"corrupt or truncated file ({exc})") from None
     if seen < count:
         raise InputError(path, f"truncated: holds {seen} of its {count} voxels")
-    if bad:
-        raise InputError(path, f"{bad} voxel(s) hold non-finite values (NaN or infinity); fill them (e.g. with "
+    _refuse_non_finite(path, bad)
+
+
+def _refuse_non_finite(path: Path, count: int) -> None:
+    if count:
+        raise InputError(path, f"{count} voxel(s) hold non-finite values (NaN or infinity); fill them (e.g. with "
                                "-1024 HU outside the body) before use")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.errors import InputError
-from diffusionct.io.dicom import _kernel_name, folder_series, header_numbers, slice_size
+from diffusionct.io.dicom import kernel_name, folder_series, header_numbers, slice_size
 from diffusionct.io.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _series_info(uid: str, headers) -> SeriesInfo:
         modality=str(ds.get("Modality", "")),
         manufacturer=str(ds.get("Manufacturer", "")),
         model=str(ds.get("ManufacturerModelName", "")),
-        kernel=_kernel_name(ds),
+        kernel=kernel_name(ds),
         slice_thickness=thickness[0] if thickness else None,
         slices=len(headers),
         rows=rows,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffusionct.units import HU_RANGE
+
 HU_SCALE = 1000.0  # network input: HU / 1000
 RESIDUAL_SCALE = 100.0  # network output: residual HU / 100
 
@@ -31,7 +33,7 @@ class ResidualCNN(nn.Module):
 
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
         """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``."""
-        return self.net(hu.clamp(-1024, 3071) / HU_SCALE) * RESIDUAL_SCALE
+        return self.net(hu.clamp(*HU_RANGE) / HU_SCALE) * RESIDUAL_SCALE
 
     def convert(self, hu: torch.Tensor) -> torch.Tensor:
         """The target-kernel image A + (B - A)."""
@@ -69,7 +71,7 @@ class UNetGenerator(nn.Module):
         self.multiple = 2**depth
 
     def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        x = hu.clamp(-1024, 3071) / HU_SCALE
+        x = hu.clamp(*HU_RANGE) / HU_SCALE
         skips = []
         for down in self.downs:
             x = down(x)
@@ -98,7 +100,7 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, source_hu: torch.Tensor, target_hu: torch.Tensor, with_features: bool = False):
         """Patch logits; with ``with_features`` also the last hidden layer (the discriminator's latent space)."""
-        pair = torch.cat([source_hu.clamp(-1024, 3071), target_hu.clamp(-1024, 3071)], dim=1) / HU_SCALE
+        pair = torch.cat([source_hu.clamp(*HU_RANGE), target_hu.clamp(*HU_RANGE)], dim=1) / HU_SCALE
         features = self.net[:-1](pair)
         logits = self.net[-1](features)
         return (logits, features) if with_features else logits

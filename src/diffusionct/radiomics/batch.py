@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.radiomics.features import FeatureSettings, _crop, extract_features
+from diffusionct.radiomics.features import FeatureSettings, crop_to_mask, extract_features
 
 
 @dataclass
@@ -36,7 +36,7 @@ def tumour_jobs(key: str, image: np.ndarray, labels: np.ndarray, spacing, settin
         mask = labels == label
         if mask.sum() < minimum:
             continue  # too small to describe (reported by the caller through the missing key)
-        crop_image, crop_mask = _crop(image, mask, pad)
+        crop_image, crop_mask = crop_to_mask(image, mask, pad)
         jobs.append(TumourJob(f"{key}:{label}", np.ascontiguousarray(crop_image), crop_mask, tuple(spacing)))
     return jobs
 

@@ -111,7 +111,7 @@ def _to_sitk(array: np.ndarray, spacing) -> sitk.Image:
     return image
 
 
-def _crop(image: np.ndarray, mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+def crop_to_mask(image: np.ndarray, mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
     nz = np.nonzero(mask)
     lo = [max(0, int(i.min()) - pad) for i in nz]
     hi = [min(s, int(i.max()) + 1 + pad) for i, s in zip(nz, mask.shape)]
@@ -276,7 +276,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
     settings = settings or FeatureSettings.load()
     image, mask = check_inputs(image, mask, int(settings.setting.get("minimumROISize", 2)))
     pad = int(settings.setting.get("padDistance", 8))
-    image, mask = _crop(image, mask, pad)
+    image, mask = crop_to_mask(image, mask, pad)
     sitk_image = _to_sitk(image.astype(np.float32), spacing)
     sitk_mask = _to_sitk(mask.astype(np.uint8), spacing)
     kwargs = {k: v for k, v in settings.setting.items() if k not in ("padDistance", "minimumROISize")}

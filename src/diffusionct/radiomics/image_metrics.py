@@ -6,7 +6,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-HU_DATA_RANGE = 4095.0  # [-1024, 3071]
+from diffusionct import spectra
+from diffusionct.units import HU_MAX, HU_MIN
+
+HU_DATA_RANGE = HU_MAX - HU_MIN
 
 
 def high_pass(hu: np.ndarray, sigma_px: float = 1.5) -> np.ndarray:
@@ -50,29 +53,21 @@ def psnr(test: np.ndarray, reference: np.ndarray, data_range: float = HU_DATA_RA
 
 
 def ssim(test: np.ndarray, reference: np.ndarray, data_range: float = HU_DATA_RANGE) -> float:
-    """Mean SSIM over slices, HU clipped to [-1024, 3071]."""
-    t = np.clip(test, -1024, 3071)
-    r = np.clip(reference, -1024, 3071)
+    """Mean SSIM over slices, HU clipped to the CT window [-1024, 3071]."""
+    t = np.clip(test, HU_MIN, HU_MAX)
+    r = np.clip(reference, HU_MIN, HU_MAX)
     return float(np.mean([structural_similarity(a, b, data_range=data_range) for a, b in zip(t, r)]))
 
 
 def radial_nps(hu: np.ndarray, region: np.ndarray, pixel_mm: float, patch: int = 32, bins: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged NPS of the high-pass image over square patches lying fully inside ``region``."""
+    """Radially averaged NPS (0 to Nyquist) of the high-pass image over square patches lying fully inside ``region``."""
     noise = high_pass(hu)
-    patches = []
-    for z in range(hu.shape[0]):
-        for r in range(0, hu.shape[1] - patch + 1, patch):
-            for c in range(0, hu.shape[2] - patch + 1, patch):
-                if region[z, r:r + patch, c:c + patch].all():
-                    block = noise[z, r:r + patch, c:c + patch]
-                    patches.append(block - block.mean())
-    f = np.fft.fftfreq(patch, d=pixel_mm)
-    fr = np.sqrt(f[None, :] ** 2 + f[:, None] ** 2)
-    edges = np.linspace(0, 0.5 / pixel_mm, bins + 1)
-    centres = 0.5 * (edges[1:] + edges[:-1])
+    patches = [noise[z, r:r + patch, c:c + patch]
+               for z in range(hu.shape[0])
+               for r in range(0, hu.shape[1] - patch + 1, patch)
+               for c in range(0, hu.shape[2] - patch + 1, patch)
+               if region[z, r:r + patch, c:c + patch].all()]
     if not patches:
-        return centres, np.full(bins, np.nan)
-    power = (np.abs(np.fft.fft2(np.stack(patches))) ** 2).mean(0) * pixel_mm**2 / patch**2
-    index = np.digitize(fr.ravel(), edges) - 1
-    nps = np.array([power.ravel()[index == i].mean() if np.any(index == i) else np.nan for i in range(bins)])
-    return centres, nps
+        edges = np.linspace(0, 0.5 / pixel_mm, bins + 1)
+        return 0.5 * (edges[1:] + edges[:-1]), np.full(bins, np.nan)
+    return spectra.radial_nps(np.stack(patches), pixel_mm, bins, max_frequency=0.5 / pixel_mm)

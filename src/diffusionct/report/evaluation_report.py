@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffusionct.evaluate import _image_metrics, evaluate, results_table, save_results_json
+from diffusionct.evaluate import image_metrics_summary, evaluate, results_table, save_results_json
 from diffusionct.report.html import write_report
 
 
@@ -18,7 +18,7 @@ def evaluate_to_report(manifest: Path, models: list[Path], out: Path, names: lis
     cases, _, results = evaluate(manifest, models, steps=steps, seed=seed, device=device, workers=workers,
                                  max_cases=max_cases, names=names, settings=FeatureSettings.load(params))
     rows = results_table(results)
-    _, target_nps = _image_metrics(cases, {c.name: c.target.hu for c in cases})
+    _, target_nps = image_metrics_summary(cases, {c.name: c.target.hu for c in cases})
     report = write_report(Path(out), cases, results, rows, title, notes or [], target_nps)
     save_results_json(Path(out) / "results.json", rows, {"test_manifest": str(manifest), "cases": [c.name for c in cases],
                                                          "steps": steps, "seed": seed})

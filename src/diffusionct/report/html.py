@@ -228,6 +228,7 @@ def write_report(out: Path, cases, results, rows: list[dict], title: str, notes:
              "font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
              "th{background:#eee}.note{color:#444}img{max-width:100%}"
              ".summary{background:#f4f8ff;border-left:4px solid #36c;padding:0.3em 1em}")
-    page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+            f"</head><body>{''.join(parts)}</body></html>")
     write_text_atomic(out / "report.html", page)
     return out / "report.html"

@@ -11,6 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from diffusionct.simulate.kernels import KERNELS, get_kernel
+from diffusionct.spectra import radial_nps
 from diffusionct.simulate.scanner import Scanner, ScannerSettings, hu_to_mu
 
 
@@ -87,19 +88,6 @@ def mtf50(freqs: np.ndarray, mtf: np.ndarray) -> float:
     return float(np.interp(0.5, [mtf[i], mtf[i - 1]], [freqs[i], freqs[i - 1]]))
 
 
-def radial_nps(noise: np.ndarray, pixel_mm: float, bins: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged noise power spectrum of square noise patches ``(k, n, n)``."""
-    patches = noise - noise.mean(axis=(1, 2), keepdims=True)
-    n = patches.shape[-1]
-    power = (np.abs(np.fft.fft2(patches)) ** 2).mean(0) * pixel_mm**2 / (n * n)
-    f = np.fft.fftfreq(n, d=pixel_mm)
-    fr = np.sqrt(f[None, :] ** 2 + f[:, None] ** 2)
-    edges = np.linspace(0, fr.max(), bins + 1)
-    idx = np.digitize(fr.ravel(), edges) - 1
-    nps = np.array([power.ravel()[idx == i].mean() if np.any(idx == i) else 0.0 for i in range(bins)])
-    return 0.5 * (edges[1:] + edges[:-1]), nps
-
-
 @dataclass
 class KernelCalibration:
     kernel: str
@@ -132,7 +120,7 @@ def calibrate(settings: ScannerSettings, kernels=tuple(KERNELS), thickness_mm: f
         freqs, mtf = mtf_edge(recon_clean, regions, settings.pixel_mm)
         out[name] = KernelCalibration(
             kernel=name, noise_sd=float(recon_noisy[uniform].std()), uniform_mean=float(recon_noisy[uniform].mean()),
-            air_mean=float(recon_noisy[regions["air"]].mean()), mtf50=mtf50(freqs, mtf), nps_peak=float(f[np.argmax(nps)]),
+            air_mean=float(recon_noisy[regions["air"]].mean()), mtf50=mtf50(freqs, mtf), nps_peak=float(f[np.nanargmax(nps)]),
         )
     return out
 

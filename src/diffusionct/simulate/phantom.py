@@ -304,13 +304,13 @@ def _tree(rng, root, direction, radius, length, generations, min_radius=0.4) -> 
     segments = []
     stack = [(np.asarray(root, float), np.asarray(direction, float), radius, length, 0)]
     while stack:
-        start, d, r, l, gen = stack.pop()
-        end = start + d * l
+        start, d, r, length_mm, gen = stack.pop()
+        end = start + d * length_mm
         segments.append(Segment(start, end, r))
         if gen + 1 >= generations or r * 0.72 < min_radius:
             continue
         for _ in range(2):
-            stack.append((end, _random_direction(rng, d, 0.7), r * 0.72, l * rng.uniform(0.65, 0.85), gen + 1))
+            stack.append((end, _random_direction(rng, d, 0.7), r * 0.72, length_mm * rng.uniform(0.65, 0.85), gen + 1))
     return segments
 
 

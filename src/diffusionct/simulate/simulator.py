@@ -35,6 +35,7 @@ from diffusionct.io.volume import Volume
 from diffusionct.simulate.kernels import Kernel, get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings
+from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class Simulator:
         size += size % 2
         settings = ScannerSettings(**{**asdict(cfg.scanner), "size": size, "pixel_mm": dx})
         scanner = Scanner(settings, device=str(self.scanner.projector.device))
-        obj = np.clip(volume.hu.astype(np.float64), -1024, 3071)
+        obj = np.clip(volume.hu.astype(np.float64), *HU_RANGE)
         if cfg.denoise_sigma_px > 0:
             obj = ndimage.gaussian_filter(obj, sigma=(0, cfg.denoise_sigma_px, cfg.denoise_sigma_px))
         top, left = (size - rows) // 2, (size - cols) // 2

@@ -32,6 +32,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, replaced_on_success
 from diffusionct.models.bundle import DiffusionCTModel, read_model_meta
 from diffusionct.train.data import TrainingData, sample_image_crops, sample_pair_crops
+from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
 PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm", "predictor")  # order fixes the step seeds
@@ -451,7 +452,7 @@ class Trainer:
 
         def step_fn(step: int) -> dict:
             seed = _step_seed(cfg.seed, "ddpm", step, self.rank)
-            a, b_ = (self._tensor(x).clamp(-1024, 3071) / scale
+            a, b_ = (self._tensor(x).clamp(*HU_RANGE) / scale
                      for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed)))
             gen = torch.Generator().manual_seed(seed)
             x0 = from_pair(diffusion, a, b_)
