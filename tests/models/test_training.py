@@ -81,6 +81,8 @@ def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
     assert out.shape == volume.hu.shape and np.isfinite(out).all()
     if method == "identity":
         assert np.array_equal(out, volume.hu)
+    else:  # a method that returned its input would pass the checks above
+        assert np.abs(out - volume.hu).max() > 0.5
     if method == "histogram":
         sharp = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b70").hu
         body = volume.hu > -500
@@ -90,9 +92,14 @@ def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
 
 
 def test_pix2pix_with_stan_ct_latent_loss(tiny_data, tmp_path):
-    config = tiny_config("baselines.pix2pix_latent_weight=1.0")
-    train_method("pix2pix", tiny_data, tmp_path / "p2p", config, torch.device("cpu"))
-    assert load_method(tmp_path / "p2p").config.baselines.pix2pix_latent_weight == 1.0
+    """The latent-space loss changes what the generator learns (same seed, same crops otherwise)."""
+    runs = {}
+    for weight in (0.0, 1.0):
+        config = tiny_config(f"baselines.pix2pix_latent_weight={weight}")
+        train_method("pix2pix", tiny_data, tmp_path / f"p2p{weight}", config, torch.device("cpu"))
+        runs[weight] = load_file(str(tmp_path / f"p2p{weight}" / "generator.safetensors"))
+    assert load_method(tmp_path / "p2p1.0").config.baselines.pix2pix_latent_weight == 1.0
+    assert any(not torch.equal(runs[0.0][k], runs[1.0][k]) for k in runs[0.0])
 
 
 def test_phase2_without_phase1_is_refused(tiny_data, tmp_path):
@@ -156,4 +163,7 @@ def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     model = DiffusionCTModel.load(tmp_path / "ddp")
-    assert model.unet is not None
+    # rank 0 draws the same crops as a single process: equal weights would mean no gradient was averaged
+    single = train(tiny_data, tmp_path / "single", tiny_config(), phase="all")
+    ddp, alone = model.autoencoder.state_dict(), single.autoencoder.state_dict()
+    assert any(not torch.allclose(ddp[k], alone[k]) for k in ddp if ddp[k].is_floating_point())

@@ -172,17 +172,20 @@ MAX_LABELS = 255  # a label map numbers a few regions; thousands of values is an
 
 def read_label_map(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
     """Integer labels on ``reference``'s grid (0 = background) from a NIfTI/NRRD/MHA label image, or one
-    RTSTRUCT ROI as label 1. A label image must share the reference grid and hold small non-negative
-    integers; a folder holding one RTSTRUCT file stands for that file."""
+    RTSTRUCT ROI or DICOM-SEG segment (``roi``: its name) as label 1. A label image must share the reference grid and hold small non-negative
+    integers; a folder holding one RTSTRUCT or SEG file stands for that file."""
+    from diffusionct.io.dicomseg import read_seg_mask
     from diffusionct.io.rtstruct import read_rtstruct_mask
 
     path = Path(path)
     if path.is_dir():
-        rtstructs = [p for p in sorted(path.rglob("*")) if p.is_file() and _is_rtstruct(p)]
-        if len(rtstructs) != 1:
-            raise InputError(path, f"expected one RTSTRUCT file in the folder, found {len(rtstructs)}")
-        path = rtstructs[0]
+        masks = [p for p in sorted(path.rglob("*")) if p.is_file() and _mask_kind(p)]
+        if len(masks) != 1:
+            raise InputError(path, f"expected one RTSTRUCT or DICOM-SEG file in the folder, found {len(masks)}")
+        path = masks[0]
     if not is_itk_image(path):
+        if _mask_kind(path) == "SEG":
+            return read_seg_mask(path, reference, roi).astype(np.int32)
         return read_rtstruct_mask(path, reference, roi).astype(np.int32)
     image = read_image(path)
     if not reference.same_grid(image, tol=1e-2):
@@ -208,8 +211,14 @@ def read_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np
     return read_label_map(path, reference, roi) > 0
 
 
-def _is_rtstruct(path: Path) -> bool:
+def _mask_kind(path: Path) -> str | None:
+    """'RTSTRUCT' or 'SEG' for a DICOM mask file, else None."""
+    from diffusionct.io.dicomseg import is_dicom_seg
+
     try:
-        return str(read_header(path).get("Modality", "")) == "RTSTRUCT"
+        ds = read_header(path)
     except InputError:
-        return False
+        return None
+    if is_dicom_seg(ds):
+        return "SEG"
+    return "RTSTRUCT" if str(ds.get("Modality", "")) == "RTSTRUCT" else None

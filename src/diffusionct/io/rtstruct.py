@@ -24,17 +24,17 @@ def rtstruct_roi_names(path: str | Path) -> list[str]:
     return [str(item.ROIName) for item in _load(Path(path)).StructureSetROISequence]
 
 
-def _check_same_patient_and_frame(path: Path, ds, reference: Volume, roi_number: int) -> None:
-    """Contours drawn on another patient or another frame of reference do not belong on this image."""
-    patient, own_patient = str(ds.get("PatientID", "")), str(reference.metadata.get("patient_id", ""))
+def check_same_patient_and_frame(path: Path, patient: str, frames: set[str], reference: Volume) -> None:
+    """Contours or segments drawn on another patient or another frame of reference do not belong on this
+    image (checked when both sides say which)."""
+    own_patient = str(reference.metadata.get("patient_id", ""))
     if patient and own_patient and patient != own_patient:
         raise InputError(path, f"belongs to patient '{patient}' but the image is of patient '{own_patient}'")
     frame = str(reference.metadata.get("frame_of_reference_uid", ""))
-    frames = {str(item.get("ReferencedFrameOfReferenceUID", "")) for item in ds.StructureSetROISequence
-              if int(item.ROINumber) == roi_number} - {""}
+    frames = set(frames) - {""}
     if frame and frames and frame not in frames:
-        raise InputError(path, f"the ROI is drawn in frame of reference {sorted(frames)[0]} but the image's is {frame}; "
-                               "use the RTSTRUCT made on this image")
+        raise InputError(path, f"drawn in frame of reference {sorted(frames)[0]} but the image's is {frame}; "
+                               "use the mask made on this image")
 
 
 def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
@@ -60,7 +60,9 @@ def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = No
         if not matches:
             raise InputError(path, f"no ROI named '{roi}'; ROIs present: {', '.join(names.values())}")
         number = matches[0]
-    _check_same_patient_and_frame(path, ds, reference, number)
+    check_same_patient_and_frame(path, str(ds.get("PatientID", "")),
+                                 {str(item.get("ReferencedFrameOfReferenceUID", "")) for item in ds.StructureSetROISequence
+                                  if int(item.ROINumber) == number}, reference)
     contours = []
     for item in ds.get("ROIContourSequence", []):
         if int(item.ReferencedROINumber) == number:
