@@ -43,7 +43,10 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_evaluate_report(tiny_data, tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_report(tiny_data, tiny_model, tmp_path_factory) -> Path:
+    """An evaluation report of the tiny model, histogram matching and a missing model (reported as failed)."""
+    tmp_path = tmp_path_factory.mktemp("report")
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS)
     histogram = tmp_path / "histogram"
@@ -52,6 +55,11 @@ def test_evaluate_report(tiny_data, tiny_model, tmp_path):
     code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--model", str(histogram),
                  "--model", str(tmp_path / "missing"), "-o", str(report), "--device", "cpu", "--workers", "1", "--params", str(params)])
     assert code == 0
+    return report
+
+
+def test_evaluate_report(tiny_report):
+    report = tiny_report
     rows = {r["method"]: r for r in _read_csv(report / "methods.csv")}
     assert set(rows) == {"input", "run", "histogram", "missing"}
     assert rows["missing"]["status"] == "failed" and "not found" in rows["missing"]["error"]
@@ -149,3 +157,49 @@ def test_report_module_leaves_the_matplotlib_backend_alone():
             "h.re_curve_figure([]); print(matplotlib.get_backend())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "svg", result.stderr
+
+
+def _browser():
+    """A headless Chromium driven by selenium, or a skip (a failure in CI, whose .ci/run installs it)."""
+    import os
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        webdriver = None
+    if not (browser and driver and webdriver):
+        if os.environ.get("CI"):
+            pytest.fail("chromium, chromedriver or selenium is missing in CI: .ci/run must install them")
+        pytest.skip("no headless browser (apt-get install chromium chromium-driver; pip install selenium)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+
+
+def test_report_in_a_real_browser_offline(tiny_report):
+    """Every figure decodes, the console is clean, nothing is fetched from the network, the summary shows."""
+    driver = _browser()
+    try:
+        driver.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
+        driver.get((tiny_report / "report.html").as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.src.slice(0, 22)])")
+        assert len(images) >= 3
+        for complete, width, height, source in images:
+            assert complete and width > 100 and height > 100 and source == "data:image/png;base64,"
+        requests = driver.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+        assert requests == []  # self-contained: no request besides the page itself
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
+        summary = driver.find_element("css selector", ".summary").text
+        assert "Most reproducible features" in summary
+        headers = [h.text for h in driver.find_elements("css selector", "h2")]
+        assert any("CCC per feature class" in h for h in headers)
+    finally:
+        driver.quit()

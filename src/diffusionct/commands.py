@@ -139,7 +139,8 @@ def _cmd_standardize(args: argparse.Namespace) -> int:
 
     results = run_standardize(args.input, args.output, model_dir=args.model, steps=args.steps, seed=args.seed,
                               device=args.device, batch_size=args.batch_size, output_format=args.format,
-                              strict=args.strict, overwrite=args.overwrite, series_uid=args.series)
+                              strict=args.strict, overwrite=args.overwrite, series_uid=args.series,
+                              scheduler=args.scheduler)
     for result in results:
         status = "skipped (already done)" if result.skipped else f"{result.seconds:.1f} s, {result.seconds_per_slice:.2f} s/slice"
         print(f"{result.input} -> {result.output}: {result.slices} slices, {status}")
@@ -259,6 +260,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", help="series UID when the input folder holds several and only one is wanted")
     p.add_argument("--strict", action="store_true", help="refuse inputs whose kernel is not the model's source kernel")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
+    p.add_argument("--scheduler", help="run one task per series on Dask: tcp://HOST:PORT (a running cluster) or "
+                                       "local:N (N worker processes here); default: this process")
     p.set_defaults(func=_cmd_standardize)
 
     p = sub.add_parser("evaluate", help="standardize a paired test set with each model and report feature reproducibility",

@@ -12,3 +12,6 @@ class InputError(DiffusionCTError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):  # picklable, so that an error raised on a Dask worker reaches the command intact
+        return (type(self), (self.path, self.problem))

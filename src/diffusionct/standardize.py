@@ -194,15 +194,45 @@ def _check_not_overlapping(input_path: Path, output: Path) -> None:
                                "it; choose an output folder outside the input")
 
 
+@dataclass(frozen=True)
+class SeriesJob:
+    """One series to standardize: everything a worker (this process or a Dask worker) needs, no loaded model."""
+
+    source: Path
+    target: Path
+    series_uid: str | None
+    model_dir: Path | None
+    model_name: str
+    device: str
+    steps: int | None
+    seed: int
+    batch_size: int
+    output_format: str
+    strict: bool
+    overwrite: bool
+    record: dict
+    torch_threads: int  # float sums depend on the thread count: a worker uses the planner's, for the same bytes
+
+
+_LOADED: dict[tuple, Standardizer] = {}  # per process: a worker loads each model once for all its series
+
+
+def loaded_standardizer(model_dir: Path | None, device: str, fingerprint: str) -> Standardizer:
+    """The model of ``model_dir`` as loaded earlier in this process, if its content (``fingerprint``) is the same."""
+    key = (str(model_dir), device, fingerprint)
+    if key not in _LOADED:
+        _LOADED.clear()  # one model at a time per process
+        _LOADED[key] = Standardizer.load(model_dir, device)
+    return _LOADED[key]
+
+
 def run_standardize(input_path: Path, output: Path, model_dir: Path | None = None, steps: int | None = None,
                     seed: int = 0, device: str = "auto", batch_size: int = 4, output_format: str | None = None,
-                    strict: bool = False, overwrite: bool = False, series_uid: str | None = None) -> list[SeriesResult]:
-    """Standardize every series under ``input_path``; the model is loaded once."""
-    from tqdm import tqdm
-
-    from diffusionct import __version__
-    from diffusionct.io.dicom import SeriesDescription, write_dicom_series
-    from diffusionct.io.image import is_itk_image, read_volume, write_nifti
+                    strict: bool = False, overwrite: bool = False, series_uid: str | None = None,
+                    scheduler: str | None = None) -> list[SeriesResult]:
+    """Standardize every series under ``input_path``: in this process (the model loaded once), or with
+    ``scheduler`` on a Dask cluster, one task per series (each worker loads the model once)."""
+    from diffusionct.io.image import is_itk_image
 
     input_path, output = Path(input_path), Path(output)
     check_seed(seed)
@@ -213,54 +243,82 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     jobs = _jobs(input_path, output, output_format, series_uid)
     for source in {input_path, *(job[0] for job in jobs)}:  # a DICOM file's series is its folder
         _check_not_overlapping(source, output)
-    standardizer = Standardizer.load(model_dir, device)
+    model_folder = Path(model_dir) if model_dir else default_model_dir()
+    fingerprint = model_fingerprint(model_folder) if model_folder.is_dir() else "missing"
+    model_name = f"{model_folder.name if model_dir else 'default'} {fingerprint}"
+    standardizer = loaded_standardizer(model_dir, device, model_name)
     if standardizer.method.uses_steps:
         steps = standardizer.config.diffusion.steps if steps is None else steps
         standardizer.check_steps(steps)  # before any series is read
     else:
         steps = None
-    model_folder = Path(model_dir) if model_dir else default_model_dir()
-    model_name = f"{model_folder.name if model_dir else 'default'} {model_fingerprint(model_folder)}"
-    records = {target: {"input": str(source.resolve()), "series_uid": uid, "model": model_name.split()[-1],
-                        "method": standardizer.method.name, "steps": steps, "seed": seed, "format": output_format}
-               for source, target, uid in jobs}
-    finished = _finished_outputs(records, overwrite)
-    results = []
-    for source, target, uid in jobs:
-        if target in finished:
-            log.info("%s is finished (its record matches), skipped", target)
-            results.append(SeriesResult(source, target, 0, skipped=True))
-            continue
-        volume = read_volume(source, uid)
-        start = time.perf_counter()
-        try:
-            warning = standardizer.check_kernel(volume, strict)
-            if warning:
-                log.warning("%s: %s", source, warning)
-            with tqdm(total=volume.shape[0], desc=source.name[:30], unit="slice", disable=None) as bar:
-                result = standardizer.standardize(volume, steps=steps, seed=seed, batch_size=batch_size, progress=bar.update)
-        except DiffusionCTError as exc:  # name the series the problem is with
-            raise DiffusionCTError(f"{source}: {exc}") from None
-        record = {**records[target], "slices": volume.shape[0], "diffusionct_version": __version__}
-        if output_format == "nifti":
-            remove_record(target)  # a crash between the image and its record leaves no stale record
-            write_nifti(result, target, overwrite=overwrite)
-            write_record(target, record)
-        else:
-            if not volume.headers:
-                raise DiffusionCTError(f"{source}: DICOM output needs a DICOM input; use --format nifti")
-            how = f"{steps} DDIM steps, seed {seed}" if steps else "deterministic"
-            derivation = (f"Standardized from {volume.kernel or 'unknown'} to {standardizer.target_kernel} kernel by "
-                          f"diffusionct {__version__} ({standardizer.method.name} model {model_name}, {how})")
-            # the UIDs follow the input, the model's content (not its folder name), the steps and the seed
-            uid_seed = "|".join([str(volume.headers[0].get("SOPInstanceUID", "")), str(volume.shape[0]), model_name,
-                                 str(steps), str(seed)])
-            write_dicom_series(result, target, SeriesDescription(
-                description=f"{volume.headers[0].get('SeriesDescription', '')} standardized"[-64:].strip(),
-                kernel=standardizer.target_kernel, derivation=derivation,
-                series_number=int(volume.headers[0].get("SeriesNumber", 0) or 0) + 1000), overwrite=overwrite,
-                uid_seed=uid_seed, record=record)
-        seconds = time.perf_counter() - start
-        log.info("%s: %d slices in %.1f s (%.2f s/slice)", source, volume.shape[0], seconds, seconds / volume.shape[0])
-        results.append(SeriesResult(source, target, volume.shape[0], seconds))
-    return results
+    import torch
+
+    series_jobs = [SeriesJob(source, target, uid, model_dir, model_name, device, steps, seed, batch_size, output_format,
+                             strict, overwrite,
+                             {"input": str(source.resolve()), "series_uid": uid, "model": model_name.split()[-1],
+                              "method": standardizer.method.name, "steps": steps, "seed": seed, "format": output_format},
+                             torch.get_num_threads())
+                   for source, target, uid in jobs]
+    finished = _finished_outputs({job.target: job.record for job in series_jobs}, overwrite)
+    results = [SeriesResult(job.source, job.target, 0, skipped=True) for job in series_jobs if job.target in finished]
+    todo = [job for job in series_jobs if job.target not in finished]
+    for job in series_jobs:
+        if job.target in finished:
+            log.info("%s is finished (its record matches), skipped", job.target)
+    if scheduler is not None and todo:
+        from diffusionct.distributed import run_on_cluster
+
+        results += run_on_cluster(todo, scheduler)
+    else:
+        results += [standardize_series(job) for job in todo]
+    order = {job.target: i for i, job in enumerate(series_jobs)}
+    return sorted(results, key=lambda r: order[r.output])
+
+
+def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
+    """Read, standardize and write one series (atomically, with its completion record)."""
+    from tqdm import tqdm
+
+    from diffusionct import __version__
+    from diffusionct.io.dicom import SeriesDescription, write_dicom_series
+    from diffusionct.io.image import read_volume, write_nifti
+
+    import torch
+
+    if torch.get_num_threads() != job.torch_threads:
+        torch.set_num_threads(job.torch_threads)
+    standardizer = loaded_standardizer(job.model_dir, job.device, job.model_name)
+    source, target, steps, seed = job.source, job.target, job.steps, job.seed
+    volume = read_volume(source, job.series_uid)
+    start = time.perf_counter()
+    try:
+        warning = standardizer.check_kernel(volume, job.strict)
+        if warning:
+            log.warning("%s: %s", source, warning)
+        with tqdm(total=volume.shape[0], desc=source.name[:30], unit="slice", disable=None if progress else True) as bar:
+            result = standardizer.standardize(volume, steps=steps, seed=seed, batch_size=job.batch_size, progress=bar.update)
+    except DiffusionCTError as exc:  # name the series the problem is with
+        raise DiffusionCTError(f"{source}: {exc}") from None
+    record = {**job.record, "slices": volume.shape[0], "diffusionct_version": __version__}
+    if job.output_format == "nifti":
+        remove_record(target)  # a crash between the image and its record leaves no stale record
+        write_nifti(result, target, overwrite=job.overwrite)
+        write_record(target, record)
+    else:
+        if not volume.headers:
+            raise DiffusionCTError(f"{source}: DICOM output needs a DICOM input; use --format nifti")
+        how = f"{steps} DDIM steps, seed {seed}" if steps else "deterministic"
+        derivation = (f"Standardized from {volume.kernel or 'unknown'} to {standardizer.target_kernel} kernel by "
+                      f"diffusionct {__version__} ({standardizer.method.name} model {job.model_name}, {how})")
+        # the UIDs follow the input, the model's content (not its folder name), the steps and the seed
+        uid_seed = "|".join([str(volume.headers[0].get("SOPInstanceUID", "")), str(volume.shape[0]), job.model_name,
+                             str(steps), str(seed)])
+        write_dicom_series(result, target, SeriesDescription(
+            description=f"{volume.headers[0].get('SeriesDescription', '')} standardized"[-64:].strip(),
+            kernel=standardizer.target_kernel, derivation=derivation,
+            series_number=int(volume.headers[0].get("SeriesNumber", 0) or 0) + 1000), overwrite=job.overwrite,
+            uid_seed=uid_seed, record=record)
+    seconds = time.perf_counter() - start
+    log.info("%s: %d slices in %.1f s (%.2f s/slice)", source, volume.shape[0], seconds, seconds / volume.shape[0])
+    return SeriesResult(source, target, volume.shape[0], seconds)
