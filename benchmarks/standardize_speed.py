@@ -67,7 +67,7 @@ def main() -> None:
             z = ae.encode(x)
         flops["encode"] = counter.get_total_flops()
         with FlopCounterMode(display=False) as counter:  # the refine mode's predictor counts here, as in its timing
-            mean = method.model.predictor(z) if method.model.predictor is not None else None
+            mean = method.model.predicted_mean(x, z)
             x0 = sample(unet, condition(cfg, z, mean), cfg, method.schedule, steps=steps,
                         generator=torch.Generator().manual_seed(0))
         flops["diffusion"] = counter.get_total_flops()
