@@ -283,3 +283,49 @@ def test_written_dicom_is_finite_and_refuses_nan(tmp_path):
     with pytest.raises(DiffusionCTError, match="non-finite"):
         write_dicom_series(volume, tmp_path / "s", SeriesDescription("x", "K"), study=make_study())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_source_values_are_not_copied_into_the_output(tiny_series, tmp_path):
+    """A garbled date, an unknown tag inside a sequence, a lost StudyID on one slice: the derived series is
+    still valid DICOM and one study."""
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from diffusionct.io import read_dicom_series
+    from diffusionct.io.dicom import SeriesDescription, write_dicom_series
+    from tests.conftest import dciodvfy_errors
+    from tests.reliability.helpers import set_raw_element
+
+    folder, _ = tiny_series()
+    files = sorted(folder.glob("*.dcm"))
+    set_raw_element(files[1], "SeriesDate", b"20p60128")
+    ds = pydicom.dcmread(files[2])
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "1", "DCM", "x"
+    item.add_new(0x01080102, "SH", "garbage")  # a public tag no dictionary knows (a flipped bit)
+    ds.ProcedureCodeSequence = [item]
+    del ds.StudyID
+    ds.save_as(files[2])
+    volume = read_dicom_series(folder)
+    out = write_dicom_series(volume, tmp_path / "out", SeriesDescription("x", "K", derivation="test"))
+    written = [pydicom.dcmread(p) for p in sorted(out.glob("*.dcm"))]
+    assert {w.StudyID for w in written} == {volume.headers[0].StudyID}
+    assert all(0x01080102 not in w.ProcedureCodeSequence[0] for w in written if "ProcedureCodeSequence" in w)
+    assert all(w.get("SeriesDate", "") != "20p60128" for w in written)
+    for path in sorted(out.glob("*.dcm")):
+        assert dciodvfy_errors(path) == []
+
+
+def test_slices_of_other_studies_in_one_series_are_refused(tiny_series):
+    import pydicom
+
+    from diffusionct.errors import InputError
+    from diffusionct.io import read_dicom_series
+
+    folder, _ = tiny_series()
+    odd = sorted(folder.glob("*.dcm"))[3]
+    ds = pydicom.dcmread(odd)
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(odd)
+    with pytest.raises(InputError, match="StudyInstanceUID differs"):
+        read_dicom_series(folder)

@@ -7,6 +7,7 @@ that make a stack of slices not a volume: mixed sizes, gantry tilt, uneven spaci
 
 from __future__ import annotations
 
+import collections
 import copy
 import datetime as _dt
 import logging
@@ -236,6 +237,10 @@ def _check_slices(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], np
         tilt = (header_numbers(header.dataset, header.path, "GantryDetectorTilt", 1) or [0.0])[0]
         if abs(tilt) > 1e-3 and len(headers) > 1:  # a tilted stack is sheared; one slice is still a plane
             raise InputError(header.path, f"gantry tilt of {tilt} degrees is not supported; resample the series first")
+    for header in headers[1:]:  # one series is one patient, study and frame of reference
+        for keyword in ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID"):
+            if str(header.dataset.get(keyword, "")) != str(first.dataset.get(keyword, "")):
+                raise InputError(header.path, f"{keyword} differs from that of {first.path.name} in the same series")
     direction = _orientation(first.dataset, first.path)
     for header in headers[1:]:
         if not np.allclose(_orientation(header.dataset, header.path), direction, atol=1e-4):
@@ -427,18 +432,54 @@ _DROPPED_KEYWORDS = (
 
 
 def _known_public_tag(tag) -> bool:
-    """A standard attribute (or group length): an unknown one in a public group is invalid DICOM, which a
-    damaged source header can hold; private tags are removed separately."""
-    return (tag.is_private or tag.element == 0 or pydicom.datadict.dictionary_has_tag(tag)
-            or pydicom.datadict.repeater_has_tag(tag))
+    """A standard attribute: an unknown one in a public group is invalid DICOM, which a damaged source header
+    can hold; private tags are removed separately and group lengths are left to the writer."""
+    return tag.is_private or (tag.element != 0 and (pydicom.datadict.dictionary_has_tag(tag)
+                                                    or pydicom.datadict.repeater_has_tag(tag)))
+
+
+def _drop_unknown_tags(ds: Dataset) -> None:
+    """Remove, recursively, unknown public attributes and those that do not parse (a damaged source)."""
+    for tag in list(ds.keys()):
+        if not _known_public_tag(tag):
+            log.debug("dropped unknown public attribute %s (damaged source header?)", tag)
+            del ds[tag]
+            continue
+        try:
+            element = ds[tag]  # pydicom parses a raw element here
+        except Exception:  # noqa: BLE001 - a value of the wrong length for its VR, among others
+            log.debug("dropped unparsable attribute %s (damaged source header?)", tag)
+            del ds[tag]
+            continue
+        if element.VR == "SQ":
+            for item in element.value or []:
+                _drop_unknown_tags(item)
+
+
+# Patient, study and frame-of-reference attributes: one value for a whole series
+_SERIES_LEVEL = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
+                 "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "FrameOfReferenceUID",
+                 "PositionReferenceIndicator")
+
+
+def _series_level_values(sources: Sequence[Dataset]) -> dict[str, str]:
+    """Per series-level attribute, the value most slices hold: a slice whose header was damaged (the
+    attribute lost or garbled) gets the series' value, so the written series is one patient and study."""
+    values: dict[str, collections.Counter] = {}
+    for ds in sources:
+        for keyword in _SERIES_LEVEL:
+            try:
+                if keyword in ds:
+                    values.setdefault(keyword, collections.Counter())[str(ds[keyword].value)] += 1
+            except Exception:  # noqa: BLE001 - an unparsable value does not vote
+                continue
+    return {keyword: counts.most_common(1)[0][0] for keyword, counts in values.items()}
 
 
 def _derived_slice_dataset(source: Dataset) -> Dataset:
     ds = copy.deepcopy(source)
+    _drop_unknown_tags(ds)
     ds.remove_private_tags()  # vendor private tags describe the original reconstruction, not ours
-    for tag in [t for t in ds.keys() if not _known_public_tag(t)]:
-        log.debug("dropped unknown public attribute %s (damaged source header?)", tag)
-        del ds[tag]
     for keyword in _DROPPED_KEYWORDS:
         if keyword in ds:
             delattr(ds, keyword)
@@ -447,25 +488,47 @@ def _derived_slice_dataset(source: Dataset) -> Dataset:
     return ds
 
 
-_REPORTED_LENGTHS: set = set()
+_REPORTED_LENGTHS: set = set()  # tags already warned about in this process
 # Maximum value lengths of the string VRs that vendors most often overfill.
 _MAX_LENGTH = {"SH": 16, "CS": 16, "LO": 64, "AE": 16, "DS": 16, "IS": 12}
 
 
+_CODE_KEYWORDS = ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
+
+
 def _fit_value_lengths(ds: Dataset) -> None:
-    """Truncate over-long string values copied from a source so the written file is valid DICOM."""
-    for element in ds.iterall():
-        limit = _MAX_LENGTH.get(element.VR)
-        if limit is None or element.value is None or element.VR in ("DS", "IS"):
+    """Make the values copied from a source valid for their VR, so the written file is valid DICOM:
+    over-long strings (vendors overfill SH/LO) are truncated, other invalid values (a damaged header)
+    emptied, and code-sequence items missing a code part dropped."""
+    for element in list(ds.values()):
+        if element.VR == "SQ":
+            items = [item for item in element.value or []
+                     if not any(k in item for k in _CODE_KEYWORDS) or all(k in item for k in _CODE_KEYWORDS)]
+            for item in items:
+                _fit_value_lengths(item)
+            element.value = items
+            continue
+        if element.value is None or element.VR not in pydicom.valuerep.STR_VR:
             continue
         values = element.value if isinstance(element.value, pydicom.multival.MultiValue) else [element.value]
-        if any(isinstance(v, str) and len(v) > limit for v in values):
+        limit = _MAX_LENGTH.get(element.VR)
+        if limit and element.VR not in ("DS", "IS") and any(isinstance(v, str) and len(v) > limit for v in values):
             if element.tag not in _REPORTED_LENGTHS:  # once per tag, not once per slice
                 _REPORTED_LENGTHS.add(element.tag)
                 log.warning("%s %s is longer than the %d characters of VR %s; truncated in the written series",
                             element.keyword or "tag", element.tag, limit, element.VR)
             fitted = [v[:limit] if isinstance(v, str) else v for v in values]
             element.value = fitted if isinstance(element.value, pydicom.multival.MultiValue) else fitted[0]
+            values = fitted
+        try:
+            for value in values:  # numbers (DSfloat, IS) are validated in their written form
+                text = str(value) if element.VR in ("DS", "IS") and value is not None else value
+                pydicom.valuerep.validate_value(element.VR, text, pydicom.config.RAISE)
+        except (ValueError, TypeError):
+            if (element.tag, "invalid") not in _REPORTED_LENGTHS:
+                _REPORTED_LENGTHS.add((element.tag, "invalid"))
+                log.warning("%s %s holds an invalid %s value; written empty", element.keyword or "tag", element.tag, element.VR)
+            element.value = ""
 
 
 def _source_reference(source: Dataset) -> Dataset:
@@ -519,6 +582,8 @@ def write_dicom_series(
         return generate_uid(entropy_srcs=[uid_seed, *parts]) if uid_seed is not None else generate_uid()
 
     series_uid = new_uid("series")
+    fallback_uids = {"StudyInstanceUID": new_uid("study"), "FrameOfReferenceUID": new_uid("frame")}
+    series_values = _series_level_values(volume.headers) if derived else {}
     now = _dt.datetime.now() if uid_seed is None else _dt.datetime(2026, 1, 1, 12, 0, 0)
     affine = volume.index_to_patient()
     with atomic_output_dir(Path(out_dir), overwrite=overwrite) as tmp:
@@ -526,6 +591,8 @@ def write_dicom_series(
             if derived:
                 source = volume.headers[index]
                 ds = _derived_slice_dataset(source)
+                for keyword, value in series_values.items():
+                    setattr(ds, keyword, value)
                 ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
                 ds.DerivationDescription = (series.derivation or "derived")[:1024]
                 ds.SourceImageSequence = [_source_reference(source)]
@@ -564,6 +631,9 @@ def write_dicom_series(
             if "Laterality" not in ds:
                 ds.Laterality = ""  # type 2C in General Series; validators ask for it on unpaired body parts
             _fit_value_lengths(ds)
+            for keyword, uid in fallback_uids.items():
+                if not pydicom.uid.UID(str(ds.get(keyword, ""))).is_valid:  # a damaged source: one new UID for the series
+                    setattr(ds, keyword, uid)
             ds.add_new(0x7FE00010, "OW", encode_hu(volume.hu[index], representation, slope, intercept).tobytes())
             _save(ds, tmp / f"CT{index + 1:05d}.dcm")
         _verify_series(tmp, volume.shape, Path(out_dir))
