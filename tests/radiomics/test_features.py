@@ -145,3 +145,33 @@ def test_features_and_compare_cli(tmp_path, capsys):
                  str(tmp_path / "masks"), "-o", str(tmp_path / "cmp2")]) == 2
     assert "no item for b" in capsys.readouterr().err
     assert not (tmp_path / "cmp2").exists()
+
+
+def test_intensity_histogram_follows_bin_count_as_the_texture_classes_do():
+    """With binCount the IH class is discretised into that many bins (IBSI fixed bin number), as pyradiomics
+    discretises the texture classes of the same run; binWidth then plays no part."""
+    from radiomics import imageoperations
+
+    image, mask = _blob(seed=3)
+    runs = {}
+    for width in (5, 50):
+        settings = FeatureSettings(setting={"binCount": 32, "binWidth": width, "padDistance": 2},
+                                   image_types={"original": {}}, dimensions=["3D"], classes=["IH", "GLCM"])
+        runs[width] = extract_features(image, mask, (1.0, 1.0, 1.0), settings)
+    assert runs[5]["IH_3D_original_Maximum"] == 32 and runs[5]["IH_3D_original_Minimum"] == 1
+    assert runs[5] == runs[50]
+    values = image[mask]
+    ours = discretise(values, bin_count=32)
+    theirs, _ = imageoperations.binImage(values, binCount=32)  # pyradiomics' own discretisation
+    assert np.array_equal(ours, theirs)
+    assert runs[5]["IH_3D_original_Mean"] == pytest.approx(ours.mean())
+
+
+@pytest.mark.parametrize("key,words", [("resegmentRange", "not applied by this engine"),
+                                       ("resampledPixelSpacing", "not applied by this engine"),
+                                       ("binwidth", "unknown setting(s) binwidth")])
+def test_settings_that_would_be_ignored_are_refused(tmp_path, key, words):
+    params = tmp_path / "p.yaml"
+    params.write_text(f"setting: {{binWidth: 25, {key}: [1, 2]}}\n")
+    with pytest.raises(DiffusionCTError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        FeatureSettings.load(params)

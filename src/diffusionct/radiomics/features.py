@@ -98,8 +98,28 @@ class FeatureSettings:
         bad = [t for t in self.image_types if t not in ("original", "LoG", "wavelet")]
         if bad:
             raise DiffusionCTError(f"{source}: image types must be original, LoG or wavelet, got {bad}")
+        unsupported = sorted(set(self.setting) & UNSUPPORTED_SETTINGS)
+        if unsupported:
+            raise DiffusionCTError(f"{source}: setting {', '.join(unsupported)} is not applied by this engine (it has no "
+                                   "resampling, re-segmentation or normalisation step yet); remove it, or resample and "
+                                   "re-segment the image before extracting features")
+        unknown = sorted(set(self.setting) - KNOWN_SETTINGS - UNSUPPORTED_SETTINGS)
+        if unknown:
+            raise DiffusionCTError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SETTINGS))}")
         if float(self.setting.get("binWidth", 25)) <= 0:
             raise DiffusionCTError(f"{source}: binWidth must be positive")
+        if "binCount" in self.setting and (int(self.setting["binCount"]) != self.setting["binCount"] or self.setting["binCount"] < 1):
+            raise DiffusionCTError(f"{source}: binCount must be a positive integer, got {self.setting['binCount']!r}")
+
+
+# Settings the engine applies (pyradiomics' keys where pyradiomics computes the class); every other key is an
+# error instead of being ignored without a word.
+KNOWN_SETTINGS = {"binWidth", "binCount", "padDistance", "minimumROISize", "voxelArrayShift", "symmetricalGLCM",
+                  "distances", "weightingNorm", "gldm_a", "sigma", "wavelet", "start_level", "level", "label"}
+# pyradiomics' extractor pre-processing keys, which this engine does not apply (it calls the feature classes)
+UNSUPPORTED_SETTINGS = {"resegmentRange", "resegmentMode", "resegmentShape", "resampledPixelSpacing", "interpolator",
+                        "normalize", "normalizeScale", "removeOutliers", "preCrop", "correctMask", "geometryTolerance",
+                        "minimumROIDimensions"}
 
 
 # ------------------------------------------------------------------------------------ images
@@ -136,8 +156,15 @@ def _image_types(image: sitk.Image, mask: sitk.Image, settings: FeatureSettings)
 # ------------------------------------------------------------------------------------ IH
 
 
-def discretise(values: np.ndarray, bin_width: float) -> np.ndarray:
-    """Fixed-bin-width grey levels 1..N, as pyradiomics (bins start at floor(min / width) * width)."""
+def discretise(values: np.ndarray, bin_width: float = 25.0, bin_count: int | None = None) -> np.ndarray:
+    """Grey levels 1..N: a fixed bin width as pyradiomics (bins start at floor(min / width) * width), or with
+    ``bin_count`` a fixed number of bins over [min, max] (IBSI 2.7.3; the maximum falls in the last bin)."""
+    if bin_count is not None:
+        low, high = values.min(), values.max()
+        if high == low:
+            return np.ones(values.shape, dtype=np.int64)
+        levels = np.floor(bin_count * (values - low) / (high - low)).astype(np.int64) + 1
+        return np.minimum(levels, bin_count)
     low = np.floor(values.min() / bin_width) * bin_width
     return np.floor((values - low) / bin_width).astype(np.int64) + 1
 
@@ -282,6 +309,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
     kwargs = {k: v for k, v in settings.setting.items() if k not in ("padDistance", "minimumROISize")}
     kwargs["label"] = 1
     bin_width = float(kwargs.get("binWidth", 25))
+    bin_count = int(kwargs["binCount"]) if "binCount" in kwargs else None  # pyradiomics: binCount wins over binWidth
     bbox, _ = imageoperations.checkMask(sitk_image, sitk_mask, minimumROIDimensions=1, minimumROISize=1, label=1)
     out: dict[str, float] = {}
     for family, name, derived in _image_types(sitk_image, sitk_mask, settings):
@@ -297,7 +325,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
                     values = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], cropped, cropped_mask, dim_kwargs)
                     out.update({f"{cls}_{dim}_{name}_{k}": float(v) for k, v in values.items()})
             if "IH" in settings.classes and dim == "3D":
-                levels = discretise(array[array_mask], bin_width)
+                levels = discretise(array[array_mask], bin_width, bin_count)  # as the texture classes of this run
                 out.update({f"IH_3D_{name}_{k}": float(v) for k, v in intensity_histogram_features(levels).items()})
             if "GOH" in settings.classes and family in settings.goh.get("image_types", ["original"]):
                 goh = gradient_orientation_features(array, array_mask, spacing, int(settings.goh["bins_2D"]),
