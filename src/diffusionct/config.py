@@ -7,6 +7,7 @@ weights so that a checkpoint always carries the settings that made it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +106,9 @@ class DiffusionConfig:
             noise does (the residual of two close kernels is ~50x smaller than the noise, and the
             network's error would then dominate it). 0: set at the start of phase 2 to 1 / SD of the
             training x0; models saved before it existed read 0 and run unscaled.
-        predictor: where the ``refine`` mode's predictor of the conditional mean works: ``latent`` (a
-            stack of 3x3 convolutions on Z_A, trained jointly with the diffusion) or ``image`` (a
+        predictor: where the ``refine`` mode's predictor of the conditional mean works: ``image`` (default;
+            measured better, docs/results.md) or ``latent`` (a stack of 3x3 convolutions on Z_A, trained
+            jointly with the diffusion; models saved before this setting existed are read as latent). ``image``: a
             full-resolution residual CNN on the HU image A, as Whang et al.'s image-space predictor,
             trained first with its own ``predictor_training`` settings and then frozen, so that the
             diffusion and ``x0_scale`` see only what the predictor leaves).
@@ -124,7 +126,7 @@ class DiffusionConfig:
     eta: float = 0.0
     x0_clip: float = 0.0
     x0_scale: float = 0.0
-    predictor: str = "latent"
+    predictor: str = "image"
     predictor_channels: int = 64
     predictor_layers: int = 6
     predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3))
@@ -230,6 +232,16 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_saved(cls, data: dict, source: str = "config") -> "RunConfig":
+        """The config of a saved model: keys added after it was saved take the value that reproduces it (a
+        refine model saved before ``diffusion.predictor`` existed has a latent predictor)."""
+        data = json.loads(json.dumps(data))
+        diffusion = data.get("diffusion")
+        if isinstance(diffusion, dict):
+            diffusion.setdefault("predictor", "latent")
+        return cls.from_dict(data, source)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "RunConfig":

@@ -57,6 +57,9 @@ def _brief_config(plan: DemoPlan) -> RunConfig:
         f"phase2.validate_every={max(1, plan.diffusion_steps // 2)}", f"phase2.checkpoint_every={plan.diffusion_steps}",
         f"baselines.residual_cnn.steps={plan.cnn_steps}", f"baselines.residual_cnn.crop={plan.crop}",
         f"baselines.residual_cnn.checkpoint_every={plan.cnn_steps}", f"baselines.residual_cnn.validate_every={max(1, plan.cnn_steps // 2)}",
+        *(f"diffusion.predictor_training.{key}={value}" for key, value in (
+            ("steps", plan.cnn_steps), ("crop", plan.crop), ("batch_size", 4), ("checkpoint_every", plan.cnn_steps),
+            ("validate_every", max(1, plan.cnn_steps // 2)))),
         *(f"baselines.{name}.{key}={value}" for name in ("pix2pix", "ddpm")
           for key, value in (("steps", plan.cnn_steps), ("crop", plan.crop), ("batch_size", 4),
                              ("checkpoint_every", plan.cnn_steps), ("validate_every", max(1, plan.cnn_steps // 2)))),

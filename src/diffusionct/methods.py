@@ -317,7 +317,7 @@ def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) 
     folder = Path(folder)
     meta = read_model_meta(folder, require_autoencoder=False)
     name = meta.get("method", "diffusionct")
-    config = RunConfig.from_dict(meta["config"], str(folder / CONFIG_NAME))
+    config = RunConfig.from_saved(meta["config"], str(folder / CONFIG_NAME))
     if name == "identity":
         return IdentityMethod(config, device)
     if name == "histogram":

@@ -73,7 +73,8 @@ def test_zero_residual_model_returns_its_input():
     config = RunConfig.load(overrides=["autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
                                        "autoencoder.latent_channels=16", "autoencoder.decoder_channels=16",
                                        "unet.channels=[16,16]", "unet.attention_levels=[false,false]",
-                                       "unet.norm_num_groups=8", "unet.num_head_channels=8", "diffusion.mode=refine"])
+                                       "unet.norm_num_groups=8", "unet.num_head_channels=8", "diffusion.mode=refine",
+                                       "diffusion.predictor=latent"])
     model = DiffusionCTModel.build(config).eval()  # zero-initialised learned branches and predictor
     model.unet = _ZeroResidual(NoiseSchedule.from_config(config.diffusion))
     hu = np.random.default_rng(0).normal(0, 300, size=(2, 64, 64)).clip(-1000, 2000).astype(np.float32)
@@ -185,3 +186,19 @@ def test_unknown_predictor_is_refused():
 
     with pytest.raises(DiffusionCTError, match="diffusion.predictor must be one of latent, image"):
         RunConfig.load(overrides=["diffusion.predictor=pixel"])
+
+
+def test_models_saved_before_the_predictor_setting_load_as_latent(tiny_data, tmp_path):
+    """A refine model whose config.json has no diffusion.predictor (saved before it existed) is a latent one."""
+    from diffusionct.models.bundle import write_model_config
+
+    train(tiny_data, tmp_path / "run", tiny_config("diffusion.predictor=latent"), phase="all")
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    del meta["config"]["diffusion"]["predictor"]
+    write_model_config(tmp_path / "run", meta)
+    method = load_method(tmp_path / "run")
+    assert method.config.diffusion.predictor == "latent"
+    from diffusionct.models.latent_unet import LatentPredictor
+
+    assert isinstance(method.model.predictor, LatentPredictor)
+    assert RunConfig().diffusion.predictor == "image"  # while new runs get the measured better one

@@ -166,7 +166,7 @@ class DiffusionCTModel:
     def load(cls, folder: str | Path, device: str | torch.device = "cpu", need_diffusion: bool = True) -> "DiffusionCTModel":
         folder = Path(folder)
         meta = read_model_meta(folder)
-        config = RunConfig.from_dict(meta["config"], f"{folder / CONFIG_NAME}")
+        config = RunConfig.from_saved(meta["config"], f"{folder / CONFIG_NAME}")
         model = cls.build(config)
         model.info = {k: v for k, v in meta.items() if k != "config"}
         load_weights(model.autoencoder, folder / AUTOENCODER_NAME)

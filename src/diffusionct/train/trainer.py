@@ -487,7 +487,7 @@ def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, over
         if meta is None or "autoencoder" not in meta.get("phases", []):
             raise DiffusionCTError(f"{run_dir}: phase 2 needs a trained encoder-decoder in this run folder; "
                                    "run `diffusionct train --phase autoencoder` (or --phase all) first")
-        saved = RunConfig.from_dict(meta["config"])
+        saved = RunConfig.from_saved(meta["config"])
         if saved.autoencoder != config.autoencoder:
             raise DiffusionCTError(f"{run_dir}: the autoencoder settings differ from the checkpoint's "
                                    f"({saved.autoencoder} vs {config.autoencoder}); use the run's own config")
