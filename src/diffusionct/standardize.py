@@ -172,15 +172,18 @@ def _finished_outputs(records: dict[Path, dict], overwrite: bool) -> set[Path]:
     """The targets that already hold this run's finished output (their completion record matches).
 
     Any other existing target (an empty folder, unrelated files, another model's or seed's output, a
-    file without its record) is refused before any work unless ``overwrite`` replaces it."""
-    finished = set()
+    file without its record) is refused before any work unless ``overwrite`` replaces it (and then every
+    target is written again)."""
+    finished: set[Path] = set()
+    if overwrite:
+        return finished
     for target, expected in records.items():
         if not target.exists() and not target.is_symlink():
             continue
         record = read_record(target)
         if record is not None and all(record.get(key) == value for key, value in expected.items()):
             finished.add(target)
-        elif not overwrite:
+        else:
             why = "was written with other settings" if record is not None else "is not a finished output of diffusionct"
             raise DiffusionCTError(f"{target}: exists and {why}; pass --overwrite to replace it or choose another output")
     return finished

@@ -329,3 +329,14 @@ def test_slices_of_other_studies_in_one_series_are_refused(tiny_series):
     ds.save_as(odd)
     with pytest.raises(InputError, match="StudyInstanceUID differs"):
         read_dicom_series(folder)
+
+
+def test_overwrite_writes_a_finished_output_again(series, tiny_model, tmp_path):
+    from diffusionct.standardize import run_standardize
+
+    output = tmp_path / "out"
+    run_standardize(series, output, model_dir=tiny_model, device="cpu")
+    (output / "CT00001.dcm").write_bytes(b"damaged by hand")
+    assert run_standardize(series, output, model_dir=tiny_model, device="cpu")[0].skipped  # the record matches
+    again = run_standardize(series, output, model_dir=tiny_model, device="cpu", overwrite=True)
+    assert not again[0].skipped and (output / "CT00001.dcm").read_bytes() != b"damaged by hand"
