@@ -76,7 +76,9 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
     for noisy in ("radiomics", "pydicom", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING) if noisy != "radiomics" else logging.ERROR)
-    logging.getLogger("pydicom").addFilter(_OncePerMessage())
+    pydicom_log = logging.getLogger("pydicom")
+    if not any(isinstance(f, _OncePerMessage) for f in pydicom_log.filters):  # main() may run many times in a process
+        pydicom_log.addFilter(_OncePerMessage())
     warnings.filterwarnings("ignore", module="pydicom")  # pydicom logs the same warnings through logging
 
 
