@@ -152,8 +152,9 @@ def replaced_on_success(path: Path) -> Iterator[None]:
     if not path.exists():
         yield
         return
-    remove_stale_partials(path)
-    aside = Path(tempfile.mkdtemp(prefix=_partial_prefix(path), dir=path.parent))
+    # not a ".partial" name: if this process is killed outright, the old folder waits there to be recovered
+    # by hand instead of being cleaned up as a dead writer's leftover
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.replaced-{os.getpid()}-", dir=path.parent))
     os.replace(path, aside / "old")
     try:
         yield
