@@ -93,6 +93,10 @@ class Method:
 class IdentityMethod(Method):
     name = "identity"
 
+    @classmethod
+    def load(cls, folder, config, device):
+        return cls(config, device)
+
     def _slices(self, hu, batch_size, progress):
         if progress:
             progress(hu.shape[0])
@@ -263,6 +267,10 @@ class AutoencoderMethod(NetworkMethod):
         self.model = model
         self.multiple = config.autoencoder.downsample
 
+    @classmethod
+    def load(cls, folder, config, device):
+        return cls(config, device, DiffusionCTModel.load(folder, device, need_diffusion=False))
+
     def _slices(self, hu, batch_size, progress):
         ae = self.model.autoencoder
         return self._network_slices(hu, batch_size, progress, lambda x: ae.decode(ae.encode(x)))
@@ -311,6 +319,18 @@ class DiffusionCTMethod(NetworkMethod):
     def save(self, folder, extra=None):
         self.model.save(folder, ["autoencoder", "diffusion"], {"method": self.name, **(extra or {})})
 
+    @classmethod
+    def load(cls, folder, config, device):
+        return cls(config, device, DiffusionCTModel.load(folder, device))
+
+
+# Every method by its name: loading dispatches here; the CLI's list (config.METHODS, importable without torch)
+# must name exactly these.
+REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (
+    IdentityMethod, HistogramMethod, AutoencoderMethod, ResidualCNNMethod, Pix2PixMethod, ImageDDPMMethod, DiffusionCTMethod)}
+if set(REGISTRY) != set(METHODS):  # pragma: no cover - a developer error, caught by any import in the tests
+    raise RuntimeError(f"config.METHODS {sorted(METHODS)} and the method registry {sorted(REGISTRY)} differ")
+
 
 def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) -> Method:
     """Load any method from its folder (the method name is in ``config.json``)."""
@@ -318,21 +338,9 @@ def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) 
     meta = read_model_meta(folder, require_autoencoder=False)
     name = meta.get("method", "diffusionct")
     config = RunConfig.from_saved(meta["config"], str(folder / CONFIG_NAME))
-    if name == "identity":
-        return IdentityMethod(config, device)
-    if name == "histogram":
-        return HistogramMethod.load(folder, config, device)
-    if name == "residual-cnn":
-        return ResidualCNNMethod.load(folder, config, device)
-    if name == "pix2pix":
-        return Pix2PixMethod.load(folder, config, device)
-    if name == "ddpm":
-        return ImageDDPMMethod.load(folder, config, device)
-    if name == "autoencoder":
-        return AutoencoderMethod(config, device, DiffusionCTModel.load(folder, device, need_diffusion=False))
-    if name == "diffusionct":
-        return DiffusionCTMethod(config, device, DiffusionCTModel.load(folder, device))
-    raise DiffusionCTError(f"{folder}: unknown method '{name}' in {CONFIG_NAME}; known: {', '.join(METHODS)}")
+    if name not in REGISTRY:
+        raise DiffusionCTError(f"{folder}: unknown method '{name}' in {CONFIG_NAME}; known: {', '.join(METHODS)}")
+    return REGISTRY[name].load(folder, config, device)
 
 
 def train_method(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device,
