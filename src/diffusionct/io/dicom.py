@@ -488,7 +488,7 @@ def _derived_slice_dataset(source: Dataset) -> Dataset:
     return ds
 
 
-_REPORTED_LENGTHS: set = set()  # tags already warned about in this process
+_REPORTED_TAGS: set = set()  # tags already warned about in this process
 # Maximum value lengths of the string VRs that vendors most often overfill.
 _MAX_LENGTH = {"SH": 16, "CS": 16, "LO": 64, "AE": 16, "DS": 16, "IS": 12}
 
@@ -496,7 +496,7 @@ _MAX_LENGTH = {"SH": 16, "CS": 16, "LO": 64, "AE": 16, "DS": 16, "IS": 12}
 _CODE_KEYWORDS = ("CodeValue", "CodingSchemeDesignator", "CodeMeaning")
 
 
-def _fit_value_lengths(ds: Dataset) -> None:
+def _make_values_valid(ds: Dataset) -> None:
     """Make the values copied from a source valid for their VR, so the written file is valid DICOM:
     over-long strings (vendors overfill SH/LO) are truncated, other invalid values (a damaged header)
     emptied, and code-sequence items missing a code part dropped."""
@@ -505,7 +505,7 @@ def _fit_value_lengths(ds: Dataset) -> None:
             items = [item for item in element.value or []
                      if not any(k in item for k in _CODE_KEYWORDS) or all(k in item for k in _CODE_KEYWORDS)]
             for item in items:
-                _fit_value_lengths(item)
+                _make_values_valid(item)
             element.value = items
             continue
         if element.value is None or element.VR not in pydicom.valuerep.STR_VR:
@@ -513,8 +513,8 @@ def _fit_value_lengths(ds: Dataset) -> None:
         values = element.value if isinstance(element.value, pydicom.multival.MultiValue) else [element.value]
         limit = _MAX_LENGTH.get(element.VR)
         if limit and element.VR not in ("DS", "IS") and any(isinstance(v, str) and len(v) > limit for v in values):
-            if element.tag not in _REPORTED_LENGTHS:  # once per tag, not once per slice
-                _REPORTED_LENGTHS.add(element.tag)
+            if element.tag not in _REPORTED_TAGS:  # once per tag, not once per slice
+                _REPORTED_TAGS.add(element.tag)
                 log.warning("%s %s is longer than the %d characters of VR %s; truncated in the written series",
                             element.keyword or "tag", element.tag, limit, element.VR)
             fitted = [v[:limit] if isinstance(v, str) else v for v in values]
@@ -525,8 +525,8 @@ def _fit_value_lengths(ds: Dataset) -> None:
                 text = str(value) if element.VR in ("DS", "IS") and value is not None else value
                 pydicom.valuerep.validate_value(element.VR, text, pydicom.config.RAISE)
         except (ValueError, TypeError):
-            if (element.tag, "invalid") not in _REPORTED_LENGTHS:
-                _REPORTED_LENGTHS.add((element.tag, "invalid"))
+            if (element.tag, "invalid") not in _REPORTED_TAGS:
+                _REPORTED_TAGS.add((element.tag, "invalid"))
                 log.warning("%s %s holds an invalid %s value; written empty", element.keyword or "tag", element.tag, element.VR)
             element.value = ""
 
@@ -630,7 +630,7 @@ def write_dicom_series(
                 setattr(ds, keyword, value)
             if "Laterality" not in ds:
                 ds.Laterality = ""  # type 2C in General Series; validators ask for it on unpaired body parts
-            _fit_value_lengths(ds)
+            _make_values_valid(ds)
             for keyword, uid in fallback_uids.items():
                 if not pydicom.uid.UID(str(ds.get(keyword, ""))).is_valid:  # a damaged source: one new UID for the series
                     setattr(ds, keyword, uid)
