@@ -18,7 +18,7 @@ import torch
 
 from diffusionct.evaluate import tumour_features, image_metrics_summary, load_test_cases
 from diffusionct.methods import AutoencoderMethod
-from diffusionct.models.bundle import DiffusionCTModel
+from diffusionct.model_store import load_model
 from diffusionct.radiomics.compare import compare_features
 from diffusionct.radiomics.features import FeatureSettings
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--max-cases", type=int)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    model = DiffusionCTModel.load(args.model, need_diffusion=False)
+    model = load_model(args.model, need_diffusion=False)
     method = AutoencoderMethod(model.config, torch.device("cpu"), model)
     cases = load_test_cases(args.data, model.source_kernel, model.target_kernel, args.max_cases)
     settings = FeatureSettings.load()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from diffusionct.methods import ResidualCNNMethod
 from diffusionct.models.baselines import ResidualCNN
-from diffusionct.models.bundle import DiffusionCTModel
+from diffusionct.model_store import load_model
 
 
 def export(run: Path, out: Path) -> None:
-    model = DiffusionCTModel.load(run)
+    model = load_model(run)
     if not isinstance(model.predictor, ResidualCNN):
         raise SystemExit(f"{run}: no image-space predictor (diffusion.predictor=image) to export")
     d = model.config.diffusion

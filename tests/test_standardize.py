@@ -135,7 +135,7 @@ def test_output_uids_follow_the_model_content_not_its_folder_name(tiny_data, tin
     first = sorted(tensors)[0]
     tensors[first] = tensors[first] + 0.01  # another model in a folder of the same name
     save_file(tensors, str(weights))
-    from diffusionct.models.bundle import write_model_config
+    from diffusionct.model_store import write_model_config
 
     write_model_config(copies[1], json.loads((copies[1] / "config.json").read_text()))  # as its training would
     uids = []

@@ -34,8 +34,9 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.units import HU_RANGE
-from diffusionct.models.bundle import (CONFIG_NAME, FORMAT_VERSION, DiffusionCTModel, load_weights, read_model_meta,
-                                       read_tensors, save_weights, write_model_config)
+from diffusionct.model_store import (CONFIG_NAME, FORMAT_VERSION, load_model, load_weights, read_model_meta, read_tensors,
+                                     save_model, save_weights, write_model_config)
+from diffusionct.models.diffusionct_model import DiffusionCTModel
 
 Progress = Callable[[int], None] | None
 
@@ -94,7 +95,7 @@ class IdentityMethod(Method):
     name = "identity"
 
     @classmethod
-    def load(cls, folder, config, device):
+    def load(cls, folder, config, device, meta=None):
         return cls(config, device)
 
     def _slices(self, hu, batch_size, progress):
@@ -132,7 +133,7 @@ class HistogramMethod(Method):
             save_file({"source_quantiles": torch.from_numpy(self.source_q), "target_quantiles": torch.from_numpy(self.target_q)}, str(tmp))
 
     @classmethod
-    def load(cls, folder, config, device):
+    def load(cls, folder, config, device, meta=None):
         path = folder / cls.WEIGHTS
         tensors = read_tensors(path)
         quantiles = [tensors.get(name) for name in ("source_quantiles", "target_quantiles")]
@@ -197,7 +198,7 @@ class SingleNetworkMethod(NetworkMethod):
         save_weights(self.network, folder / self.WEIGHTS)
 
     @classmethod
-    def load(cls, folder, config, device):
+    def load(cls, folder, config, device, meta=None):
         method = cls(config, device)
         load_weights(method.network, folder / cls.WEIGHTS)
         method.network.to(device).eval()
@@ -268,15 +269,15 @@ class AutoencoderMethod(NetworkMethod):
         self.multiple = config.autoencoder.downsample
 
     @classmethod
-    def load(cls, folder, config, device):
-        return cls(config, device, DiffusionCTModel.load(folder, device, need_diffusion=False))
+    def load(cls, folder, config, device, meta=None):
+        return cls(config, device, load_model(folder, device, need_diffusion=False, meta=meta))
 
     def _slices(self, hu, batch_size, progress):
         ae = self.model.autoencoder
         return self._network_slices(hu, batch_size, progress, lambda x: ae.decode(ae.encode(x)))
 
     def save(self, folder, extra=None):
-        self.model.save(folder, ["autoencoder"], {"method": self.name, **(extra or {})})
+        save_model(self.model, folder, ["autoencoder"], {"method": self.name, **(extra or {})})
 
 
 class DiffusionCTMethod(NetworkMethod):
@@ -317,11 +318,11 @@ class DiffusionCTMethod(NetworkMethod):
         return self._network_slices(hu, batch_size, progress, convert)
 
     def save(self, folder, extra=None):
-        self.model.save(folder, ["autoencoder", "diffusion"], {"method": self.name, **(extra or {})})
+        save_model(self.model, folder, ["autoencoder", "diffusion"], {"method": self.name, **(extra or {})})
 
     @classmethod
-    def load(cls, folder, config, device):
-        return cls(config, device, DiffusionCTModel.load(folder, device))
+    def load(cls, folder, config, device, meta=None):
+        return cls(config, device, load_model(folder, device, meta=meta))
 
 
 # Every method by its name: loading dispatches here; the CLI's list (config.METHODS, importable without torch)
@@ -340,7 +341,7 @@ def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) 
     config = RunConfig.from_saved(meta["config"], str(folder / CONFIG_NAME))
     if name not in REGISTRY:
         raise DiffusionCTError(f"{folder}: unknown method '{name}' in {CONFIG_NAME}; known: {', '.join(METHODS)}")
-    return REGISTRY[name].load(folder, config, device)
+    return REGISTRY[name].load(folder, config, device, meta)  # meta: read and verified once
 
 
 def train_method(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device,

@@ -11,7 +11,7 @@ from diffusionct.config import RunConfig
 from diffusionct.diffusion import NoiseSchedule, predict_x0_eps, sample
 from diffusionct.io import read_dicom_series
 from diffusionct.methods import DiffusionCTMethod, load_method
-from diffusionct.models.bundle import DiffusionCTModel
+from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.trainer import train
 from tests.model_fixtures import tiny_config
 
@@ -190,7 +190,7 @@ def test_unknown_predictor_is_refused():
 
 def test_models_saved_before_the_predictor_setting_load_as_latent(tiny_data, tmp_path):
     """A refine model whose config.json has no diffusion.predictor (saved before it existed) is a latent one."""
-    from diffusionct.models.bundle import write_model_config
+    from diffusionct.model_store import write_model_config
 
     train(tiny_data, tmp_path / "run", tiny_config("diffusion.predictor=latent"), phase="all")
     meta = json.loads((tmp_path / "run" / "config.json").read_text())

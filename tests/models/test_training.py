@@ -13,7 +13,7 @@ from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series
 from diffusionct.methods import load_method, train_method
-from diffusionct.models.bundle import DiffusionCTModel
+from diffusionct.model_store import load_model
 from diffusionct.standardize import Standardizer
 from diffusionct.train.trainer import train
 from tests.model_fixtures import TINY_OVERRIDES, tiny_config
@@ -31,7 +31,7 @@ def test_train_all_then_checkpoint_round_trip(tiny_data, tmp_path):
     measured = {**config.to_dict()["diffusion"], "x0_scale": meta["config"]["diffusion"]["x0_scale"]}
     assert meta["config"]["diffusion"] == measured and {**meta["config"], "diffusion": None} == {**config.to_dict(), "diffusion": None}
     assert config.diffusion.x0_scale == 0  # the caller's config is not changed
-    loaded = DiffusionCTModel.load(tmp_path / "run")
+    loaded = load_model(tmp_path / "run")
     hu = torch.randn(1, 1, 32, 32) * 100
     with torch.no_grad():
         assert torch.equal(model.autoencoder.encode(hu), loaded.autoencoder.encode(hu))
@@ -162,7 +162,7 @@ def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
         command += ["--set", item]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    model = DiffusionCTModel.load(tmp_path / "ddp")
+    model = load_model(tmp_path / "ddp")
     # rank 0 draws the same crops as a single process: equal weights would mean no gradient was averaged
     single = train(tiny_data, tmp_path / "single", tiny_config(), phase="all")
     ddp, alone = model.autoencoder.state_dict(), single.autoencoder.state_dict()

@@ -189,7 +189,7 @@ def test_outputs_follow_the_umask(series, tiny_model, tmp_path):
 def test_model_with_nan_weights_writes_nothing(series, tiny_model, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
-    from diffusionct.models.bundle import write_model_config
+    from diffusionct.model_store import write_model_config
 
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_model, broken)

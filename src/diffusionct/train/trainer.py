@@ -30,7 +30,8 @@ from diffusionct.config import PhaseConfig, RunConfig, image_ddpm_diffusion_conf
 from diffusionct.diffusion import NoiseSchedule, condition, diffusion_loss, from_pair, training_target
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, replaced_on_success
-from diffusionct.models.bundle import DiffusionCTModel, read_model_meta
+from diffusionct.model_store import load_model, read_model_meta, save_model
+from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import TrainingData, sample_image_crops, sample_pair_crops
 from diffusionct.units import HU_RANGE
 
@@ -491,7 +492,7 @@ def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, over
         if saved.autoencoder != config.autoencoder:
             raise DiffusionCTError(f"{run_dir}: the autoencoder settings differ from the checkpoint's "
                                    f"({saved.autoencoder} vs {config.autoencoder}); use the run's own config")
-        return DiffusionCTModel.load(run_dir, need_diffusion=False)
+        return load_model(run_dir, need_diffusion=False, meta=meta)
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
         raise DiffusionCTError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start over")
     return None
@@ -536,7 +537,7 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
         done.append(name)
         record[name] = {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:]}
         if rank == 0:
-            trainer.model.save(run_dir, done, {"training": record, "manifest": str(manifest)})
+            save_model(trainer.model, run_dir, done, {"training": record, "manifest": str(manifest)})
     return trainer.model
 
 

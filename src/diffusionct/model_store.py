@@ -1,4 +1,4 @@
-"""A trained DiffusionCT model on disk: ``config.json`` plus safetensors weights, loaded once and reused.
+"""A trained model on disk (every method's folder is read and written here): ``config.json`` plus safetensors weights, loaded once and reused.
 
 Layout of a model folder::
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,9 +24,7 @@ from diffusionct import __version__
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
-from diffusionct.models.autoencoder import Autoencoder
-from diffusionct.models.baselines import ResidualCNN
-from diffusionct.models.latent_unet import ConditionalUNet, LatentPredictor
+from diffusionct.models.diffusionct_model import DiffusionCTModel
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -98,87 +95,41 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict(state)
 
 
-@dataclass
-class DiffusionCTModel:
-    """The encoder-decoder and the latent U-Net with their configuration."""
+def save_model(model: DiffusionCTModel, folder: Path, phases: list[str], extra: dict | None = None) -> None:
+    """Write a DiffusionCT model folder: the weights of the phases trained, then config.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model.autoencoder, folder / AUTOENCODER_NAME)
+    if "diffusion" in phases and model.unet is not None:
+        save_weights(model.unet, folder / UNET_NAME)
+        if model.predictor is not None:
+            save_weights(model.predictor, folder / PREDICTOR_NAME)
+    meta = {**model.info, **(extra or {}), "format_version": FORMAT_VERSION, "diffusionct_version": __version__,
+            "phases": phases, "config": model.config.to_dict()}
+    meta.pop(WEIGHTS_DIGESTS, None)
+    write_model_config(folder, meta)
 
-    config: RunConfig
-    autoencoder: Autoencoder
-    unet: ConditionalUNet | None = None
-    predictor: LatentPredictor | ResidualCNN | None = None  # the refine mode's conditional-mean estimate
-    info: dict = field(default_factory=dict)
 
-    @classmethod
-    def build(cls, config: RunConfig) -> "DiffusionCTModel":
-        latent, d = config.autoencoder.latent_channels, config.diffusion
-        predictor: LatentPredictor | ResidualCNN | None = None
-        if d.mode == "refine":
-            predictor = (ResidualCNN(d.predictor_channels, d.predictor_layers) if d.predictor == "image"
-                         else LatentPredictor(latent, d.predictor_channels, d.predictor_layers))
-        return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, latent), predictor)
-
-    def predicted_mean(self, hu: torch.Tensor, z_source: torch.Tensor) -> torch.Tensor | None:
-        """The refine mode's estimate m of E[Z_B - Z_A | A]; None in the other modes.
-
-        A latent predictor maps Z_A to m; the image-space one predicts the HU residual, so
-        m = E(A + r(A)) - Z_A (exact with the space-to-depth encoder, whose latent is the image)."""
-        if self.predictor is None:
-            return None
-        if isinstance(self.predictor, ResidualCNN):
-            return self.autoencoder.encode(self.predictor.convert(hu)) - z_source
-        return self.predictor(z_source)
-
-    def _modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.autoencoder, self.unet, self.predictor) if m is not None]
-
-    def to(self, device: torch.device) -> "DiffusionCTModel":
-        for module in self._modules():
-            module.to(device)
-        return self
-
-    def eval(self) -> "DiffusionCTModel":
-        for module in self._modules():
-            module.eval()
-        return self
-
-    @property
-    def source_kernel(self) -> str:
-        return self.config.data.source_kernel
-
-    @property
-    def target_kernel(self) -> str:
-        return self.config.data.target_kernel
-
-    def save(self, folder: Path, phases: list[str], extra: dict | None = None) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_weights(self.autoencoder, folder / AUTOENCODER_NAME)
-        if "diffusion" in phases and self.unet is not None:
-            save_weights(self.unet, folder / UNET_NAME)
-            if self.predictor is not None:
-                save_weights(self.predictor, folder / PREDICTOR_NAME)
-        meta = {**self.info, **(extra or {}), "format_version": FORMAT_VERSION, "diffusionct_version": __version__,
-                "phases": phases, "config": self.config.to_dict()}
-        meta.pop(WEIGHTS_DIGESTS, None)
-        write_model_config(folder, meta)
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu", need_diffusion: bool = True) -> "DiffusionCTModel":
-        folder = Path(folder)
-        meta = read_model_meta(folder)
-        config = RunConfig.from_saved(meta["config"], f"{folder / CONFIG_NAME}")
-        model = cls.build(config)
-        model.info = {k: v for k, v in meta.items() if k != "config"}
-        load_weights(model.autoencoder, folder / AUTOENCODER_NAME)
-        if need_diffusion:
-            if "diffusion" not in meta.get("phases", []) or not (folder / UNET_NAME).exists():
-                raise DiffusionCTError(f"{folder}: the model has no trained diffusion phase; run `diffusionct train --phase diffusion`")
-            load_weights(model.unet, folder / UNET_NAME)
-            if model.predictor is not None:
-                load_weights(model.predictor, folder / PREDICTOR_NAME)
-        else:
-            model.unet = model.predictor = None
-        return model.to(torch.device(device)).eval()
+def load_model(folder: str | Path, device: str | torch.device = "cpu", need_diffusion: bool = True,
+               meta: dict | None = None) -> DiffusionCTModel:
+    """Read a DiffusionCT model folder (``meta``: its config.json when the caller has read and verified it)."""
+    folder = Path(folder)
+    meta = meta if meta is not None else read_model_meta(folder)
+    if not (folder / AUTOENCODER_NAME).is_file():
+        raise DiffusionCTError(f"{folder}: {AUTOENCODER_NAME} is missing")
+    config = RunConfig.from_saved(meta["config"], f"{folder / CONFIG_NAME}")
+    model = DiffusionCTModel.build(config)
+    model.info = {k: v for k, v in meta.items() if k != "config"}
+    load_weights(model.autoencoder, folder / AUTOENCODER_NAME)
+    if need_diffusion:
+        if "diffusion" not in meta.get("phases", []) or not (folder / UNET_NAME).exists():
+            raise DiffusionCTError(f"{folder}: the model has no trained diffusion phase; run `diffusionct train --phase diffusion`")
+        load_weights(model.unet, folder / UNET_NAME)
+        if model.predictor is not None:
+            load_weights(model.predictor, folder / PREDICTOR_NAME)
+    else:
+        model.unet = model.predictor = None
+    return model.to(torch.device(device)).eval()
 
 
 def read_model_meta(folder: Path, require_autoencoder: bool = True) -> dict:

@@ -1,0 +1,55 @@
+"""The architecture's layers, checked on the import statements of the package (developers' guide):
+the library never imports the CLI; io/ knows no networks; networks take tensors, not files; the judge
+(radiomics/) imports nothing of the methods it judges."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "diffusionct"
+
+# (modules the rule applies to, module prefixes they must not import, why)
+RULES = [
+    ("", ("diffusionct.cli", "diffusionct.commands"), "the library never imports the command line"),
+    ("io/", ("torch", "diffusionct.models", "diffusionct.model_store", "diffusionct.methods", "diffusionct.diffusion",
+             "diffusionct.train"), "io/ knows no networks"),
+    ("models/", ("diffusionct.io", "diffusionct.model_store", "safetensors", "pydicom", "SimpleITK"),
+     "networks take tensors, not files"),
+    ("radiomics/", ("diffusionct.models", "diffusionct.methods", "diffusionct.standardize", "diffusionct.diffusion",
+                    "diffusionct.train", "diffusionct.simulate", "diffusionct.model_store", "diffusionct.evaluate"),
+     "the judge imports nothing of what it judges"),
+]
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules_under(prefix: str) -> list[Path]:
+    skip = {"cli.py", "commands.py", "__main__.py"} if prefix == "" else set()
+    return [p for p in sorted((PACKAGE / prefix).rglob("*.py")) if p.name not in skip]
+
+
+@pytest.mark.parametrize("prefix,forbidden,why", RULES, ids=[r[0] or "library" for r in RULES])
+def test_layer_rule(prefix, forbidden, why):
+    files = modules_under(prefix)
+    assert files, f"no modules under {prefix!r}: the rule would check nothing"
+    offences = [f"{path.relative_to(PACKAGE)} imports {name}" for path in files for name in sorted(imported_modules(path))
+                if any(name == bad or name.startswith(bad + ".") for bad in forbidden)]
+    assert not offences, f"{why}: " + "; ".join(offences)
+
+
+def test_rule_checker_sees_an_offence(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from diffusionct.cli import main\n    import torch.nn\n")
+    assert {"diffusionct.cli", "diffusionct.cli.main", "torch.nn"} <= imported_modules(bad)
