@@ -17,13 +17,23 @@ CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
 
 
 def table(report: Path) -> str:
+    """One markdown table per kernel gap of a report folder."""
     data = json.loads((report / "results.json").read_text())
+    gaps: dict[tuple, list[dict]] = {}
+    for row in data["methods"]:  # rows of reports written before several gaps were evaluated together have no kernels
+        gaps.setdefault((row.get("source_kernel"), row.get("target_kernel")), []).append(row)
+    cases = {(g["source_kernel"], g["target_kernel"]): g["cases"] for g in data.get("gaps", [])}
+    return "\n\n".join(_gap_table(report.name if len(gaps) == 1 else f"{report.name} {src} -> {dst}",
+                                  rows, cases.get((src, dst), data.get("cases", [])), data.get("steps"))
+                       for (src, dst), rows in gaps.items())
+
+
+def _gap_table(title: str, rows: list[dict], cases: list, steps) -> str:
     head = ("| method | RE < 0.15 | " + " | ".join(f"CCC {c}" for c in CLASSES)
             + " | RMSE HU | high-pass ratio | NPS corr. | s/slice |")
-    cases = data.get('cases', [])
-    lines = [f"**{report.name}** ({len(cases)} test pairs, steps {data.get('steps') or 'model default'})", "",
+    lines = [f"**{title}** ({len(cases)} test pairs, steps {steps or 'model default'})", "",
              head, "|" + "---|" * (head.count("|") - 1)]
-    for row in data["methods"]:
+    for row in rows:
         if row["status"] != "ok":
             lines.append(f"| {row['method']} | failed: {row['error'][:60]} |")
             continue

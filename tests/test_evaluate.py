@@ -79,6 +79,31 @@ def test_evaluate_report(tiny_report):
     assert [m["method"] for m in results["methods"]] == ["input", "run", "histogram", "missing"]
 
 
+def test_models_of_two_gaps_get_a_section_each(tiny_data, tiny_model, tmp_path):
+    """A model of the reverse gap is evaluated on its own pairs (source and target swapped), in its own section."""
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS)
+    reverse = tmp_path / "reverse"
+    train_method("histogram", tiny_data, reverse, tiny_config("data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30"),
+                 torch.device("cpu"))
+    report = tmp_path / "report"
+    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--model", str(reverse), "-o", str(report),
+                 "--device", "cpu", "--workers", "1", "--params", str(params), "--max-cases", "1"]) == 0
+    rows = _read_csv(report / "methods.csv")
+    gaps = [(r["method"], r["source_kernel"], r["target_kernel"]) for r in rows]
+    assert gaps == [("input", "SIM_B30", "SIM_B70"), ("run", "SIM_B30", "SIM_B70"),
+                    ("input", "SIM_B70", "SIM_B30"), ("reverse", "SIM_B70", "SIM_B30")]
+    inputs = [r for r in rows if r["method"] == "input"]
+    assert inputs[0]["tumours"] == inputs[1]["tumours"] != ""  # the same pairs, swapped
+    assert float(inputs[0]["high_pass_ratio"]) < 1 < float(inputs[1]["high_pass_ratio"])  # smooth->sharp, sharp->smooth
+    page = (report / "report.html").read_text()
+    assert "Kernel gap SIM_B30 -&gt; SIM_B70" in page and "Kernel gap SIM_B70 -&gt; SIM_B30" in page
+    assert page.index("SIM_B30 -&gt; SIM_B70") < page.index("SIM_B70 -&gt; SIM_B30")
+    assert (report / "sim_b70-sim_b30-ccc_table.csv").is_file() and (report / "methods" / "sim_b70-sim_b30" / "reverse").is_dir()
+    results = json.loads((report / "results.json").read_text())
+    assert [(g["source_kernel"], len(g["cases"])) for g in results["gaps"]] == [("SIM_B30", 1), ("SIM_B70", 1)]
+
+
 def test_evaluate_empty_test_set(tiny_model, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "manifest.json").write_text(json.dumps({"series": [], "pairs": []}))

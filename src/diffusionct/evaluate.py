@@ -123,56 +123,95 @@ def image_metrics_summary(cases: list[TestCase], images: dict[str, np.ndarray]) 
     return summary, {"frequency": freqs.tolist(), "nps": mean_nps.tolist()}
 
 
-def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, seed: int = 0, device: str = "auto",
-             workers: int | None = None, settings: FeatureSettings | None = None, max_cases: int | None = None,
-             names: list[str] | None = None) -> tuple[list[TestCase], dict[str, dict], list[MethodResult]]:
-    """Standardize every test case with every model and compare tumour features with the target kernel's."""
-    settings = settings or FeatureSettings.load()
-    standardizers: list[tuple[str, Path, Standardizer | Exception]] = []
+@dataclass
+class GapEvaluation:
+    """One kernel gap of an evaluation: its test pairs, the target kernel's features and every method's result."""
+
+    source_kernel: str
+    target_kernel: str
+    cases: list[TestCase]
+    standard: dict
+    results: list[MethodResult]
+
+    @property
+    def name(self) -> str:
+        return f"{self.source_kernel} -> {self.target_kernel}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.source_kernel}-{self.target_kernel}".lower()
+
+
+def _load_standardizers(model_dirs: list[Path], names: list[str] | None, device: str):
+    loaded: list[tuple[str, Path, Standardizer | Exception]] = []
     for index, folder in enumerate(model_dirs):
         name = names[index] if names else Path(folder).name
         try:
-            standardizers.append((name, Path(folder), Standardizer.load(folder, device)))
+            loaded.append((name, Path(folder), Standardizer.load(folder, device)))
         except DiffusionCTError as exc:
-            standardizers.append((name, Path(folder), exc))
-    loaded = [s for _, _, s in standardizers if isinstance(s, Standardizer)]
-    if not loaded:
-        raise DiffusionCTError("no model could be loaded: " + "; ".join(str(s) for _, _, s in standardizers))
-    kernels = {(s.source_kernel, s.target_kernel) for s in loaded}
-    if len(kernels) > 1:
-        raise DiffusionCTError(f"the models standardize different kernel pairs: {sorted(kernels)}")
-    source_kernel, target_kernel = kernels.pop()
-    cases = load_test_cases(manifest, source_kernel, target_kernel, max_cases)
-    standard = tumour_features(cases, {c.name: c.target.hu for c in cases}, settings, workers)
-    results = []
-    for name, folder, standardizer in [(INPUT, Path("-"), None), *standardizers]:
-        result = MethodResult(name, str(folder))
-        try:
-            if isinstance(standardizer, Exception):
-                raise standardizer
-            start = time.perf_counter()
-            if standardizer is None:
-                outputs = {c.name: c.source.hu for c in cases}
-            else:
-                outputs = {c.name: standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed) for c in cases}
-            slices = sum(c.source.shape[0] for c in cases)
-            result.seconds_per_slice = (time.perf_counter() - start) / slices if standardizer else 0.0
-            result.outputs = outputs
-            result.image, result.nps = image_metrics_summary(cases, outputs)
-            result.comparison = compare_features(standard, tumour_features(cases, outputs, settings, workers))
-        except Exception as exc:  # a failing method is reported, the others still run
-            result.error = f"{exc.__class__.__name__}: {exc}"
-            log.error("method %s failed: %s", name, result.error)
-            log.debug("%s", traceback.format_exc())
-        results.append(result)
-    return cases, standard, results
+            loaded.append((name, Path(folder), exc))
+    if not any(isinstance(s, Standardizer) for _, _, s in loaded):
+        raise DiffusionCTError("no model could be loaded: " + "; ".join(str(s) for _, _, s in loaded))
+    return loaded
 
 
-def results_table(results: list[MethodResult]) -> list[dict]:
-    """One row per method with every headline number (what the report, CSV and JSON show)."""
+def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, seed: int = 0, device: str = "auto",
+             workers: int | None = None, settings: FeatureSettings | None = None, max_cases: int | None = None,
+             names: list[str] | None = None) -> list[GapEvaluation]:
+    """Standardize every test case with every model and compare tumour features with the target kernel's.
+
+    Models of different kernel gaps are evaluated each on its own gap's test pairs (one GapEvaluation per
+    gap, in the order the models were given); a model that cannot be loaded is reported with the first gap."""
+    settings = settings or FeatureSettings.load()
+    standardizers = _load_standardizers(model_dirs, names, device)
+    by_gap: dict[tuple[str, str], list] = {}
+    for entry in standardizers:
+        if isinstance(entry[2], Standardizer):
+            by_gap.setdefault((entry[2].source_kernel, entry[2].target_kernel), []).append(entry)
+    failed = [entry for entry in standardizers if not isinstance(entry[2], Standardizer)]
+    gaps = []
+    for index, ((source_kernel, target_kernel), members) in enumerate(by_gap.items()):
+        if len(by_gap) > 1:
+            log.info("gap %s -> %s: %d model(s)", source_kernel, target_kernel, len(members))
+        cases = load_test_cases(manifest, source_kernel, target_kernel, max_cases)
+        standard = tumour_features(cases, {c.name: c.target.hu for c in cases}, settings, workers)
+        entries = [(INPUT, Path("-"), None), *members, *(failed if index == 0 else [])]
+        results = [_evaluate_method(name, folder, standardizer, cases, standard, settings, steps, seed, workers)
+                   for name, folder, standardizer in entries]
+        gaps.append(GapEvaluation(source_kernel, target_kernel, cases, standard, results))
+    return gaps
+
+
+def _evaluate_method(name: str, folder: Path, standardizer: Standardizer | Exception | None, cases: list[TestCase],
+                     standard: dict, settings: FeatureSettings, steps: int | None, seed: int, workers: int | None) -> MethodResult:
+    """One method on one gap (``standardizer`` None: the unchanged input; an exception: a model that failed to load)."""
+    result = MethodResult(name, str(folder))
+    try:
+        if isinstance(standardizer, Exception):
+            raise standardizer
+        start = time.perf_counter()
+        if standardizer is None:
+            outputs = {c.name: c.source.hu for c in cases}
+        else:
+            outputs = {c.name: standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed) for c in cases}
+        slices = sum(c.source.shape[0] for c in cases)
+        result.seconds_per_slice = (time.perf_counter() - start) / slices if standardizer else 0.0
+        result.outputs = outputs
+        result.image, result.nps = image_metrics_summary(cases, outputs)
+        result.comparison = compare_features(standard, tumour_features(cases, outputs, settings, workers))
+    except Exception as exc:  # a failing method is reported, the others still run
+        result.error = f"{exc.__class__.__name__}: {exc}"
+        log.error("method %s failed: %s", name, result.error)
+        log.debug("%s", traceback.format_exc())
+    return result
+
+
+def results_table(gap: GapEvaluation) -> list[dict]:
+    """One row per method of a gap with every headline number (what the report, CSV and JSON show)."""
     rows = []
-    for r in results:
-        row: dict = {"method": r.name, "model": r.model, "status": "failed" if r.error else "ok", "error": r.error or ""}
+    for r in gap.results:
+        row: dict = {"method": r.name, "source_kernel": gap.source_kernel, "target_kernel": gap.target_kernel,
+                     "model": r.model, "status": "failed" if r.error else "ok", "error": r.error or ""}
         if r.comparison is not None:
             summary = r.comparison.summary()
             row["reproducible_share"] = summary["reproducible_share_re_below_0_15"]

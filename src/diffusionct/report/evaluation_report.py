@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffusionct.evaluate import image_metrics_summary, evaluate, results_table, save_results_json
+from diffusionct.evaluate import evaluate, results_table, save_results_json
 from diffusionct.report.html import write_report
 
 
@@ -12,14 +12,17 @@ def evaluate_to_report(manifest: Path, models: list[Path], out: Path, names: lis
                        seed: int = 0, device: str = "auto", workers: int | None = None, max_cases: int | None = None,
                        title: str = "DiffusionCT evaluation", notes: list[str] | None = None,
                        params: Path | None = None) -> Path:
-    """Evaluate ``models`` on a test manifest and write report.html, methods.csv, results.json into ``out``."""
+    """Evaluate ``models`` on a test manifest and write report.html, methods.csv, results.json into ``out``
+    (one section per kernel gap when the models serve several)."""
     from diffusionct.radiomics.features import FeatureSettings
 
-    cases, _, results = evaluate(manifest, models, steps=steps, seed=seed, device=device, workers=workers,
-                                 max_cases=max_cases, names=names, settings=FeatureSettings.load(params))
-    rows = results_table(results)
-    _, target_nps = image_metrics_summary(cases, {c.name: c.target.hu for c in cases})
-    report = write_report(Path(out), cases, results, rows, title, notes or [], target_nps)
-    save_results_json(Path(out) / "results.json", rows, {"test_manifest": str(manifest), "cases": [c.name for c in cases],
-                                                         "steps": steps, "seed": seed})
+    gaps = evaluate(manifest, models, steps=steps, seed=seed, device=device, workers=workers, max_cases=max_cases,
+                    names=names, settings=FeatureSettings.load(params))
+    rows = {gap.name: results_table(gap) for gap in gaps}
+    report = write_report(Path(out), gaps, rows, title, notes or [])
+    save_results_json(Path(out) / "results.json", [row for gap in gaps for row in rows[gap.name]], {
+        "test_manifest": str(manifest), "steps": steps, "seed": seed,
+        "cases": [c.name for c in gaps[0].cases],  # the first gap's, as before several gaps were reported together
+        "gaps": [{"source_kernel": g.source_kernel, "target_kernel": g.target_kernel, "cases": [c.name for c in g.cases]}
+                 for g in gaps]})
     return report

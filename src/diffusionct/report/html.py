@@ -23,8 +23,9 @@ from diffusionct.radiomics.compare import write_comparison_files
 from diffusionct.radiomics.features import FEATURE_CLASSES
 
 WINDOW = (-800, 600)  # the paper's display window (Figure 5)
-COLUMNS = ["method", "status", "reproducible_share", *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
-           "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "interslice_ratio", "seconds_per_slice", "tumours", "features",
+COLUMNS = ["method", "source_kernel", "target_kernel", "status", "reproducible_share", *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
+           "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "nps_correlation", "interslice_ratio", "seconds_per_slice",
+           "tumours", "features",
            "model", "error"]
 
 
@@ -200,30 +201,52 @@ def summary_lines(rows: list[dict], results) -> list[str]:
     return lines
 
 
-def write_report(out: Path, cases, results, rows: list[dict], title: str, notes: list[str], target_nps: dict | None) -> Path:
-    """Write ``report.html``, ``methods.csv``, ``ccc_table.csv`` and per-method comparison files into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "methods.csv", rows, COLUMNS)
-    ccc = ccc_rows(results)
-    write_csv(out / "ccc_table.csv", ccc, ["method", *FEATURE_CLASSES])
-    for r in results:
+def _gap_section(out: Path, gap, rows: list[dict], level: int, many: bool) -> list[str]:
+    """The tables, figures and tumour panels of one kernel gap (``level``: its headings' HTML level)."""
+    from diffusionct.evaluate import image_metrics_summary
+
+    h = f"h{level}"
+    ccc = ccc_rows(gap.results)
+    prefix = f"{gap.slug}-" if many else ""
+    write_csv(out / f"{prefix}ccc_table.csv", ccc, ["method", *FEATURE_CLASSES])
+    for r in gap.results:
         if r.comparison is not None:
-            write_comparison_files(r.comparison, out / "methods" / r.name)
-    panels = tumour_panels(cases, results)
-    image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "interslice_ratio", "seconds_per_slice"]
+            write_comparison_files(r.comparison, out / "methods" / (f"{gap.slug}/{r.name}" if many else r.name))
+    _, target_nps = image_metrics_summary(gap.cases, {c.name: c.target.hu for c in gap.cases})
+    image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "nps_correlation",
+                     "interslice_ratio", "seconds_per_slice"]
+    return [
+        f"<{h}>CCC per feature class (mean ± SD over tumours; paper Table 1)</{h}>", _table(ccc, ["method", *FEATURE_CLASSES]),
+        f"<{h}>Reproducible features (RE &lt; 0.15) and all headline numbers</{h}>",
+        _table(rows, [c for c in COLUMNS if c not in ("model", "source_kernel", "target_kernel")]),
+        f"<{h}>Reproducible features over RE thresholds</{h}><img src='{re_curve_figure(gap.results)}'>",
+        f"<{h}>Image metrics in HU (body; high-pass ratio and NPS in soft tissue)</{h}>", _table(rows, image_columns),
+        f"<img src='{nps_figure(gap.results, target_nps)}'>",
+        f"<{h}>Tumours (window [-800, 600] HU; paper Fig. 5)</{h}>",
+        "".join(f"<h{level + 1}>{html.escape(k)}</h{level + 1}><img src='{src}'>" for k, src in tumour_panels(gap.cases, gap.results)),
+    ]
+
+
+def write_report(out: Path, gaps, rows: dict[str, list[dict]], title: str, notes: list[str]) -> Path:
+    """Write ``report.html``, ``methods.csv``, the CCC table(s) and per-method comparison files into ``out``:
+    one section per kernel gap, each with its summary at the top of the page."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "methods.csv", [row for gap in gaps for row in rows[gap.name]], COLUMNS)
+    many = len(gaps) > 1
+    summary = "".join((f"<p><b>{html.escape(gap.name)}</b> ({len(gap.cases)} test series)</p>" if many else "")
+                      + "".join(f"<p>{html.escape(line)}</p>" for line in summary_lines(rows[gap.name], gap.results))
+                      for gap in gaps)
     parts = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>diffusionct {__version__}; {len(cases)} test series; tumours and features per method in the table below.</p>",
-        "<div class='summary'>" + "".join(f"<p>{html.escape(line)}</p>" for line in summary_lines(rows, results)) + "</div>",
+        f"<p>diffusionct {__version__}; " + ", ".join(f"{gap.name}: {len(gap.cases)} test series" for gap in gaps)
+        + "; tumours and features per method in the tables below.</p>",
+        f"<div class='summary'>{summary}</div>",
         "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
-        "<h2>CCC per feature class (mean ± SD over tumours; paper Table 1)</h2>", _table(ccc, ["method", *FEATURE_CLASSES]),
-        "<h2>Reproducible features (RE &lt; 0.15) and all headline numbers</h2>", _table(rows, [c for c in COLUMNS if c not in ("model",)]),
-        f"<h2>Reproducible features over RE thresholds</h2><img src='{re_curve_figure(results)}'>",
-        "<h2>Image metrics in HU (body; high-pass ratio and NPS in soft tissue)</h2>", _table(rows, image_columns),
-        f"<img src='{nps_figure(results, target_nps)}'>",
-        "<h2>Tumours (window [-800, 600] HU; paper Fig. 5)</h2>",
-        "".join(f"<h3>{html.escape(k)}</h3><img src='{src}'>" for k, src in panels),
     ]
+    for gap in gaps:
+        if many:
+            parts.append(f"<h2 id='{gap.slug}'>Kernel gap {html.escape(gap.name)}</h2>")
+        parts.extend(_gap_section(out, gap, rows[gap.name], 3 if many else 2, many))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
              "font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
              "th{background:#eee}.note{color:#444}img{max-width:100%}"
