@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from standardize_speed import matmul_gflops  # the one machine-speed probe of the benchmarks (same folder)
+from diffusionct.devices import matmul_gflops  # the one machine-speed probe
 from diffusionct.simulate.scanner import ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator
 from diffusionct.standardize import run_standardize

@@ -38,7 +38,7 @@ from diffusionct.simulate.kernels import KERNELS, get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator, render_slab
-from standardize_speed import matmul_gflops  # the one machine-speed probe of the benchmarks (same folder)
+from diffusionct.devices import matmul_gflops  # the one machine-speed probe
 
 # Real Siemens same-scan chest reconstructions, 0.69 mm pixels (the simulator-realism issue):
 # noise SD relative to B30f, and NPS mean frequency in cycles/mm, ranges over two scans.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from diffusionct.standardize import default_model_dir, run_standardize
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoPlan:
     size: int
     pixel_mm: float
@@ -46,6 +46,42 @@ FULL = DemoPlan(size=512, pixel_mm=0.7, train_cases=3, train_slices=6, test_case
                 diffusion_steps=300, autoencoder_steps=300, cnn_steps=300, crop=64)
 QUICK = DemoPlan(size=192, pixel_mm=1.0, train_cases=2, train_slices=3, test_cases=2, test_slices=3,
                  diffusion_steps=15, autoencoder_steps=15, cnn_steps=15, crop=32)
+BUDGET_SECONDS = {"full": 480.0, "quick": 150.0}  # what `make demo` (<= 10 min with the install) and --quick aim at
+
+# The stage times of FULL on the machine where the probe read REFERENCE_GFLOPS (docs/benchmarks.md, 2026-12-01:
+# 7 min 20 s in all), as seconds per unit of work: a simulated or standardized 512 x 512 slice, a brief-training
+# step of all seven methods on 64 px crops, an evaluated 512 x 512 test slice (eight methods and the features).
+REFERENCE_GFLOPS = 413.0
+SECONDS_PER = {"simulated_slice": 0.91, "standardized_slice": 1.05, "training_step": 0.46, "evaluated_slice": 12.9,
+               "fixed": 10.0}
+
+
+def expected_seconds(plan: DemoPlan, gflops: float) -> dict[str, float]:
+    """The demo's stage times on a machine whose matmul probe reads ``gflops``, from the reference timings."""
+    area = (plan.size / 512) ** 2
+    work = {"simulate": SECONDS_PER["simulated_slice"] * area * (plan.train_cases * plan.train_slices * 2
+                                                                 + plan.test_cases * plan.test_slices),
+            "standardize": SECONDS_PER["standardized_slice"] * area * plan.test_cases * plan.test_slices,
+            "train": SECONDS_PER["training_step"] * (plan.crop / 64) ** 2 * max(plan.diffusion_steps, plan.cnn_steps),
+            "evaluate": SECONDS_PER["evaluated_slice"] * area * plan.test_cases * plan.test_slices,
+            "start-up": SECONDS_PER["fixed"]}
+    slowdown = REFERENCE_GFLOPS / max(gflops, 1e-3)
+    return {stage: seconds * slowdown for stage, seconds in work.items()}
+
+
+def plan_for_budget(base: DemoPlan, gflops: float, budget_s: float) -> DemoPlan:
+    """The largest plan of a ladder (fewer test slices, then fewer training steps, then fewer cases) that is
+    expected to fit ``budget_s`` on this machine; the smallest rung when none does."""
+    rungs = [base]
+    for test_slices, steps in ((5, 250), (4, 200), (3, 150), (3, 100), (2, 80)):
+        if test_slices < base.test_slices and steps < base.cnn_steps:
+            rungs.append(replace(base, test_slices=test_slices, train_slices=min(base.train_slices, test_slices + 1),
+                                 diffusion_steps=steps, autoencoder_steps=steps, cnn_steps=steps))
+    rungs.append(replace(rungs[-1], train_cases=2, test_cases=2))
+    for plan in rungs:
+        if sum(expected_seconds(plan, gflops).values()) <= budget_s:
+            return plan
+    return rungs[-1]
 
 
 def _brief_config(plan: DemoPlan) -> RunConfig:
@@ -66,9 +102,29 @@ def _brief_config(plan: DemoPlan) -> RunConfig:
     ])
 
 
-def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: str = "cpu", seed: int = 0) -> Path:
-    """Run the demo into ``out`` (written atomically); returns the report path."""
-    plan = QUICK if quick else FULL
+def choose_plan(quick: bool, budget_s: float | None, device: str) -> DemoPlan:
+    """Measure this machine, then fit the demo to its time budget; says the plan and the expected time."""
+    from diffusionct.devices import matmul_gflops, resolve_device
+
+    base, budget = (QUICK, BUDGET_SECONDS["quick"]) if quick else (FULL, BUDGET_SECONDS["full"])
+    budget = budget if budget_s is None else budget_s
+    gflops = matmul_gflops(resolve_device(device))
+    plan = plan_for_budget(base, gflops, budget)
+    stages = expected_seconds(plan, gflops)
+    log.info("this machine: float32 matmul %.0f GFLOP/s (the stage times were measured at %.0f); budget %.1f min",
+             gflops, REFERENCE_GFLOPS, budget / 60)
+    log.info("plan: %d training + %d test cases, %d test slices of %d px, %d training steps per method%s",
+             plan.train_cases, plan.test_cases, plan.test_slices, plan.size, plan.cnn_steps,
+             "" if plan == base else " (scaled down to fit the budget)")
+    log.info("expected time: %.1f min (%s)", sum(stages.values()) / 60,
+             ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in stages.items()))
+    return plan
+
+
+def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: str = "cpu", seed: int = 0,
+             budget_s: float | None = None) -> Path:
+    """Run the demo into ``out`` (written atomically), sized to this machine's speed; returns the report path."""
+    plan = choose_plan(quick, budget_s, device)
     model_dir = default_model_dir()
     if not (model_dir / "config.json").is_file():
         raise DiffusionCTError(f"the shipped default model is missing from {model_dir}; reinstall the package")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from diffusionct.errors import DiffusionCTError
@@ -28,3 +30,18 @@ def training_device(name: str = "auto", distributed: bool = False) -> torch.devi
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     return device
+
+
+def matmul_gflops(device: torch.device = torch.device("cpu"), n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul speed (GFLOP/s): the one speed probe of the demo's planner and the
+    benchmarks, so timings on different machines can be compared as ratios to it."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9

@@ -23,7 +23,8 @@ from diffusionct.radiomics.compare import write_comparison_files
 from diffusionct.radiomics.features import FEATURE_CLASSES
 
 WINDOW = (-800, 600)  # the paper's display window (Figure 5)
-COLUMNS = ["method", "source_kernel", "target_kernel", "status", "reproducible_share", *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
+COLUMNS = ["method", "source_kernel", "target_kernel", "status", "reproducible_share",
+           *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
            "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "nps_correlation", "interslice_ratio", "seconds_per_slice",
            "tumours", "features",
            "model", "error"]
