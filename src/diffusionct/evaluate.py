@@ -19,15 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.dicom import read_dicom_series
 from diffusionct.io.image import read_label_map
+from diffusionct.io.manifest import Manifest
 from diffusionct.io.volume import Volume
 from diffusionct.radiomics import image_metrics
 from diffusionct.radiomics.batch import extract_many, tumour_jobs
 from diffusionct.radiomics.compare import Comparison, compare_features
 from diffusionct.radiomics.features import FeatureSettings
 from diffusionct.standardize import Standardizer, body_mask
-from diffusionct.train.data import read_manifest
 
 log = logging.getLogger(__name__)
 INPUT = "input"
@@ -55,23 +54,15 @@ class MethodResult:
 
 def load_test_cases(manifest_path: Path, source_kernel: str, target_kernel: str, max_cases: int | None = None) -> list[TestCase]:
     """Paired test series with tumour masks (the simulator's manifest records them)."""
-    manifest, root = read_manifest(manifest_path)
-    masks = manifest.get("masks", {})
+    manifest = Manifest.read(manifest_path)
     cases = []
-    for pair in manifest.get("pairs", []):
-        kernels = (pair["kernel_a"], pair["kernel_b"])
-        if kernels == (source_kernel, target_kernel):
-            src, tgt = pair["path_a"], pair["path_b"]
-        elif kernels == (target_kernel, source_kernel):
-            src, tgt = pair["path_b"], pair["path_a"]
-        else:
-            continue
-        mask_path = masks.get(tgt) or masks.get(src)
+    for src, tgt in manifest.oriented_pairs(source_kernel, target_kernel):
+        mask_path = manifest.mask_of(tgt) or manifest.mask_of(src)
         if mask_path is None:
             log.warning("pair %s has no tumour mask; skipped", tgt)
             continue
-        source, target = read_dicom_series(root / src), read_dicom_series(root / tgt)
-        labels = read_label_map(root / mask_path, target)
+        source, target = manifest.read_volume(src), manifest.read_volume(tgt)
+        labels = read_label_map(manifest.resolve(mask_path), target)
         cases.append(TestCase(str(Path(src).parent), source, target, labels))
         if max_cases and len(cases) >= max_cases:
             break

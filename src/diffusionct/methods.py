@@ -115,10 +115,14 @@ class HistogramMethod(Method):
         self.source_q, self.target_q = source_q, target_q
 
     def fit(self, source: np.ndarray, target: np.ndarray) -> None:
-        body = (source > -500) | (target > -500)
+        """Quantiles of body voxels: of the same voxels for pairs, of each set's own body for unpaired sets."""
+        if source.shape == target.shape:
+            source_body = target_body = (source > -500) | (target > -500)
+        else:
+            source_body, target_body = source > -500, target > -500
         levels = np.linspace(0, 1, self.config.baselines.histogram_quantiles)
-        self.source_q = np.quantile(source[body], levels)
-        self.target_q = np.quantile(target[body], levels)
+        self.source_q = np.quantile(source[source_body], levels)
+        self.target_q = np.quantile(target[target_body], levels)
 
     def _slices(self, hu, batch_size, progress):
         out = np.interp(hu, self.source_q, self.target_q)
@@ -365,12 +369,15 @@ def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig,
 
     prepare_run(run_dir, config, "all", resume, overwrite)
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
-                              config.data.validation_fraction, need_pairs=name != "autoencoder")
+                              config.data.validation_fraction, need_pairs=name != "autoencoder", pairing=config.data.pairing)
     if name == "identity":
         method: Method = IdentityMethod(config, device)
     elif name == "histogram":
         method = HistogramMethod(config, device)
-        method.fit(data.pairs.source, data.pairs.target)
+        if data.unpaired_target:  # without pairs: the real sets' distributions, not the synthesized pairs
+            method.fit(*(np.concatenate([v.ravel() for v in images]) for images in (data.unpaired_source, data.unpaired_target)))
+        else:
+            method.fit(data.pairs.source, data.pairs.target)
     elif name == "autoencoder":
         trainer = Trainer(config, run_dir, data, device)
         trainer.train_autoencoder()
@@ -381,5 +388,5 @@ def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig,
         method = Pix2PixMethod(config, device, Trainer(config, run_dir, data, device).train_pix2pix())
     else:
         method = ImageDDPMMethod(config, device, Trainer(config, run_dir, data, device).train_image_ddpm())
-    method.save(Path(run_dir), {"manifest": str(manifest)})
+    method.save(Path(run_dir), {"manifest": str(manifest), **({"training": data.notes} if data.notes else {})})
     return method

@@ -28,6 +28,7 @@ from diffusionct.config import check_seed
 from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.records import read_record, remove_record, write_record
+from diffusionct.io.manifest import KernelSet
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
 from diffusionct.units import HU_RANGE
@@ -90,6 +91,11 @@ class Standardizer:
         out[keep] = hu[keep]  # outside the body the input is kept as it was
         return out
 
+    @property
+    def output_kernel(self) -> str:
+        """The ConvolutionKernel written to the output: the target kernel's name without its manufacturer."""
+        return KernelSet.parse(self.target_kernel).kernel
+
     def check_steps(self, steps: int | None) -> None:
         if steps is not None and not 1 <= steps <= self.config.diffusion.timesteps:
             raise DiffusionCTError(f"--steps must be in 1..{self.config.diffusion.timesteps} (the diffusion's T), got {steps}")
@@ -97,7 +103,8 @@ class Standardizer:
     def check_kernel(self, volume: Volume, strict: bool = False) -> str | None:
         """A warning (or, with ``strict``, an error) when the input's kernel is not the model's source kernel."""
         kernel = volume.kernel
-        if kernel is None or kernel.upper() == self.source_kernel.upper():
+        sources = [KernelSet.parse(text) for text in self.source_kernel.split(",") if text.strip()]
+        if kernel is None or any(source.kernel.upper() == kernel.upper() for source in sources):
             return None
         message = (f"input kernel is {kernel or 'unknown'} but the model standardizes {self.source_kernel} -> "
                    f"{self.target_kernel}")
@@ -109,7 +116,7 @@ class Standardizer:
                     progress: Callable[[int], None] | None = None) -> Volume:
         """The standardized volume on the same grid, with the target kernel in its metadata."""
         hu = self.standardize_slices(volume.hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
-        return volume.with_hu(hu, kernel=self.target_kernel, standardized_from=volume.kernel)
+        return volume.with_hu(hu, kernel=self.output_kernel, standardized_from=volume.kernel)
 
 
 # ------------------------------------------------------------------------------------- files
@@ -312,14 +319,14 @@ def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
         if not volume.headers:
             raise DiffusionCTError(f"{source}: DICOM output needs a DICOM input; use --format nifti")
         how = f"{steps} DDIM steps, seed {seed}" if steps else "deterministic"
-        derivation = (f"Standardized from {volume.kernel or 'unknown'} to {standardizer.target_kernel} kernel by "
+        derivation = (f"Standardized from {volume.kernel or 'unknown'} to {standardizer.output_kernel} kernel by "
                       f"diffusionct {__version__} ({standardizer.method.name} model {job.model_name}, {how})")
         # the UIDs follow the input, the model's content (not its folder name), the steps and the seed
         uid_seed = "|".join([str(volume.headers[0].get("SOPInstanceUID", "")), str(volume.shape[0]), job.model_name,
                              str(steps), str(seed)])
         write_dicom_series(result, target, SeriesDescription(
             description=f"{volume.headers[0].get('SeriesDescription', '')} standardized"[-64:].strip(),
-            kernel=standardizer.target_kernel, derivation=derivation,
+            kernel=standardizer.output_kernel, derivation=derivation,
             series_number=int(volume.headers[0].get("SeriesNumber", 0) or 0) + 1000), overwrite=job.overwrite,
             uid_seed=uid_seed, record=record)
     seconds = time.perf_counter() - start

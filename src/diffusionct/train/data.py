@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.dicom import read_dicom_series
-from diffusionct.io.files import read_json
+from diffusionct.io.manifest import KernelSet, Manifest
+from diffusionct.io.volume import Volume
+from diffusionct.kernel_transfer import estimate_transfer
 
 log = logging.getLogger(__name__)
 BODY_HU = -500.0  # a crop must contain some tissue above this
@@ -32,76 +33,117 @@ class TrainingData:
     pairs: PairedSlices  # (phase 2)
     validation_pairs: PairedSlices
     validation_images: list[np.ndarray]
-
-
-def read_manifest(path: str | Path) -> tuple[dict, Path]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "manifest.json"
-    if not path.is_file():
-        raise DiffusionCTError(f"{path}: manifest not found; make one with `diffusionct scan DIR -o manifest.json` "
-                               "or `diffusionct simulate`")
-    manifest = read_json(path, "manifest")
-    if "series" not in manifest:
-        raise DiffusionCTError(f"{path}: no 'series' list; not a diffusionct manifest")
-    return manifest, path.parent
-
-
-def _resolve(root: Path, path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else root / p
-
-
-def _oriented_pairs(manifest: dict, source_kernel: str, target_kernel: str) -> list[tuple[str, str]]:
-    pairs = []
-    for pair in manifest.get("pairs", []):
-        kernels = (pair["kernel_a"], pair["kernel_b"])
-        if kernels == (source_kernel, target_kernel):
-            pairs.append((pair["path_a"], pair["path_b"]))
-        elif kernels == (target_kernel, source_kernel):
-            pairs.append((pair["path_b"], pair["path_a"]))
-    return pairs
+    notes: dict = field(default_factory=dict)  # how the data was made (recorded in the model's config.json)
+    unpaired_source: list[np.ndarray] = field(default_factory=list)  # the real sets, for methods that match
+    unpaired_target: list[np.ndarray] = field(default_factory=list)  # distributions (histogram, CycleGAN)
 
 
 def load_training_data(manifest_path: str | Path, source_kernel: str, target_kernel: str,
-                       validation_fraction: float = 0.15, need_pairs: bool = True) -> TrainingData:
-    """Read every series of a manifest; split by case (study) into training and validation."""
-    manifest, root = read_manifest(manifest_path)
-    pairs = _oriented_pairs(manifest, source_kernel, target_kernel)
+                       validation_fraction: float = 0.15, need_pairs: bool = True, pairing: str = "pairs") -> TrainingData:
+    """Read the training set; split by case (study) into training and validation.
+
+    ``pairing="pairs"``: same-scan pairs of the two kernels. ``"unpaired"``: the source and target sets are
+    chosen by kernel (``MANUFACTURER:KERNEL``; several sources separated by commas), pairs are ignored, and
+    pairs are synthesized from the target set with each source kernel's transfer (kernel_transfer.py)."""
+    manifest = Manifest.read(manifest_path)
+    if pairing == "unpaired":
+        return _unpaired_training_data(manifest, source_kernel, target_kernel, validation_fraction)
+    pairs = manifest.oriented_pairs(source_kernel, target_kernel)
     if need_pairs and not pairs:
-        found = sorted({f"{p['kernel_a']}<->{p['kernel_b']}" for p in manifest.get("pairs", [])})
+        found = sorted({f"{a}<->{b}" for _, a, _, b in manifest.pairs})
         raise DiffusionCTError(
             f"{manifest_path}: no {source_kernel} -> {target_kernel} pairs (pairs found: {', '.join(found) or 'none'}); "
-            "set data.source_kernel / data.target_kernel or give a manifest with same-scan pairs")
-    by_path = {s["path"]: s for s in manifest["series"]}
-    studies = sorted({s["study_uid"] for s in manifest["series"]})
-    n_val = int(round(validation_fraction * len(studies))) if len(studies) > 1 else 0
-    n_val = min(max(n_val, 1 if len(studies) > 2 else 0), len(studies) - 1)
-    validation_studies = set(studies[len(studies) - n_val:])
-    cache: dict[str, np.ndarray] = {}
-
-    def load(path: str) -> np.ndarray:
-        if path not in cache:
-            cache[path] = read_dicom_series(_resolve(root, path)).hu
-        return cache[path]
-
+            "set data.source_kernel / data.target_kernel, give a manifest with same-scan pairs, or train without pairs "
+            "(--set data.pairing=unpaired)")
+    ct = [s for s in manifest.series if s.modality == "CT"]
+    validation_cases = _validation_cases(sorted({s.case for s in manifest.series}), validation_fraction)
+    load = _cached_loader(manifest)
     images, val_images = [], []
-    for series in manifest["series"]:
-        if series.get("modality") != "CT":
-            continue
-        (val_images if series["study_uid"] in validation_studies else images).append(load(series["path"]))
+    for series in ct:
+        (val_images if series.case in validation_cases else images).append(load(series.path))
     train_pairs, val_pairs = _stack_pairs(), _stack_pairs()
     for path_a, path_b in pairs:
         a, b = load(path_a), load(path_b)
-        study = by_path[path_a]["study_uid"] if path_a in by_path else path_a
-        target = val_pairs if study in validation_studies else train_pairs
-        target["source"].append(a)
-        target["target"].append(b)
-        target["cases"] += [study] * a.shape[0]
+        study = manifest.case_of(path_a)
+        _add_pair(val_pairs if study in validation_cases else train_pairs, a, b, study)
     log.info("training data: %d series (%d validation), %d pairs", len(images), len(val_images), len(pairs))
     if not images:
         raise DiffusionCTError(f"{manifest_path}: no CT series to train on")
     return TrainingData(images, _finish(train_pairs), _finish(val_pairs), val_images or images[-1:])
+
+
+TRANSFER_JITTER = (0.8, 1.0, 1.25)  # log-gain scales: the estimate's error measured across unpaired splits (docs/unpaired.md)
+
+
+def _unpaired_training_data(manifest: Manifest, source_kernel: str, target_kernel: str,
+                            validation_fraction: float) -> TrainingData:
+    target = KernelSet.parse(target_kernel)
+    sources = [KernelSet.parse(text) for text in source_kernel.split(",") if text.strip()]
+    sets = {str(k): manifest.select(k) for k in [*sources, target]}
+    empty = [name for name, entries in sets.items() if not entries]
+    if empty:
+        raise DiffusionCTError(f"{manifest.file}: no CT series of {', '.join(empty)} (kernels present: "
+                               f"{', '.join(manifest.kernels()) or 'none'}); name the sets as KERNEL or MANUFACTURER:KERNEL")
+    validation_cases = _validation_cases(sorted({s.case for entries in sets.values() for s in entries}), validation_fraction)
+    load = _cached_volume_loader(manifest)
+
+    def volumes(entries, validation: bool):
+        return [load(s.path) for s in entries if (s.case in validation_cases) == validation]
+
+    target_train, target_val = volumes(sets[str(target)], False), volumes(sets[str(target)], True)
+    if not target_train:
+        raise DiffusionCTError(f"{manifest.file}: every {target} series fell into validation; add target series")
+    transfers, images, val_images = {}, [v.hu for v in target_train], [v.hu for v in target_val]
+    train_pairs, val_pairs = _stack_pairs(), _stack_pairs()
+    for source in sources:
+        source_train = volumes(sets[str(source)], False)
+        transfer = estimate_transfer([(v.hu, v.spacing[0]) for v in source_train or volumes(sets[str(source)], True)],
+                                     [(v.hu, v.spacing[0]) for v in target_train])
+        transfers[str(source)] = transfer
+        images += [v.hu for v in source_train]
+        val_images += [v.hu for v in volumes(sets[str(source)], True)]
+        for pairs, targets in ((train_pairs, target_train), (val_pairs, target_val)):
+            for volume in targets:
+                for scale in (TRANSFER_JITTER if pairs is train_pairs else (1.0,)):
+                    _add_pair(pairs, transfer.scaled(scale).apply(volume.hu, volume.spacing[0]), volume.hu, str(source))
+    for name, transfer in transfers.items():
+        log.info("kernel transfer %s -> %s: gain %s at %s cycles/mm (noise power ratio %.2f)", name, target,
+                 " ".join(f"{g:.2f}" for g in transfer.gain(np.array([0.1, 0.2, 0.3, 0.4]))), "0.1 0.2 0.3 0.4",
+                 transfer.noise_ratio)
+    log.info("training data (unpaired): %d series (%d validation), %d synthesized pairs", len(images), len(val_images),
+             len(train_pairs["source"]))
+    return TrainingData(images, _finish(train_pairs), _finish(val_pairs), val_images or images[-1:],
+                        notes={"pairing": "unpaired", "kernel_transfer": {k: t.to_dict() for k, t in transfers.items()}},
+                        unpaired_source=[load(s.path).hu for k in sources for s in sets[str(k)] if s.case not in validation_cases],
+                        unpaired_target=[v.hu for v in target_train])
+
+
+def _validation_cases(cases: list[str], fraction: float) -> set[str]:
+    n_val = int(round(fraction * len(cases))) if len(cases) > 1 else 0
+    n_val = min(max(n_val, 1 if len(cases) > 2 else 0), len(cases) - 1)
+    return set(cases[len(cases) - n_val:]) if n_val > 0 else set()
+
+
+def _cached_volume_loader(manifest: Manifest):
+    cache: dict[str, Volume] = {}
+
+    def load(path: str) -> Volume:
+        if path not in cache:
+            cache[path] = manifest.read_volume(path)
+        return cache[path]
+
+    return load
+
+
+def _cached_loader(manifest: Manifest):
+    volume = _cached_volume_loader(manifest)
+    return lambda path: volume(path).hu
+
+
+def _add_pair(pairs: dict, source: np.ndarray, target: np.ndarray, case: str) -> None:
+    pairs["source"].append(source)
+    pairs["target"].append(target)
+    pairs["cases"] += [case] * source.shape[0]
 
 
 def _stack_pairs() -> dict:

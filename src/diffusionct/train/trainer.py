@@ -525,10 +525,10 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
         fresh = DiffusionCTModel.build(config)
         model.unet, model.predictor, model.config = fresh.unet, fresh.predictor, config
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
-                              config.data.validation_fraction, need_pairs=phase != "autoencoder")
+                              config.data.validation_fraction, need_pairs=phase != "autoencoder", pairing=config.data.pairing)
     trainer = Trainer(config, run_dir, data, device, model)
     rank, _ = _world()
-    record: dict = dict(trainer.model.info.get("training", {}))
+    record: dict = {**trainer.model.info.get("training", {}), **data.notes}
     phases = ["autoencoder", "diffusion"] if phase == "all" else [phase]
     done = ["autoencoder"] if phase == "diffusion" else []
     for name in phases:

@@ -1,0 +1,122 @@
+"""Training without pairs: sets chosen by kernel from a CSV of NIfTI files (or a scan), pairs synthesized with
+the kernel transfer measured between the sets, and the trained model used like any other."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffusionct.cli import main
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.image import read_volume, write_nifti
+from diffusionct.io.manifest import KernelSet, Manifest, SeriesEntry, write_set_csv
+from diffusionct.io.volume import Volume
+from diffusionct.methods import load_method, train_method
+from diffusionct.train.data import load_training_data
+from tests.model_fixtures import TINY_OVERRIDES, tiny_config
+
+PIXEL_MM = 0.7
+SHARP, SMOOTH = 0.45, 0.22  # half-gain frequencies (cycles/mm) of the two 'kernels'
+
+
+def _patient(seed: int, half_gain: float, size: int = 128, slices: int = 4) -> Volume:
+    """A water disk with a bone rod in air, its noise through a Gaussian kernel window."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    body = np.hypot(yy - size / 2, xx - size / 2) < size * 0.46
+    rod = np.hypot(yy - size * 0.3, xx - size * 0.5) < 4
+    f = np.hypot(np.fft.fftfreq(size, PIXEL_MM)[:, None], np.fft.fftfreq(size, PIXEL_MM)[None, :])
+    window = np.exp(-np.log(2.0) * (f / half_gain) ** 2)
+    noise = np.fft.ifft2(np.fft.fft2(rng.normal(0, 40, (slices, size, size))) * window).real
+    hu = np.where(body, 40.0, -1000.0) + np.where(rod, 700.0, 0.0) + noise * body
+    return Volume(hu.astype(np.float32), (PIXEL_MM, PIXEL_MM, 2.0))
+
+
+@pytest.fixture(scope="module")
+def unpaired_csv(tmp_path_factory):
+    """Two 'GE SOFT' patients and three other 'GE STANDARD' patients as NIfTI, listed in a set CSV."""
+    root = tmp_path_factory.mktemp("unpaired")
+    entries = []
+    for index, (kernel, half) in enumerate([("SOFT", SMOOTH)] * 2 + [("STANDARD", SHARP)] * 3):
+        name = f"p{index}_{kernel.lower()}.nii.gz"
+        write_nifti(_patient(index, half), root / name)
+        entries.append(SeriesEntry(name, kernel, "GE MEDICAL SYSTEMS", f"patient{index}"))
+    entries.append(SeriesEntry("p9_lung.nii.gz", "LUNG", "Siemens", "patient9"))
+    write_nifti(_patient(9, 0.6), root / "p9_lung.nii.gz")
+    return write_set_csv(root / "sets.csv", entries)
+
+
+def test_set_csv_is_read_and_chosen_by_kernel_and_manufacturer(unpaired_csv):
+    manifest = Manifest.read(unpaired_csv)
+    assert len(manifest.series) == 6 and manifest.pairs == []
+    assert [s.path for s in manifest.select("GE:SOFT")] == ["p0_soft.nii.gz", "p1_soft.nii.gz"]
+    assert len(manifest.select("standard")) == 3 and manifest.select("Siemens:STANDARD") == []
+    assert manifest.kernels() == ["GE MEDICAL SYSTEMS:SOFT", "GE MEDICAL SYSTEMS:STANDARD", "Siemens:LUNG"]
+    assert manifest.read_volume("p0_soft.nii.gz").hu.shape == (4, 128, 128)
+    assert KernelSet.parse("GE:SOFT") == KernelSet("SOFT", "GE")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("kernel\nSOFT\n", "missing: path"),
+    ("path,kernel\n", "no rows"),
+    ("path,kernel\n,SOFT\n", "line 2: empty path or kernel"),
+])
+def test_bad_set_csv_is_a_clear_error(tmp_path, text, message):
+    (tmp_path / "s.csv").write_text(text)
+    with pytest.raises(DiffusionCTError, match=message):
+        Manifest.read(tmp_path / "s.csv")
+
+
+def test_scan_csv_reads_back_with_its_pairs(tiny_data, tmp_path):
+    assert main(["scan", str(tiny_data.parent), "-o", str(tmp_path / "scan.csv")]) == 0
+    from_csv, from_json = Manifest.read(tmp_path / "scan.csv"), Manifest.read(tiny_data)
+    assert len(from_csv.series) == len(from_json.series) > 0
+    assert len(from_csv.oriented_pairs("SIM_B30", "SIM_B70")) == len(from_json.oriented_pairs("SIM_B30", "SIM_B70")) > 0
+
+
+def test_unpaired_data_synthesizes_pairs_from_the_target_set(unpaired_csv):
+    data = load_training_data(unpaired_csv, "GE:SOFT", "GE:STANDARD", validation_fraction=0.2, pairing="unpaired")
+    transfer = data.notes["kernel_transfer"]["GE:SOFT"]
+    from diffusionct.kernel_transfer import KernelTransfer
+
+    gain = KernelTransfer.from_dict(transfer).gain(np.array([0.2, 0.3]))
+    truth = np.exp(-np.log(2) * (np.array([0.2, 0.3]) / SMOOTH) ** 2) / np.exp(-np.log(2) * (np.array([0.2, 0.3]) / SHARP) ** 2)
+    np.testing.assert_allclose(gain, truth, rtol=0.35)  # two small 'patients' per set
+    source, target = data.pairs.source, data.pairs.target
+    assert source.shape == target.shape and source.shape[0] > 0
+    inside = (slice(None), slice(50, 80), slice(50, 80))  # uniform water, away from edges and the rod
+    assert abs(source[inside].mean() - target[inside].mean()) < 2  # the same anatomy, other texture
+    assert source[inside].std() < 0.8 * target[inside].std()
+    assert data.unpaired_source and data.unpaired_target
+    with pytest.raises(DiffusionCTError, match="no CT series of GE:B30.*kernels present"):
+        load_training_data(unpaired_csv, "GE:B30", "GE:STANDARD", pairing="unpaired")
+
+
+@pytest.mark.parametrize("method", ["diffusionct", "residual-cnn", "histogram"])
+def test_train_without_pairs_end_to_end_from_nifti_csv(unpaired_csv, tmp_path, method):
+    run = tmp_path / method
+    overrides = [*TINY_OVERRIDES, "data.pairing=unpaired", "data.source_kernel=GE:SOFT", "data.target_kernel=GE:STANDARD"]
+    args = ["train", "--data", str(unpaired_csv), "-o", str(run), "--device", "cpu"] + (
+        [] if method == "diffusionct" else ["--method", method])
+    for override in overrides:
+        args += ["--set", override]
+    assert main(args) == 0
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["training"]["pairing"] == "unpaired" and "GE:SOFT" in meta["training"]["kernel_transfer"]
+    standardizer = load_method(run, torch.device("cpu"))
+    source = read_volume(unpaired_csv.parent / "p0_soft.nii.gz")
+    out = standardizer.standardize_slices(source.hu, steps=2, seed=0)
+    assert out.shape == source.hu.shape and np.isfinite(out).all()
+    assert not np.array_equal(out, source.hu)
+
+
+def test_unpaired_histogram_matches_the_real_sets(unpaired_csv, tmp_path):
+    method = train_method("histogram", unpaired_csv, tmp_path / "h",
+                          tiny_config("data.pairing=unpaired", "data.source_kernel=GE:SOFT", "data.target_kernel=GE:STANDARD"),
+                          torch.device("cpu"))
+    # the target set's training cases: patient4, the last case, is held out for validation
+    target = np.concatenate([read_volume(unpaired_csv.parent / f"p{i}_standard.nii.gz").hu.ravel() for i in (2, 3)])
+    levels = np.linspace(0, 1, len(method.target_q))
+    np.testing.assert_allclose(method.target_q, np.quantile(target[target > -500], levels), atol=1e-3)
+    assert method.source_q[len(levels) // 2] == pytest.approx(40.0, abs=5.0)
