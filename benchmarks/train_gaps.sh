@@ -41,7 +41,7 @@ for gap in $GAPS; do
   fi
   for method in $BASELINES; do
     case $method in
-      residual-cnn|pix2pix|ddpm) steps="--set baselines.$(echo $method | tr - _).steps=$BASELINE_STEPS" ;;
+      residual-cnn|pix2pix|cyclegan|ddpm) steps="--set baselines.$(echo $method | tr - _).steps=$BASELINE_STEPS" ;;
       *) steps="" ;;
     esac
     [ -f "$dir/$method/config.json" ] || \

@@ -14,6 +14,7 @@ TINY_OVERRIDES = [
     "baselines.residual_cnn_channels=8", "baselines.residual_cnn_layers=3", "baselines.residual_cnn.steps=6",
     "baselines.residual_cnn.crop=32", "baselines.residual_cnn.batch_size=2", "diffusion.steps=3",
     "baselines.pix2pix_channels=8", "baselines.pix2pix.steps=4", "baselines.pix2pix.crop=32", "baselines.pix2pix.batch_size=2",
+    "baselines.cyclegan.steps=4", "baselines.cyclegan.crop=32", "baselines.cyclegan.batch_size=2",
     "baselines.ddpm_channels=[8,8]", "baselines.ddpm.steps=4", "baselines.ddpm.crop=32", "baselines.ddpm.batch_size=2",
     "diffusion.predictor_channels=8", "diffusion.predictor_layers=3", "diffusion.predictor_training.steps=4",
     "diffusion.predictor_training.crop=32", "diffusion.predictor_training.batch_size=2",

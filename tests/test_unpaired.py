@@ -93,7 +93,7 @@ def test_unpaired_data_synthesizes_pairs_from_the_target_set(unpaired_csv):
         load_training_data(unpaired_csv, "GE:B30", "GE:STANDARD", pairing="unpaired")
 
 
-@pytest.mark.parametrize("method", ["diffusionct", "residual-cnn", "histogram"])
+@pytest.mark.parametrize("method", ["diffusionct", "residual-cnn", "cyclegan", "histogram"])
 def test_train_without_pairs_end_to_end_from_nifti_csv(unpaired_csv, tmp_path, method):
     run = tmp_path / method
     overrides = [*TINY_OVERRIDES, "data.pairing=unpaired", "data.source_kernel=GE:SOFT", "data.target_kernel=GE:STANDARD"]

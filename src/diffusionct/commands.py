@@ -233,12 +233,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Phase 1 trains the encoder-decoder on every image of the manifest; phase 2 the "
                                    "conditional latent DDPM on its source->target kernel pairs. Multi-GPU/multi-node: "
                                    "launch with torchrun.")
-    p.add_argument("--data", type=Path, required=True, help="manifest.json from `diffusionct scan` or `simulate`")
+    p.add_argument("--data", type=Path, required=True, help="manifest.json from `diffusionct scan` or `simulate`, the CSV of `scan -o x.csv`, or a "
+                   "CSV of images with columns path,kernel,manufacturer[,case] (NIfTI/MHA/DICOM folders)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (the trained model)")
     p.add_argument("--method", default="diffusionct", choices=METHODS,
                    help="what to train: diffusionct (default) or a baseline: identity (no change), histogram "
                         "(histogram matching), autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019), "
-                        "pix2pix (conditional GAN, GANai/STAN-CT family), ddpm (image-space conditional DDPM)")
+                        "pix2pix (conditional GAN, GANai/STAN-CT family), cyclegan (unpaired GAN, CVH-CT/UDA-CT family), "
+                        "ddpm (image-space conditional DDPM)")
     p.add_argument("--phase", default="all", choices=["autoencoder", "diffusion", "all"], help="diffusionct phases")
     p.add_argument("--config", type=Path, help="YAML config (see docs/model.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. phase1.steps=500")

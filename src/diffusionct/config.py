@@ -19,7 +19,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.units import HU_MAX, HU_MIN
 
 # Every standardization method (diffusionct.methods implements them; the CLI lists them).
-METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm", "diffusionct")
+METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
 DIFFUSION_MODES = ("paper", "residual", "refine")
 PREDICTOR_SPACES = ("latent", "image")
 
@@ -189,6 +189,10 @@ class BaselineConfig:
     pix2pix_l1_weight: float = 100.0
     pix2pix_latent_weight: float = 0.0
     pix2pix: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=2e-4))
+    # CycleGAN (Zhu et al. 2017): generators as pix2pix's, single-image PatchGANs, LSGAN loss; weights of the paper
+    cyclegan_cycle_weight: float = 10.0
+    cyclegan_identity_weight: float = 5.0
+    cyclegan: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=4, crop=96, lr=2e-4))
     # four levels: MONAI's mid-block self-attention then runs at 1/8 resolution (4,096 tokens for 512 x 512)
     ddpm_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
     ddpm_hu_scale: float = 100.0

@@ -11,6 +11,7 @@ Methods (``diffusionct train --method NAME``):
 * ``autoencoder``   the trained encoder-decoder alone: encode A, decode (the paper's Encoder-Decoder row)
 * ``residual-cnn``  Choe et al. 2019 residual CNN
 * ``pix2pix``       conditional GAN of the GANai / STAN-CT family (U-Net generator, PatchGAN)
+* ``cyclegan``      unpaired GAN of the CVH-CT / UDA-CT family (two generators, cycle consistency)
 * ``ddpm``          image-space conditional DDPM (SR3 / Palette style; the paper's DDPM row)
 * ``diffusionct``   the main model (default)
 """
@@ -233,6 +234,12 @@ class Pix2PixMethod(SingleNetworkMethod):
         return UNetGenerator(config.baselines.pix2pix_channels, config.baselines.pix2pix_depth)
 
 
+class CycleGANMethod(Pix2PixMethod):
+    """CycleGAN's A -> B generator (the family of CVH-CT and UDA-CT); trained on unpaired crops."""
+
+    name = "cyclegan"
+
+
 class ImageDDPMMethod(SingleNetworkMethod):
     """Conditional DDPM on the image itself (HU / ``ddpm_hu_scale``), sharing the diffusion code."""
 
@@ -332,7 +339,8 @@ class DiffusionCTMethod(NetworkMethod):
 # Every method by its name: loading dispatches here; the CLI's list (config.METHODS, importable without torch)
 # must name exactly these.
 REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (
-    IdentityMethod, HistogramMethod, AutoencoderMethod, ResidualCNNMethod, Pix2PixMethod, ImageDDPMMethod, DiffusionCTMethod)}
+    IdentityMethod, HistogramMethod, AutoencoderMethod, ResidualCNNMethod, Pix2PixMethod, CycleGANMethod, ImageDDPMMethod,
+    DiffusionCTMethod)}
 if set(REGISTRY) != set(METHODS):  # pragma: no cover - a developer error, caught by any import in the tests
     raise RuntimeError(f"config.METHODS {sorted(METHODS)} and the method registry {sorted(REGISTRY)} differ")
 
@@ -386,6 +394,8 @@ def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig,
         method = ResidualCNNMethod(config, device, Trainer(config, run_dir, data, device).train_residual_cnn())
     elif name == "pix2pix":
         method = Pix2PixMethod(config, device, Trainer(config, run_dir, data, device).train_pix2pix())
+    elif name == "cyclegan":
+        method = CycleGANMethod(config, device, Trainer(config, run_dir, data, device).train_cyclegan())
     else:
         method = ImageDDPMMethod(config, device, Trainer(config, run_dir, data, device).train_image_ddpm())
     method.save(Path(run_dir), {"manifest": str(manifest), **({"training": data.notes} if data.notes else {})})

@@ -70,7 +70,7 @@ def test_standardize_tiny_series_deterministic(tiny_data, tmp_path):
     assert outside.any() and np.array_equal(first.hu[outside], volume.hu[outside])
 
 
-@pytest.mark.parametrize("method", ["identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "ddpm"])
+@pytest.mark.parametrize("method", ["identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm"])
 def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
     config = tiny_config()
     train_method(method, tiny_data, tmp_path / method, config, torch.device("cpu"))

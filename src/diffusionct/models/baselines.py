@@ -86,11 +86,12 @@ class UNetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """pix2pix PatchGAN: real/fake logits per patch of the pair (A, B) in HU / 1000."""
+    """PatchGAN: real/fake logits per patch of its inputs in HU / 1000: the pair (A, B) for pix2pix
+    (``inputs=2``), one image for CycleGAN's unpaired domains (``inputs=1``)."""
 
-    def __init__(self, channels: int = 32, layers: int = 3):
+    def __init__(self, channels: int = 32, layers: int = 3, inputs: int = 2):
         super().__init__()
-        modules: list[nn.Module] = [_down(2, channels, norm=False)]
+        modules: list[nn.Module] = [_down(inputs, channels, norm=False)]
         width = channels
         for _ in range(layers - 1):
             modules.append(_down(width, min(width * 2, channels * 8)))
@@ -98,9 +99,9 @@ class PatchDiscriminator(nn.Module):
         modules.append(nn.Conv2d(width, 1, 4, 1, 1))
         self.net = nn.Sequential(*modules)
 
-    def forward(self, source_hu: torch.Tensor, target_hu: torch.Tensor, with_features: bool = False):
+    def forward(self, *images_hu: torch.Tensor, with_features: bool = False):
         """Patch logits; with ``with_features`` also the last hidden layer (the discriminator's latent space)."""
-        pair = torch.cat([source_hu.clamp(*HU_RANGE), target_hu.clamp(*HU_RANGE)], dim=1) / HU_SCALE
-        features = self.net[:-1](pair)
+        stacked = torch.cat([image.clamp(*HU_RANGE) for image in images_hu], dim=1) / HU_SCALE
+        features = self.net[:-1](stacked)
         logits = self.net[-1](features)
         return (logits, features) if with_features else logits

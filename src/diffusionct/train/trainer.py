@@ -36,7 +36,7 @@ from diffusionct.train.data import TrainingData, sample_image_crops, sample_pair
 from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
-PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm", "predictor")  # order fixes the step seeds
+PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm", "predictor", "cyclegan")  # order fixes the step seeds
 
 
 # ------------------------------------------------------------------------------------- losses
@@ -436,6 +436,66 @@ class Trainer:
         self._loop("pix2pix", pc, state, step_fn, validate_fn,
                    lambda step, history: self._save_state("pix2pix", step, modules, optimizers, history))
         return generator.eval()
+
+    def train_cyclegan(self):
+        """CycleGAN (Zhu et al. 2017) on unpaired crops: generators A->B and B->A (pix2pix's U-Net, residual),
+        one single-image PatchGAN per domain, least-squares adversarial loss, cycle and identity L1 losses.
+        Source and target crops are drawn independently, so no pair is ever used (with a paired manifest the
+        pairs are hidden this way)."""
+        from diffusionct.models.baselines import RESIDUAL_SCALE, PatchDiscriminator, UNetGenerator
+
+        cfg = self.config
+        b, pc = cfg.baselines, cfg.baselines.cyclegan
+        modules = {"generator": UNetGenerator(b.pix2pix_channels, b.pix2pix_depth),
+                   "generator_ba": UNetGenerator(b.pix2pix_channels, b.pix2pix_depth),
+                   "discriminator_a": PatchDiscriminator(b.pix2pix_channels, inputs=1),
+                   "discriminator_b": PatchDiscriminator(b.pix2pix_channels, inputs=1)}
+        for module in modules.values():
+            module.to(self.device).train()
+        generators = [*modules["generator"].parameters(), *modules["generator_ba"].parameters()]
+        discriminators = [*modules["discriminator_a"].parameters(), *modules["discriminator_b"].parameters()]
+        optimizers = {"optimizer_g": torch.optim.Adam(generators, lr=pc.lr, betas=(0.5, 0.999)),
+                      "optimizer_d": torch.optim.Adam(discriminators, lr=pc.lr, betas=(0.5, 0.999))}
+        state = self._load_state("cyclegan", modules, optimizers)
+        g_ab, g_ba, d_a, d_b = (self._wrap(modules[k]) for k in ("generator", "generator_ba", "discriminator_a", "discriminator_b"))
+        sources, targets = self._unpaired_sets()
+        va, vb = self._validation_pairs(pc.crop, 97)
+
+        def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+            return (logits - (1.0 if real else 0.0)).pow(2).mean()
+
+        def step_fn(step: int) -> dict:
+            rng = np.random.default_rng(_step_seed(cfg.seed, "cyclegan", step, self.rank))
+            a = self._tensor(sample_image_crops(sources, pc.batch_size, pc.crop, rng))
+            b_ = self._tensor(sample_image_crops(targets, pc.batch_size, pc.crop, rng))
+            fake_b, fake_a = a + g_ab(a), b_ + g_ba(b_)
+            cycle = ((fake_b + g_ba(fake_b) - a).abs().mean() + (fake_a + g_ab(fake_a) - b_).abs().mean()) / RESIDUAL_SCALE
+            identity = (g_ab(b_).abs().mean() + g_ba(a).abs().mean()) / RESIDUAL_SCALE  # a B image stays as it is
+            adversarial = gan_loss(d_b(fake_b), True) + gan_loss(d_a(fake_a), True)
+            loss_g = adversarial + b.cyclegan_cycle_weight * cycle + b.cyclegan_identity_weight * identity
+            optimizers["optimizer_g"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            optimizers["optimizer_g"].step()
+            loss_d = 0.5 * (gan_loss(d_b(b_), True) + gan_loss(d_b(fake_b.detach()), False)
+                            + gan_loss(d_a(a), True) + gan_loss(d_a(fake_a.detach()), False))
+            optimizers["optimizer_d"].zero_grad(set_to_none=True)
+            loss_d.backward()
+            optimizers["optimizer_d"].step()
+            return {"loss": loss_g.item(), "loss_d": loss_d.item(), "cycle": cycle.item()}
+
+        def validate_fn() -> dict:
+            with torch.no_grad():
+                return {"val_rmse_hu": (modules["generator"].convert(va) - vb).pow(2).mean().sqrt().item()}
+
+        self._loop("cyclegan", pc, state, step_fn, validate_fn,
+                   lambda step, history: self._save_state("cyclegan", step, modules, optimizers, history))
+        return modules["generator"].eval()
+
+    def _unpaired_sets(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The real source and target sets; from a paired manifest, its pairs' two sides drawn independently."""
+        if self.data.unpaired_source and self.data.unpaired_target:
+            return self.data.unpaired_source, self.data.unpaired_target
+        return [self.data.pairs.source], [self.data.pairs.target]
 
     def train_image_ddpm(self):
         """Image-space conditional DDPM (SR3 / Palette style): A concatenated with the noisy B (or B - A)."""
