@@ -8,7 +8,8 @@ import pytest
 from diffusionct.cli import main
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series
-from diffusionct.simulate.calibration import centre_periphery_noise, kernel_texture
+from diffusionct.simulate.calibration import centre_periphery_noise
+from diffusionct.spectra import kernel_texture
 from diffusionct.simulate.kernels import get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings

@@ -6,7 +6,7 @@ so that uniform regions keep their HU.
 
 The family imitates Siemens' body kernels B10f, B30f, B50f and B70f. Each window was calibrated on
 the simulator's own chest slices (0.69 mm pixels, 1 mm slices) by the fixed procedure of
-:func:`diffusionct.simulate.calibration.kernel_texture` against real same-scan Siemens chest
+:func:`diffusionct.spectra.kernel_texture` against real same-scan Siemens chest
 reconstructions (noise SD relative to B30f; power-weighted mean frequency of the noise spectrum):
 
 ======  ======================================  =============  ====================

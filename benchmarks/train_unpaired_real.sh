@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Unpaired standardization on real GE data (../shared/data/sts-ct): SOFT -> STANDARD, different patients.
+# Trains DiffusionCT (data.pairing=unpaired), CycleGAN and histogram matching on the set CSV, then
+# benchmarks/unpaired_real.py compares the standardized SOFT series with the STANDARD set (NPS, tumour features).
+# Usage: benchmarks/train_unpaired_real.sh RUNS_DIR [STEPS_SCALE]   (resumable; about an hour on the 2-core CPU)
+set -euo pipefail
+RUNS=${1:-/work/runs/real-soft-standard}
+BIN=${BIN:-.venv/bin}
+SHARED=${SHARED:-../shared/data/sts-ct}
+mkdir -p "$RUNS"
+$BIN/python benchmarks/unpaired_real.py sets "$SHARED" "$RUNS/sets.csv"
+K="--config configs/shipped-model.yaml --set data.source_kernel=GE:SOFT --set data.target_kernel=GE:STANDARD --set data.pairing=unpaired"
+[ -f "$RUNS/diffusionct/unet.safetensors" ] || $BIN/diffusionct train --data "$RUNS/sets.csv" -o "$RUNS/diffusionct" $K \
+    --set phase2.steps=${PHASE2_STEPS:-1500} --set diffusion.predictor_training.steps=${PREDICTOR_STEPS:-600} --resume
+[ -f "$RUNS/predictor-cnn/config.json" ] || $BIN/python benchmarks/export_predictor.py "$RUNS/diffusionct" "$RUNS/predictor-cnn"
+[ -f "$RUNS/histogram/config.json" ] || $BIN/diffusionct train --method histogram --data "$RUNS/sets.csv" -o "$RUNS/histogram" $K
+[ -f "$RUNS/cyclegan/config.json" ] || $BIN/diffusionct train --method cyclegan --data "$RUNS/sets.csv" -o "$RUNS/cyclegan" $K \
+    --set baselines.cyclegan.steps=${CYCLEGAN_STEPS:-600} --resume
