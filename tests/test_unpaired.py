@@ -111,6 +111,17 @@ def test_train_without_pairs_end_to_end_from_nifti_csv(unpaired_csv, tmp_path, m
     assert not np.array_equal(out, source.hu)
 
 
+def test_series_of_other_sizes_are_stacked_mirrored(tmp_path):
+    entries = []
+    for index, (kernel, size) in enumerate([("SOFT", 128), ("SOFT", 136), ("STANDARD", 128), ("STANDARD", 144), ("STANDARD", 140)]):
+        write_nifti(_patient(index, SMOOTH if kernel == "SOFT" else SHARP, size=size), tmp_path / f"{index}.nii.gz")
+        entries.append(SeriesEntry(f"{index}.nii.gz", kernel, "GE", f"p{index}"))
+    data = load_training_data(write_set_csv(tmp_path / "s.csv", entries), "SOFT", "STANDARD", pairing="unpaired")
+    assert data.pairs.source.shape[1:] == (144, 144)  # the largest training series
+    small = data.pairs.target[0]  # the 128-px series, mirrored at its far edges
+    np.testing.assert_array_equal(small[128:144], small[127:111:-1])
+
+
 def test_unpaired_histogram_matches_the_real_sets(unpaired_csv, tmp_path):
     method = train_method("histogram", unpaired_csv, tmp_path / "h",
                           tiny_config("data.pairing=unpaired", "data.source_kernel=GE:SOFT", "data.target_kernel=GE:STANDARD"),

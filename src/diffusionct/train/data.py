@@ -153,7 +153,19 @@ def _stack_pairs() -> dict:
 def _finish(pairs: dict) -> PairedSlices:
     if not pairs["source"]:
         return PairedSlices(np.zeros((0, 1, 1), np.float32), np.zeros((0, 1, 1), np.float32), [])
-    return PairedSlices(np.concatenate(pairs["source"]), np.concatenate(pairs["target"]), pairs["cases"])
+    rows = max(v.shape[1] for v in pairs["source"])
+    cols = max(v.shape[2] for v in pairs["source"])
+    return PairedSlices(np.concatenate([_mirror_pad(v, rows, cols) for v in pairs["source"]]),
+                        np.concatenate([_mirror_pad(v, rows, cols) for v in pairs["target"]]), pairs["cases"])
+
+
+def _mirror_pad(volume: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Series of other sizes (real crops around a tumour) stacked on one grid: mirrored, not air, at the
+    edges, so that no crop shows an edge the scan did not have."""
+    extra_rows, extra_cols = rows - volume.shape[1], cols - volume.shape[2]
+    if not extra_rows and not extra_cols:
+        return volume
+    return np.pad(volume, ((0, 0), (0, extra_rows), (0, extra_cols)), mode="symmetric")
 
 
 def _crop_origin(rng: np.random.Generator, image: np.ndarray, size: int) -> tuple[int, int]:
