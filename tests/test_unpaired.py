@@ -111,6 +111,18 @@ def test_train_without_pairs_end_to_end_from_nifti_csv(unpaired_csv, tmp_path, m
     assert not np.array_equal(out, source.hu)
 
 
+def test_many_source_kernels_to_one_standard(unpaired_csv):
+    """One model from every non-standard kernel: a transfer per source set, pairs synthesized with each."""
+    data = load_training_data(unpaired_csv, "GE:SOFT, Siemens:LUNG", "GE:STANDARD", validation_fraction=0.2, pairing="unpaired")
+    transfers = data.notes["kernel_transfer"]
+    assert set(transfers) == {"GE:SOFT", "Siemens:LUNG"}
+    from diffusionct.kernel_transfer import KernelTransfer
+
+    soft, lung = (KernelTransfer.from_dict(transfers[k]).gain(np.array([0.4]))[0] for k in ("GE:SOFT", "Siemens:LUNG"))
+    assert soft < 0.8 < 1.1 < lung  # a smoother and a sharper kernel than the standard (truth 0.55 and 1.27)
+    assert data.pairs.cases.count("GE:SOFT") == data.pairs.cases.count("Siemens:LUNG") == data.pairs.source.shape[0] // 2 > 0
+
+
 def test_series_of_other_sizes_are_stacked_mirrored(tmp_path):
     entries = []
     for index, (kernel, size) in enumerate([("SOFT", 128), ("SOFT", 136), ("STANDARD", 128), ("STANDARD", 144), ("STANDARD", 140)]):
@@ -131,3 +143,16 @@ def test_unpaired_histogram_matches_the_real_sets(unpaired_csv, tmp_path):
     levels = np.linspace(0, 1, len(method.target_q))
     np.testing.assert_allclose(method.target_q, np.quantile(target[target > -500], levels), atol=1e-3)
     assert method.source_q[len(levels) // 2] == pytest.approx(40.0, abs=5.0)
+
+
+def test_many_to_one_model_accepts_each_source_kernel_and_writes_the_standard_one(unpaired_csv, tmp_path):
+    from diffusionct.standardize import Standardizer
+
+    config = tiny_config("data.pairing=unpaired", "data.source_kernel=GE:SOFT,Siemens:LUNG", "data.target_kernel=GE:STANDARD")
+    train_method("histogram", unpaired_csv, tmp_path / "h", config, torch.device("cpu"))
+    standardizer = Standardizer.load(tmp_path / "h", "cpu")
+    volume = read_volume(unpaired_csv.parent / "p0_soft.nii.gz")
+    for kernel in ("SOFT", "lung"):
+        assert standardizer.check_kernel(volume.with_hu(volume.hu, kernel=kernel)) is None
+    assert "GE:SOFT,Siemens:LUNG" in standardizer.check_kernel(volume.with_hu(volume.hu, kernel="B30F"))
+    assert standardizer.standardize(volume.with_hu(volume.hu, kernel="SOFT")).kernel == "STANDARD"
