@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffusionct.config import METHODS
+from diffusionct.config import FEATURE_PRESETS, METHODS
 from diffusionct.errors import DiffusionCTError
 
 
@@ -212,7 +212,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="CSV: one row per tumour")
     p.add_argument("--roi", help="RTSTRUCT ROI name")
     p.add_argument("--series", help="series UID when the image folder holds several")
-    p.add_argument("--params", type=Path, help="feature settings YAML (default: the shipped params)")
+    p.add_argument("--params", type=Path, help="feature settings YAML (default: the shipped params), or a preset name")
+    p.add_argument("--preset", dest="params", choices=FEATURE_PRESETS,
+                   help="IBSI 1 configuration A-E (interpolation, re-segmentation, discretisation; docs/features.md)")
     p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     p.set_defaults(func=_cmd_features)
 
@@ -224,7 +226,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", type=Path, required=True, help="folder of tumour masks (same names)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder for CSV and JSON")
     p.add_argument("--roi", help="RTSTRUCT ROI name")
-    p.add_argument("--params", type=Path, help="feature settings YAML")
+    p.add_argument("--params", type=Path, help="feature settings YAML, or a preset name (ibsi-a .. ibsi-e)")
     p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_cmd_compare)

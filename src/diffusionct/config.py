@@ -19,6 +19,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.units import HU_MAX, HU_MIN
 
 # Every standardization method (diffusionct.methods implements them; the CLI lists them).
+FEATURE_PRESETS = tuple(f"ibsi-{c}" for c in "abcde")  # IBSI 1 configurations A-E: diffusionct/data/ibsi/*.yaml
 METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
 DIFFUSION_MODES = ("paper", "residual", "refine")
 PREDICTOR_SPACES = ("latent", "image")

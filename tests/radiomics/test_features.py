@@ -167,11 +167,113 @@ def test_intensity_histogram_follows_bin_count_as_the_texture_classes_do():
     assert runs[5]["IH_3D_original_Mean"] == pytest.approx(ours.mean())
 
 
-@pytest.mark.parametrize("key,words", [("resegmentRange", "not applied by this engine"),
-                                       ("resampledPixelSpacing", "not applied by this engine"),
-                                       ("binwidth", "unknown setting(s) binwidth")])
+@pytest.mark.parametrize("key,words", [("resegmentMode", "not applied by this engine"),
+                                       ("normalize", "not applied by this engine"),
+                                       ("binwidth", "unknown setting(s) binwidth"),
+                                       ("resegmentRange", "low 2.0 is above high 1.0"),
+                                       ("resampledPixelSpacing", "three non-negative numbers"),
+                                       ("outlierFilter", "positive number of SDs")])
 def test_settings_that_would_be_ignored_are_refused(tmp_path, key, words):
     params = tmp_path / "p.yaml"
-    params.write_text(f"setting: {{binWidth: 25, {key}: [1, 2]}}\n")
+    value = {"resegmentRange": "[2, 1]", "outlierFilter": "-1"}.get(key, "[1, 2]")
+    params.write_text(f"setting: {{binWidth: 25, {key}: {value}}}\n")
     with pytest.raises(DiffusionCTError, match=words.replace("(", r"\(").replace(")", r"\)")):
         FeatureSettings.load(params)
+
+
+def _ibsi_like_tumour(seed: int = 0):
+    """A 3D blob of soft tissue with some fat and air voxels inside its mask (what re-segmentation removes)."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[:12, :40, :40]
+    mask = ((zz - 6) / 5) ** 2 + ((yy - 20) / 12) ** 2 + ((xx - 20) / 12) ** 2 < 1
+    image = rng.normal(40, 30, mask.shape)
+    image[mask & (rng.random(mask.shape) < 0.05)] = -939.0  # air inside the contour
+    image[mask & (rng.random(mask.shape) < 0.02)] = 1500.0  # bone-like outliers
+    return np.round(image), mask
+
+
+def _settings(**setting) -> FeatureSettings:
+    return FeatureSettings(setting={"binWidth": 25, "padDistance": 2, **setting}, classes=["ID", "IH", "GLCM"], dimensions=["3D"])
+
+
+def test_range_resegmentation_and_ibsi_grey_level_numbering():
+    image, mask = _ibsi_like_tumour()
+    plain = extract_features(image, mask, (1, 1, 2), _settings())
+    reseg = extract_features(image, mask, (1, 1, 2), _settings(resegmentRange=[-500, 400]))
+    assert plain["ID_3D_original_Minimum"] == -939 and reseg["ID_3D_original_Minimum"] >= -500
+    assert reseg["ID_3D_original_Maximum"] <= 400
+    wide = extract_features(image, mask, (1, 1, 2), _settings(resegmentRange=[-1000, 400]))
+    # IBSI numbers fixed-size bins from the lower bound: -939 HU is level floor(61 / 25) + 1 = 3 (pyradiomics: 1)
+    assert wide["IH_3D_original_Minimum"] == 3
+    no_bound = extract_features(image, mask, (1, 1, 2), _settings(resegmentRange=[None, 400]))
+    assert no_bound["IH_3D_original_Minimum"] == 1
+    # the texture classes use the same numbering: every grey level two higher, so the joint average too
+    assert wide["GLCM_3D_original_JointAverage"] - no_bound["GLCM_3D_original_JointAverage"] == pytest.approx(2.0)
+    assert wide["GLCM_3D_original_Contrast"] == pytest.approx(no_bound["GLCM_3D_original_Contrast"])
+
+
+def test_outlier_filter_removes_voxels_beyond_n_sd():
+    image, mask = _ibsi_like_tumour()
+    filtered = extract_features(image, mask, (1, 1, 2), _settings(resegmentRange=[-1000, 400], outlierFilter=3))
+    values = image[mask & (image >= -1000) & (image <= 400)]
+    low, high = values.mean() - 3 * values.std(), values.mean() + 3 * values.std()
+    assert filtered["ID_3D_original_Minimum"] >= low and filtered["ID_3D_original_Maximum"] <= high
+    assert filtered["ID_3D_original_Minimum"] > -939  # the air voxels were outliers of the soft tissue
+
+
+def test_ibsi_grid_alignment_and_interpolation():
+    from diffusionct.radiomics.preprocess import new_grid, resample
+
+    axes = new_grid((5, 4), (2.0, 0.8), (2.0, 2.0))
+    assert np.allclose(axes[0], np.arange(5))  # unchanged axis
+    assert len(axes[1]) == 2 and np.isclose(axes[1].mean(), 1.5)  # ceil(4 x 0.8 / 2) voxels, centres aligned
+    assert np.isclose(np.diff(axes[1])[0], 2.0 / 0.8)
+    image, mask = _ibsi_like_tumour()
+    same, same_mask, spacing = resample(image, mask, (1, 1, 2), (1, 1, 2))
+    assert np.array_equal(same, image) and np.array_equal(same_mask, mask) and spacing == (1, 1, 2)
+    coarse, coarse_mask, spacing = resample(image, mask, (1, 1, 2), (2, 2, 2))
+    assert spacing == (2, 2, 2) and coarse.shape == (12, 20, 20)
+    assert coarse_mask.sum() * 8 == pytest.approx(mask.sum() * 2, rel=0.1)  # the tumour keeps its volume in mm^3
+    assert np.array_equal(coarse, np.round(coarse))  # CT intensities rounded after interpolation
+    slicewise, _, spacing = resample(image, mask, (1, 1, 2), (2, 2, 0))
+    assert slicewise.shape[0] == image.shape[0] and spacing == (2, 2, 2)
+    near, near_mask, _ = resample(image, mask, (1, 1, 2), (2, 2, 2), margin=3)  # only around the tumour
+    assert near_mask.sum() == coarse_mask.sum()
+
+
+def test_resampled_features_use_the_new_grid():
+    image, mask = _ibsi_like_tumour()
+    native = extract_features(image, mask, (1, 1, 2), _settings())
+    resampled = extract_features(image, mask, (1, 1, 2), _settings(resampledPixelSpacing=[2, 2, 2], interpolator="sitkBSpline"))
+    assert resampled["ID_3D_original_Energy"] < 0.5 * native["ID_3D_original_Energy"]  # about a quarter of the voxels
+    assert resampled != native
+
+
+@pytest.mark.parametrize("preset", ["ibsi-a", "ibsi-b", "ibsi-c", "ibsi-d", "ibsi-e"])
+def test_ibsi_presets_apply_their_processing(preset):
+    image, mask = _ibsi_like_tumour()
+    settings = FeatureSettings.load(preset)
+    features = extract_features(image, mask, (0.8, 0.8, 2.0), settings)
+    low = -500 if preset in ("ibsi-a", "ibsi-b") else -1000
+    assert features["ID_3D_original_Minimum"] >= low and features["ID_3D_original_Maximum"] <= 400
+    assert any(name.startswith("GLCM_2D") for name in features) == (preset in ("ibsi-a", "ibsi-b"))
+    if "binCount" in settings.setting:
+        assert features["IH_3D_original_Maximum"] == 32
+    if preset in ("ibsi-d", "ibsi-e"):  # outliers beyond 3 SD of the re-segmented ROI are gone: the air voxels
+        assert features["ID_3D_original_Minimum"] > -939
+
+
+def test_features_cli_preset(tmp_path, capsys):
+    image, mask = _ibsi_like_tumour()
+    from diffusionct.io.volume import Volume
+
+    volume = Volume(image.astype(np.float32), (0.8, 0.8, 2.0))
+    write_nifti(volume, tmp_path / "ct.nii.gz")
+    write_nifti(volume, tmp_path / "mask.nii.gz", array=mask.astype(np.uint8))
+    assert main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "mask.nii.gz"), "-o", str(tmp_path / "f.csv"),
+                 "--preset", "ibsi-c", "--workers", "1"]) == 0
+    assert "ID_3D_original_Minimum" in (tmp_path / "f.csv").read_text()
+    with pytest.raises(SystemExit):  # argparse: "invalid choice: 'ibsi-z' (choose from 'ibsi-a', ...)"
+        main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "mask.nii.gz"), "-o", str(tmp_path / "g.csv"),
+              "--preset", "ibsi-z"])
+    assert "invalid choice: 'ibsi-z'" in capsys.readouterr().err

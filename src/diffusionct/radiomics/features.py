@@ -23,11 +23,14 @@ import numpy as np
 import SimpleITK as sitk
 import yaml
 
+from diffusionct.config import FEATURE_PRESETS
 from diffusionct.errors import DiffusionCTError
+from diffusionct.radiomics import preprocess
 
 FEATURE_CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
 _PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm"}
 DEFAULT_PARAMS = "radiomics_params.yaml"
+IBSI_PRESETS = FEATURE_PRESETS
 
 
 
@@ -49,10 +52,14 @@ class FeatureSettings:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "FeatureSettings":
-        """Settings from a YAML file; ``None`` loads the shipped defaults."""
+        """Settings from a YAML file; ``None`` loads the shipped defaults, ``ibsi-a`` .. ``ibsi-e`` IBSI 1's
+        configurations A-E (a file of that name wins)."""
         if path is None:
             text = resources.files("diffusionct.data").joinpath(DEFAULT_PARAMS).read_text()
             source = DEFAULT_PARAMS
+        elif str(path).lower() in IBSI_PRESETS and not Path(path).exists():
+            source = str(path).lower()
+            text = resources.files("diffusionct.data.ibsi").joinpath(f"{source}.yaml").read_text()
         else:
             path = Path(path)
             if not path.is_file():
@@ -100,9 +107,9 @@ class FeatureSettings:
             raise DiffusionCTError(f"{source}: image types must be original, LoG or wavelet, got {bad}")
         unsupported = sorted(set(self.setting) & UNSUPPORTED_SETTINGS)
         if unsupported:
-            raise DiffusionCTError(f"{source}: setting {', '.join(unsupported)} is not applied by this engine (it has no "
-                                   "resampling, re-segmentation or normalisation step yet); remove it, or resample and "
-                                   "re-segment the image before extracting features")
+            raise DiffusionCTError(f"{source}: setting {', '.join(unsupported)} is not applied by this engine (its "
+                                   "pre-processing keys are resampledPixelSpacing, interpolator, resegmentRange in HU and "
+                                   "outlierFilter in SD); remove it")
         unknown = sorted(set(self.setting) - KNOWN_SETTINGS - UNSUPPORTED_SETTINGS)
         if unknown:
             raise DiffusionCTError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SETTINGS))}")
@@ -110,14 +117,30 @@ class FeatureSettings:
             raise DiffusionCTError(f"{source}: binWidth must be positive")
         if "binCount" in self.setting and (int(self.setting["binCount"]) != self.setting["binCount"] or self.setting["binCount"] < 1):
             raise DiffusionCTError(f"{source}: binCount must be a positive integer, got {self.setting['binCount']!r}")
+        try:
+            preprocess.lower_bound(self.setting.get("resegmentRange"))
+            if "outlierFilter" in self.setting and not float(self.setting["outlierFilter"]) > 0:
+                raise DiffusionCTError(f"outlierFilter must be a positive number of SDs, got {self.setting['outlierFilter']!r}")
+            spacing = self.setting.get("resampledPixelSpacing")
+            if spacing is not None and not (isinstance(spacing, list) and len(spacing) == 3
+                                            and all(isinstance(v, (int, float)) and v >= 0 for v in spacing)):
+                raise DiffusionCTError(f"resampledPixelSpacing must be three non-negative numbers (x, y, z in mm; 0 keeps "
+                                       f"an axis), got {spacing!r}")
+            if self.setting.get("interpolator", "sitkLinear") not in preprocess.INTERPOLATORS:
+                raise DiffusionCTError(f"interpolator must be one of {', '.join(preprocess.INTERPOLATORS)}")
+        except DiffusionCTError as exc:
+            raise DiffusionCTError(f"{source}: {exc}") from None
 
 
+# IBSI pre-processing (radiomics/preprocess.py); outlierFilter is ours (pyradiomics has no range + SD combination)
+PREPROCESSING_SETTINGS = {"resampledPixelSpacing", "interpolator", "resegmentRange", "outlierFilter"}
 # Settings the engine applies (pyradiomics' keys where pyradiomics computes the class); every other key is an
 # error instead of being ignored without a word.
 KNOWN_SETTINGS = {"binWidth", "binCount", "padDistance", "minimumROISize", "voxelArrayShift", "symmetricalGLCM",
-                  "distances", "weightingNorm", "gldm_a", "sigma", "wavelet", "start_level", "level", "label"}
+                  "distances", "weightingNorm", "gldm_a", "sigma", "wavelet", "start_level", "level", "label",
+                  *PREPROCESSING_SETTINGS}
 # pyradiomics' extractor pre-processing keys, which this engine does not apply (it calls the feature classes)
-UNSUPPORTED_SETTINGS = {"resegmentRange", "resegmentMode", "resegmentShape", "resampledPixelSpacing", "interpolator",
+UNSUPPORTED_SETTINGS = {"resegmentMode", "resegmentShape",
                         "normalize", "normalizeScale", "removeOutliers", "preCrop", "correctMask", "geometryTolerance",
                         "minimumROIDimensions"}
 
@@ -156,16 +179,18 @@ def _image_types(image: sitk.Image, mask: sitk.Image, settings: FeatureSettings)
 # ------------------------------------------------------------------------------------ IH
 
 
-def discretise(values: np.ndarray, bin_width: float = 25.0, bin_count: int | None = None) -> np.ndarray:
-    """Grey levels 1..N: a fixed bin width as pyradiomics (bins start at floor(min / width) * width), or with
-    ``bin_count`` a fixed number of bins over [min, max] (IBSI 2.7.3; the maximum falls in the last bin)."""
+def discretise(values: np.ndarray, bin_width: float = 25.0, bin_count: int | None = None,
+               lower_bound: float | None = None) -> np.ndarray:
+    """Grey levels 1..N: a fixed bin width as pyradiomics (bins start at floor(min / width) * width; with a
+    re-segmentation ``lower_bound``, at that bound as IBSI 2.7.2), or with ``bin_count`` a fixed number of bins
+    over [min, max] (IBSI 2.7.3; the maximum falls in the last bin)."""
     if bin_count is not None:
         low, high = values.min(), values.max()
         if high == low:
             return np.ones(values.shape, dtype=np.int64)
         levels = np.floor(bin_count * (values - low) / (high - low)).astype(np.int64) + 1
         return np.minimum(levels, bin_count)
-    low = np.floor(values.min() / bin_width) * bin_width
+    low = np.floor(values.min() / bin_width) * bin_width if lower_bound is None else lower_bound
     return np.floor((values - low) / bin_width).astype(np.int64) + 1
 
 
@@ -283,6 +308,21 @@ def check_inputs(image: np.ndarray, mask: np.ndarray, minimum_voxels: int = 2) -
     return image, mask
 
 
+def _preprocess(image: np.ndarray, mask: np.ndarray, spacing, setting: dict, pad: int):
+    """IBSI interpolation and re-segmentation when the settings ask for them (radiomics/preprocess.py); only the
+    tumour's neighbourhood is interpolated, on the grid of the whole image."""
+    if setting.get("resampledPixelSpacing"):
+        image, mask, spacing = preprocess.resample(image, mask, spacing, setting["resampledPixelSpacing"],
+                                                   setting.get("interpolator", "sitkLinear"), margin=2 * pad + 4)
+        if not mask.any():
+            raise DiffusionCTError("the mask vanished on the resampled grid (smaller than half a new voxel); use a finer "
+                                   "resampledPixelSpacing")
+    if "resegmentRange" in setting or "outlierFilter" in setting:
+        outliers = setting.get("outlierFilter")
+        mask = preprocess.resegment(image, mask, setting.get("resegmentRange"), None if outliers is None else float(outliers))
+    return image, mask, spacing
+
+
 def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: FeatureSettings | None = None) -> dict[str, float]:
     """Every enabled feature of one tumour.
 
@@ -303,13 +343,17 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
     settings = settings or FeatureSettings.load()
     image, mask = check_inputs(image, mask, int(settings.setting.get("minimumROISize", 2)))
     pad = int(settings.setting.get("padDistance", 8))
+    image, mask, spacing = _preprocess(image, mask, spacing, settings.setting, pad)
     image, mask = crop_to_mask(image, mask, pad)
     sitk_image = _to_sitk(image.astype(np.float32), spacing)
     sitk_mask = _to_sitk(mask.astype(np.uint8), spacing)
-    kwargs = {k: v for k, v in settings.setting.items() if k not in ("padDistance", "minimumROISize")}
+    kwargs = {k: v for k, v in settings.setting.items() if k not in ("padDistance", "minimumROISize", *PREPROCESSING_SETTINGS)}
     kwargs["label"] = 1
     bin_width = float(kwargs.get("binWidth", 25))
     bin_count = int(kwargs["binCount"]) if "binCount" in kwargs else None  # pyradiomics: binCount wins over binWidth
+    lower_bound = preprocess.lower_bound(settings.setting.get("resegmentRange")) if bin_count is None else None
+    if lower_bound is not None:
+        kwargs["binLowerBound"] = lower_bound  # IBSI grey-level numbering in pyradiomics too (pyradiomics_classes)
     bbox, _ = imageoperations.checkMask(sitk_image, sitk_mask, minimumROIDimensions=1, minimumROISize=1, label=1)
     out: dict[str, float] = {}
     for family, name, derived in _image_types(sitk_image, sitk_mask, settings):
@@ -325,7 +369,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
                     values = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], cropped, cropped_mask, dim_kwargs)
                     out.update({f"{cls}_{dim}_{name}_{k}": float(v) for k, v in values.items()})
             if "IH" in settings.classes and dim == "3D":
-                levels = discretise(array[array_mask], bin_width, bin_count)  # as the texture classes of this run
+                levels = discretise(array[array_mask], bin_width, bin_count, lower_bound)  # as the texture classes
                 out.update({f"IH_3D_{name}_{k}": float(v) for k, v in intensity_histogram_features(levels).items()})
             if "GOH" in settings.classes and family in settings.goh.get("image_types", ["original"]):
                 goh = gradient_orientation_features(array, array_mask, spacing, int(settings.goh["bins_2D"]),

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import radiomics
 import SimpleITK as sitk
+from radiomics import imageoperations
 
 # pyradiomics sets its logger to DEBUG and logs every class at INFO and notes at WARNING
 radiomics.setVerbosity(logging.ERROR)
 logging.getLogger("radiomics").setLevel(logging.ERROR)
+
+
+_pyradiomics_bin_edges = imageoperations.getBinEdges
+
+
+def _bin_edges(parameterValues, **kwargs):
+    """pyradiomics' bin edges, except with ``binLowerBound`` (a re-segmentation's lower bound) and a fixed bin
+    width: then edges start at that bound, so grey levels are numbered as IBSI 2.7.2 numbers them (pyradiomics
+    starts at floor(min / width) * width). binImage looks this function up in its module at each call."""
+    lower = kwargs.get("binLowerBound")
+    if lower is None or kwargs.get("binCount") is not None:
+        return _pyradiomics_bin_edges(parameterValues, **kwargs)
+    width = float(kwargs.get("binWidth", 25))
+    return np.arange(lower, float(np.max(parameterValues)) + 2 * width, width)
+
+
+imageoperations.getBinEdges = _bin_edges
 
 
 def compute(class_name: str, image: sitk.Image, mask: sitk.Image, settings: dict) -> dict[str, float]:
