@@ -77,6 +77,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from diffusionct.radiomics.batch import extract_many
     from diffusionct.radiomics.compare import features_csv
     from diffusionct.radiomics.features import FeatureSettings
+    from diffusionct.radiomics.ibsi import ibsi_values
 
     if args.output.is_dir():
         raise DiffusionCTError(f"{args.output}: is a folder; give a CSV file name for the features")
@@ -90,7 +91,10 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if not features:
         raise DiffusionCTError(f"{args.image}: no features computed: {'; '.join(errors.values())}")
     write_text_atomic(args.output, features_csv(features))
-    print(f"{len(features)} tumour(s) x {len(next(iter(features.values())))} features written to {args.output}")
+    ibsi = args.output.with_name(args.output.stem + ".ibsi.csv")  # the same tumours, IBSI tags and definitions
+    write_text_atomic(ibsi, features_csv({key: ibsi_values(values) for key, values in features.items()}))
+    print(f"{len(features)} tumour(s) x {len(next(iter(features.values())))} features written to {args.output} "
+          f"(IBSI-tagged ones also in {ibsi.name})")
     return 0
 
 

@@ -273,6 +273,12 @@ def test_features_cli_preset(tmp_path, capsys):
     assert main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "mask.nii.gz"), "-o", str(tmp_path / "f.csv"),
                  "--preset", "ibsi-c", "--workers", "1"]) == 0
     assert "ID_3D_original_Minimum" in (tmp_path / "f.csv").read_text()
+    import csv
+
+    ours = next(csv.DictReader(open(tmp_path / "f.csv")))
+    ibsi = next(csv.DictReader(open(tmp_path / "f.ibsi.csv")))
+    assert float(ibsi["stat_kurt"]) == pytest.approx(float(ours["ID_3D_original_Kurtosis"]) - 3)
+    assert float(ibsi["cm_contrast_3D_avg"]) == pytest.approx(float(ours["GLCM_3D_original_Contrast"]))
     with pytest.raises(SystemExit):  # argparse: "invalid choice: 'ibsi-z' (choose from 'ibsi-a', ...)"
         main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "mask.nii.gz"), "-o", str(tmp_path / "g.csv"),
               "--preset", "ibsi-z"])

@@ -50,10 +50,10 @@ _GLRLM = {
 _NID = {"Coarseness": "ngt_coarseness", "Contrast": "ngt_contrast", "Busyness": "ngt_busyness",
         "Complexity": "ngt_complexity", "Strength": "ngt_strength"}
 
-# Known, documented deviations of pyradiomics from the IBSI definitions (docs/radiomics.md).
-KNOWN_DEVIATIONS = {
-    "stat_kurt": "pyradiomics reports kurtosis, IBSI excess kurtosis (kurtosis - 3); our IH kurtosis is IBSI's",
-}
+# Known, documented deviations of our values from the IBSI definitions (docs/radiomics.md); none at present.
+KNOWN_DEVIATIONS: dict[str, str] = {}
+# Where our value and IBSI's differ by definition, how IBSI's follows from ours (applied by ibsi_values)
+IBSI_CONVERSIONS = {"stat_kurt": lambda value: value - 3.0}  # pyradiomics' kurtosis -> IBSI's excess kurtosis
 
 
 def ibsi_tag(name: str) -> str | None:
@@ -70,6 +70,16 @@ def ibsi_tag(name: str) -> str | None:
         return base
     suffix = {"3D": "3D", "2D": "2_5D"}[dim]
     return f"{base}_{suffix}" if cls == "NID" else f"{base}_{suffix}_avg"
+
+
+def ibsi_values(features: dict[str, float]) -> dict[str, float]:
+    """The features that map to IBSI tags, under those tags, with IBSI's definitions (e.g. excess kurtosis)."""
+    out = {}
+    for name, value in features.items():
+        tag = ibsi_tag(name)
+        if tag is not None:
+            out[tag] = float(IBSI_CONVERSIONS[tag](value)) if tag in IBSI_CONVERSIONS else float(value)
+    return out
 
 
 @dataclass
@@ -101,10 +111,11 @@ def rounding_tolerance(reference: float, tolerance: float) -> float:
 def compare_to_reference(features: dict[str, float], reference: dict[str, tuple[float, float]]) -> list[ReferenceCheck]:
     """Every mapped feature that has a reference value, with whether it matches within tolerance."""
     checks = []
-    for name, value in sorted(features.items()):
+    for name in sorted(features):
         tag = ibsi_tag(name)
         if tag is None or tag not in reference:
             continue
+        value = ibsi_values({name: features[name]})[tag]
         ref, tol = reference[tag]
         ok = abs(value - ref) <= rounding_tolerance(ref, tol)
         checks.append(ReferenceCheck(name, tag, value, ref, tol, ok, KNOWN_DEVIATIONS.get(tag)))
