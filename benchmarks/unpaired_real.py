@@ -9,7 +9,7 @@ series is standardized by each method and compared with the STANDARD set (other 
 - noise texture by the project's fixed procedure (spectra.kernel_texture, each series its own ROIs): NPS mean
   frequency and noise SD, averaged per set; the bar: the standardized SOFT NPS mean frequency within 10 % of
   the STANDARD set's;
-- tumour features (GTV_Mass, the shipped feature settings): per feature, the mean over the standardized SOFT
+- tumour features (GTV_Mass_CT, the shipped feature settings): per feature, the mean over the standardized SOFT
   tumours against the mean over the STANDARD tumours; reported: the share of features whose means differ by
   less than 15 % (the RE threshold applied to set means), the mean two-sample KS statistic (3 vs 3 tumours:
   too few for a KS test to reject anything, so the statistic, not a p-value), and the CCC of the feature
@@ -35,7 +35,7 @@ from diffusionct.radiomics.metrics import ccc
 from diffusionct.spectra import kernel_texture
 from diffusionct.standardize import Standardizer
 
-ROI_NAME = "GTV_Mass"
+ROI_NAME = "GTV_Mass_CT"
 METHODS = ("histogram", "cyclegan", "predictor-cnn", "diffusionct")
 
 

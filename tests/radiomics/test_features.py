@@ -261,6 +261,11 @@ def test_ibsi_presets_apply_their_processing(preset):
         assert features["IH_3D_original_Maximum"] == 32
     if preset in ("ibsi-d", "ibsi-e"):  # outliers beyond 3 SD of the re-segmented ROI are gone: the air voxels
         assert features["ID_3D_original_Minimum"] > -939
+    for name in ("GLSZM_3D_original_ZoneEntropy", "NGLDM_3D_original_dc_entr", "GLDZM_3D_original_sde",
+                 "MORPH_3D_original_MeshVolume", "MORPH_3D_original_moran_i", "LI_3D_original_peak_glob", "IVH_3D_original_v10"):
+        assert np.isfinite(features[name]), name
+    # the morphological mask (before re-segmentation) gives the volume: about the blob's (12 x 2 mm slices, 0.8 mm pixels)
+    assert features["MORPH_3D_original_MeshVolume"] == pytest.approx(_ibsi_like_tumour()[1].sum() * 0.8 * 0.8 * 2.0, rel=0.15)
 
 
 def test_features_cli_preset(tmp_path, capsys):

@@ -7,6 +7,7 @@ from diffusionct.radiomics.ibsi import compare_to_reference, read_reference
 IBSI_SETTINGS = FeatureSettings(
     setting={"binWidth": 1, "voxelArrayShift": 0, "symmetricalGLCM": True, "distances": [1], "padDistance": 0},
     image_types={"original": {}}, dimensions=["3D", "2D"], dimensions_2d_image_types=["original"],
+    classes=["ID", "IH", "GLCM", "GLRLM", "NID", "GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH"],
 )
 
 
@@ -20,8 +21,8 @@ def checks(shared_data):
 
 def test_every_class_is_checked(checks):
     prefixes = {c.tag.split("_")[0] for c in checks}
-    assert prefixes == {"stat", "ih", "cm", "rlm", "ngt"}
-    assert len(checks) >= 120  # 3D and 2.5D GLCM/GLRLM/NGTDM, first order and histogram
+    assert prefixes == {"stat", "ih", "cm", "rlm", "ngt", "szm", "ngl", "dzm", "morph", "loc", "ivh"}
+    assert len(checks) >= 120 + 32 + 34 + 32 + 23 + 2 + 6  # + 3D and 2.5D GLSZM, NGLDM, GLDZM; morphology, peaks, IVH
 
 
 def test_features_match_ibsi_reference(checks):

@@ -25,10 +25,14 @@ import yaml
 
 from diffusionct.config import FEATURE_PRESETS
 from diffusionct.errors import DiffusionCTError
-from diffusionct.radiomics import preprocess
+from diffusionct.radiomics import families, preprocess
 
-FEATURE_CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
-_PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm"}
+FEATURE_CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")  # the paper's six
+# IBSI 1 families beyond them (off by default; `classes:` in the params or the ibsi-* presets turn them on):
+# GLSZM (pyradiomics), NGLDM, GLDZM, local intensity, intensity-volume histogram (radiomics/families.py), and
+# morphology (pyradiomics' shape class plus families.py); our own families' features are named by their IBSI tags
+IBSI_FAMILIES = ("GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH")
+_PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm", "GLSZM": "glszm"}
 DEFAULT_PARAMS = "radiomics_params.yaml"
 IBSI_PRESETS = FEATURE_PRESETS
 
@@ -96,9 +100,9 @@ class FeatureSettings:
         return settings
 
     def validate(self, source: str = "settings") -> None:
-        bad = [c for c in self.classes if c not in FEATURE_CLASSES]
+        bad = [c for c in self.classes if c not in FEATURE_CLASSES + IBSI_FAMILIES]
         if bad:
-            raise DiffusionCTError(f"{source}: unknown feature classes {bad}; known: {', '.join(FEATURE_CLASSES)}")
+            raise DiffusionCTError(f"{source}: unknown feature classes {bad}; known: {', '.join(FEATURE_CLASSES + IBSI_FAMILIES)}")
         bad = [d for d in self.dimensions if d not in ("2D", "3D")]
         if bad:
             raise DiffusionCTError(f"{source}: dimensions must be 2D and/or 3D, got {bad}")
@@ -154,12 +158,13 @@ def _to_sitk(array: np.ndarray, spacing) -> sitk.Image:
     return image
 
 
-def crop_to_mask(image: np.ndarray, mask: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+def crop_to_mask(image: np.ndarray, mask: np.ndarray, pad: int, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``image``, ``mask`` (and ``others`` on their grid) cut to the mask's bounding box plus ``pad`` voxels."""
     nz = np.nonzero(mask)
     lo = [max(0, int(i.min()) - pad) for i in nz]
     hi = [min(s, int(i.max()) + 1 + pad) for i, s in zip(nz, mask.shape)]
     region = tuple(slice(a, b) for a, b in zip(lo, hi))
-    return image[region], mask[region]
+    return (image[region], mask[region], *(other[region] for other in others))
 
 
 def _image_types(image: sitk.Image, mask: sitk.Image, settings: FeatureSettings) -> Iterator[tuple[str, str, sitk.Image]]:
@@ -317,10 +322,11 @@ def _preprocess(image: np.ndarray, mask: np.ndarray, spacing, setting: dict, pad
         if not mask.any():
             raise DiffusionCTError("the mask vanished on the resampled grid (smaller than half a new voxel); use a finer "
                                    "resampledPixelSpacing")
+    morphological = mask  # the shape of the tumour: morphology and GLDZM distances use it, not the re-segmented one
     if "resegmentRange" in setting or "outlierFilter" in setting:
         outliers = setting.get("outlierFilter")
         mask = preprocess.resegment(image, mask, setting.get("resegmentRange"), None if outliers is None else float(outliers))
-    return image, mask, spacing
+    return image, mask, morphological, spacing
 
 
 def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: FeatureSettings | None = None) -> dict[str, float]:
@@ -343,8 +349,8 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
     settings = settings or FeatureSettings.load()
     image, mask = check_inputs(image, mask, int(settings.setting.get("minimumROISize", 2)))
     pad = int(settings.setting.get("padDistance", 8))
-    image, mask, spacing = _preprocess(image, mask, spacing, settings.setting, pad)
-    image, mask = crop_to_mask(image, mask, pad)
+    image, mask, morphological, spacing = _preprocess(image, mask, spacing, settings.setting, pad)
+    image, morphological, mask = crop_to_mask(image, morphological, pad, mask)
     sitk_image = _to_sitk(image.astype(np.float32), spacing)
     sitk_mask = _to_sitk(mask.astype(np.uint8), spacing)
     kwargs = {k: v for k, v in settings.setting.items() if k not in ("padDistance", "minimumROISize", *PREPROCESSING_SETTINGS)}
@@ -371,8 +377,53 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
             if "IH" in settings.classes and dim == "3D":
                 levels = discretise(array[array_mask], bin_width, bin_count, lower_bound)  # as the texture classes
                 out.update({f"IH_3D_{name}_{k}": float(v) for k, v in intensity_histogram_features(levels).items()})
+            out.update(_ibsi_texture_families(settings.classes, dim, name, array, array_mask,
+                                              _bbox_crop(families.edge_distance(morphological, dim), bbox),
+                                              bin_width, bin_count, lower_bound))
             if "GOH" in settings.classes and family in settings.goh.get("image_types", ["original"]):
                 goh = gradient_orientation_features(array, array_mask, spacing, int(settings.goh["bins_2D"]),
                                                     int(settings.goh["bins_elevation"]), dimension=dim)
                 out.update({f"GOH_{dim}_{name}_{k}": float(v) for k, v in goh.items()})
+    out.update(_ibsi_whole_roi_families(settings, image, mask, morphological, spacing))
+    return out
+
+
+def _bbox_crop(array: np.ndarray, bbox) -> np.ndarray:
+    """``array`` cut as pyradiomics' cropToTumorMask cuts (bbox: x, y, z index bounds, inclusive)."""
+    return array[bbox[4]:bbox[5] + 1, bbox[2]:bbox[3] + 1, bbox[0]:bbox[1] + 1]
+
+
+def _ibsi_texture_families(classes, dim: str, name: str, array: np.ndarray, array_mask: np.ndarray, distance: np.ndarray,
+                           bin_width: float, bin_count: int | None, lower_bound: float | None) -> dict[str, float]:
+    """NGLDM and GLDZM of one image type, on the grey levels of this run (as GLCM's)."""
+    wanted = [cls for cls in ("NGLDM", "GLDZM") if cls in classes]
+    if not wanted:
+        return {}
+    levels = np.zeros(array.shape, dtype=np.int64)
+    levels[array_mask] = discretise(array[array_mask], bin_width, bin_count, lower_bound)
+    out = {}
+    if "NGLDM" in wanted:
+        out.update({f"NGLDM_{dim}_{name}_{k}": v for k, v in families.ngldm_features(levels, array_mask, dim).items()})
+    if "GLDZM" in wanted:
+        out.update({f"GLDZM_{dim}_{name}_{k}": v for k, v in families.gldzm_features(levels, array_mask, distance, dim).items()})
+    return out
+
+
+def _ibsi_whole_roi_families(settings: FeatureSettings, image: np.ndarray, mask: np.ndarray, morphological: np.ndarray,
+                             spacing) -> dict[str, float]:
+    """Morphology, local intensity and the intensity-volume histogram: of the original image's 3D ROI only."""
+    from diffusionct.radiomics import pyradiomics_classes
+
+    out: dict[str, float] = {}
+    if "MORPH" in settings.classes:
+        shape = pyradiomics_classes.compute("shape", _to_sitk(image.astype(np.float32), spacing),
+                                            _to_sitk(morphological.astype(np.uint8), spacing), {"label": 1})
+        out.update({f"MORPH_3D_original_{k}": v for k, v in shape.items()})
+        extra = families.morphology_features(image, mask, morphological, spacing, shape["MeshVolume"], shape["SurfaceArea"])
+        out.update({f"MORPH_3D_original_{k}": v for k, v in extra.items()})
+    if "LI" in settings.classes:
+        out.update({f"LI_3D_original_{k}": v for k, v in families.local_intensity_features(image, mask, spacing).items()})
+    if "IVH" in settings.classes:
+        ivh = families.intensity_volume_features(image[mask], value_range=settings.setting.get("resegmentRange"))
+        out.update({f"IVH_3D_original_{k}": v for k, v in ivh.items()})
     return out

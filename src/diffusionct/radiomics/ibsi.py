@@ -47,6 +47,20 @@ _GLRLM = {
     "RunLengthNonUniformityNormalized": "rlm_rlnu_norm", "RunPercentage": "rlm_r_perc",
     "GrayLevelVariance": "rlm_gl_var", "RunVariance": "rlm_rl_var", "RunEntropy": "rlm_rl_entr",
 }
+_GLSZM = {
+    "SmallAreaEmphasis": "szm_sze", "LargeAreaEmphasis": "szm_lze", "LowGrayLevelZoneEmphasis": "szm_lgze",
+    "HighGrayLevelZoneEmphasis": "szm_hgze", "SmallAreaLowGrayLevelEmphasis": "szm_szlge",
+    "SmallAreaHighGrayLevelEmphasis": "szm_szhge", "LargeAreaLowGrayLevelEmphasis": "szm_lzlge",
+    "LargeAreaHighGrayLevelEmphasis": "szm_lzhge", "GrayLevelNonUniformity": "szm_glnu",
+    "GrayLevelNonUniformityNormalized": "szm_glnu_norm", "SizeZoneNonUniformity": "szm_zsnu",
+    "SizeZoneNonUniformityNormalized": "szm_zsnu_norm", "ZonePercentage": "szm_z_perc", "GrayLevelVariance": "szm_gl_var",
+    "ZoneVariance": "szm_zs_var", "ZoneEntropy": "szm_zs_entr",
+}
+_MORPH = {  # pyradiomics' shape class; the other morphology features are named by their IBSI tags (families.py)
+    "MeshVolume": "morph_volume", "VoxelVolume": "morph_vol_approx", "SurfaceArea": "morph_area_mesh",
+    "SurfaceVolumeRatio": "morph_av", "Sphericity": "morph_sphericity", "Maximum3DDiameter": "morph_diam",
+}
+_OWN_PREFIX = {"NGLDM": "ngl", "GLDZM": "dzm", "LI": "loc", "IVH": "ivh", "MORPH": "morph"}  # our features named by IBSI tag
 _NID = {"Coarseness": "ngt_coarseness", "Contrast": "ngt_contrast", "Busyness": "ngt_busyness",
         "Complexity": "ngt_complexity", "Strength": "ngt_strength"}
 
@@ -62,14 +76,17 @@ def ibsi_tag(name: str) -> str | None:
     if len(parts) != 4 or parts[2] != "original":
         return None
     cls, dim, _, feature = parts
-    table = {"ID": _ID, "IH": _IH, "GLCM": _GLCM, "GLRLM": _GLRLM, "NID": _NID}.get(cls)
-    if table is None or feature not in table:
+    table = {"ID": _ID, "IH": _IH, "GLCM": _GLCM, "GLRLM": _GLRLM, "NID": _NID, "GLSZM": _GLSZM, "MORPH": _MORPH}.get(cls, {})
+    if feature in table:
+        base = table[feature]
+    elif cls in _OWN_PREFIX and feature.islower():
+        base = f"{_OWN_PREFIX[cls]}_{feature}"
+    else:
         return None
-    base = table[feature]
-    if cls in ("ID", "IH"):
+    if cls in ("ID", "IH", "MORPH", "LI", "IVH"):
         return base
     suffix = {"3D": "3D", "2D": "2_5D"}[dim]
-    return f"{base}_{suffix}" if cls == "NID" else f"{base}_{suffix}_avg"
+    return f"{base}_{suffix}" if cls in ("NID", "GLSZM", "NGLDM", "GLDZM") else f"{base}_{suffix}_avg"
 
 
 def ibsi_values(features: dict[str, float]) -> dict[str, float]:
