@@ -53,3 +53,20 @@ def test_rule_checker_sees_an_offence(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from diffusionct.cli import main\n    import torch.nn\n")
     assert {"diffusionct.cli", "diffusionct.cli.main", "torch.nn"} <= imported_modules(bad)
+
+
+def test_inference_never_imports_a_training_module():
+    """Loading the shipped model and standardizing with it must not pull in train/ (a smaller, safer runtime)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from diffusionct.standardize import Standardizer\n"
+            "s = Standardizer.load(None, 'cpu')\n"
+            "s.standardize_slices(np.full((1, 64, 64), 40.0, np.float32), steps=1)\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('diffusionct.train'))\n"
+            "assert 'diffusionct.methods' in sys.modules\n"
+            "print('TRAIN:' + ','.join(loaded))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "TRAIN:\n" in out.stdout, out.stdout

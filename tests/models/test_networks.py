@@ -5,7 +5,7 @@ from diffusionct.config import AutoencoderConfig, RunConfig, UNetConfig
 from diffusionct.diffusion import NoiseSchedule, predict_x0_eps, sample, training_target
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.latent_unet import ConditionalUNet
-from diffusionct.train.trainer import autoencoder_loss
+from diffusionct.train.latent_diffusion import autoencoder_loss
 
 
 @pytest.mark.parametrize("downsample,latent", [(2, 4), (4, 8), (8, 16)])

@@ -1,0 +1,182 @@
+"""The loop every training regime shares: seeded steps, atomic resumable checkpoints, DDP, validation.
+
+Reproducible and resumable: the crops and noise of step k come from generators seeded by
+(seed, phase, k, rank), and a checkpoint (safetensors weights + optimizer tensors, JSON for the
+rest) is written atomically every ``checkpoint_every`` steps, so a killed run resumed with
+``--resume`` reaches the same weights as an uninterrupted one. Multi-process training uses
+DistributedDataParallel when launched by ``torchrun`` (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from diffusionct.config import PhaseConfig, RunConfig
+from diffusionct.diffusion import NoiseSchedule
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.files import atomic_output_file
+from diffusionct.models.diffusionct_model import DiffusionCTModel
+from diffusionct.train.data import TrainingData, sample_pair_crops
+
+log = logging.getLogger(__name__)
+PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm", "predictor", "cyclegan")  # order fixes the step seeds
+
+
+# ------------------------------------------------------------------------------------- state
+
+
+def world_rank_and_size() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def step_seed(seed: int, phase: str, step: int, rank: int) -> int:
+    return int(np.random.default_rng([seed, PHASES.index(phase), step, rank]).integers(0, 2**62))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optimizer") -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
+                       prefix: str = "optimizer") -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _without_steps(config: dict) -> dict:
+    """A config dict without the phases' step counts: a run may be resumed to train longer."""
+    out = json.loads(json.dumps(config))
+    for section in ("phase1", "phase2"):
+        out.get(section, {}).pop("steps", None)
+    out.get("diffusion", {}).get("predictor_training", {}).pop("steps", None)
+    for name in ("residual_cnn", "pix2pix", "ddpm"):
+        out.get("baselines", {}).get(name, {}).pop("steps", None)
+    return out
+
+
+def _optimizers(optimizer) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer is stored as ``optimizer``; several (a GAN's) under their own names."""
+    return optimizer if isinstance(optimizer, dict) else {"optimizer": optimizer}
+
+
+@dataclass
+class PhaseState:
+    step: int = 0
+    history: list | None = None
+
+
+class TrainerBase:
+    """Data, device, checkpoints and the step loop of one run folder; the regimes add their phases."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, data: TrainingData, device: torch.device,
+                 model: DiffusionCTModel | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.data = data
+        self.device = device
+        self.model = (model or DiffusionCTModel.build(config)).to(device)
+        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self.rank, self.world = world_rank_and_size()
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _state_paths(self, phase: str) -> tuple[Path, Path]:
+        folder = self.run_dir / "state"
+        return folder / f"{phase}.safetensors", folder / f"{phase}.json"
+
+    def _save_state(self, phase: str, step: int, modules: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer], history: list) -> None:
+        if self.rank != 0:
+            return
+        tensors_path, meta_path = self._state_paths(phase)
+        tensors_path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"phase": phase, "step": step, "history": history, "config": self.config.to_dict()}
+        tensors = {}
+        for name, opt in _optimizers(optimizer).items():
+            opt_tensors, meta[name] = _optimizer_tensors(opt, name)
+            tensors.update(opt_tensors)
+        for prefix, module in modules.items():
+            tensors.update({f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        with atomic_output_file(tensors_path) as tmp:
+            save_file(tensors, str(tmp))
+        with atomic_output_file(meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=1))
+
+    def _load_state(self, phase: str, modules: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer]) -> PhaseState:
+        tensors_path, meta_path = self._state_paths(phase)
+        if not meta_path.is_file() or not tensors_path.is_file():
+            return PhaseState(0, [])
+        meta = json.loads(meta_path.read_text())
+        if _without_steps(meta["config"]) != _without_steps(self.config.to_dict()):
+            raise DiffusionCTError(f"{meta_path}: the run was started with another config; resume without --config/--set "
+                                   "changes, or start a new run")
+        tensors = load_file(str(tensors_path))
+        for prefix, module in modules.items():
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        for name, opt in _optimizers(optimizer).items():
+            _restore_optimizer(opt, tensors, meta[name], name)
+        log.info("resumed %s at step %d", phase, meta["step"])
+        return PhaseState(meta["step"], meta["history"])
+
+    # ----------------------------------------------------------------------------- helpers
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if self.world > 1:
+            return torch.nn.parallel.DistributedDataParallel(module)
+        return module
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
+
+    def _loop(self, phase: str, pc: PhaseConfig, state: PhaseState, step_fn, validate_fn, save_fn) -> list:
+        history = state.history or []
+        bar = tqdm(total=pc.steps, initial=state.step, desc=phase, unit="step", disable=None if self.rank == 0 else True)
+        start = time.perf_counter()
+        for step in range(state.step, pc.steps):
+            metrics = step_fn(step)
+            bar.update()
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+            done = step + 1
+            if done % pc.validate_every == 0 or done == pc.steps:
+                record = {"step": done, **metrics, **validate_fn(), "seconds": round(time.perf_counter() - start, 1)}
+                history.append(record)
+                if self.rank == 0:
+                    log.info("%s step %d: %s", phase, done, {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()})
+            if done % pc.checkpoint_every == 0 or done == pc.steps:
+                save_fn(done, history)
+        bar.close()
+        return history
+
+    # ----------------------------------------------------------------------------- phase 1
+    def _validation_pairs(self, crop: int, seed: int):
+        """Eight fixed (source, target) crops of the validation cases (of the training ones when none)."""
+        pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
+        return (self._tensor(x) for x in sample_pair_crops(pairs, 8, crop, np.random.default_rng([self.config.seed, seed])))
+
+

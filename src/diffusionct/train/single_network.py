@@ -1,0 +1,99 @@
+"""Regimes of one network trained on pairs: the residual CNN (Choe et al. 2019; also DiffusionCT's image
+predictor) and the image-space conditional DDPM."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
+from diffusionct.diffusion import diffusion_loss, from_pair, training_target
+from diffusionct.train.data import sample_pair_crops
+from diffusionct.units import HU_RANGE
+from diffusionct.train.loop import TrainerBase, step_seed
+
+log = logging.getLogger(__name__)
+
+
+class SingleNetworkRegime(TrainerBase):
+    def train_residual_cnn(self):
+        """Choe et al.'s residual CNN: L2 between the predicted and the true residual B - A (in HU / 100)."""
+        from diffusionct.models.baselines import ResidualCNN
+
+        b = self.config.baselines
+        network = ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers).to(self.device)
+        return self._train_residual_network(network, "residual-cnn", b.residual_cnn, 97)
+
+    def _train_residual_network(self, network: torch.nn.Module, phase: str, pc: PhaseConfig, validation_seed: int):
+        """Trains a network whose ``forward(A)`` predicts the HU residual B - A, with an L2 loss in HU / 100
+        (the residual CNN baseline, and the refine mode's image-space predictor)."""
+        from diffusionct.models.baselines import RESIDUAL_SCALE
+
+        cfg = self.config
+        network.train()
+        optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
+        state = self._load_state(phase, {"network": network}, optimizer)
+        net = self._wrap(network)
+        va, vb = self._validation_pairs(pc.crop, validation_seed)
+
+        def step_fn(step: int) -> dict:
+            rng = np.random.default_rng(step_seed(cfg.seed, phase, step, self.rank))
+            a, b_ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
+            loss = F.mse_loss(net(a), b_ - a) / RESIDUAL_SCALE**2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return {"loss": loss.item()}
+
+        def validate_fn() -> dict:
+            with torch.no_grad():
+                rmse = (network.convert(va) - vb).pow(2).mean().sqrt().item()
+            return {"val_rmse_hu": rmse}
+
+        def save_fn(step: int, history: list) -> None:
+            self._save_state(phase, step, {"network": network}, optimizer, history)
+
+        self._loop(phase, pc, state, step_fn, validate_fn, save_fn)
+        return network.eval()
+
+    def train_image_ddpm(self):
+        """Image-space conditional DDPM (SR3 / Palette style): A concatenated with the noisy B (or B - A)."""
+        from diffusionct.models.latent_unet import ConditionalUNet
+
+        cfg = self.config
+        diffusion = image_ddpm_diffusion_config(cfg)
+        b, pc = cfg.baselines, cfg.baselines.ddpm
+        unet = ConditionalUNet(image_ddpm_unet_config(cfg), 1).to(self.device).train()
+        ema = copy.deepcopy(unet).eval()
+        optimizer = torch.optim.Adam(unet.parameters(), lr=pc.lr)
+        state = self._load_state("ddpm", {"unet": unet, "ema": ema}, optimizer)
+        net = self._wrap(unet)
+        scale = b.ddpm_hu_scale
+
+        def step_fn(step: int) -> dict:
+            seed = step_seed(cfg.seed, "ddpm", step, self.rank)
+            a, b_ = (self._tensor(x).clamp(*HU_RANGE) / scale
+                     for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed)))
+            gen = torch.Generator().manual_seed(seed)
+            x0 = from_pair(diffusion, a, b_)
+            t = torch.randint(0, diffusion.timesteps, (x0.shape[0],), generator=gen).to(self.device)
+            noise = torch.randn(x0.shape, generator=gen).to(self.device)
+            loss = diffusion_loss(diffusion, net(self.schedule.add_noise(x0, noise, t), t, a),
+                                  training_target(diffusion, self.schedule, x0, noise, t))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                decay = min(diffusion.ema_decay, (1 + step) / (10 + step))
+                for p_ema, p in zip(ema.parameters(), unet.parameters()):
+                    p_ema.lerp_(p, 1 - decay)
+            return {"loss": loss.item()}
+
+        self._loop("ddpm", pc, state, step_fn, lambda: {},
+                   lambda step, history: self._save_state("ddpm", step, {"unet": unet, "ema": ema}, optimizer, history))
+        return ema
+
