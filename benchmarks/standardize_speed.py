@@ -20,7 +20,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffusionct.devices import matmul_gflops
-from diffusionct.diffusion import condition, sample, to_target_latent
 from diffusionct.standardize import Standardizer
 
 
@@ -47,7 +46,7 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - start
-    ae, unet, cfg = method.model.autoencoder, method.model.unet, method.config.diffusion
+    ae, unet, diffusion = method.model.autoencoder, method.model.unet, method.diffusion
     x = torch.from_numpy(hu[:1, None]).to(device)
     flops = {}
     with torch.no_grad():
@@ -56,11 +55,10 @@ def main() -> None:
         flops["encode"] = counter.get_total_flops()
         with FlopCounterMode(display=False) as counter:  # the refine mode's predictor counts here, as in its timing
             mean = method.model.predicted_mean(x, z)
-            x0 = sample(unet, condition(cfg, z, mean), cfg, method.schedule, steps=steps,
-                        generator=torch.Generator().manual_seed(0))
+            x0 = diffusion.sample(unet, diffusion.condition(z, mean), steps=steps, generator=torch.Generator().manual_seed(0))
         flops["diffusion"] = counter.get_total_flops()
         with FlopCounterMode(display=False) as counter:
-            ae.decode(to_target_latent(cfg, x0, z, mean))
+            ae.decode(diffusion.to_target_latent(x0, z, mean))
         flops["decode"] = counter.get_total_flops()
     gflops = matmul_gflops(device)
     per_slice = total / args.slices

@@ -1,6 +1,6 @@
 """The conditional latent DDPM: noise schedule, training target and the DDPM / DDIM samplers.
 
-Separate from the network (as in diffusers): the functions here take a ``denoiser(x_t, t, cond)``
+Separate from the network (as in diffusers): ``ConditionalDiffusion`` takes a ``denoiser(x_t, t, cond)``
 callable and tensors. Notation follows Ho et al. 2020 (DDPM) and Song et al. 2021 (DDIM):
 
 * forward process, eq. (4) of Ho et al.: ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``
@@ -58,110 +58,116 @@ class NoiseSchedule:
         return a * x0 + s * noise
 
 
-def training_target(cfg: DiffusionConfig, schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor,
-                    t: torch.Tensor) -> torch.Tensor:
-    """What the network learns to output at x_t: the noise (paper) or v (residual mode)."""
-    if cfg.prediction == "epsilon":
-        return noise
-    a, s = schedule.coefficients(t, x0)
-    return a * noise - s * x0
+@dataclass
+class ConditionalDiffusion:
+    """The conditional diffusion of one model, built once from its config: the noise schedule, the training
+    target and loss, the x_0 of a training pair, and the DDPM / DDIM sampler (one object, as diffusers' scheduler)."""
 
+    config: DiffusionConfig
+    schedule: NoiseSchedule
 
-def diffusion_loss(cfg: DiffusionConfig, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if cfg.loss == "l1":
-        return (prediction - target).abs().mean()
-    return ((prediction - target) ** 2).mean()
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> "ConditionalDiffusion":
+        return cls(config, NoiseSchedule.from_config(config))
 
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.schedule.add_noise(x0, noise, t)
 
-def predict_x0_eps(cfg: DiffusionConfig, schedule: NoiseSchedule, output: torch.Tensor, x_t: torch.Tensor,
-                   t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's estimate of (x_0, eps) at step t from its raw output.
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output at x_t: the noise (paper) or v (residual mode)."""
+        if self.config.prediction == "epsilon":
+            return noise
+        a, s = self.schedule.coefficients(t, x0)
+        return a * noise - s * x0
 
-    With ``x0_clip`` the x_0 estimate is clipped to the data range and eps recomputed from it (Ho et
-    al.'s reference code; diffusers' ``clip_sample``): near t = T, x_0 = (x_t - s eps) / a divides by
-    a small ``a`` and would otherwise amplify the network's error ~100x.
-    """
-    a, s = schedule.coefficients(t, x_t)
-    if cfg.prediction == "epsilon":
-        eps = output
-        x0 = (x_t - s * eps) / a
-    else:  # v: x_0 = a x_t - s v ; eps = s x_t + a v
-        x0 = a * x_t - s * output
-        eps = s * x_t + a * output
-    if cfg.x0_clip > 0:
-        x0 = x0.clamp(-cfg.x0_clip, cfg.x0_clip)
-        eps = (x_t - a * x0) / s
-    return x0, eps
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The paper's L1 on the noise (section 3.2), or L2."""
+        if self.config.loss == "l1":
+            return (prediction - target).abs().mean()
+        return ((prediction - target) ** 2).mean()
 
+    def predict_x0_eps(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's estimate of (x_0, eps) at step t from its raw output.
 
-def sampling_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
-    """The DDIM sub-sequence of ``steps`` timesteps, from T-1 down to 0 (evenly spaced)."""
-    total = schedule.timesteps
-    ts = torch.linspace(total - 1, 0, steps).round().long().tolist()
-    return sorted(set(ts), reverse=True)
+        With ``x0_clip`` the x_0 estimate is clipped to the data range and eps recomputed from it (Ho et
+        al.'s reference code; diffusers' ``clip_sample``): near t = T, x_0 = (x_t - s eps) / a divides by
+        a small ``a`` and would otherwise amplify the network's error ~100x.
+        """
+        a, s = self.schedule.coefficients(t, x_t)
+        if self.config.prediction == "epsilon":
+            eps = output
+            x0 = (x_t - s * eps) / a
+        else:  # v: x_0 = a x_t - s v ; eps = s x_t + a v
+            x0 = a * x_t - s * output
+            eps = s * x_t + a * output
+        if self.config.x0_clip > 0:
+            x0 = x0.clamp(-self.config.x0_clip, self.config.x0_clip)
+            eps = (x_t - a * x0) / s
+        return x0, eps
 
+    def sampling_timesteps(self, steps: int) -> list[int]:
+        """The DDIM sub-sequence of ``steps`` timesteps, from T-1 down to 0 (evenly spaced)."""
+        total = self.schedule.timesteps
+        ts = torch.linspace(total - 1, 0, steps).round().long().tolist()
+        return sorted(set(ts), reverse=True)
 
-@torch.no_grad()
-def sample(denoiser: Denoiser, cond: torch.Tensor, cfg: DiffusionConfig, schedule: NoiseSchedule,
-           generator: torch.Generator | None = None, steps: int | None = None, sampler: str | None = None,
-           progress: Callable[[int], None] | None = None, initial_noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the reverse process conditioned on ``cond`` (= Z_A) and return x_0.
+    @torch.no_grad()
+    def sample(self, denoiser: Denoiser, cond: torch.Tensor, generator: torch.Generator | None = None,
+               steps: int | None = None, sampler: str | None = None, progress: Callable[[int], None] | None = None,
+               initial_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the reverse process conditioned on ``cond`` (= Z_A) and return x_0.
 
-    DDIM (Song et al. eq. 12), with ``eta`` = 0 deterministic:
-        x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
-    DDPM ancestral sampling (Ho et al. Algorithm 2) is DDIM over all T steps with eta = 1.
-    The start x_T is ``initial_noise`` when given, else Gaussian noise from ``generator`` (the same
-    seed gives the same output).
-    """
-    sampler = sampler or cfg.sampler
-    steps = cfg.timesteps if sampler == "ddpm" else (steps or cfg.steps)
-    eta = 1.0 if sampler == "ddpm" else cfg.eta
-    if initial_noise is not None:
-        x = initial_noise.to(device=cond.device, dtype=cond.dtype)
-    else:
-        x = torch.randn(cond.shape, generator=generator, device=cond.device if generator is None else generator.device,
-                        dtype=cond.dtype).to(cond.device)
-    timesteps = sampling_timesteps(schedule, steps)
-    for i, t in enumerate(timesteps):
-        t_batch = torch.full((cond.shape[0],), t, device=cond.device, dtype=torch.long)
-        output = denoiser(x, t_batch, cond)
-        x0, eps = predict_x0_eps(cfg, schedule, output, x, t_batch)
-        if i + 1 == len(timesteps):
-            x = x0
-            break
-        t_next = timesteps[i + 1]
-        abar_t = schedule.alpha_bar[t].item()
-        abar_next = schedule.alpha_bar[t_next].item()
-        sigma = eta * ((1 - abar_next) / (1 - abar_t) * (1 - abar_t / abar_next)) ** 0.5
-        x = abar_next**0.5 * x0 + max(1 - abar_next - sigma**2, 0.0) ** 0.5 * eps
-        if sigma > 0:
-            z = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device,
-                            dtype=x.dtype).to(x.device)
-            x = x + sigma * z
-        if progress is not None:
-            progress(i + 1)
-    return x
+        DDIM (Song et al. eq. 12), with ``eta`` = 0 deterministic:
+            x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
+        DDPM ancestral sampling (Ho et al. Algorithm 2) is DDIM over all T steps with eta = 1.
+        The start x_T is ``initial_noise`` when given, else Gaussian noise from ``generator`` (the same
+        seed gives the same output).
+        """
+        cfg, schedule = self.config, self.schedule
+        sampler = sampler or cfg.sampler
+        steps = cfg.timesteps if sampler == "ddpm" else (steps or cfg.steps)
+        eta = 1.0 if sampler == "ddpm" else cfg.eta
+        if initial_noise is not None:
+            x = initial_noise.to(device=cond.device, dtype=cond.dtype)
+        else:
+            x = torch.randn(cond.shape, generator=generator, device=cond.device if generator is None else generator.device,
+                            dtype=cond.dtype).to(cond.device)
+        timesteps = self.sampling_timesteps(steps)
+        for i, t in enumerate(timesteps):
+            t_batch = torch.full((cond.shape[0],), t, device=cond.device, dtype=torch.long)
+            output = denoiser(x, t_batch, cond)
+            x0, eps = self.predict_x0_eps(output, x, t_batch)
+            if i + 1 == len(timesteps):
+                x = x0
+                break
+            t_next = timesteps[i + 1]
+            abar_t = schedule.alpha_bar[t].item()
+            abar_next = schedule.alpha_bar[t_next].item()
+            sigma = eta * ((1 - abar_next) / (1 - abar_t) * (1 - abar_t / abar_next)) ** 0.5
+            x = abar_next**0.5 * x0 + max(1 - abar_next - sigma**2, 0.0) ** 0.5 * eps
+            if sigma > 0:
+                z = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device,
+                                dtype=x.dtype).to(x.device)
+                x = x + sigma * z
+            if progress is not None:
+                progress(i + 1)
+        return x
 
+    def condition(self, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """What the U-Net is conditioned on: Z_A, or in the refine mode the predicted target Z_A + m."""
+        return z_source + mean if self.config.target == "refine" else z_source
 
-def condition(cfg: DiffusionConfig, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
-    """What the U-Net is conditioned on: Z_A, or in the refine mode the predicted target Z_A + m."""
-    return z_source + mean if cfg.target == "refine" else z_source
+    def to_target_latent(self, x0: torch.Tensor, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """The standardized latent Z_A' from the sampled x_0 (the residual modes add Z_A, and m, back)."""
+        x0 = x0 / self.config.x0_factor
+        if self.config.target == "refine":
+            return x0 + z_source + mean
+        return x0 + z_source if self.config.target == "residual" else x0
 
-
-def to_target_latent(cfg: DiffusionConfig, x0: torch.Tensor, z_source: torch.Tensor,
-                     mean: torch.Tensor | None = None) -> torch.Tensor:
-    """The standardized latent Z_A' from the sampled x_0 (the residual modes add Z_A, and m, back)."""
-    x0 = x0 / cfg.x0_factor
-    if cfg.target == "refine":
-        return x0 + z_source + mean
-    return x0 + z_source if cfg.target == "residual" else x0
-
-
-def from_pair(cfg: DiffusionConfig, z_source: torch.Tensor, z_target: torch.Tensor,
-              mean: torch.Tensor | None = None) -> torch.Tensor:
-    """The diffusion's x_0 for a training pair (Z_A, Z_B), scaled by ``x0_scale``."""
-    if cfg.target == "refine":
-        x0 = z_target - z_source - mean
-    else:
-        x0 = z_target - z_source if cfg.target == "residual" else z_target
-    return x0 * cfg.x0_factor
+    def from_pair(self, z_source: torch.Tensor, z_target: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """The diffusion's x_0 for a training pair (Z_A, Z_B), scaled by ``x0_scale``."""
+        if self.config.target == "refine":
+            x0 = z_target - z_source - mean
+        else:
+            x0 = z_target - z_source if self.config.target == "residual" else z_target
+        return x0 * self.config.x0_factor

@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from diffusionct import __version__
 # METHODS lives beside the settings: the CLI lists it without torch
-from diffusionct.config import METHODS, DiffusionConfig, RunConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
-from diffusionct.diffusion import NoiseSchedule, condition, sample, to_target_latent
+from diffusionct.config import METHODS, RunConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
+from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.baselines import ResidualCNN
@@ -157,14 +157,14 @@ def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, i
     return batch, (h, w)
 
 
-def sample_with_shared_noise(denoiser, cond: torch.Tensor, cfg: DiffusionConfig, schedule: NoiseSchedule,
-                             steps: int | None, seed: int, cache: dict) -> torch.Tensor:
+def sample_with_shared_noise(denoiser, cond: torch.Tensor, diffusion: ConditionalDiffusion, steps: int | None, seed: int,
+                             cache: dict) -> torch.Tensor:
     """x_0 for a batch of slices; x_T is one noise image drawn from ``seed`` and shared by every slice
     (slice-to-slice consistency, and the output does not depend on how slices are batched)."""
     noise = cache.get("noise")
     if noise is None or noise.shape[1:] != cond.shape[1:]:
         noise = cache["noise"] = torch.randn((1, *cond.shape[1:]), generator=torch.Generator().manual_seed(seed))
-    return sample(denoiser, cond, cfg, schedule, steps=steps, initial_noise=noise.expand(cond.shape[0], -1, -1, -1))
+    return diffusion.sample(denoiser, cond, steps=steps, initial_noise=noise.expand(cond.shape[0], -1, -1, -1))
 
 
 class NetworkMethod(Method):
@@ -250,7 +250,7 @@ class ImageDDPMMethod(SingleNetworkMethod):
     def __init__(self, config, device=torch.device("cpu"), network=None):
         super().__init__(config, device, network)
         self.multiple = 2 ** (len(config.baselines.ddpm_channels) - 1)
-        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self.diffusion = ConditionalDiffusion.from_config(image_ddpm_diffusion_config(config))
 
     @staticmethod
     def build_network(config):
@@ -258,13 +258,13 @@ class ImageDDPMMethod(SingleNetworkMethod):
         return ConditionalUNet(image_ddpm_unet_config(config), 1)
 
     def _run(self, hu, steps, seed, batch_size, progress):
-        scale, cfg = self.config.baselines.ddpm_hu_scale, image_ddpm_diffusion_config(self.config)
+        scale = self.config.baselines.ddpm_hu_scale
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
             cond = batch.clamp(*HU_RANGE) / scale
-            x0 = sample_with_shared_noise(self.network, cond, cfg, self.schedule, steps, seed, shared)
-            return to_target_latent(cfg, x0, cond) * scale
+            x0 = sample_with_shared_noise(self.network, cond, self.diffusion, steps, seed, shared)
+            return self.diffusion.to_target_latent(x0, cond) * scale
 
         return self._network_slices(hu, batch_size, progress, convert)
 
@@ -302,7 +302,7 @@ class DiffusionCTMethod(NetworkMethod):
         super().__init__(config, device)
         self.model = model
         self.multiple = config.size_multiple
-        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self.diffusion = ConditionalDiffusion.from_config(config.diffusion)
         self.stage_seconds = {"encode": 0.0, "diffuse": 0.0, "decode": 0.0}
 
     def _run(self, hu, steps, seed, batch_size, progress):
@@ -310,7 +310,7 @@ class DiffusionCTMethod(NetworkMethod):
         if min(hu.shape[1:]) < minimum:
             raise DiffusionCTError(f"images of {hu.shape[1]}x{hu.shape[2]} pixels are smaller than the "
                                    f"{minimum}x{minimum} this model needs")
-        ae, unet, cfg = self.model.autoencoder, self.model.unet, self.config.diffusion
+        ae, unet, diffusion = self.model.autoencoder, self.model.unet, self.diffusion
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
@@ -318,9 +318,9 @@ class DiffusionCTMethod(NetworkMethod):
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
             mean = self.model.predicted_mean(batch, z_a)
-            x0 = sample_with_shared_noise(unet, condition(cfg, z_a, mean), cfg, self.schedule, steps, seed, shared)
+            x0 = sample_with_shared_noise(unet, diffusion.condition(z_a, mean), diffusion, steps, seed, shared)
             t2 = time.perf_counter()
-            images = ae.decode(to_target_latent(cfg, x0, z_a, mean))
+            images = ae.decode(diffusion.to_target_latent(x0, z_a, mean))
             t3 = time.perf_counter()
             for stage, seconds in zip(("encode", "diffuse", "decode"), (t1 - t0, t2 - t1, t3 - t2)):
                 self.stage_seconds[stage] += seconds

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffusionct.config import RunConfig
-from diffusionct.diffusion import NoiseSchedule, predict_x0_eps, sample
+from diffusionct.diffusion import ConditionalDiffusion, NoiseSchedule
 from diffusionct.io import read_dicom_series
 from diffusionct.methods import DiffusionCTMethod, load_method
 from diffusionct.models.diffusionct_model import DiffusionCTModel
@@ -87,24 +87,23 @@ def test_zero_residual_model_returns_its_input():
 
 
 def test_x0_clip_bounds_the_estimate_and_keeps_x_t_consistent():
-    config = RunConfig.load(overrides=["diffusion.mode=paper", "diffusion.x0_clip=1.5"]).diffusion
-    schedule = NoiseSchedule.from_config(config)
+    diffusion = ConditionalDiffusion.from_config(RunConfig.load(overrides=["diffusion.mode=paper", "diffusion.x0_clip=1.5"]).diffusion)
+    schedule = diffusion.schedule
     x_t = torch.randn(2, 4, 8, 8)
     t = torch.tensor([999, 10])
     wild = torch.randn(2, 4, 8, 8) * 50  # a poor epsilon estimate
-    x0, eps = predict_x0_eps(config, schedule, wild, x_t, t)
+    x0, eps = diffusion.predict_x0_eps(wild, x_t, t)
     assert x0.abs().max() <= 1.5
     a, s = schedule.coefficients(t, x_t)
     torch.testing.assert_close(a * x0 + s * eps, x_t)  # eps recomputed from the clipped x0
-    unclipped = RunConfig.load(overrides=["diffusion.mode=paper"]).diffusion
-    assert predict_x0_eps(unclipped, schedule, wild, x_t, t)[0].abs().max() > 10
+    unclipped = ConditionalDiffusion(RunConfig.load(overrides=["diffusion.mode=paper"]).diffusion, schedule)
+    assert unclipped.predict_x0_eps(wild, x_t, t)[0].abs().max() > 10
 
 
 def test_paper_mode_sampling_stays_in_range_with_clip():
     config = RunConfig.load(overrides=["diffusion.mode=paper", "diffusion.x0_clip=2.0", "diffusion.steps=10"]).diffusion
-    schedule = NoiseSchedule.from_config(config)
-    out = sample(lambda x, t, c: torch.randn_like(x) * 10, torch.zeros(1, 4, 8, 8), config, schedule,
-                 generator=torch.Generator().manual_seed(0))
+    out = ConditionalDiffusion.from_config(config).sample(lambda x, t, c: torch.randn_like(x) * 10, torch.zeros(1, 4, 8, 8),
+                                                          generator=torch.Generator().manual_seed(0))
     assert out.abs().max() <= 2.0
 
 
@@ -116,7 +115,6 @@ def test_unknown_mode_is_refused():
 
 
 def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path):
-    from diffusionct.diffusion import from_pair, to_target_latent
     from diffusionct.train.data import load_training_data, sample_pair_crops
     from diffusionct.train.trainer import Trainer
 
@@ -128,9 +126,10 @@ def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path):
     a, b = sample_pair_crops(data.pairs, 32, config.phase2.crop, np.random.default_rng([config.seed, 11]))
     with torch.no_grad():
         z_a, z_b = trainer.model.autoencoder.encode(torch.from_numpy(a)), trainer.model.autoencoder.encode(torch.from_numpy(b))
-    x0 = from_pair(d, z_a, z_b)
+    diffusion = ConditionalDiffusion.from_config(d)
+    x0 = diffusion.from_pair(z_a, z_b)
     assert float(x0.std()) == pytest.approx(1.0, rel=0.01) and d.x0_scale != 1.0
-    torch.testing.assert_close(to_target_latent(d, x0, z_a), z_b)  # the round trip undoes the scale
+    torch.testing.assert_close(diffusion.to_target_latent(x0, z_a), z_b)  # the round trip undoes the scale
 
 
 IMAGE_PREDICTOR = ("diffusion.mode=refine", "diffusion.predictor=image", "diffusion.predictor_channels=8",

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from diffusionct.config import AutoencoderConfig, RunConfig, UNetConfig
-from diffusionct.diffusion import NoiseSchedule, predict_x0_eps, sample, training_target
+from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.latent_unet import ConditionalUNet
 from diffusionct.train.latent_diffusion import autoencoder_loss
@@ -48,22 +48,19 @@ def test_autoencoder_steps_lower_the_loss():
 @pytest.mark.parametrize("mode", ["paper", "residual"])
 def test_diffusion_steps_lower_the_loss(mode):
     from diffusionct.config import DiffusionConfig
-    from diffusionct.diffusion import diffusion_loss
-
     torch.manual_seed(0)
-    cfg = DiffusionConfig(mode=mode)
-    schedule = NoiseSchedule.from_config(cfg)
+    diffusion = ConditionalDiffusion.from_config(DiffusionConfig(mode=mode))
     unet = ConditionalUNet(UNetConfig(channels=[16, 16], attention_levels=[False, False], num_head_channels=8, norm_num_groups=8), 4)
     z_a = torch.randn(4, 4, 8, 8)
     x0 = torch.randn(4, 4, 8, 8)
     noise = torch.randn(4, 4, 8, 8)
     t = torch.tensor([10, 200, 500, 900])
-    x_t = schedule.add_noise(x0, noise, t)
-    target = training_target(cfg, schedule, x0, noise, t)
+    x_t = diffusion.add_noise(x0, noise, t)
+    target = diffusion.training_target(x0, noise, t)
     optimizer = torch.optim.Adam(unet.parameters(), lr=1e-3)
     losses = []
     for _ in range(60):
-        loss = diffusion_loss(cfg, unet(x_t, t, z_a), target)
+        loss = diffusion.loss(unet(x_t, t, z_a), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -75,39 +72,37 @@ def test_diffusion_steps_lower_the_loss(mode):
 def test_parameterisations_recover_x0(mode):
     from diffusionct.config import DiffusionConfig
 
-    cfg = DiffusionConfig(mode=mode)
-    schedule = NoiseSchedule.from_config(cfg)
+    diffusion = ConditionalDiffusion.from_config(DiffusionConfig(mode=mode))
     x0, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     t = torch.tensor([5, 700])
-    x_t = schedule.add_noise(x0, noise, t)
-    perfect = training_target(cfg, schedule, x0, noise, t)  # what an ideal network outputs
-    x0_hat, eps_hat = predict_x0_eps(cfg, schedule, perfect, x_t, t)
+    x_t = diffusion.add_noise(x0, noise, t)
+    perfect = diffusion.training_target(x0, noise, t)  # what an ideal network outputs
+    x0_hat, eps_hat = diffusion.predict_x0_eps(perfect, x_t, t)
     assert torch.allclose(x0_hat, x0, atol=1e-4) and torch.allclose(eps_hat, noise, atol=1e-4)
 
 
 def test_ddim_is_deterministic_and_seeded():
     from diffusionct.config import DiffusionConfig
 
-    cfg = DiffusionConfig(steps=4)
-    schedule = NoiseSchedule.from_config(cfg)
+    diffusion = ConditionalDiffusion.from_config(DiffusionConfig(steps=4))
     unet = ConditionalUNet(UNetConfig(channels=[16, 16], attention_levels=[False, False], num_head_channels=8, norm_num_groups=8), 4).eval()
     cond = torch.randn(2, 4, 8, 8)
-    runs = [sample(unet, cond, cfg, schedule, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    runs = [diffusion.sample(unet, cond, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
     calls = []
-    sample(lambda x, t, c: (calls.append(int(t[0])) or torch.zeros_like(x)), cond, cfg, schedule,
-           generator=torch.Generator().manual_seed(0))
+    diffusion.sample(lambda x, t, c: (calls.append(int(t[0])) or torch.zeros_like(x)), cond,
+                     generator=torch.Generator().manual_seed(0))
     assert calls == [999, 666, 333, 0]  # 4 DDIM steps from T-1 down to 0
 
 
 def test_ddpm_sampler_runs_all_steps():
     from diffusionct.config import DiffusionConfig
 
-    cfg = DiffusionConfig(timesteps=10, sampler="ddpm")
+    diffusion = ConditionalDiffusion.from_config(DiffusionConfig(timesteps=10, sampler="ddpm"))
     calls = []
-    sample(lambda x, t, c: (calls.append(1) or torch.zeros_like(x)), torch.zeros(1, 2, 4, 4), cfg,
-           NoiseSchedule.from_config(cfg), generator=torch.Generator().manual_seed(0))
+    diffusion.sample(lambda x, t, c: (calls.append(1) or torch.zeros_like(x)), torch.zeros(1, 2, 4, 4),
+                     generator=torch.Generator().manual_seed(0))
     assert len(calls) == 10
 
 

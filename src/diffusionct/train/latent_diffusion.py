@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from diffusionct.diffusion import condition, diffusion_loss, from_pair, training_target
 from diffusionct.errors import DiffusionCTError
 from diffusionct.train.data import sample_image_crops, sample_pair_crops
 from diffusionct.train.loop import TrainerBase, step_seed
@@ -130,10 +129,10 @@ class LatentDiffusionRegime(TrainerBase):
             else:
                 with torch.no_grad():
                     mean = model.predicted_mean(a, z_a)
-            x0 = from_pair(cfg.diffusion, z_a, z_b, mean)
-            x_t = self.schedule.add_noise(x0, noise, t)
-            prediction = modules["unet"](x_t, t, condition(cfg.diffusion, z_a, mean))
-            out["diffusion_loss"] = diffusion_loss(cfg.diffusion, prediction, training_target(cfg.diffusion, self.schedule, x0, noise, t))
+            diffusion = self.diffusion
+            x0 = diffusion.from_pair(z_a, z_b, mean)
+            prediction = modules["unet"](diffusion.add_noise(x0, noise, t), t, diffusion.condition(z_a, mean))
+            out["diffusion_loss"] = diffusion.loss(prediction, diffusion.training_target(x0, noise, t))
             out["loss"] = sum(out.values())
             return out
 
@@ -184,7 +183,7 @@ class LatentDiffusionRegime(TrainerBase):
         with torch.no_grad():
             a = self._tensor(a)
             z_a, z_b = self.model.autoencoder.encode(a), self.model.autoencoder.encode(self._tensor(b))
-            x0 = from_pair(d, z_a, z_b, self.model.predicted_mean(a, z_a)) / d.x0_factor
+            x0 = self.diffusion.from_pair(z_a, z_b, self.model.predicted_mean(a, z_a)) / d.x0_factor
         if not d.x0_scale:
             d.x0_scale = round(1.0 / max(float(x0.std()), 1e-6), 4)
         if d.mode == "paper" and not d.x0_clip:

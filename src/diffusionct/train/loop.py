@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from diffusionct.config import PhaseConfig, RunConfig
-from diffusionct.diffusion import NoiseSchedule
+from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
 from diffusionct.models.diffusionct_model import DiffusionCTModel
@@ -102,7 +102,7 @@ class TrainerBase:
         self.data = data
         self.device = device
         self.model = (model or DiffusionCTModel.build(config)).to(device)
-        self.schedule = NoiseSchedule.from_config(config.diffusion)
+        self.diffusion = ConditionalDiffusion.from_config(config.diffusion)  # holds config.diffusion: x0_scale updates reach it
         self.rank, self.world = world_rank_and_size()
 
     # ----------------------------------------------------------------------------- checkpoints

@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
-from diffusionct.diffusion import diffusion_loss, from_pair, training_target
+from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.train.data import sample_pair_crops
 from diffusionct.units import HU_RANGE
 from diffusionct.train.loop import TrainerBase, step_seed
@@ -65,7 +65,7 @@ class SingleNetworkRegime(TrainerBase):
         from diffusionct.models.latent_unet import ConditionalUNet
 
         cfg = self.config
-        diffusion = image_ddpm_diffusion_config(cfg)
+        diffusion = ConditionalDiffusion.from_config(image_ddpm_diffusion_config(cfg))
         b, pc = cfg.baselines, cfg.baselines.ddpm
         unet = ConditionalUNet(image_ddpm_unet_config(cfg), 1).to(self.device).train()
         ema = copy.deepcopy(unet).eval()
@@ -79,16 +79,15 @@ class SingleNetworkRegime(TrainerBase):
             a, b_ = (self._tensor(x).clamp(*HU_RANGE) / scale
                      for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed)))
             gen = torch.Generator().manual_seed(seed)
-            x0 = from_pair(diffusion, a, b_)
-            t = torch.randint(0, diffusion.timesteps, (x0.shape[0],), generator=gen).to(self.device)
+            x0 = diffusion.from_pair(a, b_)
+            t = torch.randint(0, diffusion.schedule.timesteps, (x0.shape[0],), generator=gen).to(self.device)
             noise = torch.randn(x0.shape, generator=gen).to(self.device)
-            loss = diffusion_loss(diffusion, net(self.schedule.add_noise(x0, noise, t), t, a),
-                                  training_target(diffusion, self.schedule, x0, noise, t))
+            loss = diffusion.loss(net(diffusion.add_noise(x0, noise, t), t, a), diffusion.training_target(x0, noise, t))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                decay = min(diffusion.ema_decay, (1 + step) / (10 + step))
+                decay = min(diffusion.config.ema_decay, (1 + step) / (10 + step))
                 for p_ema, p in zip(ema.parameters(), unet.parameters()):
                     p_ema.lerp_(p, 1 - decay)
             return {"loss": loss.item()}
