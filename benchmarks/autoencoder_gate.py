@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load_model(args.model, need_diffusion=False)
     method = AutoencoderMethod(model.config, torch.device("cpu"), model)
-    cases = load_test_cases(args.data, model.source_kernel, model.target_kernel, args.max_cases)
+    cases = load_test_cases(args.data, model.config.data.source_kernel, model.config.data.target_kernel, args.max_cases)
     settings = FeatureSettings.load()
     originals = {c.name: c.target.hu for c in cases}
     start = time.perf_counter()

@@ -56,11 +56,3 @@ class DiffusionCTModel:
         for module in self._modules():
             module.eval()
         return self
-
-    @property
-    def source_kernel(self) -> str:
-        return self.config.data.source_kernel
-
-    @property
-    def target_kernel(self) -> str:
-        return self.config.data.target_kernel

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from diffusionct.train.data import sample_image_crops, sample_pair_crops
-from diffusionct.train.loop import TrainerBase, step_seed
+from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_rmse
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,7 @@ class GANRegime(TrainerBase):
             fake = a + g_net(a)
             real_logits, fake_logits = d_net(a, b_), d_net(a, fake.detach())
             loss_d = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
-            optimizers["optimizer_d"].zero_grad(set_to_none=True)
-            loss_d.backward()
-            optimizers["optimizer_d"].step()
+            optimize(optimizers["optimizer_d"], loss_d)
             adversarial, fake_features = d_net(a, fake, with_features=True)
             l1 = (fake - b_).abs().mean() / RESIDUAL_SCALE
             loss_g = bce(adversarial, torch.ones_like(adversarial)) + b.pix2pix_l1_weight * l1
@@ -46,14 +44,11 @@ class GANRegime(TrainerBase):
                 with torch.no_grad():
                     _, real_features = d_net(a, b_, with_features=True)
                 loss_g = loss_g + b.pix2pix_latent_weight * (fake_features - real_features).abs().mean()
-            optimizers["optimizer_g"].zero_grad(set_to_none=True)
-            loss_g.backward()
-            optimizers["optimizer_g"].step()
+            optimize(optimizers["optimizer_g"], loss_g)
             return {"loss": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item()}
 
         def validate_fn() -> dict:
-            with torch.no_grad():
-                return {"val_rmse_hu": (generator.convert(va) - vb).pow(2).mean().sqrt().item()}
+            return validation_rmse(generator, va, vb)
 
         self._loop("pix2pix", pc, state, step_fn, validate_fn,
                    lambda step, history: self._save_state("pix2pix", step, modules, optimizers, history))
@@ -95,19 +90,14 @@ class GANRegime(TrainerBase):
             identity = (g_ab(b_).abs().mean() + g_ba(a).abs().mean()) / RESIDUAL_SCALE  # a B image stays as it is
             adversarial = gan_loss(d_b(fake_b), True) + gan_loss(d_a(fake_a), True)
             loss_g = adversarial + b.cyclegan_cycle_weight * cycle + b.cyclegan_identity_weight * identity
-            optimizers["optimizer_g"].zero_grad(set_to_none=True)
-            loss_g.backward()
-            optimizers["optimizer_g"].step()
+            optimize(optimizers["optimizer_g"], loss_g)
             loss_d = 0.5 * (gan_loss(d_b(b_), True) + gan_loss(d_b(fake_b.detach()), False)
                             + gan_loss(d_a(a), True) + gan_loss(d_a(fake_a.detach()), False))
-            optimizers["optimizer_d"].zero_grad(set_to_none=True)
-            loss_d.backward()
-            optimizers["optimizer_d"].step()
+            optimize(optimizers["optimizer_d"], loss_d)
             return {"loss": loss_g.item(), "loss_d": loss_d.item(), "cycle": cycle.item()}
 
         def validate_fn() -> dict:
-            with torch.no_grad():
-                return {"val_rmse_hu": (modules["generator"].convert(va) - vb).pow(2).mean().sqrt().item()}
+            return validation_rmse(modules["generator"], va, vb)
 
         self._loop("cyclegan", pc, state, step_fn, validate_fn,
                    lambda step, history: self._save_state("cyclegan", step, modules, optimizers, history))

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.train.data import sample_image_crops, sample_pair_crops
-from diffusionct.train.loop import TrainerBase, step_seed
+from diffusionct.train.loop import TrainerBase, optimize, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,7 @@ class LatentDiffusionRegime(TrainerBase):
             hu = self._tensor(sample_image_crops(self.data.images, pc.batch_size, pc.crop, rng))
             target = ae.normalize(hu)
             loss, parts = autoencoder_loss(net(hu), target, cfg.loss.structure_weight, cfg.loss.frequency_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimize(optimizer, loss)
             return {"loss": loss.item(), **parts}
 
         def validate_fn() -> dict:
@@ -146,9 +144,7 @@ class LatentDiffusionRegime(TrainerBase):
             t = torch.randint(0, cfg.diffusion.timesteps, (z_a.shape[0],), generator=gen).to(self.device)
             noise = torch.randn(z_a.shape, generator=gen).to(self.device)
             out = losses(nets, a, z_a, z_b, noise, t)
-            optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            optimizer.step()
+            optimize(optimizer, out["loss"])
             with torch.no_grad():
                 decay = min(cfg.diffusion.ema_decay, (1 + step) / (10 + step))  # warm-up of the average
                 for name, module in trained.items():

@@ -92,6 +92,19 @@ class PhaseState:
     history: list | None = None
 
 
+def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One gradient step on ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@torch.no_grad()
+def validation_rmse(network: torch.nn.Module, source: torch.Tensor, target: torch.Tensor) -> dict:
+    """RMSE in HU of a converting network (``convert``: A -> B) on fixed validation crops."""
+    return {"val_rmse_hu": (network.convert(source) - target).pow(2).mean().sqrt().item()}
+
+
 class TrainerBase:
     """Data, device, checkpoints and the step loop of one run folder; the regimes add their phases."""
 

@@ -14,7 +14,7 @@ from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_d
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.train.data import sample_pair_crops
 from diffusionct.units import HU_RANGE
-from diffusionct.train.loop import TrainerBase, step_seed
+from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_rmse
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,11 @@ class SingleNetworkRegime(TrainerBase):
             rng = np.random.default_rng(step_seed(cfg.seed, phase, step, self.rank))
             a, b_ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
             loss = F.mse_loss(net(a), b_ - a) / RESIDUAL_SCALE**2
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimize(optimizer, loss)
             return {"loss": loss.item()}
 
         def validate_fn() -> dict:
-            with torch.no_grad():
-                rmse = (network.convert(va) - vb).pow(2).mean().sqrt().item()
-            return {"val_rmse_hu": rmse}
+            return validation_rmse(network, va, vb)
 
         def save_fn(step: int, history: list) -> None:
             self._save_state(phase, step, {"network": network}, optimizer, history)
@@ -83,9 +79,7 @@ class SingleNetworkRegime(TrainerBase):
             t = torch.randint(0, diffusion.schedule.timesteps, (x0.shape[0],), generator=gen).to(self.device)
             noise = torch.randn(x0.shape, generator=gen).to(self.device)
             loss = diffusion.loss(net(diffusion.add_noise(x0, noise, t), t, a), diffusion.training_target(x0, noise, t))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimize(optimizer, loss)
             with torch.no_grad():
                 decay = min(diffusion.config.ema_decay, (1 + step) / (10 + step))
                 for p_ema, p in zip(ema.parameters(), unet.parameters()):
