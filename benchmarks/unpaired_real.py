@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from diffusionct.io.image import read_label_map, read_volume
 from diffusionct.io.manifest import SeriesEntry, write_set_csv
 from diffusionct.io.scan import scan_folder
-from diffusionct.radiomics.features import FeatureSettings, extract_features
-from diffusionct.spectra import kernel_texture
+from diffusionct.radiomics.features import FeatureSettings
+from diffusionct.radiomics.set_comparison import compare_sets, measure_series
 from diffusionct.standardize import Standardizer
 
 ROI_NAME = "GTV_Mass_CT"
@@ -54,32 +53,6 @@ def write_sets(shared: Path, out: Path) -> Path:
     return write_set_csv(out, entries)
 
 
-def measure(volume_hu: np.ndarray, labels: np.ndarray, spacing, pixel_mm: float, settings: FeatureSettings) -> dict:
-    try:
-        texture = kernel_texture(volume_hu, {"series": volume_hu}, pixel_mm)["series"]
-        noise = {"nps_mean_frequency": texture.nps_mean_frequency, "noise_sd": texture.noise_sd}
-    except ValueError:  # the fixed procedure finds no soft-tissue ROI 10 px inside the body of this crop
-        noise = {"nps_mean_frequency": float("nan"), "noise_sd": float("nan")}
-    return {**noise, "features": extract_features(volume_hu, labels > 0, spacing, settings)}
-
-
-def compare_sets(method_rows: list[dict], target_rows: list[dict]) -> dict:
-    names = sorted(set.intersection(*(set(r["features"]) for r in method_rows + target_rows)))
-    ours = np.array([[r["features"][n] for n in names] for r in method_rows], float)
-    theirs = np.array([[r["features"][n] for n in names] for r in target_rows], float)
-    mean_ours, mean_theirs = ours.mean(0), theirs.mean(0)
-    relative = np.abs(mean_ours - mean_theirs) / np.maximum(np.abs(mean_theirs), 1e-12)
-    spread = theirs.std(0) + 1e-12
-    ks = [stats.ks_2samp(ours[:, i], theirs[:, i]).statistic for i in range(len(names))]
-    frequency = np.nanmean([r["nps_mean_frequency"] for r in method_rows])  # series with soft-tissue ROIs
-    target_frequency = np.nanmean([r["nps_mean_frequency"] for r in target_rows])
-    return {"nps_mean_frequency": frequency, "nps_frequency_error": abs(frequency - target_frequency) / target_frequency,
-            "noise_sd": float(np.nanmean([r["noise_sd"] for r in method_rows])),
-            "series_with_noise_rois": int(np.isfinite([r["noise_sd"] for r in method_rows]).sum()),
-            "feature_means_within_15pct": float(np.mean(relative < 0.15)), "mean_ks_statistic": float(np.mean(ks)),
-            "median_standardized_difference": float(np.median(np.abs(mean_ours - mean_theirs) / spread)), "features": len(names)}
-
-
 def evaluate(shared: Path, runs: Path, out: Path) -> dict:
     settings = FeatureSettings.load()
     rows: dict[str, list[dict]] = {"STANDARD (target set)": [], "input (SOFT)": []}
@@ -88,19 +61,18 @@ def evaluate(shared: Path, runs: Path, out: Path) -> dict:
     for case, folder, rtstruct, kernel in cases(shared):
         volume = read_volume(folder)
         labels = read_label_map(rtstruct, volume, roi=ROI_NAME)
-        pixel = volume.spacing[0]
         if kernel == "STANDARD":
-            rows["STANDARD (target set)"].append(measure(volume.hu, labels, volume.spacing, pixel, settings))
+            rows["STANDARD (target set)"].append(measure_series(volume.hu, labels, volume.spacing, settings))
             continue
-        rows["input (SOFT)"].append(measure(volume.hu, labels, volume.spacing, pixel, settings))
+        rows["input (SOFT)"].append(measure_series(volume.hu, labels, volume.spacing, settings))
         for name, standardizer in standardizers.items():
             start = time.perf_counter()
             hu = standardizer.standardize_slices(volume.hu, seed=0)
             timings.setdefault(name, []).append((time.perf_counter() - start) / volume.hu.shape[0])
-            rows.setdefault(name, []).append(measure(hu, labels, volume.spacing, pixel, settings))
+            rows.setdefault(name, []).append(measure_series(hu, labels, volume.spacing, settings))
     target = rows["STANDARD (target set)"]
-    result = {"target_nps_mean_frequency": float(np.nanmean([r["nps_mean_frequency"] for r in target])),
-              "target_noise_sd": float(np.nanmean([r["noise_sd"] for r in target])),
+    result = {"target_nps_mean_frequency": float(np.nanmean([r.nps_mean_frequency for r in target])),
+              "target_noise_sd": float(np.nanmean([r.noise_sd for r in target])),
               "methods": {name: {**compare_sets(r, target), "seconds_per_slice": float(np.mean(timings.get(name, [0.0])))}
                           for name, r in rows.items() if name != "STANDARD (target set)"}}
     out.write_text(json.dumps(result, indent=2))
