@@ -55,6 +55,28 @@ def test_resume_gives_the_same_weights(tiny_data, tmp_path, killed_in):
         assert torch.equal(a[key], b[key]), key
 
 
+def test_checkpoint_of_an_older_version_resumes(tiny_data, tmp_path):
+    """A checkpoint whose config lacks settings added since (they take their defaults) resumes; a changed
+    setting is still refused."""
+    import json
+
+    from diffusionct.errors import DiffusionCTError
+
+    defaults = ("baselines.cyclegan.batch_size=4", "baselines.cyclegan.crop=96")  # what an older version could not set
+    train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults, "baselines.residual_cnn.steps=3"),
+                 torch.device("cpu"))
+    state = tmp_path / "run" / "state" / "residual-cnn.json"
+    meta = json.loads(state.read_text())
+    for key in ("cyclegan", "cyclegan_cycle_weight", "cyclegan_identity_weight"):
+        del meta["config"]["baselines"][key]  # as written before CycleGAN existed
+    state.write_text(json.dumps(meta))
+    train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults), torch.device("cpu"), resume=True)
+    assert json.loads(state.read_text())["step"] == 6
+    with pytest.raises(DiffusionCTError, match="another config"):
+        train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults, "baselines.residual_cnn.lr=0.5",
+                     "baselines.residual_cnn.steps=9"), torch.device("cpu"), resume=True)
+
+
 def test_standardize_tiny_series_deterministic(tiny_data, tmp_path):
     train(tiny_data, tmp_path / "run", tiny_config(), phase="all")
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")

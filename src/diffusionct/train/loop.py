@@ -76,7 +76,7 @@ def _without_steps(config: dict) -> dict:
     for section in ("phase1", "phase2"):
         out.get(section, {}).pop("steps", None)
     out.get("diffusion", {}).get("predictor_training", {}).pop("steps", None)
-    for name in ("residual_cnn", "pix2pix", "ddpm"):
+    for name in ("residual_cnn", "pix2pix", "cyclegan", "ddpm"):
         out.get("baselines", {}).get(name, {}).pop("steps", None)
     return out
 
@@ -147,7 +147,8 @@ class TrainerBase:
         if not meta_path.is_file() or not tensors_path.is_file():
             return PhaseState(0, [])
         meta = json.loads(meta_path.read_text())
-        if _without_steps(meta["config"]) != _without_steps(self.config.to_dict()):
+        saved = RunConfig.from_saved(meta["config"], str(meta_path)).to_dict()  # settings added since: their defaults
+        if _without_steps(saved) != _without_steps(self.config.to_dict()):
             raise DiffusionCTError(f"{meta_path}: the run was started with another config; resume without --config/--set "
                                    "changes, or start a new run")
         tensors = load_file(str(tensors_path))
