@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from diffusionct.io.image import read_label_map, read_volume
 from diffusionct.io.manifest import SeriesEntry, write_set_csv
@@ -57,7 +56,7 @@ def evaluate(shared: Path, runs: Path, out: Path) -> dict:
     settings = FeatureSettings.load()
     rows: dict[str, list[dict]] = {"STANDARD (target set)": [], "input (SOFT)": []}
     timings = {}
-    standardizers = {m: Standardizer.load(runs / m, torch.device("cpu")) for m in METHODS if (runs / m / "config.json").is_file()}
+    standardizers = {m: Standardizer.load(runs / m, "cpu") for m in METHODS if (runs / m / "config.json").is_file()}
     for case, folder, rtstruct, kernel in cases(shared):
         volume = read_volume(folder)
         labels = read_label_map(rtstruct, volume, roi=ROI_NAME)
