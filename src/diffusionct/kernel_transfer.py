@@ -111,8 +111,8 @@ def set_nps(volumes: list[tuple[np.ndarray, float]], f_max: float) -> tuple[np.n
     if not spectra:
         return np.linspace(0, f_max, BINS), np.full(BINS, np.nan), 0
     stacked, w = np.asarray(spectra), np.asarray(weights, float)[:, None]
-    valid = np.isfinite(stacked)
-    mean = np.where(valid, stacked, 0).__mul__(w).sum(0) / np.maximum((valid * w).sum(0), 1e-12)
+    valid = np.isfinite(stacked)  # patch-count weighted mean over the series that measured each ring
+    mean = (np.where(valid, stacked, 0) * w).sum(0) / np.maximum((valid * w).sum(0), 1e-12)
     mean[~valid.any(0)] = np.nan
     return freqs, mean, int(sum(weights))
 
