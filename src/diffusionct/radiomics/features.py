@@ -34,7 +34,6 @@ FEATURE_CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")  # the paper's six
 IBSI_FAMILIES = ("GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH")
 _PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm", "GLSZM": "glszm"}
 DEFAULT_PARAMS = "radiomics_params.yaml"
-IBSI_PRESETS = FEATURE_PRESETS
 
 
 
@@ -61,7 +60,7 @@ class FeatureSettings:
         if path is None:
             text = resources.files("diffusionct.data").joinpath(DEFAULT_PARAMS).read_text()
             source = DEFAULT_PARAMS
-        elif str(path).lower() in IBSI_PRESETS and not Path(path).exists():
+        elif str(path).lower() in FEATURE_PRESETS and not Path(path).exists():
             source = str(path).lower()
             text = resources.files("diffusionct.data.ibsi").joinpath(f"{source}.yaml").read_text()
         else:
@@ -361,6 +360,9 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
     if lower_bound is not None:
         kwargs["binLowerBound"] = lower_bound  # IBSI grey-level numbering in pyradiomics too (pyradiomics_classes)
     bbox, _ = imageoperations.checkMask(sitk_image, sitk_mask, minimumROIDimensions=1, minimumROISize=1, label=1)
+    # GLDZM's distances to the tumour's edge: of the mask alone, so once per dimension, and only when asked for
+    edge_distances = ({dim: _bbox_crop(families.edge_distance(morphological, dim), bbox) for dim in settings.dimensions}
+                      if "GLDZM" in settings.classes else {})
     out: dict[str, float] = {}
     for family, name, derived in _image_types(sitk_image, sitk_mask, settings):
         cropped, cropped_mask = imageoperations.cropToTumorMask(derived, sitk_mask, bbox)
@@ -377,8 +379,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
             if "IH" in settings.classes and dim == "3D":
                 levels = discretise(array[array_mask], bin_width, bin_count, lower_bound)  # as the texture classes
                 out.update({f"IH_3D_{name}_{k}": float(v) for k, v in intensity_histogram_features(levels).items()})
-            out.update(_ibsi_texture_families(settings.classes, dim, name, array, array_mask,
-                                              _bbox_crop(families.edge_distance(morphological, dim), bbox),
+            out.update(_ibsi_texture_families(settings.classes, dim, name, array, array_mask, edge_distances.get(dim),
                                               bin_width, bin_count, lower_bound))
             if "GOH" in settings.classes and family in settings.goh.get("image_types", ["original"]):
                 goh = gradient_orientation_features(array, array_mask, spacing, int(settings.goh["bins_2D"]),
@@ -393,7 +394,7 @@ def _bbox_crop(array: np.ndarray, bbox) -> np.ndarray:
     return array[bbox[4]:bbox[5] + 1, bbox[2]:bbox[3] + 1, bbox[0]:bbox[1] + 1]
 
 
-def _ibsi_texture_families(classes, dim: str, name: str, array: np.ndarray, array_mask: np.ndarray, distance: np.ndarray,
+def _ibsi_texture_families(classes, dim: str, name: str, array: np.ndarray, array_mask: np.ndarray, distance: np.ndarray | None,
                            bin_width: float, bin_count: int | None, lower_bound: float | None) -> dict[str, float]:
     """NGLDM and GLDZM of one image type, on the grey levels of this run (as GLCM's)."""
     wanted = [cls for cls in ("NGLDM", "GLDZM") if cls in classes]
