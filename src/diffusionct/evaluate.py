@@ -94,6 +94,12 @@ def _mean_nps(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[np.
     return freqs, mean
 
 
+def target_nps_curve(cases: list[TestCase]) -> dict:
+    """The target kernel's mean NPS over the cases (the curve every method's is compared with)."""
+    freqs, nps = _mean_nps(cases, {c.name: c.target.hu for c in cases})
+    return {"frequency": freqs.tolist(), "nps": nps.tolist()}
+
+
 def image_metrics_summary(cases: list[TestCase], images: dict[str, np.ndarray]) -> tuple[dict, dict]:
     values = {"rmse_hu": [], "psnr_db": [], "ssim": [], "high_pass_ratio": [], "interslice_ratio": []}
     for case in cases:

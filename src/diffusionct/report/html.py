@@ -204,7 +204,7 @@ def summary_lines(rows: list[dict], results) -> list[str]:
 
 def _gap_section(out: Path, gap, rows: list[dict], level: int, many: bool) -> list[str]:
     """The tables, figures and tumour panels of one kernel gap (``level``: its headings' HTML level)."""
-    from diffusionct.evaluate import image_metrics_summary
+    from diffusionct.evaluate import target_nps_curve
 
     h = f"h{level}"
     ccc = ccc_rows(gap.results)
@@ -213,7 +213,7 @@ def _gap_section(out: Path, gap, rows: list[dict], level: int, many: bool) -> li
     for r in gap.results:
         if r.comparison is not None:
             write_comparison_files(r.comparison, out / "methods" / (f"{gap.slug}/{r.name}" if many else r.name))
-    _, target_nps = image_metrics_summary(gap.cases, {c.name: c.target.hu for c in gap.cases})
+    target_nps = target_nps_curve(gap.cases)
     image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "nps_correlation",
                      "interslice_ratio", "seconds_per_slice"]
     return [
