@@ -103,7 +103,7 @@ class Standardizer:
     def check_kernel(self, volume: Volume, strict: bool = False) -> str | None:
         """A warning (or, with ``strict``, an error) when the input's kernel is not the model's source kernel."""
         kernel = volume.kernel
-        sources = [KernelSet.parse(text) for text in self.source_kernel.split(",") if text.strip()]
+        sources = KernelSet.parse_list(self.source_kernel)
         if kernel is None or any(source.kernel.upper() == kernel.upper() for source in sources):
             return None
         message = (f"input kernel is {kernel or 'unknown'} but the model standardizes {self.source_kernel} -> "

@@ -54,6 +54,11 @@ class KernelSet:
             raise DiffusionCTError(f"'{text}' names no kernel; write KERNEL or MANUFACTURER:KERNEL, e.g. GE:STANDARD")
         return cls(kernel.strip(), manufacturer.strip())
 
+    @classmethod
+    def parse_list(cls, text: str) -> list["KernelSet"]:
+        """Several sets separated by commas (``GE:SOFT,GE:LUNG``: a many-to-one model's sources)."""
+        return [cls.parse(part) for part in text.split(",") if part.strip()]
+
     def matches(self, entry: SeriesEntry) -> bool:
         return (entry.kernel.upper() == self.kernel.upper()
                 and entry.manufacturer.upper().startswith(self.manufacturer.upper()))
