@@ -78,7 +78,7 @@ TRANSFER_JITTER = (0.8, 1.0, 1.25)  # log-gain scales: the estimate's error meas
 def _unpaired_training_data(manifest: Manifest, source_kernel: str, target_kernel: str,
                             validation_fraction: float) -> TrainingData:
     target = KernelSet.parse(target_kernel)
-    sources = [KernelSet.parse(text) for text in source_kernel.split(",") if text.strip()]
+    sources = KernelSet.parse_list(source_kernel)
     sets = {str(k): manifest.select(k) for k in [*sources, target]}
     empty = [name for name, entries in sets.items() if not entries]
     if empty:
@@ -93,29 +93,28 @@ def _unpaired_training_data(manifest: Manifest, source_kernel: str, target_kerne
     target_train, target_val = volumes(sets[str(target)], False), volumes(sets[str(target)], True)
     if not target_train:
         raise DiffusionCTError(f"{manifest.file}: every {target} series fell into validation; add target series")
-    transfers, images, val_images = {}, [v.hu for v in target_train], [v.hu for v in target_val]
+    transfers, source_images, val_images = {}, [], [v.hu for v in target_val]
     train_pairs, val_pairs = _stack_pairs(), _stack_pairs()
     for source in sources:
-        source_train = volumes(sets[str(source)], False)
-        transfer = estimate_transfer([(v.hu, v.spacing[0]) for v in source_train or volumes(sets[str(source)], True)],
+        source_train, source_val = volumes(sets[str(source)], False), volumes(sets[str(source)], True)
+        transfer = estimate_transfer([(v.hu, v.spacing[0]) for v in source_train or source_val],
                                      [(v.hu, v.spacing[0]) for v in target_train])
+        log.info("kernel transfer %s -> %s: gain %s at 0.1 0.2 0.3 0.4 cycles/mm (noise power ratio %.2f)", source, target,
+                 " ".join(f"{g:.2f}" for g in transfer.gain(np.array([0.1, 0.2, 0.3, 0.4]))), transfer.noise_ratio)
         transfers[str(source)] = transfer
-        images += [v.hu for v in source_train]
-        val_images += [v.hu for v in volumes(sets[str(source)], True)]
+        source_images += [v.hu for v in source_train]
+        val_images += [v.hu for v in source_val]
         for pairs, targets in ((train_pairs, target_train), (val_pairs, target_val)):
             for volume in targets:
                 for scale in (TRANSFER_JITTER if pairs is train_pairs else (1.0,)):
                     _add_pair(pairs, transfer.scaled(scale).apply(volume.hu, volume.spacing[0]), volume.hu, str(source))
-    for name, transfer in transfers.items():
-        log.info("kernel transfer %s -> %s: gain %s at %s cycles/mm (noise power ratio %.2f)", name, target,
-                 " ".join(f"{g:.2f}" for g in transfer.gain(np.array([0.1, 0.2, 0.3, 0.4]))), "0.1 0.2 0.3 0.4",
-                 transfer.noise_ratio)
+    target_images = [v.hu for v in target_train]
+    images = target_images + source_images
     log.info("training data (unpaired): %d series (%d validation), %d synthesized pairs", len(images), len(val_images),
              len(train_pairs["source"]))
     return TrainingData(images, _finish(train_pairs), _finish(val_pairs), val_images or images[-1:],
                         notes={"pairing": "unpaired", "kernel_transfer": {k: t.to_dict() for k, t in transfers.items()}},
-                        unpaired_source=[load(s.path).hu for k in sources for s in sets[str(k)] if s.case not in validation_cases],
-                        unpaired_target=[v.hu for v in target_train])
+                        unpaired_source=source_images, unpaired_target=target_images)
 
 
 def _validation_cases(cases: list[str], fraction: float) -> set[str]:
