@@ -1,6 +1,6 @@
 """Speed of the feature engine: 100 tumours x all default features on this machine.
 
-    .venv/bin/python benchmarks/features_speed.py [--tumours 100] [--workers 2]
+    .venv/bin/python benchmarks/features_speed.py [--tumours 100] [--workers 2] [--params ibsi-c]
 
 Tumours are the six real STS tumours (cropped, 3.27 mm slices) and simulated ones of 5-40 mm, cycled
 to the requested count when the shared data is present; simulated only otherwise.
@@ -53,18 +53,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tumours", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--params", help="feature settings YAML or preset (default: the shipped settings)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/features.json"))
     args = parser.parse_args()
     real = real_tumours() if SHARED.is_dir() else []
     pool = real + synthetic_tumours(max(0, args.tumours - len(real)))
     jobs = [TumourJob(f"{j.key}#{i}", j.image, j.mask, j.spacing) for i, j in enumerate(pool[: args.tumours])]
-    settings = FeatureSettings.load()
+    settings = FeatureSettings.load(args.params)
     start = time.perf_counter()
     features, errors = extract_many(jobs, settings, workers=args.workers, progress=False)
     elapsed = time.perf_counter() - start
     counts = sorted({len(f) for f in features.values()})
     result = {"tumours": len(jobs), "workers": args.workers, "seconds": round(elapsed, 1),
-              "features_per_tumour": counts, "errors": len(errors), "real_tumours": len(real)}
+              "features_per_tumour": counts, "errors": len(errors), "real_tumours": len(real),
+              "params": args.params or "shipped"}
     print(json.dumps(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
