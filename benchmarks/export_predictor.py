@@ -1,9 +1,11 @@
 """Save the image-space predictor of a DiffusionCT run (refine mode, ``diffusion.predictor=image``) as a
 ``residual-cnn`` model folder: the same network (Choe et al.'s residual CNN) trained by the same routine
 and settings as ``diffusionct train --method residual-cnn``, so evaluating it beside the DiffusionCT run
-measures exactly what the diffusion adds to its own predictor.
+measures exactly what the diffusion adds to its own predictor. With ``--autoencoder``: its encoder-decoder
+alone as an ``autoencoder`` model folder (the paper's Encoder-Decoder row: DiffusionCT's own phase 1).
 
     .venv/bin/python benchmarks/export_predictor.py RUN_DIR OUT_DIR
+    .venv/bin/python benchmarks/export_predictor.py --autoencoder RUN_DIR OUT_DIR
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from diffusionct.methods import ResidualCNNMethod
+from diffusionct.methods import AutoencoderMethod, ResidualCNNMethod
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.model_store import load_model
 
@@ -28,7 +30,14 @@ def export(run: Path, out: Path) -> None:
     ResidualCNNMethod(config, network=model.predictor).save(out, {"exported_from": str(run)})
 
 
+def export_autoencoder(run: Path, out: Path) -> None:
+    model = load_model(run, need_diffusion=False)
+    AutoencoderMethod(model.config, model=model).save(out, {"exported_from": str(run)})
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    args = sys.argv[1:]
+    autoencoder = args[:1] == ["--autoencoder"]
+    if len(args) != 2 + autoencoder:
         raise SystemExit(__doc__)
-    export(Path(sys.argv[1]), Path(sys.argv[2]))
+    (export_autoencoder if autoencoder else export)(Path(args[-2]), Path(args[-1]))

@@ -7,6 +7,9 @@
 # Usage: benchmarks/train_gaps.sh DATA_DIR RUNS_DIR REPORTS_DIR [GAP ...]    (hours on the 2-core CPU)
 # PREDICTOR_AS_BASELINE=1 adds DiffusionCT's own image-space predictor as a residual-CNN row (same network and
 # training as --method residual-cnn); with BASELINES="identity histogram" it replaces the separate CNN run.
+# BASELINES="identity histogram autoencoder pix2pix ddpm" with PREDICTOR_AS_BASELINE=1: every baseline of the
+# paper (issue 16's bar); EXTRA_MODELS="mode-paper ..." adds other model folders of runs/GAP/; REPORT_PREFIX
+# names the report folders (default: the gap's name).
 # Resumable: every step is skipped when its output exists, and training resumes from checkpoints.
 set -euo pipefail
 DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORTS=${3:-/work/reports}
@@ -39,15 +42,21 @@ for gap in $GAPS; do
     [ -f "$dir/predictor-cnn/config.json" ] || $BIN/python benchmarks/export_predictor.py "$dir/diffusionct" "$dir/predictor-cnn"
     models+=("$dir/predictor-cnn")
   fi
+  for extra in ${EXTRA_MODELS:-}; do [ -f "$dir/$extra/config.json" ] && models+=("$dir/$extra"); done
   for method in $BASELINES; do
     case $method in
       residual-cnn|pix2pix|cyclegan|ddpm) steps="--set baselines.$(echo $method | tr - _).steps=$BASELINE_STEPS" ;;
       *) steps="" ;;
     esac
-    [ -f "$dir/$method/config.json" ] || \
-      $BIN/diffusionct train --method $method --data "$DATA/train" -o "$dir/$method" $CFG $K $steps --resume
+    if [ "$method" = autoencoder ]; then  # DiffusionCT's own encoder-decoder, not another phase-1 training
+      [ -f "$dir/$method/config.json" ] || $BIN/python benchmarks/export_predictor.py --autoencoder "$dir/diffusionct" "$dir/$method"
+    else
+      [ -f "$dir/$method/config.json" ] || \
+        $BIN/diffusionct train --method $method --data "$DATA/train" -o "$dir/$method" $CFG $K $steps --resume
+    fi
     models+=("$dir/$method")
   done
-  [ -f "$REPORTS/$name/results.json" ] || \
-    $BIN/diffusionct evaluate --data "$DATA/test" -o "$REPORTS/$name" --overwrite $(printf -- '--model %s ' "${models[@]}")
+  report=$REPORTS/${REPORT_PREFIX:-}$name
+  [ -f "$report/results.json" ] || \
+    $BIN/diffusionct evaluate --data "$DATA/test" -o "$report" --overwrite $(printf -- '--model %s ' "${models[@]}")
 done

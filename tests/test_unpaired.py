@@ -156,3 +156,30 @@ def test_many_to_one_model_accepts_each_source_kernel_and_writes_the_standard_on
         assert standardizer.check_kernel(volume.with_hu(volume.hu, kernel=kernel)) is None
     assert "GE:SOFT,Siemens:LUNG" in standardizer.check_kernel(volume.with_hu(volume.hu, kernel="B30F"))
     assert standardizer.standardize(volume.with_hu(volume.hu, kernel="SOFT")).kernel == "STANDARD"
+
+
+def test_mixed_pairing_adds_synthesized_pairs_to_the_real_ones(tmp_path):
+    """UDA-CT's setting: the same-scan pairs, plus pairs synthesized from every target image at three strengths
+    of the measured transfer; validation stays on real pairs."""
+    series, pairs = [], []
+    for index in range(4):  # four patients, each reconstructed with both kernels from the same noise
+        for kernel, half in (("SOFT", SMOOTH), ("STANDARD", SHARP)):
+            write_nifti(_patient(index, half), tmp_path / f"p{index}_{kernel}.nii.gz")
+            series.append({"path": f"p{index}_{kernel}.nii.gz", "kernel": kernel, "study_uid": f"patient{index}"})
+        pairs.append({"path_a": f"p{index}_SOFT.nii.gz", "kernel_a": "SOFT", "path_b": f"p{index}_STANDARD.nii.gz",
+                      "kernel_b": "STANDARD"})
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"series": series, "pairs": pairs}))
+    paired = load_training_data(manifest, "SOFT", "STANDARD", validation_fraction=0.25)
+    mixed = load_training_data(manifest, "SOFT", "STANDARD", validation_fraction=0.25, pairing="mixed")
+    real = paired.pairs.source.shape[0]
+    assert real == 3 * 4 and mixed.pairs.source.shape[0] == real * (1 + 3)
+    np.testing.assert_array_equal(mixed.pairs.source[:real], paired.pairs.source)  # the real pairs kept as they were
+    np.testing.assert_array_equal(mixed.validation_pairs.target, paired.validation_pairs.target)
+    synthesized, targets = mixed.pairs.source[real:], mixed.pairs.target[real:]
+    assert {int(t.sum()) for t in targets} == {int(t.sum()) for t in paired.pairs.target}  # from the same targets
+    inside = (slice(None), slice(50, 80), slice(50, 80))
+    assert synthesized[inside].std() < 0.8 * targets[inside].std()  # smoothed like the source kernel
+    assert mixed.notes["pairing"] == "mixed" and "SOFT" in mixed.notes["kernel_transfer"]
+    with pytest.raises(DiffusionCTError, match="data.pairing must be one of"):
+        load_training_data(manifest, "SOFT", "STANDARD", pairing="both")

@@ -28,6 +28,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"python {platform.python_version()}  numpy {numpy.__version__}  torch {torch.__version__}")
     print(f"device auto -> {resolve_device('auto')}  (cuda available: {torch.cuda.is_available()})")
     print(f"cpu threads: {torch.get_num_threads()}")
+    from diffusionct.model_library import DEFAULT_MODEL, library_models, shipped_library
+
+    print("shipped models (standardize --to KERNEL picks one per series):")
+    for entry in library_models(shipped_library()):
+        print(f"  {entry}{'  [default]' if entry.folder.name == DEFAULT_MODEL else ''}")
     return 0
 
 

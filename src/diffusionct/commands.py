@@ -144,7 +144,8 @@ def _cmd_standardize(args: argparse.Namespace) -> int:
     results = run_standardize(args.input, args.output, model_dir=args.model, steps=args.steps, seed=args.seed,
                               device=args.device, batch_size=args.batch_size, output_format=args.format,
                               strict=args.strict, overwrite=args.overwrite, series_uid=args.series,
-                              scheduler=args.scheduler)
+                              scheduler=args.scheduler, target_kernel=args.target_kernel,
+                              source_kernel=args.source_kernel)
     for result in results:
         status = "skipped (already done)" if result.skipped else f"{result.seconds:.1f} s, {result.seconds_per_slice:.2f} s/slice"
         print(f"{result.input} -> {result.output}: {result.slices} slices, {status}")
@@ -260,7 +261,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "once; finished outputs are skipped, so a stopped batch resumes) or a NIfTI file.")
     p.add_argument("-i", "--input", type=Path, required=True, help="DICOM series folder, folder tree, or NIfTI file")
     p.add_argument("-o", "--output", type=Path, required=True, help="output series folder (or tree, or .nii.gz)")
-    p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    p.add_argument("--model", type=Path, help="model folder, or a folder of model folders (one per kernel gap; each "
+                                              "series gets the one for its kernel); default: the shipped model(s)")
+    p.add_argument("--to", dest="target_kernel", metavar="KERNEL",
+                   help="target kernel (e.g. B50): use the model that standardizes to it (shipped: B70, B50, B30)")
+    p.add_argument("--from", dest="source_kernel", metavar="KERNEL",
+                   help="the input's kernel, when its header has none (NIfTI) or is wrong (default: ConvolutionKernel)")
     p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives identical output")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -157,6 +157,9 @@ class LossConfig:
     frequency_weight: float = 0.1
 
 
+PAIRINGS = ("pairs", "unpaired", "mixed")  # how training pairs are found (DataConfig.pairing)
+
+
 @dataclass
 class DataConfig:
     """Which kernels are the non-standard source (A) and the standard target (B).
@@ -165,9 +168,10 @@ class DataConfig:
         source_kernel: the ConvolutionKernel of the source series (``MANUFACTURER:KERNEL`` to pick one vendor's;
             with ``pairing=unpaired`` several, separated by commas: one model from each of them to the target).
         target_kernel: the standard kernel.
-        pairing: ``pairs`` (same-scan pairs of the manifest) or ``unpaired`` (source and target sets of other
+        pairing: ``pairs`` (same-scan pairs of the manifest), ``unpaired`` (source and target sets of other
             patients; pairs are synthesized from the target set with the kernel transfer measured between the
-            sets, see kernel_transfer.py; any pairs in the manifest are ignored).
+            sets, see kernel_transfer.py; any pairs in the manifest are ignored) or ``mixed`` (both: the
+            same-scan pairs where they exist plus pairs synthesized from every target image, UDA-CT's setting).
         validation_fraction: share of the cases (studies) held out for validation.
     """
 
@@ -228,8 +232,8 @@ class RunConfig:
         if self.diffusion.predictor not in PREDICTOR_SPACES:
             raise DiffusionCTError(f"diffusion.predictor must be one of {', '.join(PREDICTOR_SPACES)}, "
                                    f"got '{self.diffusion.predictor}'")
-        if self.data.pairing not in ("pairs", "unpaired"):
-            raise DiffusionCTError(f"data.pairing must be 'pairs' or 'unpaired', got '{self.data.pairing}'")
+        if self.data.pairing not in PAIRINGS:
+            raise DiffusionCTError(f"data.pairing must be one of {', '.join(PAIRINGS)}, got '{self.data.pairing}'")
         if self.diffusion.sampler not in ("ddim", "ddpm"):
             raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
         if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:

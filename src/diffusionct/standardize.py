@@ -17,7 +17,6 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -28,19 +27,16 @@ from diffusionct.config import check_seed
 from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.records import read_record, remove_record, write_record
-from diffusionct.io.manifest import KernelSet
+from diffusionct.io.manifest import KernelSet, kernel_family
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
+from diffusionct.model_library import (choose_model, default_model_dir, is_library, library_models,
+                                          shipped_library)
 from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
 OUTPUT_RANGE = HU_RANGE  # what the DICOM writer stores
 BODY_THRESHOLD_HU = -500.0
-
-
-def default_model_dir() -> Path:
-    """The model shipped in the package (trained on simulated smooth -> sharp pairs)."""
-    return Path(str(resources.files("diffusionct.data").joinpath("default_model")))
 
 
 def body_mask(hu: np.ndarray) -> np.ndarray:
@@ -100,11 +96,12 @@ class Standardizer:
         if steps is not None and not 1 <= steps <= self.config.diffusion.timesteps:
             raise DiffusionCTError(f"--steps must be in 1..{self.config.diffusion.timesteps} (the diffusion's T), got {steps}")
 
-    def check_kernel(self, volume: Volume, strict: bool = False) -> str | None:
-        """A warning (or, with ``strict``, an error) when the input's kernel is not the model's source kernel."""
-        kernel = volume.kernel
+    def check_kernel(self, volume: Volume, strict: bool = False, kernel: str | None = None) -> str | None:
+        """A warning (or, with ``strict``, an error) when the input's kernel (``kernel``: as given by the user,
+        else the volume's) is not of the model's source kernel family."""
+        kernel = kernel or volume.kernel
         sources = KernelSet.parse_list(self.source_kernel)
-        if kernel is None or any(source.kernel.upper() == kernel.upper() for source in sources):
+        if kernel is None or any(kernel_family(str(source)) == kernel_family(kernel) for source in sources):
             return None
         message = (f"input kernel is {kernel or 'unknown'} but the model standardizes {self.source_kernel} -> "
                    f"{self.target_kernel}")
@@ -135,8 +132,11 @@ class SeriesResult:
         return self.seconds / max(self.slices, 1)
 
 
-def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | None) -> list[tuple[Path, Path, str | None]]:
-    """(input, output, series UID) per series: one series maps to ``output``, a tree to sub-folders."""
+def _jobs(input_path: Path, output: Path, output_format: str,
+          series_uid: str | None) -> list[tuple[Path, Path, str | None, str | None]]:
+    """(input, output, series UID, kernel) per series: one series maps to ``output``, a tree to sub-folders.
+    The kernel is the series' ConvolutionKernel (None for an image file, which has none)."""
+    from diffusionct.io.dicom import kernel_name, read_header
     from diffusionct.io.image import is_itk_image
     from diffusionct.io.scan import scan_folder
 
@@ -144,11 +144,11 @@ def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | 
         raise DiffusionCTError(f"{input_path}: input does not exist")
     if input_path.is_file():
         if not is_itk_image(input_path):
-            return [(input_path.parent, output, series_uid)]
+            return [(input_path.parent, output, series_uid, kernel_name(read_header(input_path)) or None)]
         if output_format == "dicom":
             raise DiffusionCTError(f"{input_path}: DICOM output needs a DICOM input (its metadata); use --format nifti")
         target = output if is_itk_image(output) else output / input_path.name
-        return [(input_path, target, None)]
+        return [(input_path, target, None, None)]
     series = [s for s in scan_folder(input_path) if s.modality == "CT"]
     if series_uid is not None:
         series = [s for s in series if s.series_uid == series_uid]
@@ -156,13 +156,30 @@ def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | 
         raise DiffusionCTError(f"{input_path}: no CT series found" + (f" with UID {series_uid}" if series_uid else ""))
     if len(series) == 1:
         target = output if output_format == "dicom" or is_itk_image(output) else output / "standardized.nii.gz"
-        return [(Path(series[0].path), target, series[0].series_uid)]
+        return [(Path(series[0].path), target, series[0].series_uid, series[0].kernel or None)]
     jobs = []
     for info in series:
         relative = Path(info.path).relative_to(input_path) if Path(info.path) != input_path else Path(info.series_uid)
         target = output / relative
-        jobs.append((Path(info.path), target if output_format == "dicom" else target.with_suffix(".nii.gz"), info.series_uid))
+        jobs.append((Path(info.path), target if output_format == "dicom" else target.with_suffix(".nii.gz"), info.series_uid,
+                     info.kernel or None))
     return jobs
+
+
+def _model_per_series(jobs: list[tuple[Path, Path, str | None, str | None]], model_dir: Path | None,
+                      source_kernel: str | None, target_kernel: str | None) -> list[Path]:
+    """The model folder of each job: the one named, or, from a library (``--model`` of several models, or the
+    shipped ones when ``--to`` is given), the one for the series' kernel and the target."""
+    folder = Path(model_dir) if model_dir else shipped_library() if target_kernel else default_model_dir()
+    if not (target_kernel or is_library(folder)):
+        return [folder] * len(jobs)
+    models = library_models(folder)
+    chosen = []
+    for source, _, _, kernel in jobs:
+        entry = choose_model(models, source_kernel or kernel, target_kernel, str(source))
+        log.info("%s (kernel %s): model %s", source, source_kernel or kernel or "unknown", entry)
+        chosen.append(entry.folder)
+    return chosen
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -222,16 +239,19 @@ class SeriesJob:
     overwrite: bool
     record: dict
     torch_threads: int  # float sums depend on the thread count: a worker uses the planner's, for the same bytes
+    source_kernel: str | None = None  # the input's kernel as the user gave it (--from), else the series' own
 
 
 _LOADED: dict[tuple, Standardizer] = {}  # per process: a worker loads each model once for all its series
+MODELS_HELD = 4  # models held per process (a library's gaps; each a few MB)
 
 
 def loaded_standardizer(model_dir: Path | None, device: str, fingerprint: str) -> Standardizer:
     """The model of ``model_dir`` as loaded earlier in this process, if its content (``fingerprint``) is the same."""
     key = (str(model_dir), device, fingerprint)
     if key not in _LOADED:
-        _LOADED.clear()  # one model at a time per process
+        if len(_LOADED) >= MODELS_HELD:
+            del _LOADED[next(iter(_LOADED))]  # the longest held
         _LOADED[key] = Standardizer.load(model_dir, device)
     return _LOADED[key]
 
@@ -239,9 +259,14 @@ def loaded_standardizer(model_dir: Path | None, device: str, fingerprint: str) -
 def run_standardize(input_path: Path, output: Path, model_dir: Path | None = None, steps: int | None = None,
                     seed: int = 0, device: str = "auto", batch_size: int = 4, output_format: str | None = None,
                     strict: bool = False, overwrite: bool = False, series_uid: str | None = None,
-                    scheduler: str | None = None) -> list[SeriesResult]:
-    """Standardize every series under ``input_path``: in this process (the model loaded once), or with
-    ``scheduler`` on a Dask cluster, one task per series (each worker loads the model once)."""
+                    scheduler: str | None = None, target_kernel: str | None = None,
+                    source_kernel: str | None = None) -> list[SeriesResult]:
+    """Standardize every series under ``input_path``: in this process (each model loaded once), or with
+    ``scheduler`` on a Dask cluster, one task per series (each worker loads a model once).
+
+    ``model_dir``: a model folder, or a folder of model folders from which each series gets the one for its
+    kernel (``source_kernel`` overrides the series' own) and ``target_kernel``; default: the shipped model,
+    or with ``target_kernel`` the shipped model for that target."""
     from diffusionct.io.image import is_itk_image
 
     input_path, output = Path(input_path), Path(output)
@@ -253,23 +278,19 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     jobs = _jobs(input_path, output, output_format, series_uid)
     for source in {input_path, *(job[0] for job in jobs)}:  # a DICOM file's series is its folder
         _check_not_overlapping(source, output)
-    model_folder = Path(model_dir) if model_dir else default_model_dir()
-    fingerprint = model_fingerprint(model_folder) if model_folder.is_dir() else "missing"
-    model_name = f"{model_folder.name if model_dir else 'default'} {fingerprint}"
-    standardizer = loaded_standardizer(model_dir, device, model_name)
-    if standardizer.method.uses_steps:
-        steps = standardizer.config.diffusion.steps if steps is None else steps
-        standardizer.check_steps(steps)  # before any series is read
-    else:
-        steps = None
+    model_folders = _model_per_series(jobs, model_dir, source_kernel, target_kernel)
     import torch
 
-    series_jobs = [SeriesJob(source, target, uid, model_dir, model_name, device, steps, seed, batch_size, output_format,
-                             strict, overwrite,
-                             {"input": str(source.resolve()), "series_uid": uid, "model": model_name.split()[-1],
-                              "method": standardizer.method.name, "steps": steps, "seed": seed, "format": output_format},
-                             torch.get_num_threads())
-                   for source, target, uid in jobs]
+    named = model_dir is not None or target_kernel is not None
+    settings = {folder: _model_settings(folder, device, steps, named) for folder in dict.fromkeys(model_folders)}
+    series_jobs = []
+    for (source, target, uid, kernel), folder in zip(jobs, model_folders):
+        name, model_steps, method = settings[folder]
+        series_jobs.append(SeriesJob(
+            source, target, uid, folder, name, device, model_steps, seed, batch_size, output_format, strict, overwrite,
+            {"input": str(source.resolve()), "series_uid": uid, "model": name.split()[-1], "method": method,
+             "steps": model_steps, "seed": seed, "format": output_format},
+            torch.get_num_threads(), source_kernel))
     finished = _finished_outputs({job.target: job.record for job in series_jobs}, overwrite)
     results = [SeriesResult(job.source, job.target, 0, skipped=True) for job in series_jobs if job.target in finished]
     todo = [job for job in series_jobs if job.target not in finished]
@@ -284,6 +305,18 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
         results += [standardize_series(job) for job in todo]
     order = {job.target: i for i, job in enumerate(series_jobs)}
     return sorted(results, key=lambda r: order[r.output])
+
+
+def _model_settings(folder: Path, device: str, steps: int | None, named: bool) -> tuple[str, int | None, str]:
+    """(name with content fingerprint, sampling steps, method) of a model, its steps checked before any series is read."""
+    fingerprint = model_fingerprint(folder) if folder.is_dir() else "missing"
+    name = f"{folder.name if named else 'default'} {fingerprint}"
+    standardizer = loaded_standardizer(folder, device, name)
+    if not standardizer.method.uses_steps:
+        return name, None, standardizer.method.name
+    steps = standardizer.config.diffusion.steps if steps is None else steps
+    standardizer.check_steps(steps)
+    return name, steps, standardizer.method.name
 
 
 def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
@@ -303,7 +336,7 @@ def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
     volume = read_volume(source, job.series_uid)
     start = time.perf_counter()
     try:
-        warning = standardizer.check_kernel(volume, job.strict)
+        warning = standardizer.check_kernel(volume, job.strict, job.source_kernel)
         if warning:
             log.warning("%s: %s", source, warning)
         with tqdm(total=volume.shape[0], desc=source.name[:30], unit="slice", disable=None if progress else True) as bar:
@@ -319,7 +352,7 @@ def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
         if not volume.headers:
             raise DiffusionCTError(f"{source}: DICOM output needs a DICOM input; use --format nifti")
         how = f"{steps} DDIM steps, seed {seed}" if steps else "deterministic"
-        derivation = (f"Standardized from {volume.kernel or 'unknown'} to {standardizer.output_kernel} kernel by "
+        derivation = (f"Standardized from {job.source_kernel or volume.kernel or 'unknown'} to {standardizer.output_kernel} kernel by "
                       f"diffusionct {__version__} ({standardizer.method.name} model {job.model_name}, {how})")
         # the UIDs follow the input, the model's content (not its folder name), the steps and the seed
         uid_seed = "|".join([str(volume.headers[0].get("SOPInstanceUID", "")), str(volume.shape[0]), job.model_name,

@@ -66,3 +66,22 @@ def test_compare_features_table_and_curve():
     worse = compare_features(standard, {t: {n: v * 2 for n, v in f.items()} for t, f in standard.items()})
     assert worse.reproducible_share == 0.0
     assert all(worse.ccc_table[c]["mean"] < result.ccc_table[c]["mean"] for c in result.ccc_table)
+
+
+def test_comparison_files_hold_plain_numbers(tmp_path):
+    """Every number in the CSVs parses as a float in full precision (numpy 2's repr writes ``np.float64(x)``)."""
+    import csv
+
+    from diffusionct.radiomics.compare import features_csv, write_comparison
+
+    names = [f"{c}_3D_original_f" for c in ("ID", "IH", "GLCM")]
+    standard = {f"t{k}": {n: np.float64(1 / 3 + k + i) for i, n in enumerate(names)} for k in range(3)}
+    test = {t: {n: v * np.float64(1.05) for n, v in f.items()} for t, f in standard.items()}
+    folder = write_comparison(compare_features(standard, test), tmp_path / "cmp")
+    rows = list(csv.DictReader((folder / "relative_error.csv").open()))
+    assert len(rows) == 9
+    for row in rows:
+        assert float(row["standard"]) == standard[row["tumour"]][row["feature"]]
+        assert abs(float(row["re"]) - 0.05) < 1e-12
+    line = features_csv(standard).splitlines()[1].split(",")
+    assert [float(v) for v in line[1:]] == [float(standard["t0"][n]) for n in sorted(names)]

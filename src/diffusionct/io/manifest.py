@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,17 @@ class KernelSet:
 
     def __str__(self) -> str:
         return f"{self.manufacturer}:{self.kernel}" if self.manufacturer else self.kernel
+
+
+def kernel_family(name: str) -> str:
+    """A kernel's name as a user means it, for matching a series to a model: case-insensitive, the first value
+    of a multi-valued ConvolutionKernel (``B30f\\3``), without a manufacturer (``GE:SOFT``), the simulator's
+    ``SIM_`` prefix (its kernels are calibrated to Siemens' B10f-B70f) and Siemens' one-letter variant suffix
+    (``B30f``, ``Br40d``): ``B30f``, ``B30`` and ``SIM_B30`` are one family."""
+    kernel = name.split("\\")[0].rpartition(":")[2].strip().upper()
+    kernel = kernel.removeprefix("SIM_")
+    match = re.fullmatch(r"([A-Z]{1,3}\d{2})[A-Z]", kernel)
+    return match.group(1) if match else kernel
 
 
 @dataclass
@@ -164,6 +176,10 @@ class Manifest:
     def kernels(self) -> list[str]:
         """Every (manufacturer:)kernel of the set, to say what there is when a selection finds nothing."""
         return sorted({str(KernelSet(s.kernel, s.manufacturer)) for s in self.series if s.modality == "CT"})
+
+    def cases(self) -> list[str]:
+        """Every case (study) of the set, sorted: validation splits are drawn from this list."""
+        return sorted({s.case for s in self.series})
 
     def case_of(self, path: str) -> str:
         return next((s.case for s in self.series if s.path == path), path)

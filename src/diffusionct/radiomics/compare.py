@@ -89,10 +89,16 @@ def _csv_text(header: list[str], rows) -> str:
     return buffer.getvalue()
 
 
+def exact_number(value) -> str:
+    """A number in full (round-trip) precision, as any CSV reader parses it: ``nan``, ``inf``, never numpy's
+    ``np.float64(...)`` repr."""
+    return repr(float(value))
+
+
 def features_csv(features: dict[str, dict[str, float]]) -> str:
     """One row per tumour, one column per feature (the union of names; empty where absent)."""
     names = sorted(set().union(*(f.keys() for f in features.values()))) if features else []
-    return _csv_text(["tumour", *names], ([key, *(repr(f.get(n, "")) if n in f else "" for n in names)]
+    return _csv_text(["tumour", *names], ([key, *(exact_number(f[n]) if n in f else "" for n in names)]
                                            for key, f in features.items()))
 
 
@@ -115,8 +121,8 @@ def write_comparison_files(result: Comparison, folder: Path, extra: dict | None 
         ["tumour", *FEATURE_CLASSES], ([t, *(f"{result.ccc_per_tumour[t][c]:.4f}" for c in FEATURE_CLASSES)] for t in result.tumours)))
     write_text_atomic(folder / "relative_error.csv", _csv_text(
         ["tumour", "feature", "standard", "test", "re"],
-        ([t, n, repr(result.standard[i, j]), repr(result.test[i, j]), repr(result.re[i, j])]
+        ([t, n, exact_number(result.standard[i, j]), exact_number(result.test[i, j]), exact_number(result.re[i, j])]
          for i, t in enumerate(result.tumours) for j, n in enumerate(result.feature_names))))
     write_text_atomic(folder / "per_feature_ccc.csv", _csv_text(
-        ["feature", "class", "ccc"], ([n, feature_class(n), repr(v)] for n, v in zip(result.feature_names, result.per_feature_ccc))))
+        ["feature", "class", "ccc"], ([n, feature_class(n), exact_number(v)] for n, v in zip(result.feature_names, result.per_feature_ccc))))
     write_text_atomic(folder / "summary.json", json.dumps({**result.summary(), **(extra or {})}, indent=2, allow_nan=True))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusionct.config import PAIRINGS
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.manifest import KernelSet, Manifest
 from diffusionct.io.volume import Volume
@@ -44,19 +45,40 @@ def load_training_data(manifest_path: str | Path, source_kernel: str, target_ker
 
     ``pairing="pairs"``: same-scan pairs of the two kernels. ``"unpaired"``: the source and target sets are
     chosen by kernel (``MANUFACTURER:KERNEL``; several sources separated by commas), pairs are ignored, and
-    pairs are synthesized from the target set with each source kernel's transfer (kernel_transfer.py)."""
+    pairs are synthesized from the target set with each source kernel's transfer (kernel_transfer.py).
+    ``"mixed"``: both, UDA-CT's setting: the same-scan pairs where they exist, and synthesized pairs from every
+    target image (validation on the real pairs when there are any)."""
+    if pairing not in PAIRINGS:
+        raise DiffusionCTError(f"data.pairing must be one of {', '.join(PAIRINGS)}, got '{pairing}'")
     manifest = Manifest.read(manifest_path)
     if pairing == "unpaired":
         return _unpaired_training_data(manifest, source_kernel, target_kernel, validation_fraction)
+    paired = _paired_training_data(manifest, source_kernel, target_kernel, validation_fraction,
+                                   need_pairs and pairing == "pairs")
+    if pairing == "pairs":
+        return paired
+    synthesized = _unpaired_training_data(manifest, source_kernel, target_kernel, validation_fraction,
+                                          _validation_cases(manifest.cases(), validation_fraction))
+    real_pairs = len(paired.pairs.cases) + len(paired.validation_pairs.cases)
+    log.info("training data (mixed): %d real and %d synthesized training slice pairs", len(paired.pairs.cases),
+             len(synthesized.pairs.cases))
+    validation = paired.validation_pairs if paired.validation_pairs.cases else synthesized.validation_pairs
+    return TrainingData(paired.images, _concatenate(paired.pairs, synthesized.pairs), validation, paired.validation_images,
+                        notes={**synthesized.notes, "pairing": "mixed", "real_pair_slices": real_pairs},
+                        unpaired_source=synthesized.unpaired_source, unpaired_target=synthesized.unpaired_target)
+
+
+def _paired_training_data(manifest: Manifest, source_kernel: str, target_kernel: str, validation_fraction: float,
+                          need_pairs: bool) -> TrainingData:
     pairs = manifest.oriented_pairs(source_kernel, target_kernel)
     if need_pairs and not pairs:
         found = sorted({f"{a}<->{b}" for _, a, _, b in manifest.pairs})
         raise DiffusionCTError(
-            f"{manifest_path}: no {source_kernel} -> {target_kernel} pairs (pairs found: {', '.join(found) or 'none'}); "
+            f"{manifest.file}: no {source_kernel} -> {target_kernel} pairs (pairs found: {', '.join(found) or 'none'}); "
             "set data.source_kernel / data.target_kernel, give a manifest with same-scan pairs, or train without pairs "
             "(--set data.pairing=unpaired)")
     ct = [s for s in manifest.series if s.modality == "CT"]
-    validation_cases = _validation_cases(sorted({s.case for s in manifest.series}), validation_fraction)
+    validation_cases = _validation_cases(manifest.cases(), validation_fraction)
     load = _cached_loader(manifest)
     images, val_images = [], []
     for series in ct:
@@ -68,7 +90,7 @@ def load_training_data(manifest_path: str | Path, source_kernel: str, target_ker
         _add_pair(val_pairs if study in validation_cases else train_pairs, a, b, study)
     log.info("training data: %d series (%d validation), %d pairs", len(images), len(val_images), len(pairs))
     if not images:
-        raise DiffusionCTError(f"{manifest_path}: no CT series to train on")
+        raise DiffusionCTError(f"{manifest.file}: no CT series to train on")
     return TrainingData(images, _finish(train_pairs), _finish(val_pairs), val_images or images[-1:])
 
 
@@ -76,7 +98,7 @@ TRANSFER_JITTER = (0.8, 1.0, 1.25)  # log-gain scales: the estimate's error meas
 
 
 def _unpaired_training_data(manifest: Manifest, source_kernel: str, target_kernel: str,
-                            validation_fraction: float) -> TrainingData:
+                            validation_fraction: float, validation_cases: set[str] | None = None) -> TrainingData:
     target = KernelSet.parse(target_kernel)
     sources = KernelSet.parse_list(source_kernel)
     sets = {str(k): manifest.select(k) for k in [*sources, target]}
@@ -84,7 +106,8 @@ def _unpaired_training_data(manifest: Manifest, source_kernel: str, target_kerne
     if empty:
         raise DiffusionCTError(f"{manifest.file}: no CT series of {', '.join(empty)} (kernels present: "
                                f"{', '.join(manifest.kernels()) or 'none'}); name the sets as KERNEL or MANUFACTURER:KERNEL")
-    validation_cases = _validation_cases(sorted({s.case for entries in sets.values() for s in entries}), validation_fraction)
+    if validation_cases is None:
+        validation_cases = _validation_cases(sorted({s.case for entries in sets.values() for s in entries}), validation_fraction)
     load = _cached_volume_loader(manifest)
 
     def volumes(entries, validation: bool):
@@ -147,6 +170,14 @@ def _add_pair(pairs: dict, source: np.ndarray, target: np.ndarray, case: str) ->
 
 def _stack_pairs() -> dict:
     return {"source": [], "target": [], "cases": []}
+
+
+def _concatenate(first: PairedSlices, second: PairedSlices) -> PairedSlices:
+    """Both sets of pairs in one, mirror-padded to the larger slice size."""
+    if not first.cases or not second.cases:
+        return first if first.cases else second
+    return _finish({"source": [first.source, second.source], "target": [first.target, second.target],
+                    "cases": first.cases + second.cases})
 
 
 def _finish(pairs: dict) -> PairedSlices:

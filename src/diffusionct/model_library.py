@@ -1,0 +1,100 @@
+"""Several trained models in one folder, one per kernel gap, and the choice of the one for a series.
+
+A model is trained for one gap (source kernel -> target kernel; measured in docs/results.md: one model per
+gap keeps more features than we could train into one shared model on this CPU). A *library* is a folder whose
+sub-folders are model folders; the package ships one (``data/models``). ``standardize --to B50`` picks, per
+series, the model whose target is B50 and whose source is the series' kernel (read from DICOM
+ConvolutionKernel, or given with ``--from``). Kernels match by family (:func:`kernel_family`: ``B30f``,
+``B30`` and the simulator's ``SIM_B30`` are one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.files import read_json
+from diffusionct.io.manifest import KernelSet, kernel_family
+from diffusionct.model_store import CONFIG_NAME
+
+DEFAULT_MODEL = "sim-b30-b70"  # the paper's direction: a smooth (Br40-like) to a sharp (Bl64-like) kernel
+
+
+def shipped_library() -> Path:
+    """The models shipped in the package (trained on the simulator's B10f-B70f-like kernels)."""
+    return Path(str(resources.files("diffusionct.data").joinpath("models")))
+
+
+def default_model_dir() -> Path:
+    """The model used when none is named: the shipped smooth -> sharp model."""
+    return shipped_library() / DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model folder and the gap it was trained for (read from its config.json, no weights loaded)."""
+
+    folder: Path
+    sources: tuple[str, ...]
+    target: str
+
+    @classmethod
+    def read(cls, folder: Path) -> "ModelEntry":
+        meta = read_json(folder / CONFIG_NAME, "model config")
+        data = meta.get("config", {}).get("data", {}) if isinstance(meta, dict) else {}
+        if not data.get("target_kernel") or not data.get("source_kernel"):
+            raise DiffusionCTError(f"{folder / CONFIG_NAME}: names no source and target kernel; retrain or re-copy the model")
+        sources = tuple(str(s) for s in KernelSet.parse_list(data["source_kernel"]))
+        return cls(folder, sources, data["target_kernel"])
+
+    def standardizes_from(self, kernel: str) -> bool:
+        return any(kernel_family(source) == kernel_family(kernel) for source in self.sources)
+
+    def targets(self, kernel: str) -> bool:
+        return kernel_family(self.target) == kernel_family(kernel)
+
+    def __str__(self) -> str:
+        return f"{self.folder.name} ({','.join(self.sources)} -> {self.target})"
+
+
+def is_library(folder: Path) -> bool:
+    """A folder of model folders (not itself a model folder)."""
+    return folder.is_dir() and not (folder / CONFIG_NAME).is_file() and any(folder.glob(f"*/{CONFIG_NAME}"))
+
+
+def library_models(folder: Path) -> list[ModelEntry]:
+    """The models of a library, or the one model of a model folder, in name order."""
+    folder = Path(folder)
+    if (folder / CONFIG_NAME).is_file():
+        return [ModelEntry.read(folder)]
+    if not is_library(folder):
+        raise DiffusionCTError(f"{folder}: neither a model folder (no {CONFIG_NAME}) nor a folder of model folders")
+    return [ModelEntry.read(sub.parent) for sub in sorted(folder.glob(f"*/{CONFIG_NAME}"))]
+
+
+def choose_model(models: list[ModelEntry], source_kernel: str | None, target_kernel: str | None, what: str) -> ModelEntry:
+    """The model for a series of ``source_kernel`` (None: unknown) to ``target_kernel`` (None: any target).
+
+    A model whose source is not the series' kernel is chosen only when it is the one model for the target
+    (standardize then warns, or refuses with --strict, as for a single model). ``what`` names the series."""
+    candidates = [m for m in models if target_kernel is None or m.targets(target_kernel)]
+    if not candidates:
+        targets = sorted({kernel_family(m.target) for m in models})
+        raise DiffusionCTError(f"no model targets kernel {target_kernel}; the models target {', '.join(targets)}. "
+                               "Train one (`diffusionct train`, docs/model.md) or choose another --to")
+    if source_kernel is not None:
+        matching = [m for m in candidates if m.standardizes_from(source_kernel)]
+        if len(matching) == 1:
+            return matching[0]
+        if len(matching) > 1 and len({kernel_family(m.target) for m in matching}) > 1:
+            raise DiffusionCTError(f"{what}: several models standardize {source_kernel}, to different kernels "
+                                   f"({', '.join(map(str, matching))}); choose the target with --to")
+        if matching:
+            return matching[0]  # the same gap twice: the first by name
+    if len(candidates) == 1:
+        return candidates[0]
+    known = "unknown (no ConvolutionKernel; give it with --from)" if source_kernel is None else source_kernel
+    raise DiffusionCTError(f"{what}: source kernel {known}; no single model fits among "
+                           f"{', '.join(map(str, candidates))}: give --from KERNEL, --to KERNEL, or --model FOLDER")

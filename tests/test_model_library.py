@@ -1,0 +1,104 @@
+"""Choosing a model per series from a folder of models (``standardize --to/--from``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from diffusionct.cli import main
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.dicom import read_dicom_series
+from diffusionct.io import read_image, write_nifti
+from diffusionct.io.manifest import kernel_family
+from diffusionct.model_library import choose_model, library_models, shipped_library
+from diffusionct.standardize import run_standardize
+
+
+
+@pytest.mark.parametrize("name, family", [("B30f", "B30"), ("SIM_B30", "B30"), ("b30", "B30"), ("Br40d", "BR40"),
+                                          ("B30f\\3", "B30"), ("GE:SOFT", "SOFT"), ("STANDARD", "STANDARD"),
+                                          ("FC13", "FC13"), ("B70s", "B70")])
+def test_kernel_family(name, family):
+    assert kernel_family(name) == family
+
+
+def _library(root: Path, gaps: dict[str, tuple[str, str]], weights_from: Path | None = None) -> Path:
+    """A folder of models, one per gap: config.json only, or copies of a real model relabelled."""
+    for name, (source, target) in gaps.items():
+        folder = root / name
+        if weights_from is not None:
+            shutil.copytree(weights_from, folder, ignore=shutil.ignore_patterns("state"))
+            meta = json.loads((folder / "config.json").read_text())
+        else:
+            folder.mkdir(parents=True)
+            meta = {"config": {"data": {}}}
+        meta["config"]["data"].update(source_kernel=source, target_kernel=target)
+        (folder / "config.json").write_text(json.dumps(meta))
+    return root
+
+
+GAPS = {"b30-b70": ("SIM_B30", "SIM_B70"), "b30-b50": ("SIM_B30", "SIM_B50"), "b70-b30": ("SIM_B70", "SIM_B30"),
+        "b10-b70": ("SIM_B10", "SIM_B70")}
+
+
+@pytest.mark.parametrize("source, target, chosen", [
+    ("B30f", "B50", "b30-b50"), ("B30f", "B70", "b30-b70"), ("B10f", "B70f", "b10-b70"), ("SIM_B70", None, "b70-b30"),
+    (None, "B50", "b30-b50"),      # one model targets B50: the unknown source does not matter
+    ("STANDARD", "B30", "b70-b30"),  # the one model for the target, though not of the series' kernel (warned later)
+])
+def test_the_model_for_source_and_target(tmp_path, source, target, chosen):
+    models = library_models(_library(tmp_path, GAPS))
+    assert choose_model(models, source, target, "series").folder.name == chosen
+
+
+@pytest.mark.parametrize("source, target, message", [
+    ("B30f", None, "choose the target with --to"),       # B30 -> B70 and B30 -> B50 both exist
+    ("B30f", "B40", "no model targets kernel B40"),
+    (None, "B70", "give --from"),                        # B10 -> B70 and B30 -> B70: the source decides
+    ("STANDARD", "B70", "no single model fits"),
+])
+def test_ambiguous_or_missing_model_is_refused(tmp_path, source, target, message):
+    models = library_models(_library(tmp_path, GAPS))
+    with pytest.raises(DiffusionCTError, match=message):
+        choose_model(models, source, target, "series")
+
+
+def test_a_folder_without_models_is_refused(tmp_path):
+    with pytest.raises(DiffusionCTError, match="neither a model folder"):
+        library_models(tmp_path)
+
+
+def test_standardize_to_picks_each_series_model(tiny_data, tiny_model, tmp_path, capsys):
+    library = _library(tmp_path / "lib", {"to-b70": ("SIM_B30", "SIM_B70"), "to-b50": ("SIM_B30", "SIM_B50"),
+                                          "from-b70": ("SIM_B70", "SIM_B30")}, weights_from=tiny_model)
+    series = tiny_data.parent / "case_000" / "2mm" / "sim_b30"
+    for target, kernel in (("B50", "SIM_B50"), ("B70f", "SIM_B70")):
+        out = run_standardize(series, tmp_path / target, model_dir=library, target_kernel=target, device="cpu", steps=2)
+        assert read_dicom_series(out[0].output).kernel == kernel
+    # the source kernel read from DICOM: the B70 series goes to the one model from B70
+    sharp = tiny_data.parent / "case_000" / "2mm" / "sim_b70"
+    out = run_standardize(sharp, tmp_path / "from70", model_dir=library, device="cpu", steps=2)
+    assert read_dicom_series(out[0].output).kernel == "SIM_B30"
+    # a NIfTI has no kernel: --from names it
+    nifti = write_nifti(read_dicom_series(sharp), tmp_path / "sharp.nii.gz")
+    out = run_standardize(nifti, tmp_path / "n.nii.gz", model_dir=library, source_kernel="B70f", device="cpu", steps=2)
+    assert read_image(out[0].output).shape == read_dicom_series(sharp).shape
+    assert main(["standardize", "-i", str(series), "-o", str(tmp_path / "x"), "--model", str(library), "--device", "cpu"]) == 2
+    assert "choose the target with --to" in capsys.readouterr().err
+    assert main(["standardize", "-i", str(series), "-o", str(tmp_path / "y"), "--model", str(library), "--to", "B40"]) == 2
+    assert "no model targets kernel B40" in capsys.readouterr().err
+
+
+def test_shipped_models(tiny_data, tmp_path, capsys):
+    models = library_models(shipped_library())
+    assert main(["info"]) == 0
+    listed = capsys.readouterr().out
+    assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70)  [default]" in listed
+    assert {kernel_family(m.target) for m in models} >= {"B70", "B50"}
+    assert sum(p.stat().st_size for p in shipped_library().rglob("*") if p.is_file()) <= 20 * 2**20
+    out = run_standardize(tiny_data.parent / "case_000" / "2mm" / "sim_b30", tmp_path / "o", target_kernel="B50",
+                          device="cpu", steps=1)
+    assert read_dicom_series(out[0].output).kernel == "SIM_B50"
