@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/unpaired_real.py sets ../shared/data/sts-ct RUNS/sets.csv      # the set CSV
     benchmarks/train_unpaired_real.sh RUNS                                                      # the models
     .venv/bin/python benchmarks/unpaired_real.py evaluate ../shared/data/sts-ct RUNS OUT.json   # this table
+    ... evaluate ../shared/data/sts-ct RUNS OUT.json --diffusion-steps 1,2,5                      # DiffusionCT's steps
 
 There is no same-scan STANDARD image of a SOFT series, so distributions are compared (issue 12): each SOFT
 series is standardized by each method and compared with the STANDARD set (other patients):
@@ -52,7 +53,9 @@ def write_sets(shared: Path, out: Path) -> Path:
     return write_set_csv(out, entries)
 
 
-def evaluate(shared: Path, runs: Path, out: Path) -> dict:
+def evaluate(shared: Path, runs: Path, out: Path, diffusion_steps: tuple[int, ...] = ()) -> dict:
+    """``diffusion_steps``: DiffusionCT at each of these sampling steps (rows ``diffusionct N steps``) instead
+    of its default alone."""
     settings = FeatureSettings.load()
     rows: dict[str, list[dict]] = {"STANDARD (target set)": [], "input (SOFT)": []}
     timings = {}
@@ -64,11 +67,14 @@ def evaluate(shared: Path, runs: Path, out: Path) -> dict:
             rows["STANDARD (target set)"].append(measure_series(volume.hu, labels, volume.spacing, settings))
             continue
         rows["input (SOFT)"].append(measure_series(volume.hu, labels, volume.spacing, settings))
-        for name, standardizer in standardizers.items():
-            start = time.perf_counter()
-            hu = standardizer.standardize_slices(volume.hu, seed=0)
-            timings.setdefault(name, []).append((time.perf_counter() - start) / volume.hu.shape[0])
-            rows.setdefault(name, []).append(measure_series(hu, labels, volume.spacing, settings))
+        for method, standardizer in standardizers.items():
+            runs_of_method = [(f"{method} {n} steps", n) for n in diffusion_steps] if method == "diffusionct" and diffusion_steps \
+                else [(method, None)]
+            for name, steps in runs_of_method:
+                start = time.perf_counter()
+                hu = standardizer.standardize_slices(volume.hu, steps=steps, seed=0)
+                timings.setdefault(name, []).append((time.perf_counter() - start) / volume.hu.shape[0])
+                rows.setdefault(name, []).append(measure_series(hu, labels, volume.spacing, settings))
     target = rows["STANDARD (target set)"]
     result = {"target_nps_mean_frequency": float(np.nanmean([r.nps_mean_frequency for r in target])),
               "target_noise_sd": float(np.nanmean([r.noise_sd for r in target])),
@@ -100,11 +106,13 @@ def main() -> None:
     p.add_argument("shared", type=Path)
     p.add_argument("runs", type=Path)
     p.add_argument("out", type=Path)
+    p.add_argument("--diffusion-steps", default="", help="comma-separated sampling steps for DiffusionCT (default: its own)")
     args = parser.parse_args()
     if args.command == "sets":
         print(write_sets(args.shared, args.out))
     else:
-        print(table(evaluate(args.shared, args.runs, args.out)))
+        steps = tuple(int(n) for n in args.diffusion_steps.split(",") if n.strip())
+        print(table(evaluate(args.shared, args.runs, args.out, steps)))
 
 
 if __name__ == "__main__":

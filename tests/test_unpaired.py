@@ -183,3 +183,12 @@ def test_mixed_pairing_adds_synthesized_pairs_to_the_real_ones(tmp_path):
     assert mixed.notes["pairing"] == "mixed" and "SOFT" in mixed.notes["kernel_transfer"]
     with pytest.raises(DiffusionCTError, match="data.pairing must be one of"):
         load_training_data(manifest, "SOFT", "STANDARD", pairing="both")
+    # trains end to end (tiny config) and records how
+    args = ["train", "--data", str(manifest), "-o", str(tmp_path / "run"), "--device", "cpu"]
+    for override in [*TINY_OVERRIDES, "data.pairing=mixed", "data.source_kernel=SOFT", "data.target_kernel=STANDARD"]:
+        args += ["--set", override]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["pairing"] == "mixed"
+    source = read_volume(tmp_path / "p0_SOFT.nii.gz").hu
+    out = load_method(tmp_path / "run", torch.device("cpu")).standardize_slices(source, steps=2, seed=0)
+    assert out.shape == source.shape and np.isfinite(out).all() and not np.array_equal(out, source)
