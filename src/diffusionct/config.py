@@ -21,7 +21,7 @@ from diffusionct.units import HU_MAX, HU_MIN
 # Every standardization method (diffusionct.methods implements them; the CLI lists them).
 FEATURE_PRESETS = tuple(f"ibsi-{c}" for c in "abcde")  # IBSI 1 configurations A-E: diffusionct/data/ibsi/*.yaml
 METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
-DIFFUSION_MODES = ("paper", "residual", "refine")
+DIFFUSION_MODES = ("paper", "residual", "refine", "sdedit")
 PREDICTOR_SPACES = ("latent", "image")
 
 
@@ -94,7 +94,9 @@ class DiffusionConfig:
             noise, x0 estimates clipped to the latent range as in Ho et al.'s code), ``residual`` (v of
             the residual Z_B - Z_A, L2 loss) or ``refine`` (stochastic refinement after Whang et al. 2022:
             a latent predictor estimates the conditional mean of Z_B - Z_A, the diffusion samples what
-            is left, conditioned on Z_A plus that estimate; v, L2). See ``docs/model.md``.
+            is left, conditioned on Z_A plus that estimate; v, L2). ``sdedit`` (Meng et al. 2022, an unpaired
+            candidate measured in docs/results.md): a model of the target latents alone (no condition; v, L2);
+            inference noises Z_A to ``sdedit_strength`` x T and denoises it with that model. See ``docs/model.md``.
         timesteps: T, the number of forward diffusion steps.
         beta_start, beta_end: linear beta schedule (Ho et al. 2020).
         ema_decay: decay of the exponential moving average of the weights used for sampling.
@@ -115,6 +117,8 @@ class DiffusionConfig:
             diffusion and ``x0_scale`` see only what the predictor leaves).
         predictor_channels, predictor_layers: width and depth of the predictor (3x3 convolutions).
         predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
+        sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
+            image, higher gives more of the target model's texture (and loses anatomy).
     """
 
     mode: str = "refine"
@@ -131,18 +135,19 @@ class DiffusionConfig:
     predictor_channels: int = 64
     predictor_layers: int = 6
     predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3))
+    sdedit_strength: float = 0.3
 
     @property
     def prediction(self) -> str:
-        return {"paper": "epsilon", "residual": "v", "refine": "v"}[self.mode]
+        return {"paper": "epsilon", "residual": "v", "refine": "v", "sdedit": "v"}[self.mode]
 
     @property
     def target(self) -> str:
-        return {"paper": "latent", "residual": "residual", "refine": "refine"}[self.mode]
+        return {"paper": "latent", "residual": "residual", "refine": "refine", "sdedit": "latent"}[self.mode]
 
     @property
     def loss(self) -> str:
-        return {"paper": "l1", "residual": "l2", "refine": "l2"}[self.mode]
+        return {"paper": "l1", "residual": "l2", "refine": "l2", "sdedit": "l2"}[self.mode]
 
     @property
     def x0_factor(self) -> float:
@@ -227,6 +232,8 @@ class RunConfig:
                                    f"({self.autoencoder.downsample**2}), got {self.autoencoder.latent_channels}")
         if self.diffusion.mode not in DIFFUSION_MODES:
             raise DiffusionCTError(f"diffusion.mode must be one of {', '.join(DIFFUSION_MODES)}, got '{self.diffusion.mode}'")
+        if not 0 < self.diffusion.sdedit_strength <= 1:
+            raise DiffusionCTError(f"diffusion.sdedit_strength must be in (0, 1], got {self.diffusion.sdedit_strength}")
         if self.diffusion.x0_clip < 0 or self.diffusion.x0_scale < 0 or self.diffusion.predictor_layers < 2:
             raise DiffusionCTError("diffusion.x0_clip and diffusion.x0_scale must be >= 0 and diffusion.predictor_layers >= 2")
         if self.diffusion.predictor not in PREDICTOR_SPACES:

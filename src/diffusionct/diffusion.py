@@ -105,17 +105,26 @@ class ConditionalDiffusion:
             eps = (x_t - a * x0) / s
         return x0, eps
 
-    def sampling_timesteps(self, steps: int) -> list[int]:
-        """The DDIM sub-sequence of ``steps`` timesteps, from T-1 down to 0 (evenly spaced)."""
+    def first_timestep(self) -> int:
+        """Where the reverse process starts: T-1, or in the sdedit mode ``sdedit_strength`` x T."""
         total = self.schedule.timesteps
-        ts = torch.linspace(total - 1, 0, steps).round().long().tolist()
+        if self.config.mode == "sdedit":
+            return max(1, round(self.config.sdedit_strength * total)) - 1
+        return total - 1
+
+    def sampling_timesteps(self, steps: int) -> list[int]:
+        """The DDIM sub-sequence of ``steps`` timesteps, from the first (T-1) down to 0 (evenly spaced)."""
+        ts = torch.linspace(self.first_timestep(), 0, steps).round().long().tolist()
         return sorted(set(ts), reverse=True)
 
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, cond: torch.Tensor, generator: torch.Generator | None = None,
                steps: int | None = None, sampler: str | None = None, progress: Callable[[int], None] | None = None,
-               initial_noise: torch.Tensor | None = None) -> torch.Tensor:
+               initial_noise: torch.Tensor | None = None, source: torch.Tensor | None = None) -> torch.Tensor:
         """Run the reverse process conditioned on ``cond`` (= Z_A) and return x_0.
+
+        In the sdedit mode ``source`` (Z_A) is noised to the first timestep (eq. 4 of Ho et al.:
+        x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, the noise being ``initial_noise``) and denoised from there.
 
         DDIM (Song et al. eq. 12), with ``eta`` = 0 deterministic:
             x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
@@ -125,7 +134,7 @@ class ConditionalDiffusion:
         """
         cfg, schedule = self.config, self.schedule
         sampler = sampler or cfg.sampler
-        steps = cfg.timesteps if sampler == "ddpm" else (steps or cfg.steps)
+        steps = self.first_timestep() + 1 if sampler == "ddpm" else (steps or cfg.steps)
         eta = 1.0 if sampler == "ddpm" else cfg.eta
         if initial_noise is not None:
             x = initial_noise.to(device=cond.device, dtype=cond.dtype)
@@ -133,6 +142,11 @@ class ConditionalDiffusion:
             x = torch.randn(cond.shape, generator=generator, device=cond.device if generator is None else generator.device,
                             dtype=cond.dtype).to(cond.device)
         timesteps = self.sampling_timesteps(steps)
+        if cfg.mode == "sdedit":
+            if source is None:
+                raise ValueError("the sdedit mode samples from the noised source latent: pass source=Z_A")
+            first = torch.full((cond.shape[0],), timesteps[0], device=cond.device, dtype=torch.long)
+            x = self.add_noise(source * cfg.x0_factor, x, first)
         for i, t in enumerate(timesteps):
             t_batch = torch.full((cond.shape[0],), t, device=cond.device, dtype=torch.long)
             output = denoiser(x, t_batch, cond)
@@ -154,7 +168,10 @@ class ConditionalDiffusion:
         return x
 
     def condition(self, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
-        """What the U-Net is conditioned on: Z_A, or in the refine mode the predicted target Z_A + m."""
+        """What the U-Net is conditioned on: Z_A, or in the refine mode the predicted target Z_A + m; nothing (zeros)
+        in the sdedit mode, whose model knows the target domain only."""
+        if self.config.mode == "sdedit":
+            return torch.zeros_like(z_source)
         return z_source + mean if self.config.target == "refine" else z_source
 
     def to_target_latent(self, x0: torch.Tensor, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:

@@ -158,13 +158,13 @@ def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, i
 
 
 def sample_with_shared_noise(denoiser, cond: torch.Tensor, diffusion: ConditionalDiffusion, steps: int | None, seed: int,
-                             cache: dict) -> torch.Tensor:
+                             cache: dict, source: torch.Tensor | None = None) -> torch.Tensor:
     """x_0 for a batch of slices; x_T is one noise image drawn from ``seed`` and shared by every slice
     (slice-to-slice consistency, and the output does not depend on how slices are batched)."""
     noise = cache.get("noise")
     if noise is None or noise.shape[1:] != cond.shape[1:]:
         noise = cache["noise"] = torch.randn((1, *cond.shape[1:]), generator=torch.Generator().manual_seed(seed))
-    return diffusion.sample(denoiser, cond, steps=steps, initial_noise=noise.expand(cond.shape[0], -1, -1, -1))
+    return diffusion.sample(denoiser, cond, steps=steps, initial_noise=noise.expand(cond.shape[0], -1, -1, -1), source=source)
 
 
 class NetworkMethod(Method):
@@ -318,7 +318,7 @@ class DiffusionCTMethod(NetworkMethod):
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
             mean = self.model.predicted_mean(batch, z_a)
-            x0 = sample_with_shared_noise(unet, diffusion.condition(z_a, mean), diffusion, steps, seed, shared)
+            x0 = sample_with_shared_noise(unet, diffusion.condition(z_a, mean), diffusion, steps, seed, shared, source=z_a)
             t2 = time.perf_counter()
             images = ae.decode(diffusion.to_target_latent(x0, z_a, mean))
             t3 = time.perf_counter()

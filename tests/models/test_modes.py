@@ -1,4 +1,4 @@
-"""The diffusion modes: refine (stochastic refinement), paper (with x0 clipping), residual."""
+"""The diffusion modes: refine (stochastic refinement), paper (with x0 clipping), residual, sdedit."""
 
 import json
 
@@ -16,7 +16,7 @@ from diffusionct.train.trainer import train
 from tests.model_fixtures import tiny_config
 
 
-@pytest.mark.parametrize("mode", ["refine", "paper", "residual"])
+@pytest.mark.parametrize("mode", ["refine", "paper", "residual", "sdedit"])
 def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
     config = tiny_config(f"diffusion.mode={mode}", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3")
     model = train(tiny_data, tmp_path / "run", config, phase="all")
@@ -201,3 +201,33 @@ def test_models_saved_before_the_predictor_setting_load_as_latent(tiny_data, tmp
 
     assert isinstance(method.model.predictor, LatentPredictor)
     assert RunConfig().diffusion.predictor == "image"  # while new runs get the measured better one
+
+
+class _Identity(torch.nn.Module):
+    """A denoiser whose x0 estimate is x_t itself (v = 0 would give a x_t; this returns x0 = x_t exactly)."""
+
+    def __init__(self, schedule: NoiseSchedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def forward(self, x_t, t, cond):
+        assert not cond.any(), "the sdedit model is unconditional"
+        a, s = self.schedule.coefficients(t, x_t)
+        return (a - 1) / s * x_t  # x0 = a x_t - s v = x_t
+
+
+@pytest.mark.parametrize("strength, first", [(0.001, 0), (0.3, 299), (1.0, 999)])
+def test_sdedit_starts_from_the_noised_source(strength, first):
+    """SDEdit: Z_A noised to strength x T (x_t = sqrt(abar) Z_A + sqrt(1 - abar) eps), then denoised; a weak
+    edit keeps the source, a full one keeps only what the noise left of it."""
+    config = RunConfig().diffusion
+    config.mode, config.sdedit_strength, config.x0_scale = "sdedit", strength, 1.0
+    diffusion = ConditionalDiffusion.from_config(config)
+    assert diffusion.first_timestep() == first and diffusion.sampling_timesteps(4)[0] == first
+    source = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = diffusion.sample(_Identity(diffusion.schedule), diffusion.condition(source), steps=1, initial_noise=noise, source=source)
+    abar = diffusion.schedule.alpha_bar[first].item()
+    torch.testing.assert_close(out, abar ** 0.5 * source + (1 - abar) ** 0.5 * noise)  # one step: x0 = x_t
+    with pytest.raises(ValueError, match="pass source"):
+        diffusion.sample(_Identity(diffusion.schedule), source, steps=1, initial_noise=noise)
