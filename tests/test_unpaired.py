@@ -192,3 +192,11 @@ def test_mixed_pairing_adds_synthesized_pairs_to_the_real_ones(tmp_path):
     source = read_volume(tmp_path / "p0_SOFT.nii.gz").hu
     out = load_method(tmp_path / "run", torch.device("cpu")).standardize_slices(source, steps=2, seed=0)
     assert out.shape == source.shape and np.isfinite(out).all() and not np.array_equal(out, source)
+
+
+@pytest.mark.parametrize("overrides, steps", [(["data.pairing=unpaired"], 2), (["data.pairing=unpaired", "diffusion.steps=7"], 7),
+                                              (["data.pairing=pairs"], 5), (["data.pairing=mixed"], 5)])
+def test_sampling_steps_default_by_pairing(overrides, steps):
+    from diffusionct.config import RunConfig
+
+    assert RunConfig.load(overrides=overrides).diffusion.steps == steps

@@ -101,7 +101,8 @@ class DiffusionConfig:
         beta_start, beta_end: linear beta schedule (Ho et al. 2020).
         ema_decay: decay of the exponential moving average of the weights used for sampling.
         sampler: ``ddim`` (deterministic with eta = 0) or ``ddpm``.
-        steps: reverse steps at inference (DDIM sub-sequence of the T steps).
+        steps: reverse steps at inference (DDIM sub-sequence of the T steps); 5, or 2 when a config is loaded
+            for ``data.pairing=unpaired`` without steps of its own (measured, docs/results.md).
         eta: DDIM stochasticity (0 = deterministic).
         x0_clip: clip the sampler's x0 estimates to [-x0_clip, x0_clip]; 0: no clipping. The paper
             mode sets it at training from the largest target latent (the latent range).
@@ -292,7 +293,21 @@ class RunConfig:
                 raise DiffusionCTError(f"{path}: not valid YAML ({exc})") from None
         for item in overrides or []:
             apply_override(data, item)
+        _default_sampling_steps(data)
         return cls.from_dict(data, str(path or "--set"))
+
+
+UNPAIRED_SAMPLING_STEPS = 2  # measured: docs/results.md, "Sampling steps without pairs"
+
+
+def _default_sampling_steps(data: dict) -> None:
+    """Without pairs the diffusion learns the synthesized pairs' texture, and fewer steps keep more features
+    (three simulated gaps and the real GE sets): ``diffusion.steps`` defaults to 2 there unless given."""
+    if not isinstance(data.get("data"), dict) or data["data"].get("pairing") != "unpaired":
+        return
+    diffusion = data.setdefault("diffusion", {})
+    if isinstance(diffusion, dict) and "steps" not in diffusion:
+        diffusion["steps"] = UNPAIRED_SAMPLING_STEPS
 
 
 def apply_override(data: dict, item: str) -> None:
