@@ -97,8 +97,9 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     assert main(["info"]) == 0
     listed = capsys.readouterr().out
     assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70)  [default]" in listed
-    assert {kernel_family(m.target) for m in models} >= {"B70", "B50"}
+    assert {(kernel_family(m.sources[0]), kernel_family(m.target)) for m in models} >= {("B30", "B70"), ("B30", "B50"), ("B70", "B30")}
     assert sum(p.stat().st_size for p in shipped_library().rglob("*") if p.is_file()) <= 20 * 2**20
-    out = run_standardize(tiny_data.parent / "case_000" / "2mm" / "sim_b30", tmp_path / "o", target_kernel="B50",
-                          device="cpu", steps=1)
-    assert read_dicom_series(out[0].output).kernel == "SIM_B50"
+    for series, target in (("sim_b30", "B50"), ("sim_b70", "B30")):
+        out = run_standardize(tiny_data.parent / "case_000" / "2mm" / series, tmp_path / target, target_kernel=target,
+                              device="cpu", steps=1)
+        assert read_dicom_series(out[0].output).kernel == f"SIM_{target}"
