@@ -110,6 +110,10 @@ class DiffusionConfig:
             noise does (the residual of two close kernels is ~50x smaller than the noise, and the
             network's error would then dominate it). 0: set at the start of phase 2 to 1 / SD of the
             training x0; models saved before it existed read 0 and run unscaled.
+        x0_shift: subtracted from x0 before scaling: set at the start of phase 2 to the mean of the training x0
+            in the modes whose x0 is the target latent itself (paper, sdedit), as the shift factor of Stable
+            Diffusion 3's autoencoder (the space-to-depth latent is the HU image: its mean is far from 0, and
+            the forward process would keep it for hundreds of steps). The residual modes' x0 is centred: 0.
         predictor: where the ``refine`` mode's predictor of the conditional mean works: ``image`` (default;
             measured better, docs/results.md) or ``latent`` (a stack of 3x3 convolutions on Z_A, trained
             jointly with the diffusion; models saved before this setting existed are read as latent). ``image``: a
@@ -132,6 +136,7 @@ class DiffusionConfig:
     eta: float = 0.0
     x0_clip: float = 0.0
     x0_scale: float = 0.0
+    x0_shift: float = 0.0
     predictor: str = "image"
     predictor_channels: int = 64
     predictor_layers: int = 6

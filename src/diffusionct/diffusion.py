@@ -146,7 +146,7 @@ class ConditionalDiffusion:
             if source is None:
                 raise ValueError("the sdedit mode samples from the noised source latent: pass source=Z_A")
             first = torch.full((cond.shape[0],), timesteps[0], device=cond.device, dtype=torch.long)
-            x = self.add_noise(source * cfg.x0_factor, x, first)
+            x = self.add_noise((source - cfg.x0_shift) * cfg.x0_factor, x, first)
         for i, t in enumerate(timesteps):
             t_batch = torch.full((cond.shape[0],), t, device=cond.device, dtype=torch.long)
             output = denoiser(x, t_batch, cond)
@@ -176,15 +176,15 @@ class ConditionalDiffusion:
 
     def to_target_latent(self, x0: torch.Tensor, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
         """The standardized latent Z_A' from the sampled x_0 (the residual modes add Z_A, and m, back)."""
-        x0 = x0 / self.config.x0_factor
+        x0 = x0 / self.config.x0_factor + self.config.x0_shift
         if self.config.target == "refine":
             return x0 + z_source + mean
         return x0 + z_source if self.config.target == "residual" else x0
 
     def from_pair(self, z_source: torch.Tensor, z_target: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
-        """The diffusion's x_0 for a training pair (Z_A, Z_B), scaled by ``x0_scale``."""
+        """The diffusion's x_0 for a training pair (Z_A, Z_B), shifted by ``x0_shift`` and scaled by ``x0_scale``."""
         if self.config.target == "refine":
             x0 = z_target - z_source - mean
         else:
             x0 = z_target - z_source if self.config.target == "residual" else z_target
-        return x0 * self.config.x0_factor
+        return (x0 - self.config.x0_shift) * self.config.x0_factor

@@ -114,11 +114,14 @@ def test_unknown_mode_is_refused():
         RunConfig.load(overrides=["diffusion.mode=bridge"])
 
 
-def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path):
+@pytest.mark.parametrize("mode", ["residual", "paper", "sdedit"])
+def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path, mode):
+    """x0 scaled to unit variance, and centred where it is the latent itself (paper, sdedit: the HU image's
+    latent has a mean far from 0, which the forward process would carry for hundreds of steps)."""
     from diffusionct.train.data import load_training_data, sample_pair_crops
     from diffusionct.train.trainer import Trainer
 
-    config = tiny_config("diffusion.mode=residual")
+    config = tiny_config(f"diffusion.mode={mode}")
     data = load_training_data(tiny_data, config.data.source_kernel, config.data.target_kernel)
     trainer = Trainer(config, tmp_path / "run", data, torch.device("cpu"))
     trainer._set_x0_range()
@@ -129,7 +132,10 @@ def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path):
     diffusion = ConditionalDiffusion.from_config(d)
     x0 = diffusion.from_pair(z_a, z_b)
     assert float(x0.std()) == pytest.approx(1.0, rel=0.01) and d.x0_scale != 1.0
-    torch.testing.assert_close(diffusion.to_target_latent(x0, z_a), z_b)  # the round trip undoes the scale
+    assert abs(float(x0.mean())) < 0.05 and (d.x0_shift != 0) == (mode != "residual")
+    if mode == "paper":
+        assert float(x0.abs().max()) <= d.x0_clip
+    torch.testing.assert_close(diffusion.to_target_latent(x0, z_a), z_b)  # the round trip undoes shift and scale
 
 
 IMAGE_PREDICTOR = ("diffusion.mode=refine", "diffusion.predictor=image", "diffusion.predictor_channels=8",
