@@ -171,6 +171,11 @@ class LossConfig:
 PAIRINGS = ("pairs", "unpaired", "mixed")  # how training pairs are found (DataConfig.pairing)
 
 
+def check_pairing(pairing: str) -> None:
+    if pairing not in PAIRINGS:
+        raise DiffusionCTError(f"data.pairing must be one of {', '.join(PAIRINGS)}, got '{pairing}'")
+
+
 @dataclass
 class DataConfig:
     """Which kernels are the non-standard source (A) and the standard target (B).
@@ -245,8 +250,7 @@ class RunConfig:
         if self.diffusion.predictor not in PREDICTOR_SPACES:
             raise DiffusionCTError(f"diffusion.predictor must be one of {', '.join(PREDICTOR_SPACES)}, "
                                    f"got '{self.diffusion.predictor}'")
-        if self.data.pairing not in PAIRINGS:
-            raise DiffusionCTError(f"data.pairing must be one of {', '.join(PAIRINGS)}, got '{self.data.pairing}'")
+        check_pairing(self.data.pairing)
         if self.diffusion.sampler not in ("ddim", "ddpm"):
             raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
         if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:

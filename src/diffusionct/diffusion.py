@@ -146,7 +146,7 @@ class ConditionalDiffusion:
             if source is None:
                 raise ValueError("the sdedit mode samples from the noised source latent: pass source=Z_A")
             first = torch.full((cond.shape[0],), timesteps[0], device=cond.device, dtype=torch.long)
-            x = self.add_noise((source - cfg.x0_shift) * cfg.x0_factor, x, first)
+            x = self.add_noise(self.scaled(source), x, first)
         for i, t in enumerate(timesteps):
             t_batch = torch.full((cond.shape[0],), t, device=cond.device, dtype=torch.long)
             output = denoiser(x, t_batch, cond)
@@ -176,7 +176,7 @@ class ConditionalDiffusion:
 
     def to_target_latent(self, x0: torch.Tensor, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
         """The standardized latent Z_A' from the sampled x_0 (the residual modes add Z_A, and m, back)."""
-        x0 = x0 / self.config.x0_factor + self.config.x0_shift
+        x0 = self.unscaled(x0)
         if self.config.target == "refine":
             return x0 + z_source + mean
         return x0 + z_source if self.config.target == "residual" else x0
@@ -187,4 +187,12 @@ class ConditionalDiffusion:
             x0 = z_target - z_source - mean
         else:
             x0 = z_target - z_source if self.config.target == "residual" else z_target
+        return self.scaled(x0)
+
+    def scaled(self, x0: torch.Tensor) -> torch.Tensor:
+        """x_0 as the diffusion sees it: shifted by ``x0_shift``, scaled by ``x0_scale``."""
         return (x0 - self.config.x0_shift) * self.config.x0_factor
+
+    def unscaled(self, x0: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`scaled`."""
+        return x0 / self.config.x0_factor + self.config.x0_shift

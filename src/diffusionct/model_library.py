@@ -16,7 +16,7 @@ from pathlib import Path
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import read_json
-from diffusionct.io.manifest import KernelSet, kernel_family
+from diffusionct.io.manifest import KernelSet, kernel_among, kernel_family
 from diffusionct.model_store import CONFIG_NAME
 
 DEFAULT_MODEL = "sim-b30-b70"  # the paper's direction: a smooth (Br40-like) to a sharp (Bl64-like) kernel
@@ -50,7 +50,7 @@ class ModelEntry:
         return cls(folder, sources, data["target_kernel"])
 
     def standardizes_from(self, kernel: str) -> bool:
-        return any(kernel_family(source) == kernel_family(kernel) for source in self.sources)
+        return kernel_among(kernel, self.sources)
 
     def targets(self, kernel: str) -> bool:
         return kernel_family(self.target) == kernel_family(kernel)

@@ -27,7 +27,7 @@ from diffusionct.config import check_seed
 from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.records import read_record, remove_record, write_record
-from diffusionct.io.manifest import KernelSet, kernel_family
+from diffusionct.io.manifest import KernelSet, kernel_among
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
 from diffusionct.model_library import (choose_model, default_model_dir, is_library, library_models,
@@ -100,8 +100,7 @@ class Standardizer:
         """A warning (or, with ``strict``, an error) when the input's kernel (``kernel``: as given by the user,
         else the volume's) is not of the model's source kernel family."""
         kernel = kernel or volume.kernel
-        sources = KernelSet.parse_list(self.source_kernel)
-        if kernel is None or any(kernel_family(str(source)) == kernel_family(kernel) for source in sources):
+        if kernel is None or kernel_among(kernel, map(str, KernelSet.parse_list(self.source_kernel))):
             return None
         message = (f"input kernel is {kernel or 'unknown'} but the model standardizes {self.source_kernel} -> "
                    f"{self.target_kernel}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def kernel_family(name: str) -> str:
     kernel = kernel.removeprefix("SIM_")
     match = re.fullmatch(r"([A-Z]{1,3}\d{2})[A-Z]", kernel)
     return match.group(1) if match else kernel
+
+
+def kernel_among(kernel: str, kernels: Iterable[str]) -> bool:
+    """Whether ``kernel`` is of the family of one of ``kernels`` (a model's source kernels)."""
+    return any(kernel_family(kernel) == kernel_family(k) for k in kernels)
 
 
 @dataclass

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from diffusionct.config import PAIRINGS
+from diffusionct.config import check_pairing
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.manifest import KernelSet, Manifest
 from diffusionct.io.volume import Volume
@@ -17,6 +18,7 @@ from diffusionct.kernel_transfer import estimate_transfer
 log = logging.getLogger(__name__)
 BODY_HU = -500.0  # a crop must contain some tissue above this
 MIN_BODY_FRACTION = 0.25
+VolumeLoader = Callable[[str], Volume]  # a series path -> its volume, each read once per training set
 
 
 @dataclass
@@ -48,16 +50,16 @@ def load_training_data(manifest_path: str | Path, source_kernel: str, target_ker
     pairs are synthesized from the target set with each source kernel's transfer (kernel_transfer.py).
     ``"mixed"``: both, UDA-CT's setting: the same-scan pairs where they exist, and synthesized pairs from every
     target image (validation on the real pairs when there are any)."""
-    if pairing not in PAIRINGS:
-        raise DiffusionCTError(f"data.pairing must be one of {', '.join(PAIRINGS)}, got '{pairing}'")
+    check_pairing(pairing)
     manifest = Manifest.read(manifest_path)
+    load = _cached_volume_loader(manifest)  # one read of each series, shared by the paired and synthesized sets
     if pairing == "unpaired":
-        return _unpaired_training_data(manifest, source_kernel, target_kernel, validation_fraction)
-    paired = _paired_training_data(manifest, source_kernel, target_kernel, validation_fraction,
+        return _unpaired_training_data(manifest, load, source_kernel, target_kernel, validation_fraction)
+    paired = _paired_training_data(manifest, load, source_kernel, target_kernel, validation_fraction,
                                    need_pairs and pairing == "pairs")
     if pairing == "pairs":
         return paired
-    synthesized = _unpaired_training_data(manifest, source_kernel, target_kernel, validation_fraction,
+    synthesized = _unpaired_training_data(manifest, load, source_kernel, target_kernel, validation_fraction,
                                           _validation_cases(manifest.cases(), validation_fraction))
     real_pairs = len(paired.pairs.cases) + len(paired.validation_pairs.cases)
     log.info("training data (mixed): %d real and %d synthesized training slice pairs", len(paired.pairs.cases),
@@ -68,8 +70,8 @@ def load_training_data(manifest_path: str | Path, source_kernel: str, target_ker
                         unpaired_source=synthesized.unpaired_source, unpaired_target=synthesized.unpaired_target)
 
 
-def _paired_training_data(manifest: Manifest, source_kernel: str, target_kernel: str, validation_fraction: float,
-                          need_pairs: bool) -> TrainingData:
+def _paired_training_data(manifest: Manifest, load: VolumeLoader, source_kernel: str, target_kernel: str,
+                          validation_fraction: float, need_pairs: bool) -> TrainingData:
     pairs = manifest.oriented_pairs(source_kernel, target_kernel)
     if need_pairs and not pairs:
         found = sorted({f"{a}<->{b}" for _, a, _, b in manifest.pairs})
@@ -79,13 +81,12 @@ def _paired_training_data(manifest: Manifest, source_kernel: str, target_kernel:
             "(--set data.pairing=unpaired)")
     ct = [s for s in manifest.series if s.modality == "CT"]
     validation_cases = _validation_cases(manifest.cases(), validation_fraction)
-    load = _cached_loader(manifest)
     images, val_images = [], []
     for series in ct:
-        (val_images if series.case in validation_cases else images).append(load(series.path))
+        (val_images if series.case in validation_cases else images).append(load(series.path).hu)
     train_pairs, val_pairs = _stack_pairs(), _stack_pairs()
     for path_a, path_b in pairs:
-        a, b = load(path_a), load(path_b)
+        a, b = load(path_a).hu, load(path_b).hu
         study = manifest.case_of(path_a)
         _add_pair(val_pairs if study in validation_cases else train_pairs, a, b, study)
     log.info("training data: %d series (%d validation), %d pairs", len(images), len(val_images), len(pairs))
@@ -97,7 +98,7 @@ def _paired_training_data(manifest: Manifest, source_kernel: str, target_kernel:
 TRANSFER_JITTER = (0.8, 1.0, 1.25)  # log-gain scales: the estimate's error measured across unpaired splits (docs/unpaired.md)
 
 
-def _unpaired_training_data(manifest: Manifest, source_kernel: str, target_kernel: str,
+def _unpaired_training_data(manifest: Manifest, load: VolumeLoader, source_kernel: str, target_kernel: str,
                             validation_fraction: float, validation_cases: set[str] | None = None) -> TrainingData:
     target = KernelSet.parse(target_kernel)
     sources = KernelSet.parse_list(source_kernel)
@@ -108,7 +109,6 @@ def _unpaired_training_data(manifest: Manifest, source_kernel: str, target_kerne
                                f"{', '.join(manifest.kernels()) or 'none'}); name the sets as KERNEL or MANUFACTURER:KERNEL")
     if validation_cases is None:
         validation_cases = _validation_cases(sorted({s.case for entries in sets.values() for s in entries}), validation_fraction)
-    load = _cached_volume_loader(manifest)
 
     def volumes(entries, validation: bool):
         return [load(s.path) for s in entries if (s.case in validation_cases) == validation]
@@ -146,7 +146,7 @@ def _validation_cases(cases: list[str], fraction: float) -> set[str]:
     return set(cases[len(cases) - n_val:]) if n_val > 0 else set()
 
 
-def _cached_volume_loader(manifest: Manifest):
+def _cached_volume_loader(manifest: Manifest) -> VolumeLoader:
     cache: dict[str, Volume] = {}
 
     def load(path: str) -> Volume:
@@ -155,11 +155,6 @@ def _cached_volume_loader(manifest: Manifest):
         return cache[path]
 
     return load
-
-
-def _cached_loader(manifest: Manifest):
-    volume = _cached_volume_loader(manifest)
-    return lambda path: volume(path).hu
 
 
 def _add_pair(pairs: dict, source: np.ndarray, target: np.ndarray, case: str) -> None:

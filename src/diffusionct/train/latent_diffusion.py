@@ -169,7 +169,7 @@ class LatentDiffusionRegime(TrainerBase):
     def _set_x0_range(self) -> None:
         """x0_shift (the paper and sdedit modes: the mean of the latent), x0_scale (1 / SD of the diffusion's
         x0, unscaled) and, in the paper mode, x0_clip (1.05 x its largest |value| once scaled), from 32
-        training crops, unless set in the config (x0 is centred here either way). The untrained
+        training crops, unless set in the config. The untrained
         latent predictor outputs zero, so its x0 is then the whole residual Z_B - Z_A; the image-space
         predictor is trained by then, so x0 is what it leaves."""
         d = self.config.diffusion
@@ -180,13 +180,12 @@ class LatentDiffusionRegime(TrainerBase):
         with torch.no_grad():
             a = self._tensor(a)
             z_a, z_b = self.model.autoencoder.encode(a), self.model.autoencoder.encode(self._tensor(b))
-            x0 = self.diffusion.from_pair(z_a, z_b, self.model.predicted_mean(a, z_a)) / d.x0_factor
+            x0 = self.diffusion.unscaled(self.diffusion.from_pair(z_a, z_b, self.model.predicted_mean(a, z_a)))
         if not d.x0_scale:
-            if d.target == "latent":  # the latent itself: centred first (the residual modes' x0 is)
+            if d.target == "latent":  # the latent itself: centred (the residual modes' x0 is)
                 d.x0_shift = round(float(x0.mean()), 4)
-            x0 = x0 - d.x0_shift
             d.x0_scale = round(1.0 / max(float(x0.std()), 1e-6), 4)
         if d.mode == "paper" and not d.x0_clip:
-            d.x0_clip = round(1.05 * float(x0.abs().max()) * d.x0_scale, 4)
+            d.x0_clip = round(1.05 * float((x0 - d.x0_shift).abs().max()) * d.x0_scale, 4)
 
     # ----------------------------------------------------------------------------- baseline
