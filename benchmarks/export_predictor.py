@@ -25,7 +25,8 @@ def export(run: Path, out: Path) -> None:
         raise SystemExit(f"{run}: no image-space predictor (diffusion.predictor=image) to export")
     d = model.config.diffusion
     baselines = dataclasses.replace(model.config.baselines, residual_cnn_channels=d.predictor_channels,
-                                    residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training)
+                                    residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training,
+                                    residual_cnn_pixel_spacing=d.predictor_pixel_spacing)
     config = dataclasses.replace(model.config, baselines=baselines)
     ResidualCNNMethod(config, network=model.predictor).save(out, {"exported_from": str(run)})
 

@@ -27,13 +27,14 @@ def main() -> None:
     manifest = Manifest.read(args.manifest)
     path_a, path_b = manifest.oriented_pairs(args.source_kernel, args.target_kernel)[0]
     first, last = (int(v) for v in args.slices.split(","))
-    a, b = manifest.read_volume(path_a).hu[first:last], manifest.read_volume(path_b).hu[first:last]
+    source = manifest.read_volume(path_a)
+    a, b = source.hu[first:last], manifest.read_volume(path_b).hu[first:last]
     body = b > -500
     print(f"input: RMSE {np.sqrt(((a - b)[body] ** 2).mean()):.1f} HU")
     method = load_method(args.model)
     for steps in (int(n) for n in args.steps.split(",")):
         start = time.perf_counter()
-        out = method.standardize_slices(a, steps=steps, seed=0, batch_size=len(a))
+        out = method.standardize_slices(a, steps=steps, seed=0, batch_size=len(a), pixel_mm=source.pixel_mm)
         print(f"{steps} steps: RMSE {np.sqrt(((out - b)[body] ** 2).mean()):.1f} HU ({time.perf_counter() - start:.0f} s)")
 
 

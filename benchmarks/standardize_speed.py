@@ -38,11 +38,11 @@ def main() -> None:
     steps = args.steps or standardizer.config.diffusion.steps
     rng = np.random.default_rng(0)
     hu = (rng.normal(40, 60, size=(args.slices, 512, 512))).astype(np.float32)
-    standardizer.standardize_slices(hu[:1], steps=steps)  # warm-up
+    standardizer.standardize_slices(hu[:1], steps=steps, pixel_mm=0.7)  # warm-up
     for key in method.stage_seconds:
         method.stage_seconds[key] = 0.0
     start = time.perf_counter()
-    standardizer.standardize_slices(hu, steps=steps, batch_size=args.batch_size)
+    standardizer.standardize_slices(hu, steps=steps, batch_size=args.batch_size, pixel_mm=0.7)
     if device.type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - start

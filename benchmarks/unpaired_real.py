@@ -72,7 +72,7 @@ def evaluate(shared: Path, runs: Path, out: Path, diffusion_steps: tuple[int, ..
                 else [(method, None)]
             for name, steps in runs_of_method:
                 start = time.perf_counter()
-                hu = standardizer.standardize_slices(volume.hu, steps=steps, seed=0)
+                hu = standardizer.standardize_slices(volume.hu, steps=steps, seed=0, pixel_mm=volume.pixel_mm)
                 timings.setdefault(name, []).append((time.perf_counter() - start) / volume.hu.shape[0])
                 rows.setdefault(name, []).append(measure_series(hu, labels, volume.spacing, settings))
     target = rows["STANDARD (target set)"]

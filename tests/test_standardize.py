@@ -87,7 +87,7 @@ def test_air_stays_air(tiny_data, tiny_model):
 def test_too_small_image_and_bad_model(tiny_model, tmp_path, capsys):
     standardizer = Standardizer.load(tiny_model, "cpu")
     with pytest.raises(DiffusionCTError, match="smaller than"):
-        standardizer.standardize_slices(np.zeros((1, 4, 4), np.float32))
+        standardizer.standardize_slices(np.zeros((1, 4, 4), np.float32), pixel_mm=0.7)
     assert main(["standardize", "-i", str(tmp_path), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "nope")]) == 2
     assert "error:" in capsys.readouterr().err
 

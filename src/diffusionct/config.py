@@ -121,6 +121,9 @@ class DiffusionConfig:
             trained first with its own ``predictor_training`` settings and then frozen, so that the
             diffusion and ``x0_scale`` see only what the predictor leaves).
         predictor_channels, predictor_layers: width and depth of the predictor (3x3 convolutions).
+        predictor_pixel_spacing: the ``image`` predictor is told each slice's pixel size (FiLM; kernels are
+            filters in cycles/mm, so one kernel change is another filter at another field of view). Measured:
+            docs/results.md, "Pixel size". Models saved before this setting existed read False.
         predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
         sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
             image, higher gives more of the target model's texture (and loses anatomy).
@@ -140,6 +143,7 @@ class DiffusionConfig:
     predictor: str = "image"
     predictor_channels: int = 64
     predictor_layers: int = 6
+    predictor_pixel_spacing: bool = True
     predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3))
     sdedit_strength: float = 0.3
 
@@ -203,6 +207,7 @@ class BaselineConfig:
 
     residual_cnn_channels: int = 64
     residual_cnn_layers: int = 6
+    residual_cnn_pixel_spacing: bool = False  # Choe et al.'s CNN sees pixels only; True: as DiffusionCT's predictor
     residual_cnn: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
     histogram_quantiles: int = 1024
     pix2pix_channels: int = 32
@@ -280,6 +285,7 @@ class RunConfig:
         diffusion = data.get("diffusion")
         if isinstance(diffusion, dict):
             diffusion.setdefault("predictor", "latent")
+            diffusion.setdefault("predictor_pixel_spacing", False)
         return cls.from_dict(data, source)
 
     @classmethod

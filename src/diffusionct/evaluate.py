@@ -190,7 +190,8 @@ def _evaluate_method(name: str, folder: Path, standardizer: Standardizer | Excep
         if standardizer is None:
             outputs = {c.name: c.source.hu for c in cases}
         else:
-            outputs = {c.name: standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed) for c in cases}
+            outputs = {c.name: standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed, pixel_mm=c.source.pixel_mm)
+                       for c in cases}
         slices = sum(c.source.shape[0] for c in cases)
         result.seconds_per_slice = (time.perf_counter() - start) / slices if standardizer else 0.0
         result.outputs = outputs

@@ -52,6 +52,7 @@ class Method:
 
     name = "method"
     uses_steps = False
+    needs_pixel_mm = False  # a network conditioned on the pixel size (``standardize_slices(pixel_mm=...)``)
 
     def __init__(self, config: RunConfig, device: torch.device = torch.device("cpu")):
         self.config = config
@@ -69,12 +70,19 @@ class Method:
         raise NotImplementedError
 
     def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
-                           progress: Progress = None) -> np.ndarray:
+                           progress: Progress = None, pixel_mm: float | None = None) -> np.ndarray:
+        """Target-kernel slices for source-kernel HU slices ``(N, H, W)`` of in-plane pixel size ``pixel_mm``
+        (needed by a model conditioned on it, ignored by the others)."""
         if hu.ndim != 3:
             raise DiffusionCTError(f"expected slices (N, H, W), got shape {hu.shape}")
-        return self._run(hu, steps, seed, batch_size, progress).astype(np.float32)
+        if self.needs_pixel_mm and pixel_mm is None:
+            raise DiffusionCTError(f"this {self.name} model is conditioned on the pixel size: give the slices' "
+                                   "in-plane pixel size in mm (pixel_mm), e.g. Volume.pixel_mm")
+        if pixel_mm is not None and not (np.isfinite(pixel_mm) and 0.0 < pixel_mm < 100.0):
+            raise DiffusionCTError(f"pixel size {pixel_mm} mm is not a positive size below 100 mm")
+        return self._run(hu, steps, seed, batch_size, progress, pixel_mm).astype(np.float32)
 
-    def _run(self, hu, steps, seed, batch_size, progress) -> np.ndarray:
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm) -> np.ndarray:
         return self._slices(hu, batch_size, progress)
 
     def _meta(self) -> dict:
@@ -182,6 +190,10 @@ class NetworkMethod(Method):
                 progress(chunk.shape[0])
         return out
 
+    def _pixel_sizes(self, batch: torch.Tensor, pixel_mm: float | None) -> torch.Tensor | None:
+        """``(B,)`` pixel sizes of a batch of slices of one series, for a network conditioned on them."""
+        return None if pixel_mm is None else torch.full((batch.shape[0],), float(pixel_mm), device=batch.device)
+
 
 class SingleNetworkMethod(NetworkMethod):
     """A method made of one network stored as ``WEIGHTS`` beside ``config.json``."""
@@ -191,13 +203,17 @@ class SingleNetworkMethod(NetworkMethod):
     def __init__(self, config, device=torch.device("cpu"), network: torch.nn.Module | None = None):
         super().__init__(config, device)
         self.network = (network or self.build_network(config)).to(device).eval()
+        self.needs_pixel_mm = bool(getattr(self.network, "uses_pixel_spacing", False))
 
     @staticmethod
     def build_network(config: RunConfig) -> torch.nn.Module:  # pragma: no cover
         raise NotImplementedError
 
-    def _slices(self, hu, batch_size, progress):
-        return self._network_slices(hu, batch_size, progress, self.network.convert)
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm):
+        if not self.needs_pixel_mm:
+            return self._network_slices(hu, batch_size, progress, self.network.convert)
+        return self._network_slices(hu, batch_size, progress,
+                                    lambda batch: self.network.convert(batch, self._pixel_sizes(batch, pixel_mm)))
 
     def _save_weights(self, folder):
         save_weights(self.network, folder / self.WEIGHTS)
@@ -216,7 +232,8 @@ class ResidualCNNMethod(SingleNetworkMethod):
 
     @staticmethod
     def build_network(config):
-        return ResidualCNN(config.baselines.residual_cnn_channels, config.baselines.residual_cnn_layers)
+        b = config.baselines
+        return ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers, b.residual_cnn_pixel_spacing)
 
 
 class Pix2PixMethod(SingleNetworkMethod):
@@ -257,7 +274,7 @@ class ImageDDPMMethod(SingleNetworkMethod):
         from diffusionct.models.latent_unet import ConditionalUNet
         return ConditionalUNet(image_ddpm_unet_config(config), 1)
 
-    def _run(self, hu, steps, seed, batch_size, progress):
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm):
         scale = self.config.baselines.ddpm_hu_scale
         shared: dict[str, torch.Tensor] = {}
 
@@ -304,8 +321,9 @@ class DiffusionCTMethod(NetworkMethod):
         self.multiple = config.size_multiple
         self.diffusion = ConditionalDiffusion.from_config(config.diffusion)
         self.stage_seconds = {"encode": 0.0, "diffuse": 0.0, "decode": 0.0}
+        self.needs_pixel_mm = bool(getattr(model and model.predictor, "uses_pixel_spacing", False))
 
-    def _run(self, hu, steps, seed, batch_size, progress):
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm):
         minimum = self.config.size_multiple
         if min(hu.shape[1:]) < minimum:
             raise DiffusionCTError(f"images of {hu.shape[1]}x{hu.shape[2]} pixels are smaller than the "
@@ -317,7 +335,7 @@ class DiffusionCTMethod(NetworkMethod):
             t0 = time.perf_counter()
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
-            mean = self.model.predicted_mean(batch, z_a)
+            mean = self.model.predicted_mean(batch, z_a, self._pixel_sizes(batch, pixel_mm))
             x0 = sample_with_shared_noise(unet, diffusion.condition(z_a, mean), diffusion, steps, seed, shared, source=z_a)
             t2 = time.perf_counter()
             images = ae.decode(diffusion.to_target_latent(x0, z_a, mean))

@@ -72,13 +72,15 @@ class Standardizer:
         return self.method.target_kernel
 
     def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
-                           progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Standardize HU slices ``(N, H, W)``; air outside the body is kept; clipped to the writer's range."""
+                           progress: Callable[[int], None] | None = None, pixel_mm: float | None = None) -> np.ndarray:
+        """Standardize HU slices ``(N, H, W)`` of in-plane pixel size ``pixel_mm`` (mm; needed by models
+        conditioned on it); air outside the body is kept; clipped to the writer's range."""
         self.check_steps(steps)
         check_seed(seed)
         if not np.isfinite(hu).all():
             raise DiffusionCTError("the input holds non-finite values (NaN or infinity); fill them before standardizing")
-        out = self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+        out = self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
+                                             pixel_mm=pixel_mm)
         if not np.isfinite(out).all():
             raise DiffusionCTError(f"the {self.method.name} model produced non-finite values (NaN or infinity): its "
                                    "weights are damaged or training diverged; retrain it or use another model")
@@ -111,7 +113,8 @@ class Standardizer:
     def standardize(self, volume: Volume, steps: int | None = None, seed: int = 0, batch_size: int = 4,
                     progress: Callable[[int], None] | None = None) -> Volume:
         """The standardized volume on the same grid, with the target kernel in its metadata."""
-        hu = self.standardize_slices(volume.hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+        hu = self.standardize_slices(volume.hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
+                                     pixel_mm=volume.pixel_mm)
         return volume.with_hu(hu, kernel=self.output_kernel, standardized_from=volume.kernel)
 
 

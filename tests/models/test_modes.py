@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from diffusionct.config import RunConfig
 from diffusionct.diffusion import ConditionalDiffusion, NoiseSchedule
+from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series
 from diffusionct.methods import DiffusionCTMethod, load_method
 from diffusionct.models.diffusionct_model import DiffusionCTModel
@@ -28,7 +29,7 @@ def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
     assert meta["config"]["diffusion"]["x0_scale"] > 0  # the diffusion's data scaled to unit variance
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
     method = load_method(tmp_path / "run")
-    out = method.standardize_slices(volume.hu, steps=3, seed=0)
+    out = method.standardize_slices(volume.hu, steps=3, seed=0, pixel_mm=volume.pixel_mm)
     assert out.shape == volume.hu.shape and np.isfinite(out).all()
     if mode == "refine":  # the loaded predictor is the trained one (the EMA average), not a fresh zero one
         trained = load_file(str(tmp_path / "run" / "predictor.safetensors"))
@@ -126,7 +127,7 @@ def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path, mo
     trainer = Trainer(config, tmp_path / "run", data, torch.device("cpu"))
     trainer._set_x0_range()
     d = config.diffusion
-    a, b = sample_pair_crops(data.pairs, 32, config.phase2.crop, np.random.default_rng([config.seed, 11]))
+    a, b, _ = sample_pair_crops(data.pairs, 32, config.phase2.crop, np.random.default_rng([config.seed, 11]))
     with torch.no_grad():
         z_a, z_b = trainer.model.autoencoder.encode(torch.from_numpy(a)), trainer.model.autoencoder.encode(torch.from_numpy(b))
     diffusion = ConditionalDiffusion.from_config(d)
@@ -158,7 +159,7 @@ def test_image_predictor_is_trained_first_and_frozen(tiny_data, tmp_path):
         assert torch.equal(value, method.model.predictor.state_dict()[key])
     assert any(v.abs().sum() > 0 for k, v in model.predictor.state_dict().items() if k.endswith("weight"))
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
-    out = method.standardize_slices(volume.hu, steps=3, seed=0)
+    out = method.standardize_slices(volume.hu, steps=3, seed=0, pixel_mm=volume.pixel_mm)
     assert out.shape == volume.hu.shape and np.isfinite(out).all()
     assert np.abs(out - volume.hu).max() > 1.0  # the model changes the image
 
@@ -179,9 +180,9 @@ def test_image_predictor_mean_is_the_encoded_residual():
             p.normal_(0, 0.05)
     model.unet = _ZeroResidual(NoiseSchedule.from_config(config.diffusion))
     hu = np.random.default_rng(1).normal(0, 300, size=(2, 64, 64)).clip(-1000, 2000).astype(np.float32)
-    out = DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0)
+    out = DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0, pixel_mm=0.7)
     with torch.no_grad():
-        expected = model.predictor.convert(torch.from_numpy(hu)[:, None])[:, 0].numpy()
+        expected = model.predictor.convert(torch.from_numpy(hu)[:, None], torch.full((2,), 0.7))[:, 0].numpy()
     assert np.abs(expected - hu).max() > 1.0
     np.testing.assert_allclose(out, expected, atol=0.05)
 
@@ -237,3 +238,24 @@ def test_sdedit_starts_from_the_noised_source(strength, first):
     torch.testing.assert_close(out, abar ** 0.5 * source + (1 - abar) ** 0.5 * noise)  # one step: x0 = x_t
     with pytest.raises(ValueError, match="pass source"):
         diffusion.sample(_Identity(diffusion.schedule), source, steps=1, initial_noise=noise)
+
+
+def test_pixel_size_reaches_the_predictor_in_training_and_inference(tiny_data):
+    """Each crop carries the pixel size of its series; a model conditioned on it refuses slices without one."""
+    from diffusionct.io.manifest import Manifest
+    from diffusionct.train.data import load_training_data, sample_pair_crops
+
+    config = tiny_config("diffusion.mode=refine")
+    data = load_training_data(tiny_data, config.data.source_kernel, config.data.target_kernel)
+    manifest = Manifest.read(tiny_data)
+    sizes = {round(manifest.read_volume(a).pixel_mm, 5) for a, _ in manifest.oriented_pairs(
+        config.data.source_kernel, config.data.target_kernel)}
+    crops = sample_pair_crops(data.pairs, 6, 32, np.random.default_rng(0))
+    assert crops.pixel_mm.shape == (6,) and {round(float(v), 5) for v in crops.pixel_mm} <= sizes
+    method = DiffusionCTMethod(config, model=DiffusionCTModel.build(config).eval())
+    assert method.needs_pixel_mm
+    hu = np.zeros((1, 64, 64), np.float32)
+    with pytest.raises(DiffusionCTError, match="pixel size"):
+        method.standardize_slices(hu, steps=2)
+    with pytest.raises(DiffusionCTError, match="pixel size"):
+        method.standardize_slices(hu, steps=2, pixel_mm=-1.0)

@@ -110,3 +110,33 @@ def test_set_keeps_the_other_keys_of_a_section():
     config = RunConfig.load(overrides=["baselines.residual_cnn.steps=5", "phase1.steps=3"])
     assert config.baselines.residual_cnn.steps == 5 and config.baselines.residual_cnn.lr == 1e-3
     assert config.phase1.steps == 3 and config.phase1.lr == 3e-4 and config.phase1.crop == 96
+
+
+def test_pixel_size_film_starts_as_the_plain_cnn_and_then_depends_on_the_pixel_size():
+    """Zero-initialised FiLM: the conditioned network equals Choe et al.'s CNN with the same conv weights until
+    trained; once its FiLM is not zero, two pixel sizes give two outputs; without a pixel size it refuses."""
+    from diffusionct.models.baselines import ResidualCNN
+
+    torch.manual_seed(0)
+    conditioned, plain = ResidualCNN(8, 4, pixel_spacing=True), ResidualCNN(8, 4)
+    plain.load_state_dict({k: v for k, v in conditioned.state_dict().items() if k.startswith("net.")})
+    hu = torch.randn(2, 1, 24, 24) * 200
+    sizes = torch.tensor([0.6, 0.9])
+    assert torch.allclose(conditioned(hu, sizes), plain(hu))
+    with torch.no_grad():
+        conditioned.film[-1].weight.normal_(0, 0.1)
+    same_image = hu[:1].expand(2, -1, -1, -1)
+    out = conditioned(same_image, sizes)
+    assert (out[0] - out[1]).abs().max() > 1e-3
+    assert torch.allclose(conditioned(same_image, torch.tensor([0.6, 0.6]))[1], out[0], atol=1e-5)
+    with pytest.raises(ValueError, match="pixel"):
+        conditioned(hu)
+
+
+def test_saved_configs_without_the_pixel_size_setting_read_unconditioned():
+    """Models saved before diffusion.predictor_pixel_spacing existed have a plain predictor; new configs default
+    to the conditioned one."""
+    saved = RunConfig().to_dict()
+    del saved["diffusion"]["predictor_pixel_spacing"]
+    assert RunConfig.from_saved(saved).diffusion.predictor_pixel_spacing is False
+    assert RunConfig.load().diffusion.predictor_pixel_spacing is True

@@ -35,6 +35,11 @@ class Volume:
     headers: list[Any] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def pixel_mm(self) -> float:
+        """In-plane pixel size in mm (the mean of the column and row spacing)."""
+        return (float(self.spacing[0]) + float(self.spacing[1])) / 2.0
+
     def __post_init__(self) -> None:
         self.hu = np.asarray(self.hu, dtype=np.float32)
         if self.hu.ndim != 3:

@@ -26,18 +26,51 @@ def conv_stack(in_channels: int, channels: int, layers: int, out_channels: int) 
     return nn.Sequential(*modules)
 
 
+REFERENCE_PIXEL_MM = 0.75  # the pixel-size input is log(pixel_mm / 0.75): 0 for a typical chest FOV
+
+
 class ResidualCNN(nn.Module):
-    def __init__(self, channels: int = 64, layers: int = 6):
+    """Choe et al.'s residual CNN; with ``pixel_spacing`` its hidden layers are modulated by the pixel size.
+
+    A reconstruction kernel is a filter in cycles per millimetre, so the same kernel change is another filter
+    in cycles per pixel at another field of view (0.6-0.9 mm pixels). A network that sees pixels only learns
+    their average; the pixel size enters as FiLM (Perez et al. 2018): each hidden layer's channels are scaled
+    and shifted by a small MLP of log(pixel_mm / 0.75), zero-initialised so that training starts from the
+    plain network.
+    """
+
+    def __init__(self, channels: int = 64, layers: int = 6, pixel_spacing: bool = False):
         super().__init__()
         self.net = conv_stack(1, channels, layers, 1)
+        self.uses_pixel_spacing = pixel_spacing
+        self.film: nn.Sequential | None = None
+        self.modulated_layers = layers - 1  # every convolution but the output one
+        if pixel_spacing:
+            self.film = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, 2 * channels * self.modulated_layers))
+            nn.init.zeros_(self.film[-1].weight)
+            nn.init.zeros_(self.film[-1].bias)
 
-    def forward(self, hu: torch.Tensor) -> torch.Tensor:
-        """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``."""
-        return self.net(hu.clamp(*HU_RANGE) / HU_SCALE) * RESIDUAL_SCALE
+    def forward(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``; ``pixel_mm`` ``(B,)``: their pixel
+        size, needed (and only used) when the network was built with ``pixel_spacing``."""
+        x = hu.clamp(*HU_RANGE) / HU_SCALE
+        if self.film is None:
+            return self.net(x) * RESIDUAL_SCALE
+        if pixel_mm is None:
+            raise ValueError("this network is conditioned on the pixel size: pass pixel_mm")
+        size = torch.log(pixel_mm.to(x).reshape(-1, 1) / REFERENCE_PIXEL_MM).expand(x.shape[0], 1)
+        scales_shifts = self.film(size)[:, :, None, None].chunk(2 * self.modulated_layers, dim=1)
+        layer = 0
+        for module in self.net:
+            x = module(x)
+            if isinstance(module, nn.Conv2d) and layer < self.modulated_layers:
+                x = x * (1 + scales_shifts[2 * layer]) + scales_shifts[2 * layer + 1]
+                layer += 1
+        return x * RESIDUAL_SCALE
 
-    def convert(self, hu: torch.Tensor) -> torch.Tensor:
+    def convert(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """The target-kernel image A + (B - A)."""
-        return hu + self(hu)
+        return hu + self(hu, pixel_mm)
 
 
 def _down(cin: int, cout: int, norm: bool = True) -> nn.Sequential:

@@ -29,19 +29,22 @@ class DiffusionCTModel:
         latent, d = config.autoencoder.latent_channels, config.diffusion
         predictor: LatentPredictor | ResidualCNN | None = None
         if d.mode == "refine":
-            predictor = (ResidualCNN(d.predictor_channels, d.predictor_layers) if d.predictor == "image"
+            predictor = (ResidualCNN(d.predictor_channels, d.predictor_layers, d.predictor_pixel_spacing)
+                         if d.predictor == "image"
                          else LatentPredictor(latent, d.predictor_channels, d.predictor_layers))
         return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, latent), predictor)
 
-    def predicted_mean(self, hu: torch.Tensor, z_source: torch.Tensor) -> torch.Tensor | None:
+    def predicted_mean(self, hu: torch.Tensor, z_source: torch.Tensor,
+                       pixel_mm: torch.Tensor | None = None) -> torch.Tensor | None:
         """The refine mode's estimate m of E[Z_B - Z_A | A]; None in the other modes.
 
         A latent predictor maps Z_A to m; the image-space one predicts the HU residual, so
-        m = E(A + r(A)) - Z_A (exact with the space-to-depth encoder, whose latent is the image)."""
+        m = E(A + r(A)) - Z_A (exact with the space-to-depth encoder, whose latent is the image).
+        ``pixel_mm`` ``(B,)``: the slices' pixel size, for a predictor conditioned on it."""
         if self.predictor is None:
             return None
         if isinstance(self.predictor, ResidualCNN):
-            return self.autoencoder.encode(self.predictor.convert(hu)) - z_source
+            return self.autoencoder.encode(self.predictor.convert(hu, pixel_mm)) - z_source
         return self.predictor(z_source)
 
     def _modules(self) -> list[torch.nn.Module]:

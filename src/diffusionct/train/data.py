@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -23,11 +23,20 @@ VolumeLoader = Callable[[str], Volume]  # a series path -> its volume, each read
 
 @dataclass
 class PairedSlices:
-    """Aligned source (A) and target (B) slices ``(N, H, W)`` in HU, and the case of each slice."""
+    """Aligned source (A) and target (B) slices ``(N, H, W)`` in HU, the case and pixel size (mm) of each slice."""
 
     source: np.ndarray
     target: np.ndarray
     cases: list[str]
+    pixel_mm: np.ndarray  # (N,)
+
+
+class PairCrops(NamedTuple):
+    """A batch of aligned crops ``(B, 1, size, size)`` in HU and the pixel size of each ``(B,)``."""
+
+    source: np.ndarray
+    target: np.ndarray
+    pixel_mm: np.ndarray
 
 
 @dataclass
@@ -86,9 +95,9 @@ def _paired_training_data(manifest: Manifest, load: VolumeLoader, source_kernel:
         (val_images if series.case in validation_cases else images).append(load(series.path).hu)
     train_pairs, val_pairs = _stack_pairs(), _stack_pairs()
     for path_a, path_b in pairs:
-        a, b = load(path_a).hu, load(path_b).hu
+        a, b = load(path_a), load(path_b)
         study = manifest.case_of(path_a)
-        _add_pair(val_pairs if study in validation_cases else train_pairs, a, b, study)
+        _add_pair(val_pairs if study in validation_cases else train_pairs, a.hu, b.hu, study, a.pixel_mm)
     log.info("training data: %d series (%d validation), %d pairs", len(images), len(val_images), len(pairs))
     if not images:
         raise DiffusionCTError(f"{manifest.file}: no CT series to train on")
@@ -130,7 +139,8 @@ def _unpaired_training_data(manifest: Manifest, load: VolumeLoader, source_kerne
         for pairs, targets in ((train_pairs, target_train), (val_pairs, target_val)):
             for volume in targets:
                 for scale in (TRANSFER_JITTER if pairs is train_pairs else (1.0,)):
-                    _add_pair(pairs, transfer.scaled(scale).apply(volume.hu, volume.spacing[0]), volume.hu, str(source))
+                    _add_pair(pairs, transfer.scaled(scale).apply(volume.hu, volume.spacing[0]), volume.hu, str(source),
+                              volume.pixel_mm)
     target_images = [v.hu for v in target_train]
     images = target_images + source_images
     log.info("training data (unpaired): %d series (%d validation), %d synthesized pairs", len(images), len(val_images),
@@ -157,14 +167,15 @@ def _cached_volume_loader(manifest: Manifest) -> VolumeLoader:
     return load
 
 
-def _add_pair(pairs: dict, source: np.ndarray, target: np.ndarray, case: str) -> None:
+def _add_pair(pairs: dict, source: np.ndarray, target: np.ndarray, case: str, pixel_mm: float) -> None:
     pairs["source"].append(source)
     pairs["target"].append(target)
     pairs["cases"] += [case] * source.shape[0]
+    pairs["pixel_mm"] += [pixel_mm] * source.shape[0]
 
 
 def _stack_pairs() -> dict:
-    return {"source": [], "target": [], "cases": []}
+    return {"source": [], "target": [], "cases": [], "pixel_mm": []}
 
 
 def _concatenate(first: PairedSlices, second: PairedSlices) -> PairedSlices:
@@ -172,16 +183,17 @@ def _concatenate(first: PairedSlices, second: PairedSlices) -> PairedSlices:
     if not first.cases or not second.cases:
         return first if first.cases else second
     return _finish({"source": [first.source, second.source], "target": [first.target, second.target],
-                    "cases": first.cases + second.cases})
+                    "cases": first.cases + second.cases, "pixel_mm": [*first.pixel_mm, *second.pixel_mm]})
 
 
 def _finish(pairs: dict) -> PairedSlices:
     if not pairs["source"]:
-        return PairedSlices(np.zeros((0, 1, 1), np.float32), np.zeros((0, 1, 1), np.float32), [])
+        return PairedSlices(np.zeros((0, 1, 1), np.float32), np.zeros((0, 1, 1), np.float32), [], np.zeros(0, np.float32))
     rows = max(v.shape[1] for v in pairs["source"])
     cols = max(v.shape[2] for v in pairs["source"])
     return PairedSlices(np.concatenate([_mirror_pad(v, rows, cols) for v in pairs["source"]]),
-                        np.concatenate([_mirror_pad(v, rows, cols) for v in pairs["target"]]), pairs["cases"])
+                        np.concatenate([_mirror_pad(v, rows, cols) for v in pairs["target"]]), pairs["cases"],
+                        np.asarray(pairs["pixel_mm"], np.float32))
 
 
 def _mirror_pad(volume: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -228,13 +240,15 @@ def sample_image_crops(images: list[np.ndarray], batch: int, size: int, rng: np.
     return np.stack(crops)[:, None].astype(np.float32)
 
 
-def sample_pair_crops(pairs: PairedSlices, batch: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned crops of source and target slices (phase 2)."""
-    a_crops, b_crops = [], []
+def sample_pair_crops(pairs: PairedSlices, batch: int, size: int, rng: np.random.Generator) -> PairCrops:
+    """Aligned crops of source and target slices (phase 2), with their pixel sizes."""
+    a_crops, b_crops, indices = [], [], []
     for _ in range(batch):
         i = int(rng.integers(0, pairs.source.shape[0]))
         r, c = _crop_origin(rng, pairs.source[i], size)
         a, b = _augment(rng, pairs.source[i, r:r + size, c:c + size], pairs.target[i, r:r + size, c:c + size])
         a_crops.append(a)
         b_crops.append(b)
-    return np.stack(a_crops)[:, None].astype(np.float32), np.stack(b_crops)[:, None].astype(np.float32)
+        indices.append(i)
+    return PairCrops(np.stack(a_crops)[:, None].astype(np.float32), np.stack(b_crops)[:, None].astype(np.float32),
+                     pairs.pixel_mm[indices].astype(np.float32))

@@ -28,11 +28,11 @@ class GANRegime(TrainerBase):
         state = self._load_state("pix2pix", modules, optimizers)
         g_net, d_net = self._wrap(generator), self._wrap(discriminator)
         bce = torch.nn.BCEWithLogitsLoss()
-        va, vb = self._validation_pairs(pc.crop, 96)
+        va, vb, _ = self._validation_pairs(pc.crop, 96)
 
         def step_fn(step: int) -> dict:
             rng = np.random.default_rng(step_seed(cfg.seed, "pix2pix", step, self.rank))
-            a, b_ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
+            a, b_, _ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
             fake = a + g_net(a)
             real_logits, fake_logits = d_net(a, b_), d_net(a, fake.detach())
             loss_d = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
@@ -76,7 +76,7 @@ class GANRegime(TrainerBase):
         state = self._load_state("cyclegan", modules, optimizers)
         g_ab, g_ba, d_a, d_b = (self._wrap(modules[k]) for k in ("generator", "generator_ba", "discriminator_a", "discriminator_b"))
         sources, targets = self._unpaired_sets()
-        va, vb = self._validation_pairs(pc.crop, 97)
+        va, vb, _ = self._validation_pairs(pc.crop, 97)
 
         def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
             return (logits - (1.0 if real else 0.0)).pow(2).mean()

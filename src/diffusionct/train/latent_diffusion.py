@@ -111,14 +111,14 @@ class LatentDiffusionRegime(TrainerBase):
         self._set_x0_range()  # before the checkpoint check: the saved config holds the values
         state = self._load_state("diffusion", checkpointed, optimizer)
         nets = {name: self._wrap(module) for name, module in trained.items()}
-        va, vb = self._validation_pairs(pc.crop, 98)
+        va, vb, val_pixel_mm = self._validation_pairs(pc.crop, 98)
         val_gen = torch.Generator().manual_seed(cfg.seed + 98)
         with torch.no_grad():
             val_za, val_zb = ae.encode(va), ae.encode(vb)
         val_t = torch.linspace(0, cfg.diffusion.timesteps - 1, val_za.shape[0]).long().to(self.device)
         val_noise = torch.randn(val_za.shape, generator=val_gen).to(self.device)
 
-        def losses(modules: dict, a, z_a, z_b, noise, t) -> dict[str, torch.Tensor]:
+        def losses(modules: dict, a, pixel_mm, z_a, z_b, noise, t) -> dict[str, torch.Tensor]:
             out = {}
             if "predictor" in modules:  # the predictor learns E[Z_B - Z_A | Z_A]; the diffusion samples the rest
                 mean = modules["predictor"](z_a)
@@ -126,7 +126,7 @@ class LatentDiffusionRegime(TrainerBase):
                 mean = mean.detach()
             else:
                 with torch.no_grad():
-                    mean = model.predicted_mean(a, z_a)
+                    mean = model.predicted_mean(a, z_a, pixel_mm)
             diffusion = self.diffusion
             x0 = diffusion.from_pair(z_a, z_b, mean)
             prediction = modules["unet"](diffusion.add_noise(x0, noise, t), t, diffusion.condition(z_a, mean))
@@ -136,14 +136,14 @@ class LatentDiffusionRegime(TrainerBase):
 
         def step_fn(step: int) -> dict:
             seed = step_seed(cfg.seed, "diffusion", step, self.rank)
-            a, b = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop,
-                                                                np.random.default_rng(seed)))
+            a, b, pixel_mm = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop,
+                                                                          np.random.default_rng(seed)))
             with torch.no_grad():
                 z_a, z_b = ae.encode(a), ae.encode(b)
             gen = torch.Generator().manual_seed(seed)
             t = torch.randint(0, cfg.diffusion.timesteps, (z_a.shape[0],), generator=gen).to(self.device)
             noise = torch.randn(z_a.shape, generator=gen).to(self.device)
-            out = losses(nets, a, z_a, z_b, noise, t)
+            out = losses(nets, a, pixel_mm, z_a, z_b, noise, t)
             optimize(optimizer, out["loss"])
             with torch.no_grad():
                 decay = min(cfg.diffusion.ema_decay, (1 + step) / (10 + step))  # warm-up of the average
@@ -154,7 +154,7 @@ class LatentDiffusionRegime(TrainerBase):
 
         def validate_fn() -> dict:
             with torch.no_grad():
-                out = losses(averaged, va, val_za, val_zb, val_noise, val_t)
+                out = losses(averaged, va, val_pixel_mm, val_za, val_zb, val_noise, val_t)
             return {f"val_{k}": v.item() for k, v in out.items()}
 
         def save_fn(step: int, history: list) -> None:
@@ -176,11 +176,10 @@ class LatentDiffusionRegime(TrainerBase):
         if d.x0_scale and (d.x0_clip or d.mode != "paper"):
             return
         rng = np.random.default_rng([self.config.seed, 11])
-        a, b = sample_pair_crops(self.data.pairs, 32, self.config.phase2.crop, rng)
+        a, b, pixel_mm = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, 32, self.config.phase2.crop, rng))
         with torch.no_grad():
-            a = self._tensor(a)
-            z_a, z_b = self.model.autoencoder.encode(a), self.model.autoencoder.encode(self._tensor(b))
-            x0 = self.diffusion.unscaled(self.diffusion.from_pair(z_a, z_b, self.model.predicted_mean(a, z_a)))
+            z_a, z_b = self.model.autoencoder.encode(a), self.model.autoencoder.encode(b)
+            x0 = self.diffusion.unscaled(self.diffusion.from_pair(z_a, z_b, self.model.predicted_mean(a, z_a, pixel_mm)))
         if not d.x0_scale:
             if d.target == "latent":  # the latent itself: centred (the residual modes' x0 is)
                 d.x0_shift = round(float(x0.mean()), 4)

@@ -100,9 +100,12 @@ def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def validation_rmse(network: torch.nn.Module, source: torch.Tensor, target: torch.Tensor) -> dict:
-    """RMSE in HU of a converting network (``convert``: A -> B) on fixed validation crops."""
-    return {"val_rmse_hu": (network.convert(source) - target).pow(2).mean().sqrt().item()}
+def validation_rmse(network: torch.nn.Module, source: torch.Tensor, target: torch.Tensor,
+                    pixel_mm: torch.Tensor | None = None) -> dict:
+    """RMSE in HU of a converting network (``convert``: A -> B) on fixed validation crops; ``pixel_mm`` for a
+    network conditioned on the pixel size."""
+    converted = network.convert(source, pixel_mm) if getattr(network, "uses_pixel_spacing", False) else network.convert(source)
+    return {"val_rmse_hu": (converted - target).pow(2).mean().sqrt().item()}
 
 
 class TrainerBase:
@@ -189,8 +192,8 @@ class TrainerBase:
 
     # ----------------------------------------------------------------------------- phase 1
     def _validation_pairs(self, crop: int, seed: int):
-        """Eight fixed (source, target) crops of the validation cases (of the training ones when none)."""
+        """Eight fixed (source, target, pixel size) crops of the validation cases (of the training ones when none)."""
         pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
-        return (self._tensor(x) for x in sample_pair_crops(pairs, 8, crop, np.random.default_rng([self.config.seed, seed])))
+        return tuple(self._tensor(x) for x in sample_pair_crops(pairs, 8, crop, np.random.default_rng([self.config.seed, seed])))
 
 

@@ -25,7 +25,7 @@ class SingleNetworkRegime(TrainerBase):
         from diffusionct.models.baselines import ResidualCNN
 
         b = self.config.baselines
-        network = ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers).to(self.device)
+        network = ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers, b.residual_cnn_pixel_spacing).to(self.device)
         return self._train_residual_network(network, "residual-cnn", b.residual_cnn, 97)
 
     def _train_residual_network(self, network: torch.nn.Module, phase: str, pc: PhaseConfig, validation_seed: int):
@@ -38,17 +38,17 @@ class SingleNetworkRegime(TrainerBase):
         optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
         state = self._load_state(phase, {"network": network}, optimizer)
         net = self._wrap(network)
-        va, vb = self._validation_pairs(pc.crop, validation_seed)
+        validation = self._validation_pairs(pc.crop, validation_seed)
 
         def step_fn(step: int) -> dict:
             rng = np.random.default_rng(step_seed(cfg.seed, phase, step, self.rank))
-            a, b_ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
-            loss = F.mse_loss(net(a), b_ - a) / RESIDUAL_SCALE**2
+            a, b_, pixel_mm = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
+            loss = F.mse_loss(net(a, pixel_mm), b_ - a) / RESIDUAL_SCALE**2
             optimize(optimizer, loss)
             return {"loss": loss.item()}
 
         def validate_fn() -> dict:
-            return validation_rmse(network, va, vb)
+            return validation_rmse(network, *validation)
 
         def save_fn(step: int, history: list) -> None:
             self._save_state(phase, step, {"network": network}, optimizer, history)
@@ -72,8 +72,8 @@ class SingleNetworkRegime(TrainerBase):
 
         def step_fn(step: int) -> dict:
             seed = step_seed(cfg.seed, "ddpm", step, self.rank)
-            a, b_ = (self._tensor(x).clamp(*HU_RANGE) / scale
-                     for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed)))
+            crops = sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed))
+            a, b_ = (self._tensor(x).clamp(*HU_RANGE) / scale for x in (crops.source, crops.target))
             gen = torch.Generator().manual_seed(seed)
             x0 = diffusion.from_pair(a, b_)
             t = torch.randint(0, diffusion.schedule.timesteps, (x0.shape[0],), generator=gen).to(self.device)

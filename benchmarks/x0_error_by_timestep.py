@@ -1,0 +1,52 @@
+"""How well a trained DiffusionCT model knows the target at each timestep: the true x_0 of a test pair is noised to
+t (Ho et al. eq. 4), the U-Net is called once, and its x_0 estimate (with the model's clipping) is decoded and
+compared with the target image. A sampler can only be as good as these estimates along its path; the paper mode's
+failure (docs/results.md) is read here.
+
+    .venv/bin/python benchmarks/x0_error_by_timestep.py MODEL TEST_MANIFEST [--timesteps 0,20,100,400,800,999]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from diffusionct.io.manifest import Manifest
+from diffusionct.methods import load_method
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("manifest")
+    parser.add_argument("--timesteps", default="0,5,20,50,100,200,400,600,800,950,999")
+    parser.add_argument("--slices", default="4,6", help="slice range of the first test pair")
+    args = parser.parse_args()
+    method = load_method(args.model)
+    manifest = Manifest.read(args.manifest)
+    path_a, path_b = manifest.oriented_pairs(method.source_kernel, method.target_kernel)[0]
+    first, last = (int(v) for v in args.slices.split(","))
+    source = manifest.read_volume(path_a)
+    a = torch.from_numpy(source.hu[first:last].copy())[:, None]
+    b = torch.from_numpy(manifest.read_volume(path_b).hu[first:last].copy())[:, None]
+    model, diffusion = method.model, method.diffusion
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z_a, z_b = model.autoencoder.encode(a), model.autoencoder.encode(b)
+        mean = model.predicted_mean(a, z_a, torch.full((a.shape[0],), source.pixel_mm))
+        x0, cond = diffusion.from_pair(z_a, z_b, mean), diffusion.condition(z_a, mean)
+        print(f"input: RMSE {(a - b).pow(2).mean().sqrt():.1f} HU; {method.config.diffusion.mode} mode, "
+              f"{method.config.diffusion.prediction} prediction")
+        print("     t   x0 estimate RMSE (HU)   noise estimate L1")
+        for t in (int(v) for v in args.timesteps.split(",")):
+            t_batch = torch.full((a.shape[0],), t, dtype=torch.long)
+            noise = torch.randn(x0.shape, generator=generator)
+            x_t = diffusion.add_noise(x0, noise, t_batch)
+            x0_hat, eps_hat = diffusion.predict_x0_eps(model.unet(x_t, t_batch, cond), x_t, t_batch)
+            image = model.autoencoder.decode(diffusion.to_target_latent(x0_hat, z_a, mean))
+            print(f"{t:6d}   {(image - b).pow(2).mean().sqrt():21.1f}   {(eps_hat - noise).abs().mean():17.3f}")
+
+
+if __name__ == "__main__":
+    main()
