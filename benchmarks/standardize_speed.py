@@ -23,6 +23,8 @@ from diffusionct.devices import matmul_gflops
 from diffusionct.standardize import Standardizer
 
 
+PIXEL_MM = 0.7  # the random slices' pixel size (a chest field of view), for models conditioned on it
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path)
@@ -38,11 +40,11 @@ def main() -> None:
     steps = args.steps or standardizer.config.diffusion.steps
     rng = np.random.default_rng(0)
     hu = (rng.normal(40, 60, size=(args.slices, 512, 512))).astype(np.float32)
-    standardizer.standardize_slices(hu[:1], steps=steps, pixel_mm=0.7)  # warm-up
+    standardizer.standardize_slices(hu[:1], steps=steps, pixel_mm=PIXEL_MM)  # warm-up
     for key in method.stage_seconds:
         method.stage_seconds[key] = 0.0
     start = time.perf_counter()
-    standardizer.standardize_slices(hu, steps=steps, batch_size=args.batch_size, pixel_mm=0.7)
+    standardizer.standardize_slices(hu, steps=steps, batch_size=args.batch_size, pixel_mm=PIXEL_MM)
     if device.type == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - start
@@ -54,7 +56,7 @@ def main() -> None:
             z = ae.encode(x)
         flops["encode"] = counter.get_total_flops()
         with FlopCounterMode(display=False) as counter:  # the refine mode's predictor counts here, as in its timing
-            mean = method.model.predicted_mean(x, z)
+            mean = method.model.predicted_mean(x, z, torch.full((1,), PIXEL_MM, device=device))
             x0 = diffusion.sample(unet, diffusion.condition(z, mean), steps=steps, generator=torch.Generator().manual_seed(0))
         flops["diffusion"] = counter.get_total_flops()
         with FlopCounterMode(display=False) as counter:

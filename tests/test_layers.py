@@ -63,7 +63,7 @@ def test_inference_never_imports_a_training_module():
     code = ("import sys, numpy as np\n"
             "from diffusionct.standardize import Standardizer\n"
             "s = Standardizer.load(None, 'cpu')\n"
-            "s.standardize_slices(np.full((1, 64, 64), 40.0, np.float32), steps=1)\n"
+            "s.standardize_slices(np.full((1, 64, 64), 40.0, np.float32), steps=1, pixel_mm=0.7)\n"
             "loaded = sorted(m for m in sys.modules if m.startswith('diffusionct.train'))\n"
             "assert 'diffusionct.methods' in sys.modules\n"
             "print('TRAIN:' + ','.join(loaded))\n")
