@@ -25,6 +25,7 @@ from diffusionct.standardize import Standardizer
 
 PIXEL_MM = 0.7  # the random slices' pixel size (a chest field of view), for models conditioned on it
 
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path)

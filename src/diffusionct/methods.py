@@ -232,8 +232,7 @@ class ResidualCNNMethod(SingleNetworkMethod):
 
     @staticmethod
     def build_network(config):
-        b = config.baselines
-        return ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers, b.residual_cnn_pixel_spacing)
+        return ResidualCNN.baseline(config.baselines)
 
 
 class Pix2PixMethod(SingleNetworkMethod):

@@ -8,10 +8,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from diffusionct.units import HU_RANGE
+
+if TYPE_CHECKING:
+    from diffusionct.config import BaselineConfig
 
 HU_SCALE = 1000.0  # network input: HU / 1000
 RESIDUAL_SCALE = 100.0  # network output: residual HU / 100
@@ -49,6 +54,11 @@ class ResidualCNN(nn.Module):
             self.film = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, 2 * channels * self.modulated_layers))
             nn.init.zeros_(self.film[-1].weight)
             nn.init.zeros_(self.film[-1].bias)
+
+    @classmethod
+    def baseline(cls, settings: "BaselineConfig") -> "ResidualCNN":
+        """The ``--method residual-cnn`` network of a run's baseline settings (trained and loaded alike)."""
+        return cls(settings.residual_cnn_channels, settings.residual_cnn_layers, settings.residual_cnn_pixel_spacing)
 
     def forward(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``; ``pixel_mm`` ``(B,)``: their pixel

@@ -25,7 +25,7 @@ class SingleNetworkRegime(TrainerBase):
         from diffusionct.models.baselines import ResidualCNN
 
         b = self.config.baselines
-        network = ResidualCNN(b.residual_cnn_channels, b.residual_cnn_layers, b.residual_cnn_pixel_spacing).to(self.device)
+        network = ResidualCNN.baseline(b).to(self.device)
         return self._train_residual_network(network, "residual-cnn", b.residual_cnn, 97)
 
     def _train_residual_network(self, network: torch.nn.Module, phase: str, pc: PhaseConfig, validation_seed: int):
