@@ -26,7 +26,8 @@ def export(run: Path, out: Path) -> None:
     d = model.config.diffusion
     baselines = dataclasses.replace(model.config.baselines, residual_cnn_channels=d.predictor_channels,
                                     residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training,
-                                    residual_cnn_pixel_spacing=d.predictor_pixel_spacing)
+                                    residual_cnn_pixel_spacing=d.predictor_pixel_spacing,
+                                    residual_cnn_kernel_filter=d.predictor_kernel_filter)
     config = dataclasses.replace(model.config, baselines=baselines)
     ResidualCNNMethod(config, network=model.predictor).save(out, {"exported_from": str(run)})
 

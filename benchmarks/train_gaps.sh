@@ -16,7 +16,7 @@ DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORTS=${3:-/work/reports}
 shift $(( $# < 3 ? $# : 3 ))
 GAPS=${*:-"b30:b70 b30:b50 b10:b70 b70:b30"}
 BIN=${BIN:-.venv/bin}
-PHASE2_STEPS=${PHASE2_STEPS:-4000}      # DiffusionCT phase 2
+PHASE2_STEPS=${PHASE2_STEPS:-1500}      # DiffusionCT phase 2 (the shipped recipe)
 BASELINE_STEPS=${BASELINE_STEPS:-1000}  # residual CNN, pix2pix
 BASELINES=${BASELINES:-"identity histogram residual-cnn"}
 CFG="--config configs/shipped-model.yaml"

@@ -23,6 +23,7 @@ FEATURE_PRESETS = tuple(f"ibsi-{c}" for c in "abcde")  # IBSI 1 configurations A
 METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
 DIFFUSION_MODES = ("paper", "residual", "refine", "sdedit")
 PREDICTOR_SPACES = ("latent", "image")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 MAX_SEED = 2**63 - 1
@@ -75,7 +76,11 @@ class UNetConfig:
 
 @dataclass
 class PhaseConfig:
-    """Optimisation of one training phase."""
+    """Optimisation of one training phase.
+
+    ``lr_schedule``: ``constant`` or ``cosine`` (the rate falls from ``lr`` to 0 along half a cosine over the
+    steps, so that the last weights are not those of one noisy step; used by the predictor's regime).
+    """
 
     steps: int = 2000
     batch_size: int = 8
@@ -83,6 +88,7 @@ class PhaseConfig:
     lr: float = 1e-4
     validate_every: int = 250
     checkpoint_every: int = 250
+    lr_schedule: str = "constant"
 
 
 @dataclass
@@ -104,6 +110,9 @@ class DiffusionConfig:
         steps: reverse steps at inference (DDIM sub-sequence of the T steps); 5, or 2 when a config is loaded
             for ``data.pairing=unpaired`` without steps of its own (measured, docs/results.md).
         eta: DDIM stochasticity (0 = deterministic).
+        temperature: the start x_T is ``temperature`` x the Gaussian noise (1: the model's distribution; below 1 the
+            sample moves toward the conditional mean, as reduced-temperature sampling of Kingma and Dhariwal 2018;
+            docs/results.md, "Sampling temperature"). Not used by the sdedit mode, which starts from Z_A noised.
         x0_clip: clip the sampler's x0 estimates to [-x0_clip, x0_clip]; 0: no clipping. The paper
             mode sets it at training from the largest target latent (the latent range).
         x0_scale: the diffusion runs on x0 * x0_scale, so that its data has unit variance as the
@@ -124,6 +133,10 @@ class DiffusionConfig:
         predictor_pixel_spacing: the ``image`` predictor is told each slice's pixel size (FiLM; kernels are
             filters in cycles/mm, so one kernel change is another filter at another field of view). Measured:
             docs/results.md, "Pixel size". Models saved before this setting existed read False.
+        predictor_kernel_filter: the ``image`` predictor starts with a learned isotropic filter in cycles/mm
+            (fitted by least squares to the training pairs, then trained with the rest) and its convolutions
+            correct what that filter misses (``models.baselines.RadialKernelFilter``; docs/results.md, "Kernel
+            filter"). Models saved before this setting existed read False.
         predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
         sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
             image, higher gives more of the target model's texture (and loses anatomy).
@@ -137,6 +150,7 @@ class DiffusionConfig:
     sampler: str = "ddim"
     steps: int = 5
     eta: float = 0.0
+    temperature: float = 1.0
     x0_clip: float = 0.0
     x0_scale: float = 0.0
     x0_shift: float = 0.0
@@ -144,7 +158,9 @@ class DiffusionConfig:
     predictor_channels: int = 64
     predictor_layers: int = 6
     predictor_pixel_spacing: bool = True
-    predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3))
+    predictor_kernel_filter: bool = True
+    predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3,
+                                                                                      lr_schedule="cosine"))
     sdedit_strength: float = 0.3
 
     @property
@@ -208,6 +224,7 @@ class BaselineConfig:
     residual_cnn_channels: int = 64
     residual_cnn_layers: int = 6
     residual_cnn_pixel_spacing: bool = False  # Choe et al.'s CNN sees pixels only; True: as DiffusionCT's predictor
+    residual_cnn_kernel_filter: bool = False  # True: with DiffusionCT's predictor's linear kernel filter
     residual_cnn: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
     histogram_quantiles: int = 1024
     pix2pix_channels: int = 32
@@ -248,6 +265,8 @@ class RunConfig:
                                    f"({self.autoencoder.downsample**2}), got {self.autoencoder.latent_channels}")
         if self.diffusion.mode not in DIFFUSION_MODES:
             raise DiffusionCTError(f"diffusion.mode must be one of {', '.join(DIFFUSION_MODES)}, got '{self.diffusion.mode}'")
+        if not 0 <= self.diffusion.temperature <= 1:
+            raise DiffusionCTError(f"diffusion.temperature must be in [0, 1], got {self.diffusion.temperature}")
         if not 0 < self.diffusion.sdedit_strength <= 1:
             raise DiffusionCTError(f"diffusion.sdedit_strength must be in (0, 1], got {self.diffusion.sdedit_strength}")
         if self.diffusion.x0_clip < 0 or self.diffusion.x0_scale < 0 or self.diffusion.predictor_layers < 2:
@@ -256,6 +275,9 @@ class RunConfig:
             raise DiffusionCTError(f"diffusion.predictor must be one of {', '.join(PREDICTOR_SPACES)}, "
                                    f"got '{self.diffusion.predictor}'")
         check_pairing(self.data.pairing)
+        for name, phase in self.phases().items():
+            if phase.lr_schedule not in LR_SCHEDULES:
+                raise DiffusionCTError(f"{name}.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{phase.lr_schedule}'")
         if self.diffusion.sampler not in ("ddim", "ddpm"):
             raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
         if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:
@@ -268,6 +290,13 @@ class RunConfig:
                 raise DiffusionCTError(
                     f"{name}.crop {phase.crop} must be a multiple of {self.autoencoder.downsample * 2 ** (len(self.unet.channels) - 1)}"
                     " (latent down-sampling times the U-Net's)")
+
+    def phases(self) -> dict[str, PhaseConfig]:
+        """Every phase's optimisation settings by their config key."""
+        b = self.baselines
+        return {"phase1": self.phase1, "phase2": self.phase2, "diffusion.predictor_training": self.diffusion.predictor_training,
+                "baselines.residual_cnn": b.residual_cnn, "baselines.pix2pix": b.pix2pix, "baselines.cyclegan": b.cyclegan,
+                "baselines.ddpm": b.ddpm}
 
     @property
     def size_multiple(self) -> int:
@@ -286,6 +315,9 @@ class RunConfig:
         if isinstance(diffusion, dict):
             diffusion.setdefault("predictor", "latent")
             diffusion.setdefault("predictor_pixel_spacing", False)
+            diffusion.setdefault("predictor_kernel_filter", False)
+            if isinstance(diffusion.get("predictor_training"), dict):
+                diffusion["predictor_training"].setdefault("lr_schedule", "constant")
         return cls.from_dict(data, source)
 
     @classmethod

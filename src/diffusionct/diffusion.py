@@ -130,7 +130,7 @@ class ConditionalDiffusion:
             x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
         DDPM ancestral sampling (Ho et al. Algorithm 2) is DDIM over all T steps with eta = 1.
         The start x_T is ``initial_noise`` when given, else Gaussian noise from ``generator`` (the same
-        seed gives the same output).
+        seed gives the same output), times ``temperature`` (1 but in the sdedit mode, where it noises Z_A).
         """
         cfg, schedule = self.config, self.schedule
         sampler = sampler or cfg.sampler
@@ -142,6 +142,8 @@ class ConditionalDiffusion:
             x = torch.randn(cond.shape, generator=generator, device=cond.device if generator is None else generator.device,
                             dtype=cond.dtype).to(cond.device)
         timesteps = self.sampling_timesteps(steps)
+        if cfg.mode != "sdedit":
+            x = x * cfg.temperature
         if cfg.mode == "sdedit":
             if source is None:
                 raise ValueError("the sdedit mode samples from the noised source latent: pass source=Z_A")

@@ -180,12 +180,20 @@ class NetworkMethod(Method):
 
     multiple = 1
 
+    def _inference_modules(self) -> list[torch.nn.Module]:
+        """The networks that ``_network_slices`` runs (put in channels-last layout there)."""
+        return []
+
     @torch.no_grad()
     def _network_slices(self, hu: np.ndarray, batch_size: int, progress: Progress, fn) -> np.ndarray:
+        # channels-last (NHWC): oneDNN's convolutions run 20-30 % faster in it on this CPU (docs/benchmarks.md)
+        for module in self._inference_modules():
+            module.to(memory_format=torch.channels_last)
         out = np.empty(hu.shape, dtype=np.float32)
         for start, chunk in _batches(hu, batch_size):
             batch, (h, w) = _pad(torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))[:, None], self.multiple)
-            out[start:start + chunk.shape[0]] = fn(batch.to(self.device))[:, 0, :h, :w].float().cpu().numpy()
+            batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+            out[start:start + chunk.shape[0]] = fn(batch)[:, 0, :h, :w].float().cpu().numpy()
             if progress:
                 progress(chunk.shape[0])
         return out
@@ -204,6 +212,9 @@ class SingleNetworkMethod(NetworkMethod):
         super().__init__(config, device)
         self.network = (network or self.build_network(config)).to(device).eval()
         self.needs_pixel_mm = bool(getattr(self.network, "uses_pixel_spacing", False))
+
+    def _inference_modules(self) -> list[torch.nn.Module]:
+        return [self.network]
 
     @staticmethod
     def build_network(config: RunConfig) -> torch.nn.Module:  # pragma: no cover
@@ -299,6 +310,9 @@ class AutoencoderMethod(NetworkMethod):
     def load(cls, folder, config, device, meta=None):
         return cls(config, device, load_model(folder, device, need_diffusion=False, meta=meta))
 
+    def _inference_modules(self) -> list[torch.nn.Module]:
+        return [self.model.autoencoder]
+
     def _slices(self, hu, batch_size, progress):
         ae = self.model.autoencoder
         return self._network_slices(hu, batch_size, progress, lambda x: ae.decode(ae.encode(x)))
@@ -321,6 +335,9 @@ class DiffusionCTMethod(NetworkMethod):
         self.diffusion = ConditionalDiffusion.from_config(config.diffusion)
         self.stage_seconds = {"encode": 0.0, "diffuse": 0.0, "decode": 0.0}
         self.needs_pixel_mm = bool(getattr(model and model.predictor, "uses_pixel_spacing", False))
+
+    def _inference_modules(self) -> list[torch.nn.Module]:
+        return self.model.modules()
 
     def _run(self, hu, steps, seed, batch_size, progress, pixel_mm):
         minimum = self.config.size_multiple

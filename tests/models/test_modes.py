@@ -259,3 +259,26 @@ def test_pixel_size_reaches_the_predictor_in_training_and_inference(tiny_data):
         method.standardize_slices(hu, steps=2)
     with pytest.raises(DiffusionCTError, match="pixel size"):
         method.standardize_slices(hu, steps=2, pixel_mm=-1.0)
+
+
+class _Linear(torch.nn.Module):
+    """v = 0.5 x_t: a denoiser linear in x_t, so that the sample is linear in the start noise."""
+
+    def forward(self, x_t, t, cond):
+        return 0.5 * x_t
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5])
+def test_temperature_scales_the_start_noise(temperature):
+    """The sample at temperature tau equals the sample at 1 started from tau x the noise; 0 gives the zero start."""
+    config = RunConfig().diffusion
+    config.x0_scale = 1.0
+    cond = torch.zeros(1, 4, 8, 8)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    reference = ConditionalDiffusion.from_config(config).sample(_Linear(), cond, steps=3, initial_noise=temperature * noise)
+    config.temperature = temperature
+    cooled = ConditionalDiffusion.from_config(config).sample(_Linear(), cond, steps=3, initial_noise=noise)
+    torch.testing.assert_close(cooled, reference)
+    assert (cooled.abs().max() == 0) == (temperature == 0)
+    with pytest.raises(DiffusionCTError, match="temperature"):
+        RunConfig.load(overrides=["diffusion.temperature=1.5"])

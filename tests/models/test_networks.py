@@ -138,5 +138,84 @@ def test_saved_configs_without_the_pixel_size_setting_read_unconditioned():
     to the conditioned one."""
     saved = RunConfig().to_dict()
     del saved["diffusion"]["predictor_pixel_spacing"]
-    assert RunConfig.from_saved(saved).diffusion.predictor_pixel_spacing is False
+    del saved["diffusion"]["predictor_kernel_filter"]
+    del saved["diffusion"]["predictor_training"]["lr_schedule"]
+    old = RunConfig.from_saved(saved).diffusion
+    assert old.predictor_pixel_spacing is False and old.predictor_kernel_filter is False
+    assert old.predictor_training.lr_schedule == "constant"
     assert RunConfig.load().diffusion.predictor_pixel_spacing is True
+    assert RunConfig.load().diffusion.predictor_kernel_filter is True
+
+
+def _gaussian_gain(filter_, width_cycles_per_mm: float) -> None:
+    frequencies = torch.linspace(0, filter_.max_cycles_per_mm, len(filter_.gain))
+    with torch.no_grad():
+        filter_.gain.copy_(torch.exp(-(frequencies / width_cycles_per_mm) ** 2))
+
+
+def test_kernel_filter_starts_as_the_identity_and_scales_with_the_pixel_size():
+    """Gain 1 is the identity at every pixel size; one gain in cycles/mm smooths a 0.5 mm slice over more pixels
+    than a 1 mm one (the kernel's spread in pixels is inversely proportional to the pixel size)."""
+    from diffusionct.models.baselines import RadialKernelFilter
+
+    filter_ = RadialKernelFilter(size=15, grid=32)
+    x = torch.randn(2, 1, 40, 40)
+    torch.testing.assert_close(filter_(x, torch.tensor([0.5, 1.0])), x)
+    _gaussian_gain(filter_, 0.2)  # negligible gain at the 1 mm slice's Nyquist frequency: no aliasing
+    kernels = filter_.kernels(torch.tensor([0.5, 1.0]))[:, 0].detach()
+    offsets = torch.arange(15.0) - 7
+    spread = [(k.sum(0) * offsets**2).sum() / k.sum() for k in kernels]  # second moment along x, pixels^2
+    assert spread[0] / spread[1] == pytest.approx(4.0, rel=0.1)
+
+
+def test_kernel_filter_fit_recovers_a_known_filter_across_pixel_sizes():
+    from diffusionct.models.baselines import RadialKernelFilter
+
+    torch.manual_seed(0)
+    truth, fitted = RadialKernelFilter(), RadialKernelFilter()
+    _gaussian_gain(truth, 0.4)
+    source = torch.randn(6, 1, 96, 96)
+    sizes = torch.tensor([0.6, 0.7, 0.8, 0.9, 0.65, 0.75])
+    target = truth(source, sizes).detach()
+    fitted.fit_(source[:, 0], target[:, 0], sizes)
+    covered = torch.linspace(0, fitted.max_cycles_per_mm, len(fitted.gain)) < 0.5 / 0.9  # below every Nyquist
+    torch.testing.assert_close(fitted.gain[covered], truth.gain[covered], atol=0.02, rtol=0)
+    error = (fitted(source, sizes) - target).pow(2).mean().sqrt()
+    assert error < 0.02 * target.std()
+
+
+def test_residual_cnn_with_kernel_filter_adds_its_stack_to_the_filtered_image():
+    """With a zero output layer the network is exactly its linear filter; it needs the pixel size."""
+    from diffusionct.models.baselines import ResidualCNN
+
+    network = ResidualCNN(8, 3, pixel_spacing=True, kernel_filter=True)
+    _gaussian_gain(network.kernel_filter, 0.3)
+    with torch.no_grad():
+        network.net[-1].weight.zero_()
+        network.net[-1].bias.zero_()
+    hu = torch.randn(2, 1, 48, 48) * 100
+    sizes = torch.tensor([0.6, 0.8])
+    expected = network.kernel_filter(hu / 1000, sizes) * 1000
+    torch.testing.assert_close(network.convert(hu, sizes), expected, atol=1e-3, rtol=1e-4)
+    assert (expected - hu).abs().mean() > 10  # the filter did something
+    with pytest.raises(ValueError, match="pixel"):
+        network(hu)
+    only_filter = ResidualCNN(8, 3, kernel_filter=True)
+    assert only_filter.uses_pixel_spacing and only_filter.film is None
+
+
+def test_cosine_learning_rate_falls_from_lr_to_zero_and_constant_stays():
+    from diffusionct.config import PhaseConfig
+    from diffusionct.train.loop import set_learning_rate
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cosine = PhaseConfig(steps=100, lr=1e-3, lr_schedule="cosine")
+    rates = []
+    for step in (0, 50, 99):
+        set_learning_rate(optimizer, cosine, step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(1e-3) and rates[1] == pytest.approx(5e-4) and 0 < rates[2] < 1e-6
+    set_learning_rate(optimizer, PhaseConfig(steps=100, lr=1e-3), 99)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    with pytest.raises(Exception, match="lr_schedule"):
+        RunConfig.load(overrides=["baselines.pix2pix.lr_schedule=linear"])

@@ -189,3 +189,18 @@ def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
     single = train(tiny_data, tmp_path / "single", tiny_config(), phase="all")
     ddp, alone = model.autoencoder.state_dict(), single.autoencoder.state_dict()
     assert any(not torch.allclose(ddp[k], alone[k]) for k in ddp if ddp[k].is_floating_point())
+
+
+def test_kernel_filter_is_fitted_to_the_pairs_before_training(tiny_data, tmp_path):
+    """b30 -> b70 is a sharpening: the filter fitted to the tiny pairs keeps the mean (gain 1 at 0 cycles/mm) and
+    amplifies mid frequencies; the saved model needs the pixel size and uses it."""
+    config = tiny_config("baselines.residual_cnn_kernel_filter=true", "baselines.residual_cnn.steps=2")
+    train_method("residual-cnn", tiny_data, tmp_path / "cnn", config, torch.device("cpu"))
+    method = load_method(tmp_path / "cnn")
+    gain = method.network.kernel_filter.gain_at(torch.tensor([0.0, 0.15])).detach()
+    assert abs(gain[0] - 1) < 0.1 and gain[1] > 1.1
+    volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
+    with pytest.raises(DiffusionCTError, match="pixel size"):
+        method.standardize_slices(volume.hu)
+    out = method.standardize_slices(volume.hu, pixel_mm=volume.pixel_mm)
+    assert not np.array_equal(out, method.standardize_slices(volume.hu, pixel_mm=volume.pixel_mm / 2))

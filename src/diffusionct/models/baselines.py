@@ -34,6 +34,79 @@ def conv_stack(in_channels: int, channels: int, layers: int, out_channels: int) 
 REFERENCE_PIXEL_MM = 0.75  # the pixel-size input is log(pixel_mm / 0.75): 0 for a typical chest FOV
 
 
+class RadialKernelFilter(nn.Module):
+    """A learned isotropic linear filter whose gain is a function of spatial frequency in cycles per mm.
+
+    A change of reconstruction kernel is, to first order, the ratio of two kernels' transfer functions: an
+    isotropic filter in cycles/mm, the same at every field of view. Its gain is ``knots`` values on
+    [0, ``max_cycles_per_mm``] (linear in between, the last one beyond), starting at 1 (the identity). For a
+    slice of pixel size p the gain is sampled at |f| / p on a ``grid`` x ``grid`` DFT grid and turned into a
+    ``size`` x ``size`` convolution kernel, so one set of knots serves every pixel size, crops and whole slices
+    alike; the kernel reaches ``size // 2`` pixels, twice the 3x3 stack's field (a smoothing kernel is wide:
+    docs/results.md, "Linear kernel filter").
+    """
+
+    def __init__(self, size: int = 25, knots: int = 48, max_cycles_per_mm: float = 1.5, grid: int = 64):
+        super().__init__()
+        if size % 2 == 0 or size > grid:
+            raise ValueError(f"filter size must be odd and at most the grid ({grid}), got {size}")
+        self.size, self.grid, self.max_cycles_per_mm = size, grid, max_cycles_per_mm
+        self.gain = nn.Parameter(torch.ones(knots))
+
+    def gain_at(self, cycles_per_mm: torch.Tensor) -> torch.Tensor:
+        """The filter's gain at spatial frequencies in cycles/mm (linear interpolation between knots)."""
+        position = (cycles_per_mm / self.max_cycles_per_mm * (len(self.gain) - 1)).clamp(0, len(self.gain) - 1)
+        below = position.floor().long().clamp(max=len(self.gain) - 2)
+        weight = position - below
+        return self.gain[below] * (1 - weight) + self.gain[below + 1] * weight
+
+    def kernels(self, pixel_mm: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, size, size)`` convolution kernels for slices of pixel sizes ``pixel_mm`` ``(B,)``."""
+        frequency = torch.fft.fftfreq(self.grid, device=self.gain.device)
+        radius = torch.sqrt(frequency[:, None] ** 2 + frequency[None, :] ** 2)  # cycles per pixel
+        gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1))
+        kernel = torch.fft.fftshift(torch.fft.ifft2(gain).real, dim=(-2, -1))  # real: the gain is even
+        start = self.grid // 2 - self.size // 2
+        return kernel[:, None, start:start + self.size, start:start + self.size]
+
+    @torch.no_grad()
+    def fit_(self, source: torch.Tensor, target: torch.Tensor, pixel_mm: torch.Tensor, ridge: float = 1e-3) -> None:
+        """Set the gain to the least-squares filter from ``source`` to ``target`` slices ``(N, H, W)``.
+
+        Minimises sum |B(f) - G(|f| / p) A(f)|^2 over the DFT of Hann-windowed slices, G linear between knots
+        (a tridiagonal system); ``ridge`` (relative to the mean power) pulls knots without data (beyond the
+        slices' corner frequency) to 1. Training then starts from the best linear filter instead of the identity,
+        which a gain of 10 or more (a smooth source, a sharp target) would take thousands of steps to reach.
+        """
+        knots = len(self.gain)
+        window = torch.hann_window(source.shape[-2], periodic=False)[:, None] * torch.hann_window(source.shape[-1], periodic=False)
+        normal = torch.zeros(knots, knots, dtype=torch.float64)
+        right = torch.zeros(knots, dtype=torch.float64)
+        for a, b, p in zip(source.double(), target.double(), pixel_mm.double()):
+            spectrum_a, spectrum_b = torch.fft.fft2((a - a.mean()) * window), torch.fft.fft2((b - a.mean()) * window)
+            radius = torch.sqrt(torch.fft.fftfreq(a.shape[0])[:, None] ** 2 + torch.fft.fftfreq(a.shape[1])[None] ** 2)
+            position = (radius / p / self.max_cycles_per_mm * (knots - 1)).clamp(0, knots - 1).flatten()
+            below = position.floor().long().clamp(max=knots - 2)
+            weight = (position - below).double()
+            power = (spectrum_a.abs() ** 2).flatten()
+            cross = (spectrum_b * spectrum_a.conj()).real.flatten()
+            for i, wi in ((below, 1 - weight), (below + 1, weight)):
+                right.index_add_(0, i, wi * cross)
+                for j, wj in ((below, 1 - weight), (below + 1, weight)):
+                    normal.view(-1).index_add_(0, i * knots + j, wi * wj * power)
+        strength = ridge * normal.diagonal().mean()
+        gain = torch.linalg.solve(normal + strength * torch.eye(knots, dtype=torch.float64), right + strength)
+        self.gain.copy_(gain.to(self.gain))
+
+    def forward(self, x: torch.Tensor, pixel_mm: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, 1, H, W)`` filtered, each slice with the kernel of its pixel size (edges mirrored)."""
+        kernels = self.kernels(pixel_mm.reshape(-1).expand(x.shape[0]) if pixel_mm.numel() == 1 else pixel_mm)
+        padded = nn.functional.pad(x, [self.size // 2] * 4, mode="reflect")
+        batch = x.shape[0]  # one group per slice: each its own kernel
+        out = nn.functional.conv2d(padded.reshape(1, batch, *padded.shape[-2:]), kernels, groups=batch)
+        return out.reshape_as(x)
+
+
 class ResidualCNN(nn.Module):
     """Choe et al.'s residual CNN; with ``pixel_spacing`` its hidden layers are modulated by the pixel size.
 
@@ -44,10 +117,11 @@ class ResidualCNN(nn.Module):
     plain network.
     """
 
-    def __init__(self, channels: int = 64, layers: int = 6, pixel_spacing: bool = False):
+    def __init__(self, channels: int = 64, layers: int = 6, pixel_spacing: bool = False, kernel_filter: bool = False):
         super().__init__()
-        self.net = conv_stack(1, channels, layers, 1)
-        self.uses_pixel_spacing = pixel_spacing
+        self.kernel_filter = RadialKernelFilter() if kernel_filter else None
+        self.net = conv_stack(2 if kernel_filter else 1, channels, layers, 1)
+        self.uses_pixel_spacing = pixel_spacing or kernel_filter
         self.film: nn.Sequential | None = None
         self.modulated_layers = layers - 1  # every convolution but the output one
         if pixel_spacing:
@@ -58,16 +132,34 @@ class ResidualCNN(nn.Module):
     @classmethod
     def baseline(cls, settings: "BaselineConfig") -> "ResidualCNN":
         """The ``--method residual-cnn`` network of a run's baseline settings (trained and loaded alike)."""
-        return cls(settings.residual_cnn_channels, settings.residual_cnn_layers, settings.residual_cnn_pixel_spacing)
+        return cls(settings.residual_cnn_channels, settings.residual_cnn_layers, settings.residual_cnn_pixel_spacing,
+                   settings.residual_cnn_kernel_filter)
 
     def forward(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``; ``pixel_mm`` ``(B,)``: their pixel
-        size, needed (and only used) when the network was built with ``pixel_spacing``."""
+        size, needed (and only used) when the network was built with ``pixel_spacing`` or ``kernel_filter``.
+
+        With the kernel filter, the stack sees A and the filtered A and predicts what the linear filter misses:
+        B - A = (F(A) - A) + stack(A, F(A))."""
         x = hu.clamp(*HU_RANGE) / HU_SCALE
-        if self.film is None:
-            return self.net(x) * RESIDUAL_SCALE
-        if pixel_mm is None:
+        if self.uses_pixel_spacing and pixel_mm is None:
             raise ValueError("this network is conditioned on the pixel size: pass pixel_mm")
+        linear = None
+        if self.kernel_filter is not None:
+            linear = self.kernel_filter(x, pixel_mm) - x
+            x = torch.cat([x, x + linear], dim=1)
+        residual = self._stack(x, pixel_mm) * RESIDUAL_SCALE
+        return residual if linear is None else residual + linear * HU_SCALE
+
+    def fit_kernel_filter(self, source_hu: torch.Tensor, target_hu: torch.Tensor, pixel_mm: torch.Tensor) -> None:
+        """Start the kernel filter (when built with one) at the least-squares filter of these slices ``(N, H, W)``."""
+        if self.kernel_filter is not None:
+            self.kernel_filter.fit_(source_hu.clamp(*HU_RANGE) / HU_SCALE, target_hu.clamp(*HU_RANGE) / HU_SCALE, pixel_mm)
+
+    def _stack(self, x: torch.Tensor, pixel_mm: torch.Tensor | None) -> torch.Tensor:
+        """The convolution stack, its hidden layers modulated by the pixel size when built with FiLM."""
+        if self.film is None:
+            return self.net(x)
         size = torch.log(pixel_mm.to(x).reshape(-1, 1) / REFERENCE_PIXEL_MM).expand(x.shape[0], 1)
         scales_shifts = self.film(size)[:, :, None, None].chunk(2 * self.modulated_layers, dim=1)
         layer = 0
@@ -76,7 +168,7 @@ class ResidualCNN(nn.Module):
             if isinstance(module, nn.Conv2d) and layer < self.modulated_layers:
                 x = x * (1 + scales_shifts[2 * layer]) + scales_shifts[2 * layer + 1]
                 layer += 1
-        return x * RESIDUAL_SCALE
+        return x
 
     def convert(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """The target-kernel image A + (B - A)."""

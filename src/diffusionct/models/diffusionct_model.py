@@ -29,7 +29,8 @@ class DiffusionCTModel:
         latent, d = config.autoencoder.latent_channels, config.diffusion
         predictor: LatentPredictor | ResidualCNN | None = None
         if d.mode == "refine":
-            predictor = (ResidualCNN(d.predictor_channels, d.predictor_layers, d.predictor_pixel_spacing)
+            predictor = (ResidualCNN(d.predictor_channels, d.predictor_layers, d.predictor_pixel_spacing,
+                                     d.predictor_kernel_filter)
                          if d.predictor == "image"
                          else LatentPredictor(latent, d.predictor_channels, d.predictor_layers))
         return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, latent), predictor)
@@ -47,15 +48,15 @@ class DiffusionCTModel:
             return self.autoencoder.encode(self.predictor.convert(hu, pixel_mm)) - z_source
         return self.predictor(z_source)
 
-    def _modules(self) -> list[torch.nn.Module]:
+    def modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.autoencoder, self.unet, self.predictor) if m is not None]
 
     def to(self, device: torch.device) -> "DiffusionCTModel":
-        for module in self._modules():
+        for module in self.modules():
             module.to(device)
         return self
 
     def eval(self) -> "DiffusionCTModel":
-        for module in self._modules():
+        for module in self.modules():
             module.eval()
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,13 @@ def _optimizers(optimizer) -> dict[str, torch.optim.Optimizer]:
 class PhaseState:
     step: int = 0
     history: list | None = None
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, pc: PhaseConfig, step: int) -> None:
+    """The phase's learning rate at ``step`` (0-based) by its ``lr_schedule``."""
+    rate = pc.lr if pc.lr_schedule == "constant" else pc.lr * 0.5 * (1 + math.cos(math.pi * step / pc.steps))
+    for group in optimizer.param_groups:
+        group["lr"] = rate
 
 
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:

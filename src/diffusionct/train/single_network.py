@@ -14,7 +14,7 @@ from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_d
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.train.data import sample_pair_crops
 from diffusionct.units import HU_RANGE
-from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_rmse
+from diffusionct.train.loop import TrainerBase, optimize, set_learning_rate, step_seed, validation_rmse
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,14 @@ class SingleNetworkRegime(TrainerBase):
         state = self._load_state(phase, {"network": network}, optimizer)
         net = self._wrap(network)
         validation = self._validation_pairs(pc.crop, validation_seed)
+        if state.step == 0 and hasattr(network, "fit_kernel_filter"):
+            network.fit_kernel_filter(*self._filter_fitting_slices())
 
         def step_fn(step: int) -> dict:
             rng = np.random.default_rng(step_seed(cfg.seed, phase, step, self.rank))
             a, b_, pixel_mm = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
             loss = F.mse_loss(net(a, pixel_mm), b_ - a) / RESIDUAL_SCALE**2
+            set_learning_rate(optimizer, pc, step)
             optimize(optimizer, loss)
             return {"loss": loss.item()}
 
@@ -55,6 +58,12 @@ class SingleNetworkRegime(TrainerBase):
 
         self._loop(phase, pc, state, step_fn, validate_fn, save_fn)
         return network.eval()
+
+    def _filter_fitting_slices(self, count: int = 48) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Up to ``count`` whole training pairs (evenly spaced) and their pixel sizes, to fit a linear kernel filter."""
+        pairs = self.data.pairs
+        chosen = np.unique(np.linspace(0, len(pairs.pixel_mm) - 1, count).round().astype(int))
+        return tuple(torch.from_numpy(np.ascontiguousarray(x[chosen])) for x in (pairs.source, pairs.target, pairs.pixel_mm))
 
     def train_image_ddpm(self):
         """Image-space conditional DDPM (SR3 / Palette style): A concatenated with the noisy B (or B - A)."""
