@@ -272,7 +272,7 @@ class _Linear(torch.nn.Module):
 def test_temperature_scales_the_start_noise(temperature):
     """The sample at temperature tau equals the sample at 1 started from tau x the noise; 0 gives the zero start."""
     config = RunConfig().diffusion
-    config.x0_scale = 1.0
+    config.x0_scale, config.temperature = 1.0, 1.0
     cond = torch.zeros(1, 4, 8, 8)
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     reference = ConditionalDiffusion.from_config(config).sample(_Linear(), cond, steps=3, initial_noise=temperature * noise)

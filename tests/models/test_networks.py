@@ -84,7 +84,7 @@ def test_parameterisations_recover_x0(mode):
 def test_ddim_is_deterministic_and_seeded():
     from diffusionct.config import DiffusionConfig
 
-    diffusion = ConditionalDiffusion.from_config(DiffusionConfig(steps=4))
+    diffusion = ConditionalDiffusion.from_config(DiffusionConfig(steps=4, temperature=1.0))  # 0 ignores the seed
     unet = ConditionalUNet(UNetConfig(channels=[16, 16], attention_levels=[False, False], num_head_channels=8, norm_num_groups=8), 4).eval()
     cond = torch.randn(2, 4, 8, 8)
     runs = [diffusion.sample(unet, cond, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
@@ -140,7 +140,9 @@ def test_saved_configs_without_the_pixel_size_setting_read_unconditioned():
     del saved["diffusion"]["predictor_pixel_spacing"]
     del saved["diffusion"]["predictor_kernel_filter"]
     del saved["diffusion"]["predictor_training"]["lr_schedule"]
+    del saved["diffusion"]["temperature"]
     old = RunConfig.from_saved(saved).diffusion
+    assert old.temperature == 1.0 and RunConfig().diffusion.temperature == 0.0
     assert old.predictor_pixel_spacing is False and old.predictor_kernel_filter is False
     assert old.predictor_training.lr_schedule == "constant"
     assert RunConfig.load().diffusion.predictor_pixel_spacing is True

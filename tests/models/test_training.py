@@ -78,13 +78,18 @@ def test_checkpoint_of_an_older_version_resumes(tiny_data, tmp_path):
 
 
 def test_standardize_tiny_series_deterministic(tiny_data, tmp_path):
-    train(tiny_data, tmp_path / "run", tiny_config(), phase="all")
+    """The same seed gives the same bytes; at temperature 1 another seed another sample, at 0 (the default) the
+    zero start makes the seed irrelevant."""
+    train(tiny_data, tmp_path / "run", tiny_config("diffusion.temperature=1.0"), phase="all")
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
     standardizer = Standardizer.load(tmp_path / "run", device="cpu")
     first = standardizer.standardize(volume, seed=3)
     again = standardizer.standardize(volume, seed=3)
     other = standardizer.standardize(volume, seed=4)
     assert np.array_equal(first.hu, again.hu) and not np.array_equal(first.hu, other.hu)
+    standardizer.method.diffusion.config.temperature = 0.0
+    cold = standardizer.standardize(volume, seed=3)
+    assert np.array_equal(cold.hu, standardizer.standardize(volume, seed=4).hu) and not np.array_equal(cold.hu, first.hu)
     assert first.shape == volume.shape and first.kernel == "SIM_B70"
     from diffusionct.standardize import body_mask
 
