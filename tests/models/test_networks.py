@@ -221,3 +221,19 @@ def test_cosine_learning_rate_falls_from_lr_to_zero_and_constant_stays():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     with pytest.raises(Exception, match="lr_schedule"):
         RunConfig.load(overrides=["baselines.pix2pix.lr_schedule=linear"])
+
+
+@pytest.mark.parametrize("pixel_mm", [0.55, 0.7, 0.89])
+def test_kernel_filter_keeps_its_gain_at_zero_frequency_after_cropping(pixel_mm):
+    """A sharpening gain whose kernel has long tails: the cropped kernel still sums to 1, so a uniform region keeps its
+    HU (without the correction the sum was off by 1.7 % at 0.7 mm), whatever the first knot holds."""
+    from diffusionct.models.baselines import RadialKernelFilter
+
+    filter_ = RadialKernelFilter()
+    frequencies = torch.linspace(0, filter_.max_cycles_per_mm, len(filter_.gain))
+    with torch.no_grad():
+        filter_.gain.copy_(1.02 + 3.5 * torch.exp(-((frequencies - 0.55) / 0.15) ** 2))
+    kernel = filter_.kernels(torch.tensor([pixel_mm])).detach()
+    assert kernel.sum().item() == pytest.approx(1.0, abs=1e-5)
+    flat = torch.full((1, 1, 40, 40), -0.8)
+    torch.testing.assert_close(filter_(flat, torch.tensor([pixel_mm])).detach(), flat)
