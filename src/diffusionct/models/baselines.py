@@ -43,7 +43,7 @@ class RadialKernelFilter(nn.Module):
     slice of pixel size p the gain is sampled at |f| / p on a ``grid`` x ``grid`` DFT grid and turned into a
     ``size`` x ``size`` convolution kernel, so one set of knots serves every pixel size, crops and whole slices
     alike; the kernel reaches ``size // 2`` pixels, twice the 3x3 stack's field (a smoothing kernel is wide:
-    docs/results.md, "Linear kernel filter").
+    docs/results.md, fourth run, "Why the pixel size"). The gain at 0 is 1 and the cropped kernel sums to 1.
     """
 
     def __init__(self, size: int = 25, knots: int = 48, max_cycles_per_mm: float = 1.5, grid: int = 64):
@@ -81,7 +81,8 @@ class RadialKernelFilter(nn.Module):
         Minimises sum |B(f) - G(|f| / p) A(f)|^2 over the DFT of Hann-windowed slices, G linear between knots
         (a tridiagonal system); ``ridge`` (relative to the mean power) pulls knots without data (beyond the
         slices' corner frequency) to 1. Training then starts from the best linear filter instead of the identity,
-        which a gain of 10 or more (a smooth source, a sharp target) would take thousands of steps to reach.
+        which a gain of 10 or more (a smooth source, a sharp target) would take thousands of steps to reach. The
+        first knot is solved with the others but not used (the gain at 0 is 1).
         """
         knots = len(self.gain)
         window = torch.hann_window(source.shape[-2], periodic=False)[:, None] * torch.hann_window(source.shape[-1], periodic=False)
