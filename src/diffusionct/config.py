@@ -137,8 +137,8 @@ class DiffusionConfig:
             docs/results.md, "Pixel size". Models saved before this setting existed read False.
         predictor_kernel_filter: the ``image`` predictor starts with a learned isotropic filter in cycles/mm
             (fitted by least squares to the training pairs, then trained with the rest) and its convolutions
-            correct what that filter misses (``models.baselines.RadialKernelFilter``; docs/results.md, "Kernel
-            filter"). Models saved before this setting existed read False.
+            correct what that filter misses (``models.baselines.RadialKernelFilter``; docs/results.md, "fifth
+            run"). Models saved before this setting existed read False.
         predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
         sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
             image, higher gives more of the target model's texture (and loses anatomy).

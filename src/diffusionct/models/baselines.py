@@ -57,15 +57,24 @@ class RadialKernelFilter(nn.Module):
         """The filter's gain at spatial frequencies in cycles/mm (linear interpolation between knots). The gain at 0
         is 1 whatever the first knot holds: every reconstruction kernel keeps the mean HU, so a change of kernel does."""
         knots = torch.cat([self.gain.new_ones(1), self.gain[1:]])
-        position = (cycles_per_mm / self.max_cycles_per_mm * (len(knots) - 1)).clamp(0, len(knots) - 1)
-        below = position.floor().long().clamp(max=len(knots) - 2)
-        weight = position - below
+        below, weight = self._knot_interpolation(cycles_per_mm)
         return knots[below] * (1 - weight) + knots[below + 1] * weight
+
+    def _knot_interpolation(self, cycles_per_mm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each frequency the knot below it and the weight of the knot above (linear interpolation)."""
+        last = len(self.gain) - 1
+        position = (cycles_per_mm / self.max_cycles_per_mm * last).clamp(0, last)
+        below = position.floor().long().clamp(max=last - 1)
+        return below, position - below
+
+    @staticmethod
+    def _radial_frequency(height: int, width: int, device=None) -> torch.Tensor:
+        """``(height, width)`` distance of each DFT bin from zero frequency, in cycles per pixel."""
+        return torch.sqrt(torch.fft.fftfreq(height, device=device)[:, None] ** 2 + torch.fft.fftfreq(width, device=device)[None] ** 2)
 
     def kernels(self, pixel_mm: torch.Tensor) -> torch.Tensor:
         """``(B, 1, size, size)`` convolution kernels for slices of pixel sizes ``pixel_mm`` ``(B,)``."""
-        frequency = torch.fft.fftfreq(self.grid, device=self.gain.device)
-        radius = torch.sqrt(frequency[:, None] ** 2 + frequency[None, :] ** 2)  # cycles per pixel
+        radius = self._radial_frequency(self.grid, self.grid, self.gain.device)
         gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1))
         kernel = torch.fft.fftshift(torch.fft.ifft2(gain).real, dim=(-2, -1))  # real: the gain is even
         start = self.grid // 2 - self.size // 2
@@ -88,12 +97,11 @@ class RadialKernelFilter(nn.Module):
         window = torch.hann_window(source.shape[-2], periodic=False)[:, None] * torch.hann_window(source.shape[-1], periodic=False)
         normal = torch.zeros(knots, knots, dtype=torch.float64)
         right = torch.zeros(knots, dtype=torch.float64)
+        radius = self._radial_frequency(*source.shape[-2:]).flatten()
         for a, b, p in zip(source.double(), target.double(), pixel_mm.double()):
             spectrum_a, spectrum_b = torch.fft.fft2((a - a.mean()) * window), torch.fft.fft2((b - a.mean()) * window)
-            radius = torch.sqrt(torch.fft.fftfreq(a.shape[0])[:, None] ** 2 + torch.fft.fftfreq(a.shape[1])[None] ** 2)
-            position = (radius / p / self.max_cycles_per_mm * (knots - 1)).clamp(0, knots - 1).flatten()
-            below = position.floor().long().clamp(max=knots - 2)
-            weight = (position - below).double()
+            below, weight = self._knot_interpolation(radius / p)
+            weight = weight.double()
             power = (spectrum_a.abs() ** 2).flatten()
             cross = (spectrum_b * spectrum_a.conj()).real.flatten()
             for i, wi in ((below, 1 - weight), (below + 1, weight)):
