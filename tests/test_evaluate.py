@@ -53,7 +53,8 @@ def tiny_report(tiny_data, tiny_model, tmp_path_factory) -> Path:
     train_method("histogram", tiny_data, histogram, tiny_config(), torch.device("cpu"))
     report = tmp_path / "report"
     code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "--model", str(histogram),
-                 "--model", str(tmp_path / "missing"), "-o", str(report), "--device", "cpu", "--workers", "1", "--params", str(params)])
+                 "--model", str(tmp_path / "missing"), "-o", str(report), "--device", "cpu", "--workers", "1", "--params", str(params),
+                 "--temperature", "0.5"])
     assert code == 0
     return report
 
@@ -77,6 +78,7 @@ def test_evaluate_report(tiny_report):
                 assert row[key] in page.cells, (row["method"], key, row[key])
     results = json.loads((report / "results.json").read_text())
     assert [m["method"] for m in results["methods"]] == ["input", "run", "histogram", "missing"]
+    assert results["temperature"] == 0.5
 
 
 def test_models_of_two_gaps_get_a_section_each(tiny_data, tiny_model, tmp_path):

@@ -145,3 +145,24 @@ def test_output_uids_follow_the_model_content_not_its_folder_name(tiny_data, tin
         uids.append(pydicom.dcmread(sorted(out.glob("*.dcm"))[0]).SeriesInstanceUID)
     assert uids[0] != uids[1]  # different weights: different UIDs
     assert uids[0] == uids[2]  # the same model and input: the same UIDs
+
+
+def test_temperature_option_sets_the_start_noise(tiny_data, tiny_model, tmp_path, capsys):
+    """--temperature overrides the model's (0 here): at 1 the seed picks the sample, at 0 it has no effect; the
+    derivation says which; outside [0, 1] it is refused before anything is written."""
+    source = _series(tiny_data)
+    pixels = {}
+    for temperature, seed in (("1", 1), ("1", 2), ("0", 1), ("0", 2)):
+        out = tmp_path / f"t{temperature}-s{seed}"
+        assert main(["standardize", "-i", str(source), "-o", str(out), "--model", str(tiny_model), "--device", "cpu",
+                     "--temperature", temperature, "--seed", str(seed)]) == 0
+        pixels[temperature, seed] = read_dicom_series(out).hu
+        assert f"temperature {temperature}, seed {seed}" in read_dicom_series(out).headers[0].DerivationDescription
+    assert not np.array_equal(pixels["1", 1], pixels["1", 2])
+    assert np.array_equal(pixels["0", 1], pixels["0", 2]) and not np.array_equal(pixels["0", 1], pixels["1", 1])
+    default = tmp_path / "default"
+    run_standardize(source, default, model_dir=tiny_model, device="cpu", seed=2)
+    assert np.array_equal(read_dicom_series(default).hu, pixels["0", 1])  # the tiny model's own temperature is 0
+    assert main(["standardize", "-i", str(source), "-o", str(tmp_path / "hot"), "--model", str(tiny_model),
+                 "--temperature", "1.5"]) == 2
+    assert "--temperature must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "hot").exists()

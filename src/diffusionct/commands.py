@@ -145,7 +145,7 @@ def _cmd_standardize(args: argparse.Namespace) -> int:
                               device=args.device, batch_size=args.batch_size, output_format=args.format,
                               strict=args.strict, overwrite=args.overwrite, series_uid=args.series,
                               scheduler=args.scheduler, target_kernel=args.target_kernel,
-                              source_kernel=args.source_kernel)
+                              source_kernel=args.source_kernel, temperature=args.temperature)
     for result in results:
         status = "skipped (already done)" if result.skipped else f"{result.seconds:.1f} s, {result.seconds_per_slice:.2f} s/slice"
         print(f"{result.input} -> {result.output}: {result.slices} slices, {status}")
@@ -158,7 +158,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
         report = evaluate_to_report(args.data, args.model, tmp, steps=args.steps, seed=args.seed, device=args.device,
-                                    workers=args.workers, max_cases=args.max_cases, params=args.params)
+                                    workers=args.workers, max_cases=args.max_cases, params=args.params,
+                                    temperature=args.temperature)
     print(f"report: {args.output / report.name}")
     return 0
 
@@ -170,6 +171,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                       budget_s=None if args.budget_minutes is None else 60 * args.budget_minutes)
     print(f"report: {report}")
     return 0
+
+
+TEMPERATURE_HELP = ("scale of the sampler's start noise, 0-1 (default: the model's): 0 is the deterministic path "
+                    "(the seed has no effect), 1 samples the model's distribution")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -268,6 +273,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source_kernel", metavar="KERNEL",
                    help="the input's kernel, when its header has none (NIfTI) or is wrong (default: ConvolutionKernel)")
     p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's)")
+    p.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives identical output")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
@@ -286,6 +292,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, action="append", required=True, help="model folder (repeat for several)")
     p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
     p.add_argument("--steps", type=int, help="diffusion steps (default: each model's)")
+    p.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, help="feature extraction processes")

@@ -120,7 +120,8 @@ class ConditionalDiffusion:
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, cond: torch.Tensor, generator: torch.Generator | None = None,
                steps: int | None = None, sampler: str | None = None, progress: Callable[[int], None] | None = None,
-               initial_noise: torch.Tensor | None = None, source: torch.Tensor | None = None) -> torch.Tensor:
+               initial_noise: torch.Tensor | None = None, source: torch.Tensor | None = None,
+               temperature: float | None = None) -> torch.Tensor:
         """Run the reverse process conditioned on ``cond`` (= Z_A) and return x_0.
 
         In the sdedit mode ``source`` (Z_A) is noised to the first timestep (eq. 4 of Ho et al.:
@@ -130,7 +131,8 @@ class ConditionalDiffusion:
             x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
         DDPM ancestral sampling (Ho et al. Algorithm 2) is DDIM over all T steps with eta = 1.
         The start x_T is ``initial_noise`` when given, else Gaussian noise from ``generator`` (the same
-        seed gives the same output), times ``temperature`` (1 but in the sdedit mode, where it noises Z_A).
+        seed gives the same output), times ``temperature`` (default: the config's; not in the sdedit mode, where the
+        noise is added to Z_A).
         """
         cfg, schedule = self.config, self.schedule
         sampler = sampler or cfg.sampler
@@ -143,7 +145,7 @@ class ConditionalDiffusion:
                             dtype=cond.dtype).to(cond.device)
         timesteps = self.sampling_timesteps(steps)
         if cfg.mode != "sdedit":
-            x = x * cfg.temperature
+            x = x * (cfg.temperature if temperature is None else temperature)
         if cfg.mode == "sdedit":
             if source is None:
                 raise ValueError("the sdedit mode samples from the noised source latent: pass source=Z_A")

@@ -154,7 +154,7 @@ def _load_standardizers(model_dirs: list[Path], names: list[str] | None, device:
 
 def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, seed: int = 0, device: str = "auto",
              workers: int | None = None, settings: FeatureSettings | None = None, max_cases: int | None = None,
-             names: list[str] | None = None) -> list[GapEvaluation]:
+             names: list[str] | None = None, temperature: float | None = None) -> list[GapEvaluation]:
     """Standardize every test case with every model and compare tumour features with the target kernel's.
 
     Models of different kernel gaps are evaluated each on its own gap's test pairs (one GapEvaluation per
@@ -173,14 +173,15 @@ def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, s
         cases = load_test_cases(manifest, source_kernel, target_kernel, max_cases)
         standard = tumour_features(cases, {c.name: c.target.hu for c in cases}, settings, workers)
         entries = [(INPUT, Path("-"), None), *members, *(failed if index == 0 else [])]
-        results = [_evaluate_method(name, folder, standardizer, cases, standard, settings, steps, seed, workers)
+        results = [_evaluate_method(name, folder, standardizer, cases, standard, settings, steps, seed, workers, temperature)
                    for name, folder, standardizer in entries]
         gaps.append(GapEvaluation(source_kernel, target_kernel, cases, standard, results))
     return gaps
 
 
 def _evaluate_method(name: str, folder: Path, standardizer: Standardizer | Exception | None, cases: list[TestCase],
-                     standard: dict, settings: FeatureSettings, steps: int | None, seed: int, workers: int | None) -> MethodResult:
+                     standard: dict, settings: FeatureSettings, steps: int | None, seed: int, workers: int | None,
+                     temperature: float | None = None) -> MethodResult:
     """One method on one gap (``standardizer`` None: the unchanged input; an exception: a model that failed to load)."""
     result = MethodResult(name, str(folder))
     try:
@@ -190,7 +191,8 @@ def _evaluate_method(name: str, folder: Path, standardizer: Standardizer | Excep
         if standardizer is None:
             outputs = {c.name: c.source.hu for c in cases}
         else:
-            outputs = {c.name: standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed, pixel_mm=c.source.pixel_mm)
+            outputs = {c.name: standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed, pixel_mm=c.source.pixel_mm,
+                                                               temperature=temperature)
                        for c in cases}
         slices = sum(c.source.shape[0] for c in cases)
         result.seconds_per_slice = (time.perf_counter() - start) / slices if standardizer else 0.0

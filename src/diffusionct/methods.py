@@ -70,9 +70,11 @@ class Method:
         raise NotImplementedError
 
     def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
-                           progress: Progress = None, pixel_mm: float | None = None) -> np.ndarray:
+                           progress: Progress = None, pixel_mm: float | None = None,
+                           temperature: float | None = None) -> np.ndarray:
         """Target-kernel slices for source-kernel HU slices ``(N, H, W)`` of in-plane pixel size ``pixel_mm``
-        (needed by a model conditioned on it, ignored by the others)."""
+        (needed by a model conditioned on it, ignored by the others). ``steps`` and ``temperature`` (default: the
+        model's) are the diffusion sampler's; methods without one ignore them."""
         if hu.ndim != 3:
             raise DiffusionCTError(f"expected slices (N, H, W), got shape {hu.shape}")
         if self.needs_pixel_mm and pixel_mm is None:
@@ -80,9 +82,9 @@ class Method:
                                    "in-plane pixel size in mm (pixel_mm), e.g. Volume.pixel_mm")
         if pixel_mm is not None and not (np.isfinite(pixel_mm) and 0.0 < pixel_mm < 100.0):
             raise DiffusionCTError(f"pixel size {pixel_mm} mm is not a positive size below 100 mm")
-        return self._run(hu, steps, seed, batch_size, progress, pixel_mm).astype(np.float32)
+        return self._run(hu, steps, seed, batch_size, progress, pixel_mm, temperature).astype(np.float32)
 
-    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm) -> np.ndarray:
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm, temperature) -> np.ndarray:
         return self._slices(hu, batch_size, progress)
 
     def _meta(self) -> dict:
@@ -166,13 +168,14 @@ def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, i
 
 
 def sample_with_shared_noise(denoiser, cond: torch.Tensor, diffusion: ConditionalDiffusion, steps: int | None, seed: int,
-                             cache: dict, source: torch.Tensor | None = None) -> torch.Tensor:
+                             cache: dict, source: torch.Tensor | None = None, temperature: float | None = None) -> torch.Tensor:
     """x_0 for a batch of slices; x_T is one noise image drawn from ``seed`` and shared by every slice
     (slice-to-slice consistency, and the output does not depend on how slices are batched)."""
     noise = cache.get("noise")
     if noise is None or noise.shape[1:] != cond.shape[1:]:
         noise = cache["noise"] = torch.randn((1, *cond.shape[1:]), generator=torch.Generator().manual_seed(seed))
-    return diffusion.sample(denoiser, cond, steps=steps, initial_noise=noise.expand(cond.shape[0], -1, -1, -1), source=source)
+    return diffusion.sample(denoiser, cond, steps=steps, initial_noise=noise.expand(cond.shape[0], -1, -1, -1), source=source,
+                            temperature=temperature)
 
 
 class NetworkMethod(Method):
@@ -220,7 +223,7 @@ class SingleNetworkMethod(NetworkMethod):
     def build_network(config: RunConfig) -> torch.nn.Module:  # pragma: no cover
         raise NotImplementedError
 
-    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm):
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm, temperature):
         if not self.needs_pixel_mm:
             return self._network_slices(hu, batch_size, progress, self.network.convert)
         return self._network_slices(hu, batch_size, progress,
@@ -284,13 +287,13 @@ class ImageDDPMMethod(SingleNetworkMethod):
         from diffusionct.models.latent_unet import ConditionalUNet
         return ConditionalUNet(image_ddpm_unet_config(config), 1)
 
-    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm):
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm, temperature):
         scale = self.config.baselines.ddpm_hu_scale
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:
             cond = batch.clamp(*HU_RANGE) / scale
-            x0 = sample_with_shared_noise(self.network, cond, self.diffusion, steps, seed, shared)
+            x0 = sample_with_shared_noise(self.network, cond, self.diffusion, steps, seed, shared, temperature=temperature)
             return self.diffusion.to_target_latent(x0, cond) * scale
 
         return self._network_slices(hu, batch_size, progress, convert)
@@ -339,7 +342,7 @@ class DiffusionCTMethod(NetworkMethod):
     def _inference_modules(self) -> list[torch.nn.Module]:
         return self.model.modules()
 
-    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm):
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm, temperature):
         minimum = self.config.size_multiple
         if min(hu.shape[1:]) < minimum:
             raise DiffusionCTError(f"images of {hu.shape[1]}x{hu.shape[2]} pixels are smaller than the "
@@ -352,7 +355,8 @@ class DiffusionCTMethod(NetworkMethod):
             z_a = ae.encode(batch)
             t1 = time.perf_counter()
             mean = self.model.predicted_mean(batch, z_a, self._pixel_sizes(batch, pixel_mm))
-            x0 = sample_with_shared_noise(unet, diffusion.condition(z_a, mean), diffusion, steps, seed, shared, source=z_a)
+            x0 = sample_with_shared_noise(unet, diffusion.condition(z_a, mean), diffusion, steps, seed, shared, source=z_a,
+                                          temperature=temperature)
             t2 = time.perf_counter()
             images = ae.decode(diffusion.to_target_latent(x0, z_a, mean))
             t3 = time.perf_counter()

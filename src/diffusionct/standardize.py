@@ -72,15 +72,18 @@ class Standardizer:
         return self.method.target_kernel
 
     def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
-                           progress: Callable[[int], None] | None = None, pixel_mm: float | None = None) -> np.ndarray:
+                           progress: Callable[[int], None] | None = None, pixel_mm: float | None = None,
+                           temperature: float | None = None) -> np.ndarray:
         """Standardize HU slices ``(N, H, W)`` of in-plane pixel size ``pixel_mm`` (mm; needed by models
-        conditioned on it); air outside the body is kept; clipped to the writer's range."""
+        conditioned on it); air outside the body is kept; clipped to the writer's range. ``steps`` and
+        ``temperature``: the sampler's (default: the model's)."""
         self.check_steps(steps)
+        self.check_temperature(temperature)
         check_seed(seed)
         if not np.isfinite(hu).all():
             raise DiffusionCTError("the input holds non-finite values (NaN or infinity); fill them before standardizing")
         out = self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
-                                             pixel_mm=pixel_mm)
+                                             pixel_mm=pixel_mm, temperature=temperature)
         if not np.isfinite(out).all():
             raise DiffusionCTError(f"the {self.method.name} model produced non-finite values (NaN or infinity): its "
                                    "weights are damaged or training diverged; retrain it or use another model")
@@ -98,6 +101,12 @@ class Standardizer:
         if steps is not None and not 1 <= steps <= self.config.diffusion.timesteps:
             raise DiffusionCTError(f"--steps must be in 1..{self.config.diffusion.timesteps} (the diffusion's T), got {steps}")
 
+    @staticmethod
+    def check_temperature(temperature: float | None) -> None:
+        if temperature is not None and not 0.0 <= temperature <= 1.0:
+            raise DiffusionCTError(f"--temperature must be in [0, 1] (0: the deterministic path from the zero start, 1: "
+                                   f"the model's distribution), got {temperature}")
+
     def check_kernel(self, volume: Volume, strict: bool = False, kernel: str | None = None) -> str | None:
         """A warning (or, with ``strict``, an error) when the input's kernel (``kernel``: as given by the user,
         else the volume's) is not of the model's source kernel family."""
@@ -111,10 +120,10 @@ class Standardizer:
         return message
 
     def standardize(self, volume: Volume, steps: int | None = None, seed: int = 0, batch_size: int = 4,
-                    progress: Callable[[int], None] | None = None) -> Volume:
+                    progress: Callable[[int], None] | None = None, temperature: float | None = None) -> Volume:
         """The standardized volume on the same grid, with the target kernel in its metadata."""
         hu = self.standardize_slices(volume.hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
-                                     pixel_mm=volume.pixel_mm)
+                                     pixel_mm=volume.pixel_mm, temperature=temperature)
         return volume.with_hu(hu, kernel=self.output_kernel, standardized_from=volume.kernel)
 
 
@@ -242,6 +251,7 @@ class SeriesJob:
     record: dict
     torch_threads: int  # float sums depend on the thread count: a worker uses the planner's, for the same bytes
     source_kernel: str | None = None  # the input's kernel as the user gave it (--from), else the series' own
+    temperature: float | None = None  # the sampler's start-noise scale (None for a method without a sampler)
 
 
 _LOADED: dict[tuple, Standardizer] = {}  # per process: a worker loads each model once for all its series
@@ -262,17 +272,19 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
                     seed: int = 0, device: str = "auto", batch_size: int = 4, output_format: str | None = None,
                     strict: bool = False, overwrite: bool = False, series_uid: str | None = None,
                     scheduler: str | None = None, target_kernel: str | None = None,
-                    source_kernel: str | None = None) -> list[SeriesResult]:
+                    source_kernel: str | None = None, temperature: float | None = None) -> list[SeriesResult]:
     """Standardize every series under ``input_path``: in this process (each model loaded once), or with
     ``scheduler`` on a Dask cluster, one task per series (each worker loads a model once).
 
     ``model_dir``: a model folder, or a folder of model folders from which each series gets the one for its
     kernel (``source_kernel`` overrides the series' own) and ``target_kernel``; default: the shipped model,
-    or with ``target_kernel`` the shipped model for that target."""
+    or with ``target_kernel`` the shipped model for that target. ``steps`` and ``temperature``: the sampler's
+    (default: each model's)."""
     from diffusionct.io.image import is_itk_image
 
     input_path, output = Path(input_path), Path(output)
     check_seed(seed)
+    Standardizer.check_temperature(temperature)
     if batch_size < 1:
         raise DiffusionCTError(f"--batch-size must be at least 1, got {batch_size}")
     if output_format is None:
@@ -284,15 +296,17 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     import torch
 
     named = model_dir is not None or target_kernel is not None
-    settings = {folder: _model_settings(folder, device, steps, named) for folder in dict.fromkeys(model_folders)}
+    settings = {folder: _model_settings(folder, device, steps, temperature, named) for folder in dict.fromkeys(model_folders)}
     series_jobs = []
     for (source, target, uid, kernel), folder in zip(jobs, model_folders):
-        name, model_steps, method = settings[folder]
+        name, model_steps, model_temperature, method = settings[folder]
+        record = {"input": str(source.resolve()), "series_uid": uid, "model": name.split()[-1], "method": method,
+                  "steps": model_steps, "seed": seed, "format": output_format}
+        if model_temperature is not None:
+            record["temperature"] = model_temperature
         series_jobs.append(SeriesJob(
             source, target, uid, folder, name, device, model_steps, seed, batch_size, output_format, strict, overwrite,
-            {"input": str(source.resolve()), "series_uid": uid, "model": name.split()[-1], "method": method,
-             "steps": model_steps, "seed": seed, "format": output_format},
-            torch.get_num_threads(), source_kernel))
+            record, torch.get_num_threads(), source_kernel, model_temperature))
     finished = _finished_outputs({job.target: job.record for job in series_jobs}, overwrite)
     results = [SeriesResult(job.source, job.target, 0, skipped=True) for job in series_jobs if job.target in finished]
     todo = [job for job in series_jobs if job.target not in finished]
@@ -309,16 +323,19 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     return sorted(results, key=lambda r: order[r.output])
 
 
-def _model_settings(folder: Path, device: str, steps: int | None, named: bool) -> tuple[str, int | None, str]:
-    """(name with content fingerprint, sampling steps, method) of a model, its steps checked before any series is read."""
+def _model_settings(folder: Path, device: str, steps: int | None, temperature: float | None,
+                    named: bool) -> tuple[str, int | None, float | None, str]:
+    """(name with content fingerprint, sampling steps, sampling temperature, method) of a model, its steps checked
+    before any series is read; no steps nor temperature for a method without a sampler."""
     fingerprint = model_fingerprint(folder) if folder.is_dir() else "missing"
     name = f"{folder.name if named else 'default'} {fingerprint}"
     standardizer = loaded_standardizer(folder, device, name)
     if not standardizer.method.uses_steps:
-        return name, None, standardizer.method.name
+        return name, None, None, standardizer.method.name
     steps = standardizer.config.diffusion.steps if steps is None else steps
     standardizer.check_steps(steps)
-    return name, steps, standardizer.method.name
+    temperature = standardizer.config.diffusion.temperature if temperature is None else temperature
+    return name, steps, float(temperature), standardizer.method.name
 
 
 def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
@@ -342,7 +359,8 @@ def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
         if warning:
             log.warning("%s: %s", source, warning)
         with tqdm(total=volume.shape[0], desc=source.name[:30], unit="slice", disable=None if progress else True) as bar:
-            result = standardizer.standardize(volume, steps=steps, seed=seed, batch_size=job.batch_size, progress=bar.update)
+            result = standardizer.standardize(volume, steps=steps, seed=seed, batch_size=job.batch_size, progress=bar.update,
+                                              temperature=job.temperature)
     except DiffusionCTError as exc:  # name the series the problem is with
         raise DiffusionCTError(f"{source}: {exc}") from None
     record = {**job.record, "slices": volume.shape[0], "diffusionct_version": __version__}
@@ -353,12 +371,12 @@ def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
     else:
         if not volume.headers:
             raise DiffusionCTError(f"{source}: DICOM output needs a DICOM input; use --format nifti")
-        how = f"{steps} DDIM steps, seed {seed}" if steps else "deterministic"
+        how = f"{steps} DDIM steps, temperature {job.temperature:g}, seed {seed}" if steps else "deterministic"
         derivation = (f"Standardized from {job.source_kernel or volume.kernel or 'unknown'} to {standardizer.output_kernel} kernel by "
                       f"diffusionct {__version__} ({standardizer.method.name} model {job.model_name}, {how})")
-        # the UIDs follow the input, the model's content (not its folder name), the steps and the seed
+        # the UIDs follow the input, the model's content (not its folder name), the steps, the seed and the temperature
         uid_seed = "|".join([str(volume.headers[0].get("SOPInstanceUID", "")), str(volume.shape[0]), job.model_name,
-                             str(steps), str(seed)])
+                             str(steps), str(seed), *([] if job.temperature is None else [f"{job.temperature:g}"])])
         write_dicom_series(result, target, SeriesDescription(
             description=f"{volume.headers[0].get('SeriesDescription', '')} standardized"[-64:].strip(),
             kernel=standardizer.output_kernel, derivation=derivation,

@@ -209,3 +209,22 @@ def test_kernel_filter_is_fitted_to_the_pairs_before_training(tiny_data, tmp_pat
         method.standardize_slices(volume.hu)
     out = method.standardize_slices(volume.hu, pixel_mm=volume.pixel_mm)
     assert not np.array_equal(out, method.standardize_slices(volume.hu, pixel_mm=volume.pixel_mm / 2))
+
+
+@pytest.mark.parametrize("phase, method, key", [("diffusion", None, "phase2"), ("pix2pix", "pix2pix", "baselines.pix2pix")])
+def test_every_phase_follows_its_learning_rate_schedule(tiny_data, tmp_path, phase, method, key):
+    """A cosine ``lr_schedule`` reaches every optimizer of the phase (the GAN's two as well), not only the predictor's."""
+    import math
+
+    config = tiny_config(f"{key}.lr_schedule=cosine", "phase1.steps=2")
+    pc = config.phases()[key]
+    if method is None:
+        train(tiny_data, tmp_path / "run", config, phase="all")
+    else:
+        train_method(method, tiny_data, tmp_path / "run", config, torch.device("cpu"))
+    meta = json.loads((tmp_path / "run" / "state" / f"{phase}.json").read_text())
+    optimizers = [value for name, value in meta.items() if name.startswith("optimizer")]
+    assert optimizers and meta["step"] == pc.steps
+    last = pc.lr * 0.5 * (1 + math.cos(math.pi * (pc.steps - 1) / pc.steps))  # the rate of the final step
+    for optimizer in optimizers:
+        assert optimizer["param_groups"][0]["lr"] == pytest.approx(last)

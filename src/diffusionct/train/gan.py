@@ -50,7 +50,7 @@ class GANRegime(TrainerBase):
         def validate_fn() -> dict:
             return validation_rmse(generator, va, vb)
 
-        self._loop("pix2pix", pc, state, step_fn, validate_fn,
+        self._loop("pix2pix", pc, state, optimizers, step_fn, validate_fn,
                    lambda step, history: self._save_state("pix2pix", step, modules, optimizers, history))
         return generator.eval()
 
@@ -99,7 +99,7 @@ class GANRegime(TrainerBase):
         def validate_fn() -> dict:
             return validation_rmse(modules["generator"], va, vb)
 
-        self._loop("cyclegan", pc, state, step_fn, validate_fn,
+        self._loop("cyclegan", pc, state, optimizers, step_fn, validate_fn,
                    lambda step, history: self._save_state("cyclegan", step, modules, optimizers, history))
         return modules["generator"].eval()
 

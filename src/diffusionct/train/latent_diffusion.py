@@ -67,7 +67,7 @@ class LatentDiffusionRegime(TrainerBase):
         def save_fn(step: int, history: list) -> None:
             self._save_state("autoencoder", step, {"autoencoder": ae}, optimizer, history)
 
-        history = self._loop("autoencoder", pc, state, step_fn, validate_fn, save_fn)
+        history = self._loop("autoencoder", pc, state, optimizer, step_fn, validate_fn, save_fn)
         ae.eval()
         self._set_latent_scale()
         return history
@@ -160,7 +160,7 @@ class LatentDiffusionRegime(TrainerBase):
         def save_fn(step: int, history: list) -> None:
             self._save_state("diffusion", step, checkpointed, optimizer, history)
 
-        history = self._loop("diffusion", pc, state, step_fn, validate_fn, save_fn)
+        history = self._loop("diffusion", pc, state, optimizer, step_fn, validate_fn, save_fn)
         for name, module in trained.items():  # the model keeps the EMA weights
             module.load_state_dict(averaged[name].state_dict())
             module.eval()

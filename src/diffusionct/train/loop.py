@@ -179,11 +179,15 @@ class TrainerBase:
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)
 
-    def _loop(self, phase: str, pc: PhaseConfig, state: PhaseState, step_fn, validate_fn, save_fn) -> list:
+    def _loop(self, phase: str, pc: PhaseConfig, state: PhaseState, optimizer, step_fn, validate_fn, save_fn) -> list:
+        """Steps ``state.step`` .. ``pc.steps`` of a phase, each at the learning rate of the phase's ``lr_schedule``
+        (set here for every optimizer of the phase, so that each regime honours it)."""
         history = state.history or []
         bar = tqdm(total=pc.steps, initial=state.step, desc=phase, unit="step", disable=None if self.rank == 0 else True)
         start = time.perf_counter()
         for step in range(state.step, pc.steps):
+            for opt in _optimizers(optimizer).values():
+                set_learning_rate(opt, pc, step)
             metrics = step_fn(step)
             bar.update()
             bar.set_postfix(loss=f"{metrics['loss']:.4g}")

@@ -14,7 +14,7 @@ from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_d
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.train.data import sample_pair_crops
 from diffusionct.units import HU_RANGE
-from diffusionct.train.loop import TrainerBase, optimize, set_learning_rate, step_seed, validation_rmse
+from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_rmse
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class SingleNetworkRegime(TrainerBase):
             rng = np.random.default_rng(step_seed(cfg.seed, phase, step, self.rank))
             a, b_, pixel_mm = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
             loss = F.mse_loss(net(a, pixel_mm), b_ - a) / RESIDUAL_SCALE**2
-            set_learning_rate(optimizer, pc, step)
             optimize(optimizer, loss)
             return {"loss": loss.item()}
 
@@ -56,7 +55,7 @@ class SingleNetworkRegime(TrainerBase):
         def save_fn(step: int, history: list) -> None:
             self._save_state(phase, step, {"network": network}, optimizer, history)
 
-        self._loop(phase, pc, state, step_fn, validate_fn, save_fn)
+        self._loop(phase, pc, state, optimizer, step_fn, validate_fn, save_fn)
         return network.eval()
 
     def _filter_fitting_slices(self, count: int = 48) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -95,7 +94,7 @@ class SingleNetworkRegime(TrainerBase):
                     p_ema.lerp_(p, 1 - decay)
             return {"loss": loss.item()}
 
-        self._loop("ddpm", pc, state, step_fn, lambda: {},
+        self._loop("ddpm", pc, state, optimizer, step_fn, lambda: {},
                    lambda step, history: self._save_state("ddpm", step, {"unet": unet, "ema": ema}, optimizer, history))
         return ema
 
