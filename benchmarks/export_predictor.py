@@ -14,6 +14,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from diffusionct.config import image_predictor_baseline_config
 from diffusionct.methods import AutoencoderMethod, ResidualCNNMethod
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.model_store import load_model
@@ -23,12 +24,7 @@ def export(run: Path, out: Path) -> None:
     model = load_model(run)
     if not isinstance(model.predictor, ResidualCNN):
         raise SystemExit(f"{run}: no image-space predictor (diffusion.predictor=image) to export")
-    d = model.config.diffusion
-    baselines = dataclasses.replace(model.config.baselines, residual_cnn_channels=d.predictor_channels,
-                                    residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training,
-                                    residual_cnn_pixel_spacing=d.predictor_pixel_spacing,
-                                    residual_cnn_kernel_filter=d.predictor_kernel_filter)
-    config = dataclasses.replace(model.config, baselines=baselines)
+    config = dataclasses.replace(model.config, baselines=image_predictor_baseline_config(model.config))
     ResidualCNNMethod(config, network=model.predictor).save(out, {"exported_from": str(run)})
 
 

@@ -381,6 +381,17 @@ def image_ddpm_diffusion_config(config: RunConfig) -> DiffusionConfig:
     return dataclasses.replace(d, mode="residual") if d.mode == "refine" else d
 
 
+def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:
+    """The run's baseline settings with the residual CNN made the refine mode's image-space predictor (its width,
+    depth, pixel-size conditioning, kernel filter and training): one description of that network for DiffusionCT's
+    model and for the predictor exported as a ``residual-cnn`` model."""
+    d = config.diffusion
+    return dataclasses.replace(config.baselines, residual_cnn_channels=d.predictor_channels,
+                               residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training,
+                               residual_cnn_pixel_spacing=d.predictor_pixel_spacing,
+                               residual_cnn_kernel_filter=d.predictor_kernel_filter)
+
+
 def image_ddpm_unet_config(config: RunConfig) -> UNetConfig:
     """The image-space DDPM's U-Net: the latent U-Net's settings with the baseline's widths, no attention."""
     channels = config.baselines.ddpm_channels

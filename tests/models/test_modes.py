@@ -282,3 +282,31 @@ def test_temperature_scales_the_start_noise(temperature):
     assert (cooled.abs().max() == 0) == (temperature == 0)
     with pytest.raises(DiffusionCTError, match="temperature"):
         RunConfig.load(overrides=["diffusion.temperature=1.5"])
+
+
+@pytest.mark.parametrize("kernel_filter", [False, True])
+def test_image_predictor_is_the_residual_cnn_of_its_baseline_settings(tmp_path, kernel_filter):
+    """The refine mode's image predictor and the residual-cnn model built from ``image_predictor_baseline_config``
+    are one network: the predictor's weights load into it strictly and it converts alike after a save and load."""
+    import dataclasses
+
+    from diffusionct.config import image_predictor_baseline_config
+    from diffusionct.methods import ResidualCNNMethod
+
+    config = tiny_config("diffusion.mode=refine", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3",
+                         f"diffusion.predictor_kernel_filter={str(kernel_filter).lower()}")
+    model = DiffusionCTModel.build(config)
+    torch.manual_seed(0)
+    for p in model.predictor.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    baselines = image_predictor_baseline_config(config)
+    assert (baselines.residual_cnn_channels, baselines.residual_cnn_layers) == (8, 3)
+    assert baselines.residual_cnn == config.diffusion.predictor_training
+    exported = ResidualCNNMethod(dataclasses.replace(config, baselines=baselines), network=model.predictor)
+    exported.save(tmp_path / "predictor")
+    loaded = load_method(tmp_path / "predictor")
+    hu = (torch.randn(2, 32, 32) * 200).numpy()
+    with torch.no_grad():
+        direct = model.predictor.convert(torch.from_numpy(hu)[:, None], torch.full((2,), 0.8))[:, 0].numpy()
+    assert np.allclose(loaded.standardize_slices(hu, pixel_mm=0.8), direct, atol=1e-3)
+    assert loaded.needs_pixel_mm

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffusionct.config import RunConfig
+from diffusionct.config import RunConfig, image_predictor_baseline_config
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.latent_unet import ConditionalUNet, LatentPredictor
@@ -29,8 +29,7 @@ class DiffusionCTModel:
         latent, d = config.autoencoder.latent_channels, config.diffusion
         predictor: LatentPredictor | ResidualCNN | None = None
         if d.mode == "refine":
-            predictor = (ResidualCNN(d.predictor_channels, d.predictor_layers, d.predictor_pixel_spacing,
-                                     d.predictor_kernel_filter)
+            predictor = (ResidualCNN.baseline(image_predictor_baseline_config(config))
                          if d.predictor == "image"
                          else LatentPredictor(latent, d.predictor_channels, d.predictor_layers))
         return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, latent), predictor)
