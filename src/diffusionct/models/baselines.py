@@ -88,8 +88,8 @@ class RadialKernelFilter(nn.Module):
         """Set the gain to the least-squares filter from ``source`` to ``target`` slices ``(N, H, W)``.
 
         Minimises sum |B(f) - G(|f| / p) A(f)|^2 over the DFT of Hann-windowed slices, G linear between knots
-        (a tridiagonal system); ``ridge`` (relative to the mean power) pulls knots without data (beyond the
-        slices' corner frequency) to 1. Training then starts from the best linear filter instead of the identity,
+        (a tridiagonal system); ``ridge`` (relative to each knot's power) keeps the system well posed and leaves knots
+        without data (beyond the slices' corner frequency) at 1. Training then starts from the best linear filter instead of the identity,
         which a gain of 10 or more (a smooth source, a sharp target) would take thousands of steps to reach. The
         first knot is solved with the others but not used (the gain at 0 is 1).
         """
@@ -108,8 +108,12 @@ class RadialKernelFilter(nn.Module):
                 right.index_add_(0, i, wi * cross)
                 for j, wj in ((below, 1 - weight), (below + 1, weight)):
                     normal.view(-1).index_add_(0, i * knots + j, wi * wj * power)
-        strength = ridge * normal.diagonal().mean()
-        gain = torch.linalg.solve(normal + strength * torch.eye(knots, dtype=torch.float64), right + strength)
+        # the ridge is relative to each knot's own power: source spectra fall by 10^3-10^4 from the lowest to the
+        # highest frequencies, and one ridge relative to the mean power pulled a sharpening gain of 7-40 there to 2-4
+        # (docs/results.md, sixth run); a knot without data gets only the floor and so the gain 1
+        power = normal.diagonal()
+        strength = ridge * power + 1e-9 * power.mean()
+        gain = torch.linalg.solve(normal + torch.diag(strength), right + strength)
         self.gain.copy_(gain.to(self.gain))
 
     def forward(self, x: torch.Tensor, pixel_mm: torch.Tensor) -> torch.Tensor:
