@@ -19,7 +19,7 @@ BIN=${BIN:-.venv/bin}
 PHASE2_STEPS=${PHASE2_STEPS:-1500}      # DiffusionCT phase 2 (the shipped recipe)
 BASELINE_STEPS=${BASELINE_STEPS:-1000}  # residual CNN, pix2pix
 BASELINES=${BASELINES:-"identity histogram residual-cnn"}
-CFG="--config ${CFG_FILE:-configs/shipped-model.yaml}"  # CFG_FILE=configs/kernel-filter.yaml: the fifth run's recipe
+CFG="--config ${CFG_FILE:-configs/shipped-model.yaml}"  # CFG_FILE=configs/fourth-run.yaml: the fourth run's recipe
 KERNELS=b10,b30,b50,b70
 [ -f "$DATA/train/manifest.json" ] || $BIN/diffusionct simulate -o "$DATA/train" --cases 12 --kernels $KERNELS \
     --thickness 1,3 --slices 12 --seed 1 --dose-range 50,250 --pixel-range 0.6,0.9 --kernel-jitter 0.05

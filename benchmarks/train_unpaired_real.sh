@@ -9,7 +9,7 @@ BIN=${BIN:-.venv/bin}
 SHARED=${SHARED:-../shared/data/sts-ct}
 mkdir -p "$RUNS"
 $BIN/python benchmarks/unpaired_real.py sets "$SHARED" "$RUNS/sets.csv"
-K="--config configs/shipped-model.yaml --set data.source_kernel=GE:SOFT --set data.target_kernel=GE:STANDARD --set data.pairing=unpaired"
+K="--config configs/fourth-run.yaml --set data.source_kernel=GE:SOFT --set data.target_kernel=GE:STANDARD --set data.pairing=unpaired"
 [ -f "$RUNS/diffusionct/unet.safetensors" ] || $BIN/diffusionct train --data "$RUNS/sets.csv" -o "$RUNS/diffusionct" $K \
     --set phase2.steps=${PHASE2_STEPS:-1500} --set diffusion.predictor_training.steps=${PREDICTOR_STEPS:-600} --resume
 [ -f "$RUNS/predictor-cnn/config.json" ] || $BIN/python benchmarks/export_predictor.py "$RUNS/diffusionct" "$RUNS/predictor-cnn"
