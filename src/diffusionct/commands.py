@@ -269,7 +269,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="model folder, or a folder of model folders (one per kernel gap; each "
                                               "series gets the one for its kernel); default: the shipped model(s)")
     p.add_argument("--to", dest="target_kernel", metavar="KERNEL",
-                   help="target kernel (e.g. B50): use the model that standardizes to it (shipped: B70, B50, B30)")
+                   help="target kernel (e.g. B50): use the model that standardizes to it (shipped: B70 from B30 or B10, B50, B30)")
     p.add_argument("--from", dest="source_kernel", metavar="KERNEL",
                    help="the input's kernel, when its header has none (NIfTI) or is wrong (default: ConvolutionKernel)")
     p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's)")
