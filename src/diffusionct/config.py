@@ -114,7 +114,9 @@ class DiffusionConfig:
             sample moves toward the conditional mean, as reduced-temperature sampling of Kingma and Dhariwal 2018).
             Default 0, the deterministic DDIM path from the zero start: on all four simulated gaps it kept more
             features within RE 0.15 than 0.5 or 1 (docs/results.md, "Sampling temperature"). Models saved before
-            this setting existed read 1. Not used by the sdedit mode, which starts from Z_A noised.
+            this setting existed read 1. Not used by the sdedit mode, which starts from Z_A noised. The ``paper`` mode is
+            the paper's sampler (from pure noise) at 1 only: set it with that mode (``configs/fourth-run.yaml`` does). The
+            image-space DDPM baseline always samples at 1 (``image_ddpm_diffusion_config``).
         x0_clip: clip the sampler's x0 estimates to [-x0_clip, x0_clip]; 0: no clipping. The paper
             mode sets it at training from the largest target latent (the latent range).
         x0_scale: the diffusion runs on x0 * x0_scale, so that its data has unit variance as the
@@ -376,9 +378,10 @@ def apply_override(data: dict, item: str) -> None:
 
 def image_ddpm_diffusion_config(config: RunConfig) -> DiffusionConfig:
     """The image-space DDPM's diffusion: the run's, without the latent predictor of the refine mode
-    (it diffuses the residual B - A of the HU image, the ``residual`` mode)."""
+    (it diffuses the residual B - A of the HU image, the ``residual`` mode), sampled from pure noise
+    (temperature 1) as SR3 and Palette sample: the baseline as published, whatever DiffusionCT's own temperature."""
     d = config.diffusion
-    return dataclasses.replace(d, mode="residual") if d.mode == "refine" else d
+    return dataclasses.replace(d, mode="residual" if d.mode == "refine" else d.mode, temperature=1.0)
 
 
 def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:

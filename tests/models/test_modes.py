@@ -310,3 +310,16 @@ def test_image_predictor_is_the_residual_cnn_of_its_baseline_settings(tmp_path, 
         direct = model.predictor.convert(torch.from_numpy(hu)[:, None], torch.full((2,), 0.8))[:, 0].numpy()
     assert np.allclose(loaded.standardize_slices(hu, pixel_mm=0.8), direct, atol=1e-3)
     assert loaded.needs_pixel_mm
+
+
+def test_image_ddpm_baseline_samples_from_pure_noise():
+    """The image-space DDPM baseline samples as SR3/Palette do (temperature 1) even when DiffusionCT's own default is
+    0: with another seed it gives another sample, and the run's config is left as it was."""
+    from diffusionct.methods import ImageDDPMMethod
+
+    config = tiny_config("diffusion.temperature=0.0")
+    method = ImageDDPMMethod(config)
+    assert method.diffusion.config.temperature == 1.0 and config.diffusion.temperature == 0.0
+    hu = np.random.default_rng(0).normal(0, 100, (1, 32, 32)).astype(np.float32)
+    first, again, other = (method.standardize_slices(hu, steps=2, seed=s) for s in (1, 1, 2))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
