@@ -166,3 +166,16 @@ def test_temperature_option_sets_the_start_noise(tiny_data, tiny_model, tmp_path
     assert main(["standardize", "-i", str(source), "-o", str(tmp_path / "hot"), "--model", str(tiny_model),
                  "--temperature", "1.5"]) == 2
     assert "--temperature must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "hot").exists()
+
+
+def test_image_ddpm_output_states_the_temperature_it_sampled_at(tiny_data, tmp_path):
+    """The record and derivation give the temperature the method samples at: the image DDPM's 1, not the run
+    config's default of 0."""
+    import torch
+
+    from diffusionct.methods import train_method
+    from tests.model_fixtures import tiny_config
+
+    train_method("ddpm", tiny_data, tmp_path / "ddpm", tiny_config(), torch.device("cpu"))
+    run_standardize(_series(tiny_data), tmp_path / "out", model_dir=tmp_path / "ddpm", device="cpu")
+    assert "temperature 1, seed 0" in read_dicom_series(tmp_path / "out").headers[0].DerivationDescription

@@ -332,9 +332,10 @@ def _model_settings(folder: Path, device: str, steps: int | None, temperature: f
     standardizer = loaded_standardizer(folder, device, name)
     if not standardizer.method.uses_steps:
         return name, None, None, standardizer.method.name
-    steps = standardizer.config.diffusion.steps if steps is None else steps
+    sampler = standardizer.method.diffusion.config  # the method's own (the image DDPM's temperature is not the run's)
+    steps = sampler.steps if steps is None else steps
     standardizer.check_steps(steps)
-    temperature = standardizer.config.diffusion.temperature if temperature is None else temperature
+    temperature = sampler.temperature if temperature is None else temperature
     return name, steps, float(temperature), standardizer.method.name
 
 
