@@ -65,13 +65,21 @@ class AutoencoderConfig:
 
 @dataclass
 class UNetConfig:
-    """Latent diffusion U-Net (MONAI ``DiffusionModelUNet``)."""
+    """Latent diffusion U-Net (MONAI ``DiffusionModelUNet``).
+
+    ``condition_skip`` (the ``paper`` mode only): a learned linear path from the U-Net's inputs to its noise
+    estimate, per channel and timestep, that starts as the map "Z_B = Z_A" (``models.latent_unet.ConditionSkip``).
+    Without it the paper's U-Net must learn to copy Z_A through its normalised layers to a precision that x_0 =
+    (x_t - s eps) / a multiplies by up to 150 near t = T (docs/results.md, "The paper mode with a condition skip").
+    Models saved before this setting existed read False.
+    """
 
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     attention_levels: list[bool] = field(default_factory=lambda: [False, False, True])
     num_res_blocks: int = 1
     num_head_channels: int = 32
     norm_num_groups: int = 16
+    condition_skip: bool = False
 
 
 @dataclass
@@ -286,6 +294,9 @@ class RunConfig:
             raise DiffusionCTError(f"diffusion.sampler must be 'ddim' or 'ddpm', got '{self.diffusion.sampler}'")
         if not 1 <= self.diffusion.steps <= self.diffusion.timesteps:
             raise DiffusionCTError(f"diffusion.steps must be in 1..{self.diffusion.timesteps}, got {self.diffusion.steps}")
+        if self.unet.condition_skip and self.diffusion.mode != "paper":
+            raise DiffusionCTError(f"unet.condition_skip is for diffusion.mode=paper (epsilon prediction of the target latent); "
+                                   f"the {self.diffusion.mode} mode starts from its input without it: remove the setting")
         if len(self.unet.channels) != len(self.unet.attention_levels):
             raise DiffusionCTError("unet.channels and unet.attention_levels must have the same length")
         for name in ("phase1", "phase2"):

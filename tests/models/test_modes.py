@@ -87,6 +87,48 @@ def test_zero_residual_model_returns_its_input():
     assert np.abs(DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0) - hu).max() > 1.0
 
 
+def _paper_skip_config():
+    return RunConfig.load(overrides=["autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
+                                     "autoencoder.latent_channels=16", "autoencoder.decoder_channels=16",
+                                     "unet.channels=[16,16]", "unet.attention_levels=[false,false]", "unet.norm_num_groups=8",
+                                     "unet.num_head_channels=8", "unet.condition_skip=true", "diffusion.mode=paper",
+                                     "diffusion.x0_shift=-2.5", "diffusion.x0_scale=1.3", "diffusion.x0_clip=4",
+                                     "diffusion.temperature=1", "diffusion.steps=5"])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_paper_mode_with_condition_skip_starts_as_its_input(sampler):
+    """The paper mode's U-Net with its condition skip set to "Z_B = Z_A" (and the U-Net's own zero-initialised
+    output) samples Z_A from pure noise, with the DDIM and the 1,000-step DDPM samplers: A' = A."""
+    config = _paper_skip_config()
+    config.diffusion.sampler = sampler
+    model = DiffusionCTModel.build(config).eval()
+    model.unet.skip.start_as_condition(config.diffusion.x0_shift, config.diffusion.x0_factor)
+    hu = np.random.default_rng(0).normal(0, 300, size=(1, 32, 32)).clip(-1000, 2000).astype(np.float32)
+    out = DiffusionCTMethod(config, model=model).standardize_slices(hu, seed=0)
+    np.testing.assert_allclose(out, hu, atol=0.5)
+    model.unet.skip.weight.data.zero_()  # the plain paper U-Net (untrained) does not: the test can fail
+    assert np.abs(DiffusionCTMethod(config, model=model).standardize_slices(hu, seed=0) - hu).max() > 100
+
+
+def test_paper_mode_trains_its_condition_skip_from_the_identity(tiny_data, tmp_path):
+    config = tiny_config("diffusion.mode=paper", "unet.condition_skip=true")
+    train(tiny_data, tmp_path / "run", config, phase="all")
+    skip = load_file(str(tmp_path / "run" / "unet.safetensors"))["skip.weight"]
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert meta["unet"]["condition_skip"] is True
+    # started at (1 on x_t's 1/s, -x0_scale on Z_A's a/s) and moved by training, not from zero
+    assert torch.allclose(skip[0, :, 2], torch.ones_like(skip[0, :, 2]), atol=0.1)
+    assert torch.allclose(skip[1, :, 1], torch.full_like(skip[1, :, 1], -meta["diffusion"]["x0_scale"]), atol=0.1)
+    method = load_method(tmp_path / "run")
+    assert torch.equal(method.model.unet.skip.weight, skip)
+
+
+def test_condition_skip_is_refused_outside_the_paper_mode():
+    with pytest.raises(DiffusionCTError, match="condition_skip is for diffusion.mode=paper"):
+        RunConfig.load(overrides=["unet.condition_skip=true", "diffusion.mode=refine"])
+
+
 def test_x0_clip_bounds_the_estimate_and_keeps_x_t_consistent():
     diffusion = ConditionalDiffusion.from_config(RunConfig.load(overrides=["diffusion.mode=paper", "diffusion.x0_clip=1.5"]).diffusion)
     schedule = diffusion.schedule

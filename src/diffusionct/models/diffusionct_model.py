@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffusionct.config import RunConfig, image_predictor_baseline_config
+from diffusionct.diffusion import NoiseSchedule
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.latent_unet import ConditionalUNet, LatentPredictor
@@ -32,7 +33,8 @@ class DiffusionCTModel:
             predictor = (ResidualCNN.baseline(image_predictor_baseline_config(config))
                          if d.predictor == "image"
                          else LatentPredictor(latent, d.predictor_channels, d.predictor_layers))
-        return cls(config, Autoencoder(config.autoencoder), ConditionalUNet(config.unet, latent), predictor)
+        unet = ConditionalUNet(config.unet, latent, NoiseSchedule.from_config(d).alpha_bar)
+        return cls(config, Autoencoder(config.autoencoder), unet, predictor)
 
     def predicted_mean(self, hu: torch.Tensor, z_source: torch.Tensor,
                        pixel_mm: torch.Tensor | None = None) -> torch.Tensor | None:

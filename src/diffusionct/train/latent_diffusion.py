@@ -99,6 +99,9 @@ class LatentDiffusionRegime(TrainerBase):
             self._train_residual_network(model.predictor, "predictor", cfg.diffusion.predictor_training, 95)
             for p in model.predictor.parameters():
                 p.requires_grad_(False)
+        self._set_x0_range()  # before the averaged copy and the checkpoint check: the saved config holds the values
+        if model.unet.skip is not None:  # the paper mode's U-Net starts as "Z_B = Z_A" (a resumed run reloads it)
+            model.unet.skip.start_as_condition(cfg.diffusion.x0_shift, cfg.diffusion.x0_factor)
         averaged = {name: copy.deepcopy(module).eval() for name, module in trained.items()}
         for module in averaged.values():
             for p in module.parameters():
@@ -108,7 +111,6 @@ class LatentDiffusionRegime(TrainerBase):
         checkpointed = {**trained, "ema": averaged["unet"]}
         if "predictor" in averaged:
             checkpointed["ema_predictor"] = averaged["predictor"]
-        self._set_x0_range()  # before the checkpoint check: the saved config holds the values
         state = self._load_state("diffusion", checkpointed, optimizer)
         nets = {name: self._wrap(module) for name, module in trained.items()}
         va, vb, val_pixel_mm = self._validation_pairs(pc.crop, 98)
