@@ -71,7 +71,8 @@ class UNetConfig:
     estimate, per channel and timestep, that starts as the map "Z_B = Z_A" (``models.latent_unet.ConditionSkip``).
     Without it the paper's U-Net must learn to copy Z_A through its normalised layers to a precision that x_0 =
     (x_t - s eps) / a multiplies by up to 150 near t = T (docs/results.md, "The paper mode with a condition skip").
-    Models saved before this setting existed read False.
+    Models saved before this setting existed read False. ``condition_skip_size`` > 1 (odd): that path also filters
+    Z_A with a learned ``size`` x ``size`` convolution across channels (a linear kernel change).
     """
 
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -80,6 +81,7 @@ class UNetConfig:
     num_head_channels: int = 32
     norm_num_groups: int = 16
     condition_skip: bool = False
+    condition_skip_size: int = 1
 
 
 @dataclass
@@ -297,6 +299,8 @@ class RunConfig:
         if self.unet.condition_skip and self.diffusion.mode != "paper":
             raise DiffusionCTError(f"unet.condition_skip is for diffusion.mode=paper (epsilon prediction of the target latent); "
                                    f"the {self.diffusion.mode} mode starts from its input without it: remove the setting")
+        if self.unet.condition_skip_size < 1 or self.unet.condition_skip_size % 2 == 0:
+            raise DiffusionCTError(f"unet.condition_skip_size must be an odd number >= 1, got {self.unet.condition_skip_size}")
         if len(self.unet.channels) != len(self.unet.attention_levels):
             raise DiffusionCTError("unet.channels and unet.attention_levels must have the same length")
         for name in ("phase1", "phase2"):

@@ -87,8 +87,8 @@ def test_zero_residual_model_returns_its_input():
     assert np.abs(DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0) - hu).max() > 1.0
 
 
-def _paper_skip_config():
-    return RunConfig.load(overrides=["autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
+def _paper_skip_config(size: int = 1):
+    return RunConfig.load(overrides=[f"unet.condition_skip_size={size}", "autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
                                      "autoencoder.latent_channels=16", "autoencoder.decoder_channels=16",
                                      "unet.channels=[16,16]", "unet.attention_levels=[false,false]", "unet.norm_num_groups=8",
                                      "unet.num_head_channels=8", "unet.condition_skip=true", "diffusion.mode=paper",
@@ -96,11 +96,11 @@ def _paper_skip_config():
                                      "diffusion.temperature=1", "diffusion.steps=5"])
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
-def test_paper_mode_with_condition_skip_starts_as_its_input(sampler):
+@pytest.mark.parametrize("sampler,size", [("ddim", 1), ("ddpm", 1), ("ddim", 3)])
+def test_paper_mode_with_condition_skip_starts_as_its_input(sampler, size):
     """The paper mode's U-Net with its condition skip set to "Z_B = Z_A" (and the U-Net's own zero-initialised
     output) samples Z_A from pure noise, with the DDIM and the 1,000-step DDPM samplers: A' = A."""
-    config = _paper_skip_config()
+    config = _paper_skip_config(size)
     config.diffusion.sampler = sampler
     model = DiffusionCTModel.build(config).eval()
     model.unet.skip.start_as_condition(config.diffusion.x0_shift, config.diffusion.x0_factor)
@@ -112,9 +112,11 @@ def test_paper_mode_with_condition_skip_starts_as_its_input(sampler):
 
 
 def test_paper_mode_trains_its_condition_skip_from_the_identity(tiny_data, tmp_path):
-    config = tiny_config("diffusion.mode=paper", "unet.condition_skip=true")
+    config = tiny_config("diffusion.mode=paper", "unet.condition_skip=true", "unet.condition_skip_size=3")
     train(tiny_data, tmp_path / "run", config, phase="all")
-    skip = load_file(str(tmp_path / "run" / "unet.safetensors"))["skip.weight"]
+    weights = load_file(str(tmp_path / "run" / "unet.safetensors"))
+    skip = weights["skip.weight"]
+    assert weights["skip.filter.weight"].shape[-2:] == (3, 3) and weights["skip.filter.weight"].abs().sum() > 0
     meta = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert meta["unet"]["condition_skip"] is True
     # started at (1 on x_t's 1/s, -x0_scale on Z_A's a/s) and moved by training, not from zero
@@ -122,11 +124,14 @@ def test_paper_mode_trains_its_condition_skip_from_the_identity(tiny_data, tmp_p
     assert torch.allclose(skip[1, :, 1], torch.full_like(skip[1, :, 1], -meta["diffusion"]["x0_scale"]), atol=0.1)
     method = load_method(tmp_path / "run")
     assert torch.equal(method.model.unet.skip.weight, skip)
+    assert torch.equal(method.model.unet.skip.filter.weight, weights["skip.filter.weight"])
 
 
 def test_condition_skip_is_refused_outside_the_paper_mode():
     with pytest.raises(DiffusionCTError, match="condition_skip is for diffusion.mode=paper"):
         RunConfig.load(overrides=["unet.condition_skip=true", "diffusion.mode=refine"])
+    with pytest.raises(DiffusionCTError, match="condition_skip_size must be an odd number"):
+        RunConfig.load(overrides=["unet.condition_skip=true", "diffusion.mode=paper", "unet.condition_skip_size=2"])
 
 
 def test_x0_clip_bounds_the_estimate_and_keeps_x_t_consistent():

@@ -19,26 +19,40 @@ class ConditionSkip(nn.Module):
     the condition: x_t = a_t x_0 + s_t eps gives eps = x_t / s_t - (a_t / s_t) x_0 (Ho et al. eq. 4). A plain
     U-Net has to learn that copy through its normalised layers; near t = T the sampler's x_0 = (x_t - s_t eps) / a_t
     multiplies its error by up to 1 / a_t ~ 150, and from pure noise it then never finds the image of Z_A.
+
+    With ``size`` > 1 the condition's a_t / s_t term also passes a learned ``size`` x ``size`` convolution across
+    channels (zero at the start): a linear filter of Z_A, the form of a kernel change between two reconstructions
+    of one sinogram, that the linear path can learn before the U-Net does.
     """
 
-    def __init__(self, channels: int, alpha_bar: torch.Tensor):
+    def __init__(self, channels: int, alpha_bar: torch.Tensor, size: int = 1):
         super().__init__()
         a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         self.register_buffer("basis", torch.stack([torch.ones_like(a), a / s, 1 / s], 1).float(), persistent=False)
         self.weight = nn.Parameter(torch.zeros(3, channels, 3))  # (x_t, Z_A, constant) x channel x basis
+        self.filter: nn.Conv2d | None = None
+        if size > 1:
+            self.filter = nn.Conv2d(channels, channels, size, padding=size // 2, padding_mode="reflect", bias=False)
+            nn.init.zeros_(self.filter.weight)
 
     def start_as_condition(self, x0_shift: float, x0_factor: float) -> None:
         """Start as the model "Z_B = Z_A": eps = (x_t - a_t x0) / s_t with x0 = (Z_A - x0_shift) x0_factor, the
         diffusion's scaling of its x_0 (``ConditionalDiffusion.scaled``)."""
         with torch.no_grad():
             self.weight.zero_()
+            if self.filter is not None:
+                self.filter.weight.zero_()
             self.weight[0, :, 2] = 1.0
             self.weight[1, :, 1] = -x0_factor
             self.weight[2, :, 1] = x0_shift * x0_factor
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        coef = torch.einsum("bk,jck->jbc", self.basis[t], self.weight)[..., None, None].to(x_t.dtype)
-        return coef[0] * x_t + coef[1] * cond + coef[2]
+        basis = self.basis[t]
+        coef = torch.einsum("bk,jck->jbc", basis, self.weight)[..., None, None].to(x_t.dtype)
+        out = coef[0] * x_t + coef[1] * cond + coef[2]
+        if self.filter is not None:
+            out = out + basis[:, 1, None, None, None].to(x_t.dtype) * self.filter(cond)
+        return out
 
 
 class ConditionalUNet(nn.Module):
@@ -58,7 +72,7 @@ class ConditionalUNet(nn.Module):
         if cfg.condition_skip:
             if alpha_bar is None:
                 raise ValueError("unet.condition_skip needs the noise schedule's alpha_bar")
-            self.skip = ConditionSkip(latent_channels, alpha_bar)
+            self.skip = ConditionSkip(latent_channels, alpha_bar, cfg.condition_skip_size)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         out = self.net(torch.cat([x_t, cond], dim=1), t)
