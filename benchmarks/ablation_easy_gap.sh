@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The phase-2 ablation of docs/results.md on the easy gap (b30 -> b50), same data and step budget as
 # benchmarks/train_gaps.sh: its DiffusionCT run against the modes in MODES (default "refine paper paper-cos":
-# runs named mode-MODE; add residual, paper-skip: paper-cos with the U-Net's condition skip, paper-skip3: with its
-# 3x3 filter of Z_A), then the first mode's reproducible share at 10 and 25 sampling
+# runs named mode-MODE; add residual, paper-skip: paper-cos with the U-Net's condition skip, paper-skip3 and
+# paper-skip5: with its 3x3 or 5x5 filter of Z_A), then the first mode's reproducible share at 10 and 25 sampling
 # steps (5 is in the comparison). Run after train_gaps.sh b30:b50 (it reuses its runs).
 # Usage: benchmarks/ablation_easy_gap.sh DATA_DIR RUNS_DIR REPORTS_DIR
 set -euo pipefail
@@ -20,7 +20,7 @@ for mode in $MODES; do
   settings="--set phase2.steps=$PHASE2_STEPS --set diffusion.mode=$mode"
   [ "$mode" = paper-cos ] && settings="$PAPER_SETTINGS --set diffusion.mode=paper"
   [ "$mode" = paper-skip ] && settings="$PAPER_SETTINGS --set diffusion.mode=paper --set unet.condition_skip=true"
-  [ "$mode" = paper-skip3 ] && settings="$PAPER_SETTINGS --set diffusion.mode=paper --set unet.condition_skip=true --set unet.condition_skip_size=3"
+  case $mode in paper-skip[0-9]) settings="$PAPER_SETTINGS --set diffusion.mode=paper --set unet.condition_skip=true --set unet.condition_skip_size=${mode#paper-skip}";; esac
   if [ ! -f "$run/unet.safetensors" ]; then
     mkdir -p "$run"
     [ -f "$run/config.json" ] || cp "$RUNS/autoencoder/config.json" "$RUNS/autoencoder/autoencoder.safetensors" "$run/"

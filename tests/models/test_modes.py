@@ -127,6 +127,19 @@ def test_paper_mode_trains_its_condition_skip_from_the_identity(tiny_data, tmp_p
     assert torch.equal(method.model.unet.skip.filter.weight, weights["skip.filter.weight"])
 
 
+def test_condition_skip_filter_ignores_a_constant_and_passes_detail():
+    """A kernel change keeps the mean: the skip's learned filter has no response to a constant latent (a shifted
+    latent gives the same output), whatever its weights, and still responds to detail."""
+    from diffusionct.models.latent_unet import ConditionSkip
+
+    skip = ConditionSkip(4, NoiseSchedule.linear().alpha_bar, size=3)
+    torch.nn.init.normal_(skip.filter.weight)
+    cond = torch.randn(2, 4, 8, 8)
+    assert torch.allclose(skip.filtered(cond + 5.0), skip.filtered(cond), atol=1e-4)
+    assert torch.allclose(skip.filtered(torch.full((1, 4, 8, 8), -3.0)), torch.zeros(1, 4, 8, 8), atol=1e-4)
+    assert skip.filtered(cond).abs().mean() > 0.1
+
+
 def test_condition_skip_is_refused_outside_the_paper_mode():
     with pytest.raises(DiffusionCTError, match="condition_skip is for diffusion.mode=paper"):
         RunConfig.load(overrides=["unet.condition_skip=true", "diffusion.mode=refine"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
+from torch.nn import functional as F
 
 from diffusionct.config import UNetConfig
 from diffusionct.models.baselines import conv_stack
@@ -51,8 +52,15 @@ class ConditionSkip(nn.Module):
         coef = torch.einsum("bk,jck->jbc", basis, self.weight)[..., None, None].to(x_t.dtype)
         out = coef[0] * x_t + coef[1] * cond + coef[2]
         if self.filter is not None:
-            out = out + basis[:, 1, None, None, None].to(x_t.dtype) * self.filter(cond)
+            out = out + basis[:, 1, None, None, None].to(x_t.dtype) * self.filtered(cond)
         return out
+
+    def filtered(self, cond: torch.Tensor) -> torch.Tensor:
+        """The learned filter of Z_A with no response to a constant: a kernel change keeps the mean HU, and Z_A's
+        mean, far from 0, would otherwise swamp what the filter learns."""
+        w = self.filter.weight
+        w = w - w.mean(dim=(1, 2, 3), keepdim=True)
+        return F.conv2d(F.pad(cond, [self.filter.padding[0]] * 4, mode="reflect"), w)
 
 
 class ConditionalUNet(nn.Module):
