@@ -70,9 +70,10 @@ class UNetConfig:
     ``condition_skip`` (the ``paper`` mode only): a learned linear path from the U-Net's inputs to its noise
     estimate, per channel and timestep, that starts as the map "Z_B = Z_A" (``models.latent_unet.ConditionSkip``).
     Without it the paper's U-Net must learn to copy Z_A through its normalised layers to a precision that x_0 =
-    (x_t - s eps) / a multiplies by up to 150 near t = T (docs/results.md, "The paper mode with a condition skip").
-    Models saved before this setting existed read False. ``condition_skip_size`` > 1 (odd): that path also filters
-    Z_A with a learned ``size`` x ``size`` convolution across channels (a linear kernel change).
+    (x_t - s eps) / a multiplies by up to 150 near t = T, and sampled from pure noise it did not find the image.
+    ``condition_skip_size`` > 1 (odd): that path also filters Z_A with a learned ``size`` x ``size`` convolution
+    across channels with no response to a constant (a linear kernel change; 3 in ``configs/paper-mode.yaml``).
+    Measured: docs/results.md, seventh run. Models saved before these settings existed read False and 1.
     """
 
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])

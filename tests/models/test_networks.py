@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -260,3 +262,13 @@ def test_kernel_filter_keeps_its_gain_at_zero_frequency_after_cropping(pixel_mm)
     assert kernel.sum().item() == pytest.approx(1.0, abs=1e-5)
     flat = torch.full((1, 1, 40, 40), -0.8)
     torch.testing.assert_close(filter_(flat, torch.tensor([pixel_mm])).detach(), flat)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[2] / "configs").glob("*.yaml")))
+def test_every_recipe_in_configs_loads(recipe):
+    """The recipes that docs/results.md names (`--config configs/NAME.yaml`) are valid configs."""
+    config = RunConfig.load(Path(__file__).parents[2] / "configs" / recipe)
+    if recipe == "paper-mode.yaml":  # the paper's objective and sampler, with the condition skip
+        d = config.diffusion
+        assert (d.mode, d.prediction, d.loss, d.temperature) == ("paper", "epsilon", "l1", 1.0)
+        assert config.unet.condition_skip and config.unet.condition_skip_size == 3
