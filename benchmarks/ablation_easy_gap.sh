@@ -10,21 +10,24 @@ DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORTS=${3:-/work/reports}
 BIN=${BIN:-.venv/bin}
 PHASE2_STEPS=${PHASE2_STEPS:-3000}
 CFG="--config configs/fourth-run.yaml"  # the recipe these modes were compared in (temperature 1: from pure noise)
-# the paper mode of the sixth run (docs/results.md): 6,000 steps at a cosine learning rate from 5e-4 (runs mode-paper-cos)
-PAPER_SETTINGS="--set phase2.steps=6000 --set phase2.lr=0.0005 --set phase2.lr_schedule=cosine --set phase2.validate_every=500 --set phase2.checkpoint_every=500"
+# paper-cos, paper-skip, paper-skipN: configs/paper-mode.yaml (6,000 steps, cosine from 5e-4; the sixth run's paper
+# mode with the condition skip off, the seventh run's with it), the skip's filter size set per mode
+PAPER="--config configs/paper-mode.yaml"
 K="--set data.source_kernel=SIM_B30 --set data.target_kernel=SIM_B50"
 dir=$RUNS/b30-b50
 MODES=${MODES:-"refine paper paper-cos"}
 for mode in $MODES; do
   run=$dir/mode-$mode
-  settings="--set phase2.steps=$PHASE2_STEPS --set diffusion.mode=$mode"
-  [ "$mode" = paper-cos ] && settings="$PAPER_SETTINGS --set diffusion.mode=paper"
-  [ "$mode" = paper-skip ] && settings="$PAPER_SETTINGS --set diffusion.mode=paper --set unet.condition_skip=true"
-  case $mode in paper-skip[0-9]) settings="$PAPER_SETTINGS --set diffusion.mode=paper --set unet.condition_skip=true --set unet.condition_skip_size=${mode#paper-skip}";; esac
+  case $mode in
+    paper-cos) settings="$PAPER --set unet.condition_skip=false --set unet.condition_skip_size=1";;
+    paper-skip) settings="$PAPER --set unet.condition_skip_size=1";;
+    paper-skip[0-9]) settings="$PAPER --set unet.condition_skip_size=${mode#paper-skip}";;
+    *) settings="$CFG --set phase2.steps=$PHASE2_STEPS --set diffusion.mode=$mode";;
+  esac
   if [ ! -f "$run/unet.safetensors" ]; then
     mkdir -p "$run"
     [ -f "$run/config.json" ] || cp "$RUNS/autoencoder/config.json" "$RUNS/autoencoder/autoencoder.safetensors" "$run/"
-    $BIN/diffusionct train --data "$DATA/train" -o "$run" --phase diffusion $CFG $K $settings --resume
+    $BIN/diffusionct train --data "$DATA/train" -o "$run" --phase diffusion $settings $K --resume
   fi
   [ -f "$REPORTS/ablation-b30-b50-$mode/results.json" ] || $BIN/diffusionct evaluate --data "$DATA/test" \
       -o "$REPORTS/ablation-b30-b50-$mode" --overwrite --model "$run"

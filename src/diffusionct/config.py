@@ -126,7 +126,7 @@ class DiffusionConfig:
             Default 0, the deterministic DDIM path from the zero start: on all four simulated gaps it kept more
             features within RE 0.15 than 0.5 or 1 (docs/results.md, "Sampling temperature"). Models saved before
             this setting existed read 1. Not used by the sdedit mode, which starts from Z_A noised. The ``paper`` mode is
-            the paper's sampler (from pure noise) at 1 only: set it with that mode (``configs/fourth-run.yaml`` does). The
+            the paper's sampler (from pure noise) at 1 only: set it with that mode (``configs/paper-mode.yaml`` does). The
             image-space DDPM baseline always samples at 1 (``image_ddpm_diffusion_config``).
         x0_clip: clip the sampler's x0 estimates to [-x0_clip, x0_clip]; 0: no clipping. The paper
             mode sets it at training from the largest target latent (the latent range).

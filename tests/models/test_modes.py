@@ -17,6 +17,12 @@ from diffusionct.train.trainer import train
 from tests.model_fixtures import tiny_config
 
 
+# an exact (space-to-depth) encoder-decoder and a tiny U-Net: what goes in comes back unless a network changes it
+EXACT_TINY = ["autoencoder.space_to_depth=true", "autoencoder.base_channels=8", "autoencoder.latent_channels=16",
+              "autoencoder.decoder_channels=16", "unet.channels=[16,16]", "unet.attention_levels=[false,false]",
+              "unet.norm_num_groups=8", "unet.num_head_channels=8"]
+
+
 @pytest.mark.parametrize("mode", ["refine", "paper", "residual", "sdedit"])
 def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
     config = tiny_config(f"diffusion.mode={mode}", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3")
@@ -71,11 +77,7 @@ class _ZeroResidual(torch.nn.Module):
 
 def test_zero_residual_model_returns_its_input():
     """An exact encoder-decoder, a zero predictor and a diffusion that samples a zero residual: A' = A."""
-    config = RunConfig.load(overrides=["autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
-                                       "autoencoder.latent_channels=16", "autoencoder.decoder_channels=16",
-                                       "unet.channels=[16,16]", "unet.attention_levels=[false,false]",
-                                       "unet.norm_num_groups=8", "unet.num_head_channels=8", "diffusion.mode=refine",
-                                       "diffusion.predictor=latent"])
+    config = RunConfig.load(overrides=[*EXACT_TINY, "diffusion.mode=refine", "diffusion.predictor=latent"])
     model = DiffusionCTModel.build(config).eval()  # zero-initialised learned branches and predictor
     model.unet = _ZeroResidual(NoiseSchedule.from_config(config.diffusion))
     hu = np.random.default_rng(0).normal(0, 300, size=(2, 64, 64)).clip(-1000, 2000).astype(np.float32)
@@ -88,12 +90,9 @@ def test_zero_residual_model_returns_its_input():
 
 
 def _paper_skip_config(size: int = 1):
-    return RunConfig.load(overrides=[f"unet.condition_skip_size={size}", "autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
-                                     "autoencoder.latent_channels=16", "autoencoder.decoder_channels=16",
-                                     "unet.channels=[16,16]", "unet.attention_levels=[false,false]", "unet.norm_num_groups=8",
-                                     "unet.num_head_channels=8", "unet.condition_skip=true", "diffusion.mode=paper",
-                                     "diffusion.x0_shift=-2.5", "diffusion.x0_scale=1.3", "diffusion.x0_clip=4",
-                                     "diffusion.temperature=1", "diffusion.steps=5"])
+    return RunConfig.load(overrides=[*EXACT_TINY, "unet.condition_skip=true", f"unet.condition_skip_size={size}",
+                                     "diffusion.mode=paper", "diffusion.x0_shift=-2.5", "diffusion.x0_scale=1.3",
+                                     "diffusion.x0_clip=4", "diffusion.temperature=1", "diffusion.steps=5"])
 
 
 @pytest.mark.parametrize("sampler,size", [("ddim", 1), ("ddpm", 1), ("ddim", 3)])
@@ -227,12 +226,8 @@ def test_image_predictor_is_trained_first_and_frozen(tiny_data, tmp_path):
 def test_image_predictor_mean_is_the_encoded_residual():
     """m = E(A + r(A)) - Z_A: with the exact space-to-depth encoder and a zero diffusion residual the output
     is the predictor's converted image."""
-    config = RunConfig.load(overrides=["autoencoder.space_to_depth=true", "autoencoder.base_channels=8",
-                                       "autoencoder.latent_channels=16", "autoencoder.decoder_channels=16",
-                                       "unet.channels=[16,16]", "unet.attention_levels=[false,false]",
-                                       "unet.norm_num_groups=8", "unet.num_head_channels=8", "diffusion.mode=refine",
-                                       "diffusion.predictor=image", "diffusion.predictor_channels=8",
-                                       "diffusion.predictor_layers=3"])
+    config = RunConfig.load(overrides=[*EXACT_TINY, "diffusion.mode=refine", "diffusion.predictor=image",
+                                       "diffusion.predictor_channels=8", "diffusion.predictor_layers=3"])
     model = DiffusionCTModel.build(config).eval()
     torch.manual_seed(0)
     with torch.no_grad():
