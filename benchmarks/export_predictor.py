@@ -17,15 +17,27 @@ from pathlib import Path
 from diffusionct.config import image_predictor_baseline_config
 from diffusionct.methods import AutoencoderMethod, ResidualCNNMethod
 from diffusionct.models.baselines import ResidualCNN
+from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.model_store import load_model
 
 
-def export(run: Path, out: Path) -> None:
+def image_predictor(run: Path) -> tuple[DiffusionCTModel, ResidualCNN]:
+    """A DiffusionCT run and its image-space predictor (refine mode, ``diffusion.predictor=image``)."""
     model = load_model(run)
     if not isinstance(model.predictor, ResidualCNN):
         raise SystemExit(f"{run}: no image-space predictor (diffusion.predictor=image) to export")
+    return model, model.predictor
+
+
+def save_as_residual_cnn(model: DiffusionCTModel, network: ResidualCNN, out: Path, extra: dict) -> None:
+    """``network`` (of ``model``'s predictor settings) as a ``residual-cnn`` model folder."""
     config = dataclasses.replace(model.config, baselines=image_predictor_baseline_config(model.config))
-    ResidualCNNMethod(config, network=model.predictor).save(out, {"exported_from": str(run)})
+    ResidualCNNMethod(config, network=network).save(out, extra)
+
+
+def export(run: Path, out: Path) -> None:
+    model, network = image_predictor(run)
+    save_as_residual_cnn(model, network, out, {"exported_from": str(run)})
 
 
 def export_autoencoder(run: Path, out: Path) -> None:

@@ -24,6 +24,7 @@ METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "c
 DIFFUSION_MODES = ("paper", "residual", "refine", "sdedit")
 PREDICTOR_SPACES = ("latent", "image")
 LR_SCHEDULES = ("constant", "cosine")
+LEGACY_KERNEL_FILTER_SIZE = 25  # the kernel filter's cropped size in models saved before its Fourier form
 
 
 MAX_SEED = 2**63 - 1
@@ -152,6 +153,9 @@ class DiffusionConfig:
             (fitted by least squares to the training pairs, then trained with the rest) and its convolutions
             correct what that filter misses (``models.baselines.RadialKernelFilter``; docs/results.md, "fifth
             run"). Models saved before this setting existed read False.
+        predictor_kernel_filter_size: how that filter is applied: 0 (default) in the Fourier domain on each whole
+            slice or crop, exactly; an odd size as a convolution kernel cropped to that size, as models saved before
+            this setting existed (25), whose crop cut the tails of a sharpening kernel (docs/results.md, eighth run).
         predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
         sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
             image, higher gives more of the target model's texture (and loses anatomy).
@@ -174,6 +178,7 @@ class DiffusionConfig:
     predictor_layers: int = 6
     predictor_pixel_spacing: bool = True
     predictor_kernel_filter: bool = True
+    predictor_kernel_filter_size: int = 0
     predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3,
                                                                                       lr_schedule="cosine"))
     sdedit_strength: float = 0.3
@@ -240,6 +245,7 @@ class BaselineConfig:
     residual_cnn_layers: int = 6
     residual_cnn_pixel_spacing: bool = False  # Choe et al.'s CNN sees pixels only; True: as DiffusionCT's predictor
     residual_cnn_kernel_filter: bool = False  # True: with DiffusionCT's predictor's linear kernel filter
+    residual_cnn_kernel_filter_size: int = 0  # as diffusion.predictor_kernel_filter_size
     residual_cnn: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
     histogram_quantiles: int = 1024
     pix2pix_channels: int = 32
@@ -289,6 +295,11 @@ class RunConfig:
         if self.diffusion.predictor not in PREDICTOR_SPACES:
             raise DiffusionCTError(f"diffusion.predictor must be one of {', '.join(PREDICTOR_SPACES)}, "
                                    f"got '{self.diffusion.predictor}'")
+        for key, size in (("diffusion.predictor_kernel_filter_size", self.diffusion.predictor_kernel_filter_size),
+                          ("baselines.residual_cnn_kernel_filter_size", self.baselines.residual_cnn_kernel_filter_size)):
+            if size != 0 and not (size % 2 == 1 and 3 <= size <= 63):
+                raise DiffusionCTError(f"{key} must be 0 (the filter in the Fourier domain) or an odd kernel size "
+                                       f"3-63, got {size}")
         check_pairing(self.data.pairing)
         for name, phase in self.phases().items():
             if phase.lr_schedule not in LR_SCHEDULES:
@@ -332,10 +343,13 @@ class RunConfig:
         refine model saved before ``diffusion.predictor`` existed has a latent predictor)."""
         data = json.loads(json.dumps(data))
         diffusion = data.get("diffusion")
+        if isinstance(data.get("baselines"), dict):
+            data["baselines"].setdefault("residual_cnn_kernel_filter_size", LEGACY_KERNEL_FILTER_SIZE)
         if isinstance(diffusion, dict):
             diffusion.setdefault("predictor", "latent")
             diffusion.setdefault("predictor_pixel_spacing", False)
             diffusion.setdefault("predictor_kernel_filter", False)
+            diffusion.setdefault("predictor_kernel_filter_size", LEGACY_KERNEL_FILTER_SIZE)
             diffusion.setdefault("temperature", 1.0)
             if isinstance(diffusion.get("predictor_training"), dict):
                 diffusion["predictor_training"].setdefault("lr_schedule", "constant")
@@ -408,7 +422,8 @@ def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:
     return dataclasses.replace(config.baselines, residual_cnn_channels=d.predictor_channels,
                                residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training,
                                residual_cnn_pixel_spacing=d.predictor_pixel_spacing,
-                               residual_cnn_kernel_filter=d.predictor_kernel_filter)
+                               residual_cnn_kernel_filter=d.predictor_kernel_filter,
+                               residual_cnn_kernel_filter_size=d.predictor_kernel_filter_size)
 
 
 def image_ddpm_unet_config(config: RunConfig) -> UNetConfig:

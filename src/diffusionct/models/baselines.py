@@ -40,16 +40,21 @@ class RadialKernelFilter(nn.Module):
     A change of reconstruction kernel is, to first order, the ratio of two kernels' transfer functions: an
     isotropic filter in cycles/mm, the same at every field of view. Its gain is ``knots`` values on
     [0, ``max_cycles_per_mm``] (linear in between, the last one beyond), starting at 1 (the identity). For a
-    slice of pixel size p the gain is sampled at |f| / p on a ``grid`` x ``grid`` DFT grid and turned into a
-    ``size`` x ``size`` convolution kernel, so one set of knots serves every pixel size, crops and whole slices
-    alike; the kernel reaches ``size // 2`` pixels, twice the 3x3 stack's field (a smoothing kernel is wide:
-    docs/results.md, fourth run, "Why the pixel size"). The gain at 0 is 1 and the cropped kernel sums to 1.
+    slice of pixel size p the gain is sampled at |f| / p, so one set of knots serves every pixel size, crops and
+    whole slices alike. ``size`` 0 (the default) applies it in the Fourier domain on the slice's own DFT grid (the
+    slice mirrored by ``FOURIER_PAD`` pixels against wrap-around): the filter exactly, at any reach. An odd
+    ``size`` applies it as a ``size`` x ``size`` convolution kernel sampled on a ``grid`` x ``grid`` DFT grid and
+    renormalised to sum 1, as models saved before the Fourier form did (25): the crop cuts the tails of a
+    sharpening kernel (test RMSE b30 -> b50 4.26 HU at 25, 3.90 in the Fourier form; docs/results.md, eighth
+    run). The gain at 0 is 1 either way.
     """
 
-    def __init__(self, size: int = 25, knots: int = 48, max_cycles_per_mm: float = 1.5, grid: int = 64):
+    FOURIER_PAD = 32  # pixels mirrored on each side before the FFT (a kernel change reaches ~30 px at 0.7 mm)
+
+    def __init__(self, size: int = 0, knots: int = 48, max_cycles_per_mm: float = 1.5, grid: int = 64):
         super().__init__()
-        if size % 2 == 0 or size > grid:
-            raise ValueError(f"filter size must be odd and at most the grid ({grid}), got {size}")
+        if size != 0 and (size % 2 == 0 or size > grid):
+            raise ValueError(f"filter size must be 0 (Fourier) or odd and at most the grid ({grid}), got {size}")
         self.size, self.grid, self.max_cycles_per_mm = size, grid, max_cycles_per_mm
         self.gain = nn.Parameter(torch.ones(knots))
 
@@ -73,7 +78,9 @@ class RadialKernelFilter(nn.Module):
         return torch.sqrt(torch.fft.fftfreq(height, device=device)[:, None] ** 2 + torch.fft.fftfreq(width, device=device)[None] ** 2)
 
     def kernels(self, pixel_mm: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, size, size)`` convolution kernels for slices of pixel sizes ``pixel_mm`` ``(B,)``."""
+        """``(B, 1, size, size)`` convolution kernels for slices of pixel sizes ``pixel_mm`` ``(B,)`` (cropped form)."""
+        if self.size == 0:
+            raise ValueError("this filter is applied in the Fourier domain (size 0): it has no cropped kernel")
         radius = self._radial_frequency(self.grid, self.grid, self.gain.device)
         gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1))
         kernel = torch.fft.fftshift(torch.fft.ifft2(gain).real, dim=(-2, -1))  # real: the gain is even
@@ -117,12 +124,26 @@ class RadialKernelFilter(nn.Module):
         self.gain.copy_(gain.to(self.gain))
 
     def forward(self, x: torch.Tensor, pixel_mm: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, 1, H, W)`` filtered, each slice with the kernel of its pixel size (edges mirrored)."""
-        kernels = self.kernels(pixel_mm.reshape(-1).expand(x.shape[0]) if pixel_mm.numel() == 1 else pixel_mm)
+        """``x`` ``(B, 1, H, W)`` filtered, each slice with the gain of its pixel size (edges mirrored)."""
+        pixel_mm = pixel_mm.reshape(-1).expand(x.shape[0]) if pixel_mm.numel() == 1 else pixel_mm
+        if self.size == 0:
+            return self._fourier(x, pixel_mm)
+        kernels = self.kernels(pixel_mm)
         padded = nn.functional.pad(x, [self.size // 2] * 4, mode="reflect")
         batch = x.shape[0]  # one group per slice: each its own kernel
         out = nn.functional.conv2d(padded.reshape(1, batch, *padded.shape[-2:]), kernels, groups=batch)
         return out.reshape_as(x)
+
+    def _fourier(self, x: torch.Tensor, pixel_mm: torch.Tensor) -> torch.Tensor:
+        """The gain applied on the DFT grid of each mirrored slice (in float32 whatever the input's precision)."""
+        pad = min(self.FOURIER_PAD, x.shape[-2] - 1, x.shape[-1] - 1)
+        padded = nn.functional.pad(x.float(), [pad] * 4, mode="reflect")
+        height, width = padded.shape[-2:]
+        radius = torch.sqrt(torch.fft.fftfreq(height, device=x.device)[:, None] ** 2
+                            + torch.fft.rfftfreq(width, device=x.device)[None] ** 2)
+        gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1))[:, None]
+        out = torch.fft.irfft2(torch.fft.rfft2(padded) * gain, s=(height, width))
+        return out[..., pad:pad + x.shape[-2], pad:pad + x.shape[-1]].to(x.dtype)
 
 
 class ResidualCNN(nn.Module):
@@ -135,9 +156,10 @@ class ResidualCNN(nn.Module):
     plain network.
     """
 
-    def __init__(self, channels: int = 64, layers: int = 6, pixel_spacing: bool = False, kernel_filter: bool = False):
+    def __init__(self, channels: int = 64, layers: int = 6, pixel_spacing: bool = False, kernel_filter: bool = False,
+                 kernel_filter_size: int = 0):
         super().__init__()
-        self.kernel_filter = RadialKernelFilter() if kernel_filter else None
+        self.kernel_filter = RadialKernelFilter(kernel_filter_size) if kernel_filter else None
         self.net = conv_stack(2 if kernel_filter else 1, channels, layers, 1)
         self.uses_pixel_spacing = pixel_spacing or kernel_filter
         self.film: nn.Sequential | None = None
@@ -151,7 +173,7 @@ class ResidualCNN(nn.Module):
     def baseline(cls, settings: "BaselineConfig") -> "ResidualCNN":
         """The ``--method residual-cnn`` network of a run's baseline settings (trained and loaded alike)."""
         return cls(settings.residual_cnn_channels, settings.residual_cnn_layers, settings.residual_cnn_pixel_spacing,
-                   settings.residual_cnn_kernel_filter)
+                   settings.residual_cnn_kernel_filter, settings.residual_cnn_kernel_filter_size)
 
     def forward(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``; ``pixel_mm`` ``(B,)``: their pixel
