@@ -73,9 +73,11 @@ class RadialKernelFilter(nn.Module):
         return below, position - below
 
     @staticmethod
-    def _radial_frequency(height: int, width: int, device=None) -> torch.Tensor:
-        """``(height, width)`` distance of each DFT bin from zero frequency, in cycles per pixel."""
-        return torch.sqrt(torch.fft.fftfreq(height, device=device)[:, None] ** 2 + torch.fft.fftfreq(width, device=device)[None] ** 2)
+    def _radial_frequency(height: int, width: int, device=None, onesided: bool = False) -> torch.Tensor:
+        """``(height, width)`` distance of each DFT bin from zero frequency, in cycles per pixel; ``onesided``: the
+        ``(height, width // 2 + 1)`` bins of ``torch.fft.rfft2``."""
+        columns = torch.fft.rfftfreq(width, device=device) if onesided else torch.fft.fftfreq(width, device=device)
+        return torch.sqrt(torch.fft.fftfreq(height, device=device)[:, None] ** 2 + columns[None] ** 2)
 
     def kernels(self, pixel_mm: torch.Tensor) -> torch.Tensor:
         """``(B, 1, size, size)`` convolution kernels for slices of pixel sizes ``pixel_mm`` ``(B,)`` (cropped form)."""
@@ -139,8 +141,7 @@ class RadialKernelFilter(nn.Module):
         pad = min(self.FOURIER_PAD, x.shape[-2] - 1, x.shape[-1] - 1)
         padded = nn.functional.pad(x.float(), [pad] * 4, mode="reflect")
         height, width = padded.shape[-2:]
-        radius = torch.sqrt(torch.fft.fftfreq(height, device=x.device)[:, None] ** 2
-                            + torch.fft.rfftfreq(width, device=x.device)[None] ** 2)
+        radius = self._radial_frequency(height, width, x.device, onesided=True)
         gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1))[:, None]
         out = torch.fft.irfft2(torch.fft.rfft2(padded) * gain, s=(height, width))
         return out[..., pad:pad + x.shape[-2], pad:pad + x.shape[-1]].to(x.dtype)
