@@ -1,34 +1,117 @@
 """Markdown tables of the kernel-gap evaluations (docs/results.md) from `diffusionct evaluate` results.
 
     .venv/bin/python benchmarks/gap_table.py /work/reports/b30-b50 /work/reports/b10-b70 ...
+    .venv/bin/python benchmarks/gap_table.py --merge --digits 5 REPORT REPORT ...  [--cases case_000,case_001]
 
 One table per report folder: per method, the share of tumour features with RE < 0.15, the CCC per feature
 class (mean over tumours), RMSE, the high-pass noise ratio and the NPS correlation with the target, and
-the seconds per slice of standardization.
+the seconds per slice of standardization. ``--merge``: the rows of several reports of one test set (methods
+evaluated in separate runs) in one table per gap. ``--cases``: the share and the CCCs again over the tumours of
+these cases only, from each method's per-tumour tables (the image metrics are left out: they are kept per report).
+``--bootstrap METHOD``: below each table, every method's share with a 95 % interval and METHOD's paired difference
+to each other method, resampling the tumours (10,000 resamples, seed 0): how far a test set of this many tumours
+decides between them (docs/results.md, ninth run).
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import json
-import sys
 from pathlib import Path
+
+import numpy as np
 
 CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
 
 
-def table(report: Path) -> str:
-    """One markdown table per kernel gap of a report folder."""
-    data = json.loads((report / "results.json").read_text())
+def table(reports: list[Path], cases: list[str] | None = None, digits: int = 3, bootstrap: str | None = None) -> str:
+    """One markdown table per kernel gap of these report folders (of one test set)."""
+    manifests = set()
     gaps: dict[tuple, list[dict]] = {}
-    for row in data["methods"]:  # rows of reports written before several gaps were evaluated together have no kernels
-        gaps.setdefault((row.get("source_kernel"), row.get("target_kernel")), []).append(row)
-    cases = {(g["source_kernel"], g["target_kernel"]): g["cases"] for g in data.get("gaps", [])}
-    return "\n\n".join(_gap_table(report.name if len(gaps) == 1 else f"{report.name} {src} -> {dst}",
-                                  rows, cases.get((src, dst), data.get("cases", [])), data.get("steps"))
+    gap_cases: dict[tuple, list] = {}
+    for report in reports:
+        data = json.loads((report / "results.json").read_text())
+        manifests.add(data.get("test_manifest"))
+        for row in data["methods"]:  # rows of reports written before several gaps were evaluated together have no kernels
+            gap = (row.get("source_kernel"), row.get("target_kernel"))
+            if any(seen["method"] == row["method"] for seen in gaps.get(gap, [])):
+                continue  # the unchanged input of each merged report: the same row
+            row = {**row, "report": report}
+            gaps.setdefault(gap, []).append(_on_cases(row, cases) if cases else row)
+            gap_cases[gap] = next((g["cases"] for g in data.get("gaps", []) if (g["source_kernel"], g["target_kernel"]) == gap),
+                                  data.get("cases", []))
+    if len(manifests) > 1:
+        raise SystemExit(f"the reports were evaluated on different test sets: {sorted(map(str, manifests))}")
+    name = "+".join(report.name for report in reports)
+    return "\n\n".join(_gap_table(name if len(gaps) == 1 else f"{name} {src} -> {dst}",
+                                  rows, [c for c in gap_cases[(src, dst)] if _selected(c, cases)],
+                                  data.get("steps"), digits)
+                       + (_bootstrap_lines(rows, bootstrap, cases) if bootstrap else "")
                        for (src, dst), rows in gaps.items())
 
 
-def _gap_table(title: str, rows: list[dict], cases: list, steps) -> str:
+def _selected(name: str, cases: list[str] | None) -> bool:
+    """Whether a tumour (``case/series:label``) or test pair (``case/series``) is of one of ``cases``."""
+    return cases is None or name.split("/")[0] in cases
+
+
+def _reproducible_per_tumour(row: dict, cases: list[str] | None) -> dict[str, tuple[int, int]]:
+    """Per tumour of ``cases``: (features with RE < 0.15, features), from the method's relative_error.csv (a NaN RE
+    is not reproducible, as in the report)."""
+    counts: dict[str, tuple[int, int]] = {}
+    with open(row["report"] / "methods" / row["method"] / "relative_error.csv") as f:
+        for r in csv.DictReader(f):
+            if _selected(r["tumour"], cases):
+                good, total = counts.get(r["tumour"], (0, 0))
+                counts[r["tumour"]] = (good + (float(r["re"]) < 0.15), total + 1)
+    return counts
+
+
+def _on_cases(row: dict, cases: list[str]) -> dict:
+    """``row`` with its share and class CCCs over the tumours of ``cases`` (its per-tumour tables); image metrics left out."""
+    if row["status"] != "ok":
+        return row
+    with open(row["report"] / "methods" / row["method"] / "ccc_per_tumour.csv") as f:
+        ccc = [r for r in csv.DictReader(f) if _selected(r["tumour"], cases)]
+    subset = {key: float("nan") for key in ("rmse_hu", "high_pass_ratio", "nps_correlation", "seconds_per_slice")}
+    good, total = np.array(list(_reproducible_per_tumour(row, cases).values())).sum(axis=0)
+    subset["reproducible_share"] = good / total
+    for c in CLASSES:
+        values = [float(r[c]) for r in ccc if r[c] not in ("", "nan")]
+        subset[f"ccc_{c}_mean"] = sum(values) / len(values)
+    return {**row, **subset}
+
+
+def _bootstrap_lines(rows: list[dict], reference: str, cases: list[str] | None, resamples: int = 10_000) -> str:
+    """Shares with 95 % intervals and ``reference``'s paired differences, the tumours resampled with replacement."""
+    counts = {row["method"]: _reproducible_per_tumour(row, cases) for row in rows if row["status"] == "ok"}
+    if reference not in counts:
+        raise SystemExit(f"--bootstrap {reference}: no such method in the table; methods: {', '.join(counts)}")
+    tumours = sorted(counts[reference])
+    draws = np.random.default_rng(0).integers(0, len(tumours), (resamples, len(tumours)))
+
+    def good_total(method: str) -> tuple[np.ndarray, np.ndarray]:
+        pairs = np.array([counts[method][t] for t in tumours], dtype=float)
+        return pairs[:, 0], pairs[:, 1]
+
+    lines = ["", "", f"Tumours resampled ({len(tumours)}, {resamples:,} times): share, 95 % interval; {reference} minus the method "
+             "(paired), 95 % interval, tumours where it keeps more / fewer features", ""]
+    ref_good, total = good_total(reference)
+    for method in counts:
+        good, _ = good_total(method)
+        share = np.percentile(good[draws].sum(1) / total[draws].sum(1), [2.5, 97.5])
+        line = f"- {method}: {good.sum() / total.sum():.4f} ({share[0]:.4f}-{share[1]:.4f})"
+        if method != reference:
+            diff = (ref_good - good)[draws].sum(1) / total[draws].sum(1)
+            low, high = np.percentile(diff, [2.5, 97.5])
+            line += (f"; {reference} {(ref_good - good).sum() / total.sum():+.4f} ({low:+.4f} to {high:+.4f}), "
+                     f"{int((ref_good > good).sum())} / {int((ref_good < good).sum())}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _gap_table(title: str, rows: list[dict], cases: list, steps, digits: int) -> str:
     head = ("| method | RE < 0.15 | " + " | ".join(f"CCC {c}" for c in CLASSES)
             + " | RMSE HU | high-pass ratio | NPS corr. | s/slice |")
     lines = [f"**{title}** ({len(cases)} test pairs, steps {steps or 'model default'})", "",
@@ -37,12 +120,25 @@ def _gap_table(title: str, rows: list[dict], cases: list, steps) -> str:
         if row["status"] != "ok":
             lines.append(f"| {row['method']} | failed: {row['error'][:60]} |")
             continue
-        cells = [f"{row['reproducible_share']:.3f}", *(f"{row[f'ccc_{c}_mean']:.3f}" for c in CLASSES),
+        cells = [f"{row['reproducible_share']:.{digits}f}", *(f"{row[f'ccc_{c}_mean']:.{digits}f}" for c in CLASSES),
                  f"{row['rmse_hu']:.1f}", f"{row['high_pass_ratio']:.2f}", f"{row.get('nps_correlation', float('nan')):.3f}",
                  f"{row['seconds_per_slice']:.2f}"]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("reports", nargs="+", type=Path)
+    parser.add_argument("--merge", action="store_true", help="one table per gap over all the reports")
+    parser.add_argument("--cases", help="comma-separated case names: the share and CCCs over their tumours only")
+    parser.add_argument("--digits", type=int, default=3)
+    parser.add_argument("--bootstrap", metavar="METHOD", help="shares' intervals and METHOD's paired differences")
+    args = parser.parse_args()
+    cases = args.cases.split(",") if args.cases else None
+    groups = [args.reports] if args.merge else [[report] for report in args.reports]
+    print("\n\n".join(table(group, cases, args.digits, args.bootstrap) for group in groups))
+
+
 if __name__ == "__main__":
-    print("\n\n".join(table(Path(arg)) for arg in sys.argv[1:]))
+    main()

@@ -83,5 +83,15 @@ def test_comparison_files_hold_plain_numbers(tmp_path):
     for row in rows:
         assert float(row["standard"]) == standard[row["tumour"]][row["feature"]]
         assert abs(float(row["re"]) - 0.05) < 1e-12
+    # per-tumour CCCs in full: class means over a subset of tumours are recomputed from them (benchmarks/gap_table.py)
+    rng = np.random.default_rng(1)
+    names = [f"{c}_3D_original_f{i}" for c in ("ID", "IH", "GLCM") for i in range(4)]
+    standard = {f"t{k}": {n: float(v) for n, v in zip(names, rng.uniform(1, 10, len(names)))} for k in range(3)}
+    test = {t: {n: v * rng.uniform(0.9, 1.1) for n, v in f.items()} for t, f in standard.items()}
+    result = compare_features(standard, test)
+    folder = write_comparison(result, tmp_path / "ccc")
+    for row in csv.DictReader((folder / "ccc_per_tumour.csv").open()):
+        assert [float(row[c]) for c in ("ID", "IH", "GLCM")] == [result.ccc_per_tumour[row["tumour"]][c]
+                                                               for c in ("ID", "IH", "GLCM")]
     line = features_csv(standard).splitlines()[1].split(",")
     assert [float(v) for v in line[1:]] == [float(standard["t0"][n]) for n in sorted(names)]

@@ -118,7 +118,7 @@ def write_comparison_files(result: Comparison, folder: Path, extra: dict | None 
         ["class", "mean", "std", "tumours", "undefined", "features"],
         ([c, f"{v['mean']:.4f}", f"{v['std']:.4f}", v["tumours"], v["undefined"], v["features"]] for c, v in result.ccc_table.items())))
     write_text_atomic(folder / "ccc_per_tumour.csv", _csv_text(
-        ["tumour", *FEATURE_CLASSES], ([t, *(f"{result.ccc_per_tumour[t][c]:.4f}" for c in FEATURE_CLASSES)] for t in result.tumours)))
+        ["tumour", *FEATURE_CLASSES], ([t, *(exact_number(result.ccc_per_tumour[t][c]) for c in FEATURE_CLASSES)] for t in result.tumours)))
     write_text_atomic(folder / "relative_error.csv", _csv_text(
         ["tumour", "feature", "standard", "test", "re"],
         ([t, n, exact_number(result.standard[i, j]), exact_number(result.test[i, j]), exact_number(result.re[i, j])]
