@@ -21,7 +21,7 @@ BASELINE_STEPS=${BASELINE_STEPS:-1000}  # residual CNN, pix2pix
 BASELINES=${BASELINES:-"identity histogram residual-cnn"}
 CFG="--config ${CFG_FILE:-configs/shipped-model.yaml}"  # CFG_FILE=configs/fourth-run.yaml: the fourth run's recipe
 KERNELS=b10,b30,b50,b70
-TEST_CASES=${TEST_CASES:-12}  # 12 cases (25 tumours on the easy gap) since the ninth run; their first 4 are the earlier test set
+TEST_CASES=${TEST_CASES:-12}  # 12 cases (25 tumours) since the ninth run; their first 4 are the earlier test set
 [ -f "$DATA/train/manifest.json" ] || $BIN/diffusionct simulate -o "$DATA/train" --cases 12 --kernels $KERNELS \
     --thickness 1,3 --slices 12 --seed 1 --dose-range 50,250 --pixel-range 0.6,0.9 --kernel-jitter 0.05
 [ -f "$DATA/test/manifest.json" ] || $BIN/diffusionct simulate -o "$DATA/test" --cases $TEST_CASES --kernels $KERNELS \

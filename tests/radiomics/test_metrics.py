@@ -83,6 +83,8 @@ def test_comparison_files_hold_plain_numbers(tmp_path):
     for row in rows:
         assert float(row["standard"]) == standard[row["tumour"]][row["feature"]]
         assert abs(float(row["re"]) - 0.05) < 1e-12
+    line = features_csv(standard).splitlines()[1].split(",")
+    assert [float(v) for v in line[1:]] == [float(standard["t0"][n]) for n in sorted(names)]
     # per-tumour CCCs in full: class means over a subset of tumours are recomputed from them (benchmarks/gap_table.py)
     rng = np.random.default_rng(1)
     names = [f"{c}_3D_original_f{i}" for c in ("ID", "IH", "GLCM") for i in range(4)]
@@ -93,5 +95,3 @@ def test_comparison_files_hold_plain_numbers(tmp_path):
     for row in csv.DictReader((folder / "ccc_per_tumour.csv").open()):
         assert [float(row[c]) for c in ("ID", "IH", "GLCM")] == [result.ccc_per_tumour[row["tumour"]][c]
                                                                for c in ("ID", "IH", "GLCM")]
-    line = features_csv(standard).splitlines()[1].split(",")
-    assert [float(v) for v in line[1:]] == [float(standard["t0"][n]) for n in sorted(names)]
