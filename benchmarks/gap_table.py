@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusionct.radiomics.metrics import REPRODUCIBLE_RE
+
 CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
 
 
@@ -60,19 +62,27 @@ def _reproducible_per_tumour(row: dict, cases: list[str] | None) -> dict[str, tu
     """Per tumour of ``cases``: (features with RE < 0.15, features), from the method's relative_error.csv (a NaN RE
     is not reproducible, as in the report)."""
     counts: dict[str, tuple[int, int]] = {}
-    with open(row["report"] / "methods" / row["method"] / "relative_error.csv") as f:
+    with open(_per_tumour_table(row, "relative_error.csv")) as f:
         for r in csv.DictReader(f):
             if _selected(r["tumour"], cases):
                 good, total = counts.get(r["tumour"], (0, 0))
-                counts[r["tumour"]] = (good + (float(r["re"]) < 0.15), total + 1)
+                counts[r["tumour"]] = (good + (float(r["re"]) < REPRODUCIBLE_RE), total + 1)
     return counts
+
+
+def _per_tumour_table(row: dict, name: str) -> Path:
+    path = row["report"] / "methods" / row["method"] / name
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: --cases and --bootstrap read the report's per-method tables (methods/), "
+                         "which the copies in docs/reports leave out; run `diffusionct evaluate` again to remake them")
+    return path
 
 
 def _on_cases(row: dict, cases: list[str]) -> dict:
     """``row`` with its share and class CCCs over the tumours of ``cases`` (its per-tumour tables); image metrics left out."""
     if row["status"] != "ok":
         return row
-    with open(row["report"] / "methods" / row["method"] / "ccc_per_tumour.csv") as f:
+    with open(_per_tumour_table(row, "ccc_per_tumour.csv")) as f:
         ccc = [r for r in csv.DictReader(f) if _selected(r["tumour"], cases)]
     subset = {key: float("nan") for key in ("rmse_hu", "high_pass_ratio", "nps_correlation", "seconds_per_slice")}
     good, total = np.array(list(_reproducible_per_tumour(row, cases).values())).sum(axis=0)
