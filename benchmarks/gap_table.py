@@ -6,7 +6,8 @@
 One table per report folder: per method, the share of tumour features with RE < 0.15, the CCC per feature
 class (mean over tumours), RMSE, the high-pass noise ratio and the NPS correlation with the target, and
 the seconds per slice of standardization. ``--merge``: the rows of several reports of one test set (methods
-evaluated in separate runs) in one table per gap. ``--cases``: the share and the CCCs again over the tumours of
+evaluated in separate runs) in one table per gap, the unchanged input once, a method name that recurs labelled with
+its report's folder. ``--cases``: the share and the CCCs again over the tumours of
 these cases only, from each method's per-tumour tables (the image metrics are left out: they are kept per report).
 ``--bootstrap METHOD``: below each table, every method's share with a 95 % interval and METHOD's paired difference
 to each other method, resampling the tumours (10,000 resamples, seed 0): how far a test set of this many tumours
@@ -29,27 +30,33 @@ CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
 
 def table(reports: list[Path], cases: list[str] | None = None, digits: int = 3, bootstrap: str | None = None) -> str:
     """One markdown table per kernel gap of these report folders (of one test set)."""
-    manifests = set()
+    manifests, steps = set(), set()
     gaps: dict[tuple, list[dict]] = {}
     gap_cases: dict[tuple, list] = {}
     for report in reports:
         data = json.loads((report / "results.json").read_text())
         manifests.add(data.get("test_manifest"))
+        steps.add(data.get("steps"))
         for row in data["methods"]:  # rows of reports written before several gaps were evaluated together have no kernels
             gap = (row.get("source_kernel"), row.get("target_kernel"))
-            if any(seen["method"] == row["method"] for seen in gaps.get(gap, [])):
+            seen = [r["label"] for r in gaps.get(gap, [])]
+            if row["method"] in seen and row.get("model") == "-":
                 continue  # the unchanged input of each merged report: the same row
-            row = {**row, "report": report}
+            label = row["method"] if row["method"] not in seen else f"{row['method']} ({report.name})"
+            row = {**row, "report": report, "label": label}
+            if (cases or bootstrap) and row["status"] == "ok":  # read once, for the subset's share and the resampling
+                row["per_tumour"] = _reproducible_per_tumour(row, cases)
             gaps.setdefault(gap, []).append(_on_cases(row, cases) if cases else row)
             gap_cases[gap] = next((g["cases"] for g in data.get("gaps", []) if (g["source_kernel"], g["target_kernel"]) == gap),
                                   data.get("cases", []))
     if len(manifests) > 1:
         raise SystemExit(f"the reports were evaluated on different test sets: {sorted(map(str, manifests))}")
     name = "+".join(report.name for report in reports)
+    shown_steps = next(iter(steps)) if len(steps) == 1 else "per report"
     return "\n\n".join(_gap_table(name if len(gaps) == 1 else f"{name} {src} -> {dst}",
                                   rows, [c for c in gap_cases[(src, dst)] if _selected(c, cases)],
-                                  data.get("steps"), digits)
-                       + (_bootstrap_lines(rows, bootstrap, cases) if bootstrap else "")
+                                  shown_steps, digits)
+                       + (_bootstrap_lines(rows, bootstrap) if bootstrap else "")
                        for (src, dst), rows in gaps.items())
 
 
@@ -85,7 +92,7 @@ def _on_cases(row: dict, cases: list[str]) -> dict:
     with open(_per_tumour_table(row, "ccc_per_tumour.csv")) as f:
         ccc = [r for r in csv.DictReader(f) if _selected(r["tumour"], cases)]
     subset = {key: float("nan") for key in ("rmse_hu", "high_pass_ratio", "nps_correlation", "seconds_per_slice")}
-    good, total = np.array(list(_reproducible_per_tumour(row, cases).values())).sum(axis=0)
+    good, total = np.array(list(row["per_tumour"].values())).sum(axis=0)
     subset["reproducible_share"] = good / total
     for c in CLASSES:
         values = [float(r[c]) for r in ccc if r[c] not in ("", "nan")]
@@ -93,9 +100,9 @@ def _on_cases(row: dict, cases: list[str]) -> dict:
     return {**row, **subset}
 
 
-def _bootstrap_lines(rows: list[dict], reference: str, cases: list[str] | None, resamples: int = 10_000) -> str:
+def _bootstrap_lines(rows: list[dict], reference: str, resamples: int = 10_000) -> str:
     """Shares with 95 % intervals and ``reference``'s paired differences, the tumours resampled with replacement."""
-    counts = {row["method"]: _reproducible_per_tumour(row, cases) for row in rows if row["status"] == "ok"}
+    counts = {row["label"]: row["per_tumour"] for row in rows if row["status"] == "ok"}
     if reference not in counts:
         raise SystemExit(f"--bootstrap {reference}: no such method in the table; methods: {', '.join(counts)}")
     tumours = sorted(counts[reference])
@@ -128,12 +135,12 @@ def _gap_table(title: str, rows: list[dict], cases: list, steps, digits: int) ->
              head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
         if row["status"] != "ok":
-            lines.append(f"| {row['method']} | failed: {row['error'][:60]} |")
+            lines.append(f"| {row['label']} | failed: {row['error'][:60]} |")
             continue
         cells = [f"{row['reproducible_share']:.{digits}f}", *(f"{row[f'ccc_{c}_mean']:.{digits}f}" for c in CLASSES),
                  f"{row['rmse_hu']:.1f}", f"{row['high_pass_ratio']:.2f}", f"{row.get('nps_correlation', float('nan')):.3f}",
                  f"{row['seconds_per_slice']:.2f}"]
-        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
