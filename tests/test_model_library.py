@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from diffusionct.cli import main
@@ -13,8 +14,9 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_dicom_series
 from diffusionct.io import read_image, write_nifti
 from diffusionct.io.manifest import kernel_family
-from diffusionct.model_library import choose_model, library_models, shipped_library
-from diffusionct.standardize import run_standardize
+from diffusionct.model_library import choose_model, library_models, share_weights, shipped_library
+from diffusionct.model_store import weights_path
+from diffusionct.standardize import Standardizer, run_standardize
 
 
 
@@ -99,7 +101,46 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70)  [default]" in listed
     assert {(kernel_family(m.sources[0]), kernel_family(m.target)) for m in models} >= {("B30", "B70"), ("B30", "B50"), ("B70", "B30")}
     assert sum(p.stat().st_size for p in shipped_library().rglob("*") if p.is_file()) <= 20 * 2**20
+    # one encoder-decoder and one U-Net serve every gap, stored once; each gap has its own predictor
+    assert sorted(p.name for p in shipped_library().glob("*.safetensors")) == ["autoencoder.safetensors", "unet.safetensors"]
+    assert all((m.folder / "predictor.safetensors").is_file() and not (m.folder / "unet.safetensors").exists() for m in models)
     for series, target in (("sim_b30", "B50"), ("sim_b70", "B30")):
         out = run_standardize(tiny_data.parent / "case_000" / "2mm" / series, tmp_path / target, target_kernel=target,
                               device="cpu", steps=1)
         assert read_dicom_series(out[0].output).kernel == f"SIM_{target}"
+
+
+def test_models_of_a_library_share_weights_stored_once(tiny_data, tiny_model, tmp_path):
+    """share_weights stores the files every model holds alike once, in the library; the models load them from there,
+    give the same output, and refuse to load when the shared file is missing or changed."""
+    library = _library(tmp_path / "lib", {"to-b70": ("SIM_B30", "SIM_B70"), "to-b50": ("SIM_B30", "SIM_B50")},
+                       weights_from=tiny_model)
+    series = tiny_data.parent / "case_000" / "2mm" / "sim_b30"
+    model = library / "to-b50"
+    before = read_dicom_series(run_standardize(series, tmp_path / "before", model_dir=model, device="cpu", steps=2)[0].output)
+    shared = share_weights(library)
+    assert {"autoencoder.safetensors", "unet.safetensors"} <= set(shared)
+    assert all((library / name).is_file() and not (model / name).exists() for name in shared)
+    after = read_dicom_series(run_standardize(series, tmp_path / "after", model_dir=model, device="cpu", steps=2)[0].output)
+    assert np.array_equal(before.hu, after.hu)
+    assert share_weights(library) == []  # nothing left to share
+    alone = shutil.copytree(model, tmp_path / "alone")  # a model copied out of its library lacks the shared files
+    with pytest.raises(DiffusionCTError, match="copy the whole library"):
+        Standardizer.load(alone, device="cpu")
+    unet = library / "unet.safetensors"
+    unet.write_bytes(unet.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DiffusionCTError, match="does not match the checksum"):
+        Standardizer.load(model, device="cpu")
+
+
+def test_a_model_takes_only_shared_files_its_config_records(tiny_model, tmp_path):
+    library = _library(tmp_path / "lib", {"a": ("SIM_B30", "SIM_B70"), "b": ("SIM_B30", "SIM_B50")}, weights_from=tiny_model)
+    (library / "b" / "unet.safetensors").write_bytes((library / "a" / "unet.safetensors").read_bytes()[:-1] + b"\0")
+    assert "unet.safetensors" not in share_weights(library)  # the copies differ: each model keeps its own
+    assert (library / "a" / "unet.safetensors").is_file()
+    meta = json.loads((library / "a" / "config.json").read_text())
+    assert weights_path(library / "a", "unet.safetensors", meta) == library / "a" / "unet.safetensors"
+    del meta["weights_sha256"]["autoencoder.safetensors"]
+    assert weights_path(library / "a", "autoencoder.safetensors", meta) == library / "a" / "autoencoder.safetensors"
+    with pytest.raises(DiffusionCTError, match="not a folder of model folders"):
+        share_weights(library / "a")

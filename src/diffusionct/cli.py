@@ -33,6 +33,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("shipped models (standardize --to KERNEL picks one per series):")
     for entry in library_models(shipped_library()):
         print(f"  {entry}{'  [default]' if entry.folder.name == DEFAULT_MODEL else ''}")
+    shared = sorted(path.name for path in shipped_library().glob("*.safetensors"))
+    if shared:
+        print(f"  shared by these models (each has its own predictor): {', '.join(shared)}")
     return 0
 
 

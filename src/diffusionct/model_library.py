@@ -1,8 +1,9 @@
 """Several trained models in one folder, one per kernel gap, and the choice of the one for a series.
 
-A model is trained for one gap (source kernel -> target kernel; measured in docs/results.md: one model per
-gap keeps more features than we could train into one shared model on this CPU). A *library* is a folder whose
-sub-folders are model folders; the package ships one (``data/models``). ``standardize --to B50`` picks, per
+A model folder serves one gap (source kernel -> target kernel). A *library* is a folder whose sub-folders are model
+folders; the package ships one (``data/models``). Its models share one encoder-decoder and one U-Net, stored once in
+the library folder (:func:`share_weights`); each gap has its own predictor (and diffusion scale), which is what
+conditions the shared networks on the kernel pair (docs/model.md says why, with numbers). ``standardize --to B50`` picks, per
 series, the model whose target is B50 and whose source is the series' kernel (read from DICOM
 ConvolutionKernel, or given with ``--from``). Kernels match by family (:func:`kernel_family`: ``B30f``,
 ``B30`` and the simulator's ``SIM_B30`` are one).
@@ -10,6 +11,7 @@ ConvolutionKernel, or given with ``--from``). Kernels match by family (:func:`ke
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import read_json
 from diffusionct.io.manifest import KernelSet, kernel_among, kernel_family
-from diffusionct.model_store import CONFIG_NAME
+from diffusionct.model_store import CONFIG_NAME, WEIGHTS_DIGESTS, file_sha256
 
 DEFAULT_MODEL = "sim-b30-b70"  # the paper's direction: a smooth (Br40-like) to a sharp (Bl64-like) kernel
 
@@ -98,3 +100,31 @@ def choose_model(models: list[ModelEntry], source_kernel: str | None, target_ker
     known = "unknown (no ConvolutionKernel; give it with --from)" if source_kernel is None else source_kernel
     raise DiffusionCTError(f"{what}: source kernel {known}; no single model fits among "
                            f"{', '.join(map(str, candidates))}: give --from KERNEL, --to KERNEL, or --model FOLDER")
+
+
+def share_weights(library: Path) -> list[str]:
+    """Store once, in the library folder, each weights file that two or more of its models hold byte for byte (the
+    encoder-decoder and U-Net of models that share them); the models then find it there (``model_store.weights_path``),
+    and loading verifies it against the checksum each model's config.json records. A file whose copies differ, that a
+    model's config does not record, or whose name the library folder already holds stays where it is. Returns the names
+    moved."""
+    library = Path(library)
+    if not is_library(library):
+        raise DiffusionCTError(f"{library}: not a folder of model folders; share_weights works on a library")
+    copies: dict[str, list[Path]] = {}
+    for entry in library_models(library):
+        for path in entry.folder.glob("*.safetensors"):
+            copies.setdefault(path.name, []).append(path)
+    moved = []
+    for name, paths in sorted(copies.items()):
+        if len(paths) < 2 or (library / name).exists():
+            continue
+        digest = file_sha256(paths[0])
+        recorded = [read_json(p.parent / CONFIG_NAME, "model config").get(WEIGHTS_DIGESTS, {}) for p in paths]
+        if any(not isinstance(r, dict) or r.get(name) != digest or file_sha256(p) != digest for p, r in zip(paths, recorded)):
+            continue
+        os.replace(paths[0], library / name)  # every model finds it there from now on; then drop the other copies
+        for path in paths[1:]:
+            path.unlink()
+        moved.append(name)
+    return moved

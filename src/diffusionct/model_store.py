@@ -8,6 +8,10 @@ Layout of a model folder::
     predictor.safetensors       weights of the refine mode's predictor (after phase 2): the EMA of the latent
                                 predictor, or the image-space residual CNN
 
+A model folder inside a library (a folder of model folders, ``model_library``) may leave out a weights file that
+the library folder holds for several of its models (``model_library.share_weights``: one encoder-decoder and one
+U-Net serving every gap); config.json records that file's SHA-256 all the same, and loading verifies it.
+
 Nothing is unpickled: weights are safetensors, everything else is JSON.
 """
 
@@ -51,7 +55,7 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise DiffusionCTError(f"{path}: cannot read weights ({exc}); the model folder is corrupt, retrain or re-copy it") from None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -61,10 +65,29 @@ def _sha256(path: Path) -> str:
 
 def write_model_config(folder: Path, meta: dict) -> None:
     """config.json of a model folder, written last: it records the SHA-256 of every weights file beside
-    it, which loading verifies (a flipped bit in the weights would otherwise change every output)."""
-    digests = {path.name: _sha256(path) for path in sorted(Path(folder).glob("*.safetensors"))}
+    it, which loading verifies (a flipped bit in the weights would otherwise change every output); the record stays
+    when ``model_library.share_weights`` later moves a file to the library folder."""
+    digests = {path.name: file_sha256(path) for path in sorted(Path(folder).glob("*.safetensors"))}
     with atomic_output_file(Path(folder) / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps({**meta, WEIGHTS_DIGESTS: digests}, indent=2, sort_keys=True))
+
+
+def weights_path(folder: Path, name: str, meta: dict) -> Path:
+    """Where the model in ``folder`` (config ``meta``) keeps its weights file ``name``: in its folder, or, when the
+    folder lacks it and the config records its checksum, in the library folder above it (a file its models share)."""
+    own = Path(folder) / name
+    digests = meta.get(WEIGHTS_DIGESTS)
+    if own.is_file() or not isinstance(digests, dict) or name not in digests:
+        return own
+    shared = own.parent.parent / name
+    return shared if shared.is_file() else own
+
+
+def model_weight_files(folder: Path, meta: dict) -> list[Path]:
+    """Every weights file of the model in ``folder``: its own and those it shares with its library."""
+    digests = meta.get(WEIGHTS_DIGESTS)
+    names = {p.name for p in Path(folder).glob("*.safetensors")} | (set(digests) if isinstance(digests, dict) else set())
+    return [weights_path(folder, name, meta) for name in sorted(names)]
 
 
 def _verify_digests(folder: Path, meta: dict) -> None:
@@ -74,10 +97,12 @@ def _verify_digests(folder: Path, meta: dict) -> None:
     if not isinstance(digests, dict):
         raise DiffusionCTError(f"{folder / CONFIG_NAME}: corrupt {WEIGHTS_DIGESTS}; re-copy the model folder")
     for name, expected in digests.items():
-        path = folder / name
+        path = weights_path(folder, name, meta)
         if not path.is_file():
-            raise DiffusionCTError(f"{path}: weights file missing; the model folder is incomplete, retrain or re-copy it")
-        if _sha256(path) != expected:
+            raise DiffusionCTError(f"{path}: weights file missing; the model folder is incomplete (a model of a library "
+                                   f"may share {name} with the library folder above it: copy the whole library), "
+                                   "retrain or re-copy it")
+        if file_sha256(path) != expected:
             raise DiffusionCTError(f"{path}: does not match the checksum recorded in {CONFIG_NAME} (damaged or changed "
                                    "after training); re-copy or retrain the model")
 
@@ -115,18 +140,18 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", need_diff
     """Read a DiffusionCT model folder (``meta``: its config.json when the caller has read and verified it)."""
     folder = Path(folder)
     meta = meta if meta is not None else read_model_meta(folder)
-    if not (folder / AUTOENCODER_NAME).is_file():
+    if not weights_path(folder, AUTOENCODER_NAME, meta).is_file():
         raise DiffusionCTError(f"{folder}: {AUTOENCODER_NAME} is missing")
     config = RunConfig.from_saved(meta["config"], f"{folder / CONFIG_NAME}")
     model = DiffusionCTModel.build(config)
     model.info = {k: v for k, v in meta.items() if k != "config"}
-    load_weights(model.autoencoder, folder / AUTOENCODER_NAME)
+    load_weights(model.autoencoder, weights_path(folder, AUTOENCODER_NAME, meta))
     if need_diffusion:
-        if "diffusion" not in meta.get("phases", []) or not (folder / UNET_NAME).exists():
+        if "diffusion" not in meta.get("phases", []) or not weights_path(folder, UNET_NAME, meta).exists():
             raise DiffusionCTError(f"{folder}: the model has no trained diffusion phase; run `diffusionct train --phase diffusion`")
-        load_weights(model.unet, folder / UNET_NAME)
+        load_weights(model.unet, weights_path(folder, UNET_NAME, meta))
         if model.predictor is not None:
-            load_weights(model.predictor, folder / PREDICTOR_NAME)
+            load_weights(model.predictor, weights_path(folder, PREDICTOR_NAME, meta))
     else:
         model.unet = model.predictor = None
     return model.to(torch.device(device)).eval()
@@ -147,7 +172,7 @@ def read_model_meta(folder: Path, require_autoencoder: bool = True) -> dict:
         raise DiffusionCTError(
             f"{folder}: model format {version} was written by diffusionct {meta.get('diffusionct_version', '?')}; "
             f"this version ({__version__}) reads format {FORMAT_VERSION}: retrain or use a matching version")
-    if require_autoencoder and not (folder / AUTOENCODER_NAME).is_file():
+    if require_autoencoder and not weights_path(folder, AUTOENCODER_NAME, meta).is_file():
         raise DiffusionCTError(f"{folder}: {AUTOENCODER_NAME} is missing")
     _verify_digests(folder, meta)
     return meta

@@ -26,12 +26,14 @@ from scipy import ndimage
 from diffusionct.config import check_seed
 from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
+from diffusionct.io.files import read_json
 from diffusionct.io.records import read_record, remove_record, write_record
 from diffusionct.io.manifest import KernelSet, kernel_among
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
 from diffusionct.model_library import (choose_model, default_model_dir, is_library, library_models,
                                           shipped_library)
+from diffusionct.model_store import CONFIG_NAME, model_weight_files
 from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
@@ -194,9 +196,11 @@ def _model_per_series(jobs: list[tuple[Path, Path, str | None, str | None]], mod
 
 
 def model_fingerprint(folder: Path) -> str:
-    """A short hash of a model folder's content (config and weights), naming the model in outputs and UIDs."""
+    """A short hash of a model folder's content (config and weights, those it shares with its library too), naming
+    the model in outputs and UIDs."""
+    config = folder / CONFIG_NAME
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
+    for path in model_weight_files(folder, read_json(config, "model config") if config.is_file() else {}) + [config]:
         if path.is_file():
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
