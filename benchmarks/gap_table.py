@@ -11,7 +11,8 @@ its report's folder. ``--cases``: the share and the CCCs again over the tumours 
 these cases only, from each method's per-tumour tables (the image metrics are left out: they are kept per report).
 ``--bootstrap METHOD``: below each table, every method's share with a 95 % interval and METHOD's paired difference
 to each other method, resampling the tumours (10,000 resamples, seed 0): how far a test set of this many tumours
-decides between them (docs/results.md, ninth run).
+decides between them (docs/results.md, ninth run). Several methods separated by commas: per gap the first that its
+table holds (a report of several gaps evaluated together, one model each).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def _reproducible_per_tumour(row: dict, cases: list[str] | None) -> dict[str, tu
 
 
 def _per_tumour_table(row: dict, name: str) -> Path:
-    path = row["report"] / "methods" / row["method"] / name
+    methods = row["report"] / "methods"
+    gap = f"{row.get('source_kernel')}-{row.get('target_kernel')}".lower()  # a report of several gaps: one folder each
+    path = (methods / gap if (methods / gap).is_dir() else methods) / row["method"] / name
     if not path.is_file():
         raise SystemExit(f"{path} is missing: --cases and --bootstrap read the report's per-method tables (methods/), "
                          "which the copies in docs/reports leave out; run `diffusionct evaluate` again to remake them")
@@ -100,11 +103,14 @@ def _on_cases(row: dict, cases: list[str]) -> dict:
     return {**row, **subset}
 
 
-def _bootstrap_lines(rows: list[dict], reference: str, resamples: int = 10_000) -> str:
-    """Shares with 95 % intervals and ``reference``'s paired differences, the tumours resampled with replacement."""
+def _bootstrap_lines(rows: list[dict], references: str, resamples: int = 10_000) -> str:
+    """Shares with 95 % intervals and the reference's paired differences, the tumours resampled with replacement.
+    ``references``: method names separated by commas; the first one in this gap's table is the reference (a report of
+    several gaps has one model per gap)."""
     counts = {row["label"]: row["per_tumour"] for row in rows if row["status"] == "ok"}
-    if reference not in counts:
-        raise SystemExit(f"--bootstrap {reference}: no such method in the table; methods: {', '.join(counts)}")
+    reference = next((m for m in references.split(",") if m in counts), None)
+    if reference is None:
+        raise SystemExit(f"--bootstrap {references}: no such method in the table; methods: {', '.join(counts)}")
     tumours = sorted(counts[reference])
     draws = np.random.default_rng(0).integers(0, len(tumours), (resamples, len(tumours)))
 
@@ -150,7 +156,8 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="one table per gap over all the reports")
     parser.add_argument("--cases", help="comma-separated case names: the share and CCCs over their tumours only")
     parser.add_argument("--digits", type=int, default=3)
-    parser.add_argument("--bootstrap", metavar="METHOD", help="shares' intervals and METHOD's paired differences")
+    parser.add_argument("--bootstrap", metavar="METHOD", help="shares' intervals and METHOD's paired differences "
+                        "(several separated by commas: per gap the first in its table)")
     args = parser.parse_args()
     cases = args.cases.split(",") if args.cases else None
     groups = [args.reports] if args.merge else [[report] for report in args.reports]
