@@ -100,10 +100,12 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     listed = capsys.readouterr().out
     assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70)  [default]" in listed
     assert {(kernel_family(m.sources[0]), kernel_family(m.target)) for m in models} >= {
-        ("B30", "B70"), ("B30", "B50"), ("B70", "B30"), ("B10", "B70"), ("B50", "B30")}
+        ("B30", "B70"), ("B30", "B50"), ("B70", "B30"), ("B10", "B70"), ("B50", "B30"), ("B70", "B50"), ("B50", "B70")}
     # the target B30 from two kernels: each series gets the model from its own kernel
     assert choose_model(models, "B50f", "B30", "series").folder.name == "sim-b50-b30"
     assert choose_model(models, "B70f", "B30", "series").folder.name == "sim-b70-b30"
+    assert choose_model(models, "B50f", "B70", "series").folder.name == "sim-b50-b70"
+    assert choose_model(models, "B70f", "B50", "series").folder.name == "sim-b70-b50"
     assert sum(p.stat().st_size for p in shipped_library().rglob("*") if p.is_file()) <= 20 * 2**20
     # one encoder-decoder and one U-Net serve every gap, stored once; each gap has its own predictor
     assert sorted(p.name for p in shipped_library().glob("*.safetensors")) == ["autoencoder.safetensors", "unet.safetensors"]
