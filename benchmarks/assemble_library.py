@@ -20,18 +20,20 @@ from pathlib import Path
 
 from diffusionct.model_library import share_weights
 from diffusionct.model_store import (AUTOENCODER_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS, file_sha256,
-                                     read_model_meta, write_model_config)
+                                     read_model_meta, weights_path, write_model_config)
 
 
 def assemble_model(run: Path, unet_run: Path, out: Path, unet_scale: bool = False) -> None:
     """``out``: ``run``'s model (its predictor and x0 scale, or with ``unet_scale`` the U-Net's) with ``unet_run``'s U-Net."""
     meta, donor = read_model_meta(run), read_model_meta(unet_run)
-    if file_sha256(run / AUTOENCODER_NAME) != file_sha256(unet_run / AUTOENCODER_NAME):
+    # through weights_path: a model of an existing library (the shipped one) keeps its shared files in the library
+    autoencoder = weights_path(run, AUTOENCODER_NAME, meta)
+    if file_sha256(autoencoder) != file_sha256(weights_path(unet_run, AUTOENCODER_NAME, donor)):
         sys.exit(f"{run}: its encoder-decoder differs from {unet_run}'s; the U-Net works in that one's latent space")
     out.mkdir(parents=True)
-    for name in (AUTOENCODER_NAME, PREDICTOR_NAME):
-        shutil.copy2(run / name, out / name)
-    shutil.copy2(unet_run / UNET_NAME, out / UNET_NAME)
+    shutil.copy2(autoencoder, out / AUTOENCODER_NAME)
+    shutil.copy2(weights_path(run, PREDICTOR_NAME, meta), out / PREDICTOR_NAME)
+    shutil.copy2(weights_path(unet_run, UNET_NAME, donor), out / UNET_NAME)
     config, x0_scale = meta["config"], meta["config"]["diffusion"]["x0_scale"]
     config["unet"] = donor["config"]["unet"]
     config["diffusion"] = {**donor["config"]["diffusion"], **({} if unet_scale else {"x0_scale": x0_scale})}

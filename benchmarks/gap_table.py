@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusionct.io.manifest import gap_slug
 from diffusionct.radiomics.metrics import REPRODUCIBLE_RE
 
 CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")
@@ -80,7 +81,7 @@ def _reproducible_per_tumour(row: dict, cases: list[str] | None) -> dict[str, tu
 
 def _per_tumour_table(row: dict, name: str) -> Path:
     methods = row["report"] / "methods"
-    gap = f"{row.get('source_kernel')}-{row.get('target_kernel')}".lower()  # a report of several gaps: one folder each
+    gap = gap_slug(str(row.get("source_kernel")), str(row.get("target_kernel")))  # a report of several gaps: one folder each
     path = (methods / gap if (methods / gap).is_dir() else methods) / row["method"] / name
     if not path.is_file():
         raise SystemExit(f"{path} is missing: --cases and --bootstrap read the report's per-method tables (methods/), "

@@ -20,7 +20,7 @@ import numpy as np
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.image import read_label_map
-from diffusionct.io.manifest import Manifest
+from diffusionct.io.manifest import Manifest, gap_slug
 from diffusionct.io.volume import Volume
 from diffusionct.radiomics import image_metrics
 from diffusionct.radiomics.batch import extract_many, tumour_jobs
@@ -136,7 +136,7 @@ class GapEvaluation:
 
     @property
     def slug(self) -> str:
-        return f"{self.source_kernel}-{self.target_kernel}".lower()
+        return gap_slug(self.source_kernel, self.target_kernel)
 
 
 def _load_standardizers(model_dirs: list[Path], names: list[str] | None, device: str):

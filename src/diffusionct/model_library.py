@@ -119,12 +119,17 @@ def share_weights(library: Path) -> list[str]:
     for name, paths in sorted(copies.items()):
         if len(paths) < 2 or (library / name).exists():
             continue
-        digest = file_sha256(paths[0])
-        recorded = [read_json(p.parent / CONFIG_NAME, "model config").get(WEIGHTS_DIGESTS, {}) for p in paths]
-        if any(not isinstance(r, dict) or r.get(name) != digest or file_sha256(p) != digest for p, r in zip(paths, recorded)):
+        held = {file_sha256(path) for path in paths}
+        if len(held) != 1 or {_recorded_digest(path.parent, name) for path in paths} != held:
             continue
         os.replace(paths[0], library / name)  # every model finds it there from now on; then drop the other copies
         for path in paths[1:]:
             path.unlink()
         moved.append(name)
     return moved
+
+
+def _recorded_digest(folder: Path, name: str) -> str | None:
+    """The SHA-256 of weights file ``name`` that the model in ``folder`` records in its config.json (None: none)."""
+    digests = read_json(folder / CONFIG_NAME, "model config").get(WEIGHTS_DIGESTS)
+    return digests.get(name) if isinstance(digests, dict) else None

@@ -85,6 +85,11 @@ def kernel_among(kernel: str, kernels: Iterable[str]) -> bool:
     return any(kernel_family(kernel) == kernel_family(k) for k in kernels)
 
 
+def gap_slug(source_kernel: str, target_kernel: str) -> str:
+    """A kernel gap's name in file and folder names (a report of several gaps keeps each gap's tables under it)."""
+    return f"{source_kernel}-{target_kernel}".lower()
+
+
 @dataclass
 class Manifest:
     """A set of series, their same-scan pairs ``(path_a, kernel_a, path_b, kernel_b)`` and tumour masks."""
