@@ -413,6 +413,7 @@ def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig,
     from diffusionct.train.data import load_training_data
     from diffusionct.train.trainer import Trainer, prepare_run
 
+    torch.manual_seed(config.seed)  # the networks' initial weights: the same seed gives the same model's bytes
     prepare_run(run_dir, config, "all", resume, overwrite)
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
                               config.data.validation_fraction, need_pairs=name != "autoencoder", pairing=config.data.pairing)

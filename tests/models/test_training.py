@@ -101,6 +101,11 @@ def test_standardize_tiny_series_deterministic(tiny_data, tmp_path):
 def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
     config = tiny_config()
     train_method(method, tiny_data, tmp_path / method, config, torch.device("cpu"))
+    torch.randn(3)  # whatever ran before in the process must not change what the same seed trains
+    train_method(method, tiny_data, tmp_path / "again", config, torch.device("cpu"))
+    weights = sorted(p.name for p in (tmp_path / method).glob("*.safetensors"))
+    assert weights == sorted(p.name for p in (tmp_path / "again").glob("*.safetensors"))
+    assert all((tmp_path / method / name).read_bytes() == (tmp_path / "again" / name).read_bytes() for name in weights)
     loaded = load_method(tmp_path / method)
     assert loaded.name == method
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
