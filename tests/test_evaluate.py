@@ -123,6 +123,8 @@ def test_demo_quick(tmp_path):
             "diffusionct-brief"} <= names
     for row in rows:
         assert row["status"] == "ok", row
+        recorded = Path(row["model"])  # the demo's own models relative to its folder, renamed when done
+        assert row["method"] == "input" or (recorded if recorded.is_absolute() else tmp_path / "demo" / recorded).exists(), row
         for cls in FEATURE_CLASSES:
             assert row[f"ccc_{cls}_mean"] != "", (row["method"], cls)
     page = _Cells()

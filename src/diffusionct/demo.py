@@ -155,6 +155,7 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: st
             names = ["diffusionct-shipped", "identity", "histogram", "residual-cnn", "pix2pix", "ddpm", "autoencoder",
                      "diffusionct-brief"]
             report = evaluate_to_report(test_manifest, models, root / "report", names=names, seed=seed, device=device,
+                                        paths_under=root,
                                         title="DiffusionCT demo", notes=[
                                             f"Simulated test set: {plan.test_cases} cases, 5 mm, {plan.size}x{plan.size} at "
                                             f"{plan.pixel_mm} mm; training set of other cases at 1 and 3 mm.",
