@@ -18,29 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffusionct.model_library import share_weights
-from diffusionct.model_store import (AUTOENCODER_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS, file_sha256,
-                                     read_model_meta, weights_path, write_model_config)
-
-
-def assemble_model(run: Path, unet_run: Path, out: Path, unet_scale: bool = False) -> None:
-    """``out``: ``run``'s model (its predictor and x0 scale, or with ``unet_scale`` the U-Net's) with ``unet_run``'s U-Net."""
-    meta, donor = read_model_meta(run), read_model_meta(unet_run)
-    # through weights_path: a model of an existing library (the shipped one) keeps its shared files in the library
-    autoencoder = weights_path(run, AUTOENCODER_NAME, meta)
-    if file_sha256(autoencoder) != file_sha256(weights_path(unet_run, AUTOENCODER_NAME, donor)):
-        sys.exit(f"{run}: its encoder-decoder differs from {unet_run}'s; the U-Net works in that one's latent space")
-    out.mkdir(parents=True)
-    shutil.copy2(autoencoder, out / AUTOENCODER_NAME)
-    shutil.copy2(weights_path(run, PREDICTOR_NAME, meta), out / PREDICTOR_NAME)
-    shutil.copy2(weights_path(unet_run, UNET_NAME, donor), out / UNET_NAME)
-    config, x0_scale = meta["config"], meta["config"]["diffusion"]["x0_scale"]
-    config["unet"] = donor["config"]["unet"]
-    config["diffusion"] = {**donor["config"]["diffusion"], **({} if unet_scale else {"x0_scale": x0_scale})}
-    data = donor["config"]["data"]
-    meta["unet_trained_on"] = f"{data['source_kernel']} -> {data['target_kernel']}"
-    meta.pop(WEIGHTS_DIGESTS, None)
-    write_model_config(out, meta)
+from diffusionct.model_library import assemble_gap_model, share_weights
 
 
 def main() -> None:
@@ -57,7 +35,7 @@ def main() -> None:
     shutil.rmtree(staging, ignore_errors=True)
     for spec in args.models:
         name, _, run = spec.partition("=")
-        assemble_model(Path(run), args.unet_from, staging / name, args.unet_scale)
+        assemble_gap_model(Path(run), args.unet_from, staging / name, args.unet_scale)
     print("shared:", ", ".join(share_weights(staging)))
     staging.rename(args.out)
 

@@ -100,12 +100,15 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     listed = capsys.readouterr().out
     assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70)  [default]" in listed
     assert {(kernel_family(m.sources[0]), kernel_family(m.target)) for m in models} >= {
-        ("B30", "B70"), ("B30", "B50"), ("B70", "B30"), ("B10", "B70"), ("B50", "B30"), ("B70", "B50"), ("B50", "B70")}
+        ("B30", "B70"), ("B30", "B50"), ("B70", "B30"), ("B10", "B70"), ("B50", "B30"), ("B70", "B50"), ("B50", "B70"),
+        ("B10", "B30"), ("B10", "B50")}
     # the target B30 from two kernels: each series gets the model from its own kernel
     assert choose_model(models, "B50f", "B30", "series").folder.name == "sim-b50-b30"
     assert choose_model(models, "B70f", "B30", "series").folder.name == "sim-b70-b30"
     assert choose_model(models, "B50f", "B70", "series").folder.name == "sim-b50-b70"
     assert choose_model(models, "B70f", "B50", "series").folder.name == "sim-b70-b50"
+    assert choose_model(models, "B10f", "B30", "series").folder.name == "sim-b10-b30"
+    assert choose_model(models, "B10f", "B50", "series").folder.name == "sim-b10-b50"
     assert sum(p.stat().st_size for p in shipped_library().rglob("*") if p.is_file()) <= 20 * 2**20
     # one encoder-decoder and one U-Net serve every gap, stored once; each gap has its own predictor
     assert sorted(p.name for p in shipped_library().glob("*.safetensors")) == ["autoencoder.safetensors", "unet.safetensors"]
@@ -150,3 +153,51 @@ def test_a_model_takes_only_shared_files_its_config_records(tiny_model, tmp_path
     assert weights_path(library / "a", "autoencoder.safetensors", meta) == library / "a" / "autoencoder.safetensors"
     with pytest.raises(DiffusionCTError, match="not a folder of model folders"):
         share_weights(library / "a")
+
+
+def test_a_new_gap_trains_its_predictor_beside_the_shared_networks(tiny_data, tiny_model, tmp_path, capsys):
+    library = _library(tmp_path / "lib", {"to-b70": ("SIM_B30", "SIM_B70"), "to-b50": ("SIM_B30", "SIM_B50")},
+                       weights_from=tiny_model)
+    share_weights(library)
+    for folder in library.glob("to-*"):  # as in the shipped library, where every gap says where its U-Net was trained
+        meta = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**meta, "unet_trained_on": "SIM_B30 -> SIM_B70"}))
+    shared = {p.name: p.read_bytes() for p in library.glob("*.safetensors")}
+    gap = library / "from-b70"
+    args = ["train", "--data", str(tiny_data), "-o", str(gap), "--phase", "predictor", "--from", "SIM_B70", "--to", "SIM_B30",
+            "--set", "diffusion.predictor_training.steps=2", "--device", "cpu"]
+    assert main(args) == 0
+    assert sorted(p.name for p in gap.iterdir()) == ["config.json", "predictor.safetensors"]
+    assert {p.name: p.read_bytes() for p in library.glob("*.safetensors")} == shared  # the library's networks unchanged
+    assert not list(tmp_path.glob(".lib.*"))  # the staging folder is gone
+    assert json.loads((gap / "config.json").read_text())["unet_trained_on"] == "SIM_B30 -> SIM_B70"
+    meta, donor = (json.loads((folder / "config.json").read_text())["config"] for folder in (gap, library / "to-b50"))
+    assert (meta["data"]["source_kernel"], meta["data"]["target_kernel"]) == ("SIM_B70", "SIM_B30")
+    assert meta["unet"] == donor["unet"] and meta["autoencoder"] == donor["autoencoder"]
+    assert 0 < meta["diffusion"]["x0_scale"] != donor["diffusion"]["x0_scale"]  # measured on the gap's own pairs
+    # the library now serves a B70 series to B30 with the new gap, which changes it
+    sharp = tiny_data.parent / "case_000" / "2mm" / "sim_b70"
+    out = read_dicom_series(run_standardize(sharp, tmp_path / "out", model_dir=library, target_kernel="B30", device="cpu",
+                                            steps=2)[0].output)
+    assert out.kernel == "SIM_B30" and np.abs(out.hu - read_dicom_series(sharp).hu).max() > 0.5
+    # the same seed gives the same predictor; an existing gap is replaced only when asked
+    predictor = (gap / "predictor.safetensors").read_bytes()
+    assert main(args) == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0 and (gap / "predictor.safetensors").read_bytes() == predictor
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--set", "unet.channels=[8,8]"], "takes its networks and diffusion from the library"),
+    (["--method", "residual-cnn"], "drop --method and --config"),
+    (["-o", "{tmp}/alone/gap"], "not a model library"),
+    ([], "needs its kernels: give --from KERNEL and --to KERNEL"),
+])
+def test_a_new_gap_is_refused_with_the_reason(tiny_data, tiny_model, tmp_path, capsys, change, message):
+    library = _library(tmp_path / "lib", {"a": ("SIM_B30", "SIM_B70"), "b": ("SIM_B30", "SIM_B50")}, weights_from=tiny_model)
+    share_weights(library)
+    (tmp_path / "alone").mkdir()
+    args = ["train", "--data", str(tiny_data), "-o", str(library / "new"), "--phase", "predictor", "--device", "cpu",
+            *(["--from", "SIM_B70", "--to", "SIM_B30"] if change else []), *(c.format(tmp=tmp_path) for c in change)]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (library / "new").exists()

@@ -30,7 +30,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"cpu threads: {torch.get_num_threads()}")
     from diffusionct.model_library import DEFAULT_MODEL, library_models, shipped_library
 
-    print("shipped models (standardize --to KERNEL picks one per series):")
+    print(f"shipped models in {shipped_library()} (standardize --to KERNEL picks one per series; to add a gap, copy "
+          "this folder and run `diffusionct train --phase predictor -o COPY/NAME --from K --to K`):")
     for entry in library_models(shipped_library()):
         print(f"  {entry}{'  [default]' if entry.folder.name == DEFAULT_MODEL else ''}")
     shared = sorted(path.name for path in shipped_library().glob("*.safetensors"))

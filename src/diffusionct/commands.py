@@ -130,11 +130,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from diffusionct.methods import train_method
     from diffusionct.train.trainer import init_distributed
 
-    config = RunConfig.load(args.config, args.set)
+    overrides = [*args.set, *(f"data.{key}_kernel={kernel}" for key, kernel in (("source", args.source), ("target", args.target))
+                              if kernel)]
     device = training_device(args.device, distributed=init_distributed())
+    if args.phase == "predictor":
+        return _train_library_gap(args, overrides, device)
+    config = RunConfig.load(args.config, overrides)
     train_method(args.method, args.data, args.output, config, device, resume=args.resume, overwrite=args.overwrite,
                  phase=args.phase)
     print(f"{args.method} model written to {args.output}")
+    return 0
+
+
+def _train_library_gap(args: argparse.Namespace, overrides: list[str], device) -> int:
+    from diffusionct.train.library_gap import train_library_gap
+
+    if args.method != "diffusionct" or args.config is not None:
+        raise DiffusionCTError("--phase predictor trains a DiffusionCT gap with the library's own settings: "
+                               "drop --method and --config (--set may change the seed and diffusion.predictor_training)")
+    folder = train_library_gap(args.data, args.output, overrides, device, resume=args.resume, overwrite=args.overwrite)
+    print(f"gap written to {folder}; standardize with --model {folder.parent} --to KERNEL")
     return 0
 
 
@@ -253,7 +268,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(histogram matching), autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019), "
                         "pix2pix (conditional GAN, GANai/STAN-CT family), cyclegan (unpaired GAN, CVH-CT/UDA-CT family), "
                         "ddpm (image-space conditional DDPM)")
-    p.add_argument("--phase", default="all", choices=["autoencoder", "diffusion", "all"], help="diffusionct phases")
+    p.add_argument("--phase", default="all", choices=["autoencoder", "diffusion", "predictor", "all"],
+                   help="diffusionct phases; predictor: a new kernel gap for a model library, its predictor trained "
+                        "beside the library's shared encoder-decoder and U-Net (-o LIBRARY/NAME inside a copy of the "
+                        "shipped library, with --from and --to; about 7 min on a 2-core CPU)")
+    p.add_argument("--from", dest="source", metavar="KERNEL", help="source kernel (data.source_kernel)")
+    p.add_argument("--to", dest="target", metavar="KERNEL", help="target kernel (data.target_kernel)")
     p.add_argument("--config", type=Path, help="YAML config (see docs/model.md)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. phase1.steps=500")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")

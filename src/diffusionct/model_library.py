@@ -12,6 +12,7 @@ ConvolutionKernel, or given with ``--from``). Kernels match by family (:func:`ke
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,10 @@ from pathlib import Path
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import read_json
 from diffusionct.io.manifest import KernelSet, kernel_among, kernel_family
-from diffusionct.model_store import CONFIG_NAME, WEIGHTS_DIGESTS, file_sha256
+from diffusionct.model_store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS,
+                                     file_sha256, model_weight_files, read_model_meta, weights_path, write_model_config)
+
+SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; each keeps its predictor
 
 DEFAULT_MODEL = "sim-b30-b70"  # the paper's direction: a smooth (Br40-like) to a sharp (Bl64-like) kernel
 
@@ -133,3 +137,48 @@ def _recorded_digest(folder: Path, name: str) -> str | None:
     """The SHA-256 of weights file ``name`` that the model in ``folder`` records in its config.json (None: none)."""
     digests = read_json(folder / CONFIG_NAME, "model config").get(WEIGHTS_DIGESTS)
     return digests.get(name) if isinstance(digests, dict) else None
+
+
+def shared_networks_model(library: Path) -> Path:
+    """The first model (by name) of ``library`` that takes its encoder-decoder and U-Net from the files the library
+    folder shares (what a new gap's predictor is trained beside)."""
+    library = Path(library)
+    if is_library(library):
+        for entry in library_models(library):
+            meta = read_json(entry.folder / CONFIG_NAME, "model config")
+            if all(weights_path(entry.folder, name, meta) == library / name for name in SHARED_NETWORKS):
+                return entry.folder
+    raise DiffusionCTError(f"{library}: not a model library whose models share {' and '.join(SHARED_NETWORKS)} in the "
+                           "library folder; give a folder inside a copy of the shipped library (`diffusionct info` "
+                           "says where it is) or one that `share_weights` wrote")
+
+
+def copy_model_out(folder: Path, out: Path) -> None:
+    """A model of a library copied to ``out`` as a model folder of its own: its config and every weights file,
+    the shared ones included (verified against the checksums its config records)."""
+    meta = read_model_meta(Path(folder))
+    Path(out).mkdir(parents=True)
+    for path in model_weight_files(Path(folder), meta):
+        shutil.copy2(path, Path(out) / path.name)
+    shutil.copy2(Path(folder) / CONFIG_NAME, Path(out) / CONFIG_NAME)
+
+
+def assemble_gap_model(run: Path, unet_run: Path, out: Path, unet_scale: bool = False) -> None:
+    """``out``: ``run``'s model (its predictor and diffusion scale ``x0_scale``, or with ``unet_scale`` the U-Net
+    model's) with ``unet_run``'s U-Net and diffusion settings; both must hold the same encoder-decoder."""
+    meta, donor = read_model_meta(Path(run)), read_model_meta(Path(unet_run))
+    # through weights_path: a model of an existing library (the shipped one) keeps its shared files in the library
+    autoencoder = weights_path(run, AUTOENCODER_NAME, meta)
+    if file_sha256(autoencoder) != file_sha256(weights_path(unet_run, AUTOENCODER_NAME, donor)):
+        raise DiffusionCTError(f"{run}: its encoder-decoder differs from {unet_run}'s; the U-Net works in that one's latent space")
+    Path(out).mkdir(parents=True)
+    shutil.copy2(autoencoder, Path(out) / AUTOENCODER_NAME)
+    shutil.copy2(weights_path(run, PREDICTOR_NAME, meta), Path(out) / PREDICTOR_NAME)
+    shutil.copy2(weights_path(unet_run, UNET_NAME, donor), Path(out) / UNET_NAME)
+    config, x0_scale = meta["config"], meta["config"]["diffusion"]["x0_scale"]
+    config["unet"] = donor["config"]["unet"]
+    config["diffusion"] = {**donor["config"]["diffusion"], **({} if unet_scale else {"x0_scale": x0_scale})}
+    data = donor["config"]["data"]  # a donor of a library may hold a U-Net trained on another gap: it says which
+    meta["unet_trained_on"] = donor.get("unet_trained_on") or f"{data['source_kernel']} -> {data['target_kernel']}"
+    meta.pop(WEIGHTS_DIGESTS, None)
+    write_model_config(Path(out), meta)

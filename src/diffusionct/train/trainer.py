@@ -34,7 +34,7 @@ class Trainer(LatentDiffusionRegime, SingleNetworkRegime, GANRegime):
 def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, overwrite: bool) -> DiffusionCTModel | None:
     """Check the run folder for the requested phase; returns the model to continue from (phase 2)."""
     run_dir = Path(run_dir)
-    if phase == "diffusion":
+    if phase in ("diffusion", "predictor"):
         meta = read_model_meta(run_dir) if run_dir.exists() else None
         if meta is None or "autoencoder" not in meta.get("phases", []):
             raise DiffusionCTError(f"{run_dir}: phase 2 needs a trained encoder-decoder in this run folder; "
@@ -43,7 +43,10 @@ def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, over
         if saved.autoencoder != config.autoencoder:
             raise DiffusionCTError(f"{run_dir}: the autoencoder settings differ from the checkpoint's "
                                    f"({saved.autoencoder} vs {config.autoencoder}); use the run's own config")
-        return load_model(run_dir, need_diffusion=False, meta=meta)
+        if phase == "predictor" and ("diffusion" not in meta.get("phases", []) or saved.unet != config.unet):
+            raise DiffusionCTError(f"{run_dir}: the predictor phase trains beside a trained U-Net of the same settings; "
+                                   "this run folder has none")
+        return load_model(run_dir, need_diffusion=phase == "predictor", meta=meta)
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
         raise DiffusionCTError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start over")
     return None
@@ -58,9 +61,10 @@ def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
 
 def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", device: torch.device | None = None,
           resume: bool = False, overwrite: bool = False) -> DiffusionCTModel:
-    """Train the requested phase(s) into ``run_dir`` and save the model there."""
-    if phase not in ("autoencoder", "diffusion", "all"):
-        raise DiffusionCTError(f"--phase must be autoencoder, diffusion or all, got '{phase}'")
+    """Train the requested phase(s) into ``run_dir`` and save the model there. ``predictor``: phase 2's predictor
+    alone, beside the run folder's trained U-Net, which it keeps (a new gap of a model library: ``library_gap``)."""
+    if phase not in ("autoencoder", "diffusion", "predictor", "all"):
+        raise DiffusionCTError(f"--phase must be autoencoder, diffusion, predictor or all, got '{phase}'")
     with overwrite_guard(run_dir, phase, resume, overwrite):
         return _train(manifest, run_dir, config, phase, device or torch.device("cpu"), resume, overwrite)
 
@@ -70,22 +74,30 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
     from diffusionct.train.data import load_training_data
 
     config = copy.deepcopy(config)  # phase 2 records values measured on the data (x0_scale) in the model's config
+    if phase == "predictor":
+        if config.diffusion.mode != "refine" or config.diffusion.predictor != "image":
+            raise DiffusionCTError("the predictor phase trains the refine mode's image predictor; this config has none "
+                                   f"(diffusion.mode={config.diffusion.mode}, diffusion.predictor={config.diffusion.predictor})")
+        config.phase2.steps = 0  # the U-Net is kept as it is
+        config.diffusion.x0_scale = 0.0  # the spread of what this predictor leaves: measured on these pairs
     torch.manual_seed(config.seed)
     model = prepare_run(run_dir, config, phase, resume, overwrite)
     if model is not None:  # phase 2 on a trained encoder-decoder: fresh phase-2 networks of this config
         fresh = DiffusionCTModel.build(config)
-        model.unet, model.predictor, model.config = fresh.unet, fresh.predictor, config
+        model.predictor, model.config = fresh.predictor, config
+        if phase == "diffusion":
+            model.unet = fresh.unet
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
                               config.data.validation_fraction, need_pairs=phase != "autoencoder", pairing=config.data.pairing)
     trainer = Trainer(config, run_dir, data, device, model)
     rank, _ = world_rank_and_size()
     record: dict = {**trainer.model.info.get("training", {}), **data.notes}
     phases = ["autoencoder", "diffusion"] if phase == "all" else [phase]
-    done = ["autoencoder"] if phase == "diffusion" else []
+    done = ["autoencoder"] if phase in ("diffusion", "predictor") else []
     for name in phases:
         start = time.perf_counter()
         history = trainer.train_autoencoder() if name == "autoencoder" else trainer.train_diffusion()
-        done.append(name)
+        done.append("diffusion" if name == "predictor" else name)
         record[name] = {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:]}
         if rank == 0:
             save_model(trainer.model, run_dir, done, {"training": record, "manifest": str(manifest)})
