@@ -201,3 +201,34 @@ def test_a_new_gap_is_refused_with_the_reason(tiny_data, tiny_model, tmp_path, c
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (library / "new").exists()
+
+
+def test_a_stopped_gap_resumes_to_the_same_predictor(tiny_data, tiny_model, tmp_path, monkeypatch):
+    from diffusionct.train.library_gap import train_library_gap
+    from diffusionct.train.loop import TrainerBase
+
+    library = _library(tmp_path / "lib", {"a": ("SIM_B30", "SIM_B70"), "b": ("SIM_B30", "SIM_B50")}, weights_from=tiny_model)
+    share_weights(library)
+    gap = ["data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30", "diffusion.predictor_training.steps=4",
+           "diffusion.predictor_training.checkpoint_every=2"]
+    train_library_gap(tiny_data, library / "straight", gap, "cpu")
+    save_state = TrainerBase._save_state
+
+    def save_then_stop(self, phase, step, *args):
+        save_state(self, phase, step, *args)
+        if phase == "predictor" and step == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # stopped after the predictor's checkpoint at step 2 of 4
+        patch.setattr(TrainerBase, "_save_state", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train_library_gap(tiny_data, library / "resumed", gap, "cpu")
+    assert not (library / "resumed").exists() and (tmp_path / ".lib.resumed.partial").is_dir()
+    from diffusionct.train import single_network
+
+    steps = []
+    optimize = single_network.optimize
+    monkeypatch.setattr(single_network, "optimize", lambda *args: (steps.append(1), optimize(*args)))
+    train_library_gap(tiny_data, library / "resumed", gap, "cpu", resume=True)
+    assert len(steps) == 2  # steps 3 and 4: it went on from the checkpoint
+    assert (library / "resumed" / "predictor.safetensors").read_bytes() == (library / "straight" / "predictor.safetensors").read_bytes()
