@@ -184,6 +184,7 @@ def test_a_new_gap_trains_its_predictor_beside_the_shared_networks(tiny_data, ti
     predictor = (gap / "predictor.safetensors").read_bytes()
     assert main(args) == 2 and "pass --overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0 and (gap / "predictor.safetensors").read_bytes() == predictor
+    assert not list(tmp_path.glob(".lib.*"))  # nor the replaced gap
 
 
 @pytest.mark.parametrize("change, message", [

@@ -55,13 +55,16 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
     ready = staging.with_suffix(".ready")
     shutil.rmtree(ready, ignore_errors=True)
     assemble_gap_model(staging, donor, ready)
-    if gap_dir.exists():
-        shutil.rmtree(gap_dir)
+    replaced = staging.with_suffix(".replaced")
+    if gap_dir.exists():  # --overwrite: the old gap is moved aside whole, never half deleted in the library
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(gap_dir, replaced)
     os.replace(ready, gap_dir)  # a complete model folder with its own copies of the shared files ...
     for name in SHARED_NETWORKS:  # ... which it then takes from the library (its config records their checksums)
         if file_sha256(gap_dir / name) == file_sha256(library / name):
             (gap_dir / name).unlink()
     shutil.rmtree(staging)
+    shutil.rmtree(replaced, ignore_errors=True)
     return gap_dir
 
 
