@@ -26,7 +26,7 @@ from diffusionct.train.trainer import train
 log = logging.getLogger(__name__)
 
 # what a gap may set for itself: the rest (networks, diffusion, sampling) is the library's
-GAP_SETTINGS = ("data.", "seed", "diffusion.predictor_training.")
+GAP_SECTIONS = ("data.", "diffusion.predictor_training.")
 
 
 def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], device: torch.device,
@@ -47,16 +47,28 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
     log.info("training the predictor of %s -> %s beside %s's shared networks (in %s)", config.data.source_kernel,
              config.data.target_kernel, donor.name, staging)
     train(manifest, staging, config, phase="predictor", device=device, resume=resume)
-    for name in SHARED_NETWORKS:  # the predictor phase keeps them: the same tensors, stored as the library stores them
+    _keep_shared_networks(staging, library)
+    _move_into_library(staging, donor, gap_dir)
+    return gap_dir
+
+
+def _keep_shared_networks(staging: Path, library: Path) -> None:
+    """The predictor phase leaves the shared networks as they were: check their tensors, and store the library's
+    bytes (a file saved again may differ in its metadata)."""
+    for name in SHARED_NETWORKS:
         kept, shared = read_tensors(staging / name), read_tensors(library / name)
         if kept.keys() != shared.keys() or not all(torch.equal(kept[k], shared[k]) for k in kept):
             raise DiffusionCTError(f"{staging / name}: changed in training; the gap cannot share the library's")
         shutil.copy2(library / name, staging / name)
-    ready = staging.with_suffix(".ready")
+
+
+def _move_into_library(staging: Path, donor: Path, gap_dir: Path) -> None:
+    """The trained gap with the donor's U-Net, moved in complete; an old gap (``--overwrite``) is moved aside whole."""
+    library = gap_dir.parent
+    ready, replaced = staging.with_suffix(".ready"), staging.with_suffix(".replaced")
     shutil.rmtree(ready, ignore_errors=True)
     assemble_gap_model(staging, donor, ready)
-    replaced = staging.with_suffix(".replaced")
-    if gap_dir.exists():  # --overwrite: the old gap is moved aside whole, never half deleted in the library
+    if gap_dir.exists():
         shutil.rmtree(replaced, ignore_errors=True)
         os.replace(gap_dir, replaced)
     os.replace(ready, gap_dir)  # a complete model folder with its own copies of the shared files ...
@@ -65,16 +77,15 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
             (gap_dir / name).unlink()
     shutil.rmtree(staging)
     shutil.rmtree(replaced, ignore_errors=True)
-    return gap_dir
 
 
 def gap_config(donor_config: dict, overrides: list[str]) -> RunConfig:
     """The library model's config with the gap's own kernels, seed and predictor training (``overrides``)."""
     for item in overrides:
         key = item.partition("=")[0].strip()
-        if not key.startswith(GAP_SETTINGS):
+        if key != "seed" and not key.startswith(GAP_SECTIONS):
             raise DiffusionCTError(f"--set {key}: a library gap takes its networks and diffusion from the library; "
-                                   f"it sets only {', '.join(k.rstrip('.') for k in GAP_SETTINGS)}")
+                                   "it sets only seed, data.* and diffusion.predictor_training.*")
     data = copy.deepcopy(donor_config)
     data["data"] = {**data.get("data", {}), "source_kernel": "", "target_kernel": ""}  # the gap names its own
     for item in overrides:
