@@ -169,7 +169,7 @@ def evaluate(manifest: Path, model_dirs: list[Path], steps: int | None = None, s
     gaps = []
     for index, ((source_kernel, target_kernel), members) in enumerate(by_gap.items()):
         cases = load_test_cases(manifest, source_kernel, target_kernel, max_cases)
-        log.info("%s -> %s: %d test cases; the target kernel's tumour features first, then %d method(s) and the input",
+        log.info("%s -> %s: %d test cases; the target kernel's tumour features first, then the input and %d method(s)",
                  source_kernel, target_kernel, len(cases), len(members))
         standard = tumour_features(cases, {c.name: c.target.hu for c in cases}, settings, workers)
         entries = [(INPUT, Path("-"), None), *members, *(failed if index == 0 else [])]
