@@ -233,3 +233,12 @@ def test_every_phase_follows_its_learning_rate_schedule(tiny_data, tmp_path, pha
     last = pc.lr * 0.5 * (1 + math.cos(math.pi * (pc.steps - 1) / pc.steps))  # the rate of the final step
     for optimizer in optimizers:
         assert optimizer["param_groups"][0]["lr"] == pytest.approx(last)
+
+
+def test_train_from_to_names_the_gap(tiny_data, tmp_path):
+    from diffusionct.cli import main
+
+    assert main(["train", "--data", str(tiny_data), "-o", str(tmp_path / "run"), "--method", "histogram",
+                 "--from", "SIM_B70", "--to", "SIM_B30", "--device", "cpu"]) == 0
+    data = json.loads((tmp_path / "run" / "config.json").read_text())["config"]["data"]
+    assert (data["source_kernel"], data["target_kernel"]) == ("SIM_B70", "SIM_B30")
