@@ -155,10 +155,15 @@ def test_a_model_takes_only_shared_files_its_config_records(tiny_model, tmp_path
         share_weights(library / "a")
 
 
-def test_a_new_gap_trains_its_predictor_beside_the_shared_networks(tiny_data, tiny_model, tmp_path, capsys):
-    library = _library(tmp_path / "lib", {"to-b70": ("SIM_B30", "SIM_B70"), "to-b50": ("SIM_B30", "SIM_B50")},
-                       weights_from=tiny_model)
+def _shared_library(root: Path, tiny_model: Path, gaps: dict[str, tuple[str, str]] | None = None) -> Path:
+    """A library of the tiny model relabelled per gap, its encoder-decoder and U-Net stored once (as shipped)."""
+    library = _library(root, gaps or {"a": ("SIM_B30", "SIM_B70"), "b": ("SIM_B30", "SIM_B50")}, weights_from=tiny_model)
     share_weights(library)
+    return library
+
+
+def test_a_new_gap_trains_its_predictor_beside_the_shared_networks(tiny_data, tiny_model, tmp_path, capsys):
+    library = _shared_library(tmp_path / "lib", tiny_model, {"to-b70": ("SIM_B30", "SIM_B70"), "to-b50": ("SIM_B30", "SIM_B50")})
     for folder in library.glob("to-*"):  # as in the shipped library, where every gap says where its U-Net was trained
         meta = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**meta, "unet_trained_on": "SIM_B30 -> SIM_B70"}))
@@ -194,8 +199,7 @@ def test_a_new_gap_trains_its_predictor_beside_the_shared_networks(tiny_data, ti
     ([], "needs its kernels: give --from KERNEL and --to KERNEL"),
 ])
 def test_a_new_gap_is_refused_with_the_reason(tiny_data, tiny_model, tmp_path, capsys, change, message):
-    library = _library(tmp_path / "lib", {"a": ("SIM_B30", "SIM_B70"), "b": ("SIM_B30", "SIM_B50")}, weights_from=tiny_model)
-    share_weights(library)
+    library = _shared_library(tmp_path / "lib", tiny_model)
     (tmp_path / "alone").mkdir()
     args = ["train", "--data", str(tiny_data), "-o", str(library / "new"), "--phase", "predictor", "--device", "cpu",
             *(["--from", "SIM_B70", "--to", "SIM_B30"] if change else []), *(c.format(tmp=tmp_path) for c in change)]
@@ -205,11 +209,11 @@ def test_a_new_gap_is_refused_with_the_reason(tiny_data, tiny_model, tmp_path, c
 
 
 def test_a_stopped_gap_resumes_to_the_same_predictor(tiny_data, tiny_model, tmp_path, monkeypatch):
+    from diffusionct.train import single_network
     from diffusionct.train.library_gap import train_library_gap
     from diffusionct.train.loop import TrainerBase
 
-    library = _library(tmp_path / "lib", {"a": ("SIM_B30", "SIM_B70"), "b": ("SIM_B30", "SIM_B50")}, weights_from=tiny_model)
-    share_weights(library)
+    library = _shared_library(tmp_path / "lib", tiny_model)
     gap = ["data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30", "diffusion.predictor_training.steps=4",
            "diffusion.predictor_training.checkpoint_every=2"]
     train_library_gap(tiny_data, library / "straight", gap, "cpu")
@@ -225,8 +229,6 @@ def test_a_stopped_gap_resumes_to_the_same_predictor(tiny_data, tiny_model, tmp_
         with pytest.raises(KeyboardInterrupt):
             train_library_gap(tiny_data, library / "resumed", gap, "cpu")
     assert not (library / "resumed").exists() and (tmp_path / ".lib.resumed.partial").is_dir()
-    from diffusionct.train import single_network
-
     steps = []
     optimize = single_network.optimize
     monkeypatch.setattr(single_network, "optimize", lambda *args: (steps.append(1), optimize(*args)))
