@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_dicom_series
 from diffusionct.io import read_image, write_nifti
 from diffusionct.io.manifest import kernel_family
-from diffusionct.model_library import choose_model, library_models, share_weights, shipped_library
+from diffusionct.model_library import choose_model, for_pixel_size, library_models, share_weights, shipped_library
 from diffusionct.model_store import weights_path
-from diffusionct.standardize import Standardizer, run_standardize
+from diffusionct.standardize import SeriesInput, Standardizer, _model_per_series, run_standardize
 
 
 
@@ -27,9 +28,10 @@ def test_kernel_family(name, family):
     assert kernel_family(name) == family
 
 
-def _library(root: Path, gaps: dict[str, tuple[str, str]], weights_from: Path | None = None) -> Path:
-    """A folder of models, one per gap: config.json only, or copies of a real model relabelled."""
-    for name, (source, target) in gaps.items():
+def _library(root: Path, gaps: dict[str, tuple], weights_from: Path | None = None) -> Path:
+    """A folder of models, one per gap: config.json only, or copies of a real model relabelled; a third item of a
+    gap is the pixel-size range its model records having been trained on."""
+    for name, (source, target, *trained) in gaps.items():
         folder = root / name
         if weights_from is not None:
             shutil.copytree(weights_from, folder, ignore=shutil.ignore_patterns("state"))
@@ -38,6 +40,8 @@ def _library(root: Path, gaps: dict[str, tuple[str, str]], weights_from: Path | 
             folder.mkdir(parents=True)
             meta = {"config": {"data": {}}}
         meta["config"]["data"].update(source_kernel=source, target_kernel=target)
+        meta.pop("trained_pixel_mm", None)
+        meta.update({"trained_pixel_mm": trained[0]} if trained else {})
         (folder / "config.json").write_text(json.dumps(meta))
     return root
 
@@ -66,6 +70,47 @@ def test_ambiguous_or_missing_model_is_refused(tmp_path, source, target, message
     models = library_models(_library(tmp_path, GAPS))
     with pytest.raises(DiffusionCTError, match=message):
         choose_model(models, source, target, "series")
+
+
+PIXEL_GAPS = {"b30-b70": ("SIM_B30", "SIM_B70", [0.63, 0.89]), "b30-b70-wide": ("SIM_B30", "SIM_B70", [0.55, 0.98]),
+              "b30-b70-large": ("SIM_B30", "SIM_B70", [0.87, 0.98]), "b70-b30": ("SIM_B70", "SIM_B30")}
+
+
+@pytest.mark.parametrize("pixel_mm, chosen", [
+    (0.7, "b30-b70"),         # inside two ranges: the narrower one
+    (0.89, "b30-b70-large"),  # inside all three: the narrowest
+    (0.6, "b30-b70-wide"),    # inside one
+    (0.4, "b30-b70-wide"),    # outside all: the nearest range (0.55 against 0.63)
+    (1.2, "b30-b70-large"),   # outside all, as near to two: the narrower
+    (None, "b30-b70"),        # pixel size unknown: the first by name, as before
+])
+def test_a_gap_with_several_models_takes_the_one_trained_on_the_series_pixel_size(tmp_path, pixel_mm, chosen):
+    models = library_models(_library(tmp_path, PIXEL_GAPS))
+    assert choose_model(models, "B30f", "B70", "series", pixel_mm).folder.name == chosen
+    assert for_pixel_size([m for m in models if m.target == "SIM_B70"], pixel_mm).folder.name == chosen
+    # a model that records no range serves every pixel size, after those trained on it
+    unrecorded = library_models(_library(tmp_path / "old", {"a": ("SIM_B30", "SIM_B70"), "b": PIXEL_GAPS["b30-b70"]}))
+    assert choose_model(unrecorded, "B30f", "B70", "series", pixel_mm).folder.name == ("a" if pixel_mm in (None, 0.4, 0.6, 1.2) else "b")
+
+
+def test_standardize_routes_a_series_by_its_pixel_size_and_warns_outside_the_training_range(tiny_data, tiny_model,
+                                                                                           tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="diffusionct.standardize")
+    series = tiny_data.parent / "case_000" / "2mm" / "sim_b30"  # 2 mm pixels
+    assert read_dicom_series(series).pixel_mm == pytest.approx(2.0)
+    library = _library(tmp_path / "lib", {"near": ("SIM_B30", "SIM_B70", [1.5, 2.5]), "far": ("SIM_B30", "SIM_B70", [0.5, 1.0])},
+                       weights_from=tiny_model)
+    run_standardize(series, tmp_path / "out", model_dir=library, target_kernel="B70", device="cpu", steps=1)
+    assert "model near (SIM_B30 -> SIM_B70, pixels 1.50-2.50 mm)" in caplog.text and "outside" not in caplog.text
+    shutil.rmtree(library / "near")
+    caplog.clear()
+    run_standardize(series, tmp_path / "out2", model_dir=library, target_kernel="B70", device="cpu", steps=1)
+    assert "pixels of 2.000 mm, outside the 0.50-1.00 mm that model far was trained on" in caplog.text
+
+
+def test_a_trained_model_records_the_pixel_sizes_of_its_training_pairs(tiny_model):
+    meta = json.loads((tiny_model / "config.json").read_text())
+    assert meta["trained_pixel_mm"] == [2.0, 2.0]  # the tiny data's one pixel size
 
 
 def test_a_folder_without_models_is_refused(tmp_path):
@@ -98,7 +143,8 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     models = library_models(shipped_library())
     assert main(["info"]) == 0
     listed = capsys.readouterr().out
-    assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70)  [default]" in listed
+    assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70, pixels 0.63-0.89 mm)  [default]" in listed
+    assert "sim-b30-b70-wide (SIM_B30 -> SIM_B70, pixels 0.55-0.98 mm)  [default]" in listed
     assert {(kernel_family(m.sources[0]), kernel_family(m.target)) for m in models} >= {
         ("B30", "B70"), ("B30", "B50"), ("B70", "B30"), ("B10", "B70"), ("B50", "B30"), ("B70", "B50"), ("B50", "B70"),
         ("B10", "B30"), ("B10", "B50")}
@@ -113,6 +159,14 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     # one encoder-decoder and one U-Net serve every gap, stored once; each gap has its own predictor
     assert sorted(p.name for p in shipped_library().glob("*.safetensors")) == ["autoencoder.safetensors", "unet.safetensors"]
     assert all((m.folder / "predictor.safetensors").is_file() and not (m.folder / "unet.safetensors").exists() for m in models)
+    # every gap names where the one shared U-Net was trained: on the default gap, whose own U-Net it is
+    provenance = {json.loads((m.folder / "config.json").read_text())["unet_trained_on"] for m in models}
+    assert provenance == {"SIM_B30 -> SIM_B70"}
+    # the default gap, without --to: its model for the series' pixel size (a 0.977 mm series gets the wide one)
+    for pixel_mm, chosen in ((0.7, "sim-b30-b70"), (0.977, "sim-b30-b70-wide"), (None, "sim-b30-b70")):
+        job = SeriesInput(tmp_path, tmp_path / "out", None, "SIM_B30", pixel_mm)
+        assert [f.name for f in _model_per_series([job], None, None, None)] == [chosen]
+        assert [f.name for f in _model_per_series([job], None, None, "B70")] == [chosen]
     for series, target in (("sim_b30", "B50"), ("sim_b70", "B30")):
         out = run_standardize(tiny_data.parent / "case_000" / "2mm" / series, tmp_path / target, target_kernel=target,
                               device="cpu", steps=1)

@@ -30,10 +30,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"cpu threads: {torch.get_num_threads()}")
     from diffusionct.model_library import DEFAULT_MODEL, library_models, shipped_library
 
-    print(f"shipped models in {shipped_library()} (standardize --to KERNEL picks one per series; to add a gap, copy "
-          "this folder and run `diffusionct train --phase predictor -o COPY/NAME --from K --to K`):")
-    for entry in library_models(shipped_library()):
-        print(f"  {entry}{'  [default]' if entry.folder.name == DEFAULT_MODEL else ''}")
+    print(f"shipped models in {shipped_library()} (standardize --to KERNEL picks one per series by its kernel and pixel "
+          "size; to add a gap, copy this folder and run `diffusionct train --phase predictor -o COPY/NAME --from K --to K`):")
+    models = library_models(shipped_library())
+    default = next(m for m in models if m.folder.name == DEFAULT_MODEL)
+    for entry in models:
+        is_default = (entry.sources, entry.target) == (default.sources, default.target)
+        print(f"  {entry}{'  [default]' if is_default else ''}")
     shared = sorted(path.name for path in shipped_library().glob("*.safetensors"))
     if shared:
         print(f"  shared by these models (each has its own predictor): {', '.join(shared)}")

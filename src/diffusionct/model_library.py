@@ -6,11 +6,14 @@ the library folder (:func:`share_weights`); each gap has its own predictor (and 
 conditions the shared networks on the kernel pair (docs/model.md says why, with numbers). ``standardize --to B50`` picks, per
 series, the model whose target is B50 and whose source is the series' kernel (read from DICOM
 ConvolutionKernel, or given with ``--from``). Kernels match by family (:func:`kernel_family`: ``B30f``,
-``B30`` and the simulator's ``SIM_B30`` are one).
+``B30`` and the simulator's ``SIM_B30`` are one). A gap may have several models trained on different pixel sizes
+(fields of view): a series gets the one trained on the narrowest range that holds its pixel size
+(:func:`for_pixel_size`; docs/results.md, twelfth run, measured why).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,6 +27,9 @@ from diffusionct.model_store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NA
                                      file_sha256, model_weight_files, read_model_meta, weights_path, write_model_config)
 
 SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; each keeps its predictor
+
+TRAINED_PIXEL_MM = "trained_pixel_mm"  # config.json key: [smallest, largest] pixel size of the training pairs (mm)
+PIXEL_TOLERANCE = 0.005  # a series 0.5 % outside a model's training range counts as in it (spacing rounding)
 
 DEFAULT_MODEL = "sim-b30-b70"  # the paper's direction: a smooth (Br40-like) to a sharp (Bl64-like) kernel
 
@@ -45,6 +51,7 @@ class ModelEntry:
     folder: Path
     sources: tuple[str, ...]
     target: str
+    pixel_mm: tuple[float, float] | None = None  # the pixel sizes its gap's network was trained on (None: not recorded)
 
     @classmethod
     def read(cls, folder: Path) -> "ModelEntry":
@@ -53,7 +60,13 @@ class ModelEntry:
         if not data.get("target_kernel") or not data.get("source_kernel"):
             raise DiffusionCTError(f"{folder / CONFIG_NAME}: names no source and target kernel; retrain or re-copy the model")
         sources = tuple(str(s) for s in KernelSet.parse_list(data["source_kernel"]))
-        return cls(folder, sources, data["target_kernel"])
+        trained = meta.get(TRAINED_PIXEL_MM)
+        pixel_mm = (float(trained[0]), float(trained[1])) if isinstance(trained, list) and len(trained) == 2 else None
+        return cls(folder, sources, data["target_kernel"], pixel_mm)
+
+    def trained_at(self, pixel_mm: float) -> bool:
+        """Whether ``pixel_mm`` lies in the range the model was trained on (True when no range is recorded)."""
+        return self.pixel_mm is None or self.pixel_mm[0] * (1 - PIXEL_TOLERANCE) <= pixel_mm <= self.pixel_mm[1] * (1 + PIXEL_TOLERANCE)
 
     def standardizes_from(self, kernel: str) -> bool:
         return kernel_among(kernel, self.sources)
@@ -62,7 +75,8 @@ class ModelEntry:
         return kernel_family(self.target) == kernel_family(kernel)
 
     def __str__(self) -> str:
-        return f"{self.folder.name} ({','.join(self.sources)} -> {self.target})"
+        trained = f", pixels {self.pixel_mm[0]:.2f}-{self.pixel_mm[1]:.2f} mm" if self.pixel_mm else ""
+        return f"{self.folder.name} ({','.join(self.sources)} -> {self.target}{trained})"
 
 
 def is_library(folder: Path) -> bool:
@@ -80,8 +94,10 @@ def library_models(folder: Path) -> list[ModelEntry]:
     return [ModelEntry.read(sub.parent) for sub in sorted(folder.glob(f"*/{CONFIG_NAME}"))]
 
 
-def choose_model(models: list[ModelEntry], source_kernel: str | None, target_kernel: str | None, what: str) -> ModelEntry:
-    """The model for a series of ``source_kernel`` (None: unknown) to ``target_kernel`` (None: any target).
+def choose_model(models: list[ModelEntry], source_kernel: str | None, target_kernel: str | None, what: str,
+                 pixel_mm: float | None = None) -> ModelEntry:
+    """The model for a series of ``source_kernel`` (None: unknown) to ``target_kernel`` (None: any target), of pixel
+    size ``pixel_mm`` (None: unknown; it chooses among models of the same gap, :func:`for_pixel_size`).
 
     A model whose source is not the series' kernel is chosen only when it is the one model for the target
     (standardize then warns, or refuses with --strict, as for a single model). ``what`` names the series."""
@@ -98,12 +114,32 @@ def choose_model(models: list[ModelEntry], source_kernel: str | None, target_ker
             raise DiffusionCTError(f"{what}: several models standardize {source_kernel}, to different kernels "
                                    f"({', '.join(map(str, matching))}); choose the target with --to")
         if matching:
-            return matching[0]  # the same gap twice: the first by name
-    if len(candidates) == 1:
-        return candidates[0]
+            return for_pixel_size(matching, pixel_mm)  # one gap, several models
+    if len({(m.sources, kernel_family(m.target)) for m in candidates}) == 1:
+        return for_pixel_size(candidates, pixel_mm)
     known = "unknown (no ConvolutionKernel; give it with --from)" if source_kernel is None else source_kernel
     raise DiffusionCTError(f"{what}: source kernel {known}; no single model fits among "
                            f"{', '.join(map(str, candidates))}: give --from KERNEL, --to KERNEL, or --model FOLDER")
+
+
+def for_pixel_size(models: list[ModelEntry], pixel_mm: float | None) -> ModelEntry:
+    """Among models of one gap, the one for slices of ``pixel_mm``: trained on the narrowest range that holds it,
+    else on the range nearest to it (by ratio); the first by name when the pixel size is unknown or on a tie.
+
+    A kernel is a filter in cycles/mm, but what the image holds beyond the Nyquist frequency of its pixels aliases
+    differently at each pixel size: a predictor trained on 0.6-0.9 mm pixels serves 0.7 mm best and loses 4 points at
+    0.977 mm, where one trained on 0.5-1.0 mm keeps them (docs/results.md, twelfth run)."""
+    if pixel_mm is None:
+        return models[0]
+
+    def preference(model: ModelEntry) -> tuple[float, float]:
+        if model.pixel_mm is None:
+            return 0.0, math.inf  # trained on an unknown range: taken only before a model trained elsewhere
+        low, high = model.pixel_mm
+        outside = 0.0 if model.trained_at(pixel_mm) else abs(math.log(pixel_mm / (low if pixel_mm < low else high)))
+        return outside, math.log(high / low)
+
+    return min(models, key=preference)
 
 
 def share_weights(library: Path) -> list[str]:

@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -31,8 +31,8 @@ from diffusionct.io.records import read_record, remove_record, write_record
 from diffusionct.io.manifest import KernelSet, kernel_among
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
-from diffusionct.model_library import (choose_model, default_model_dir, is_library, library_models,
-                                          shipped_library)
+from diffusionct.model_library import (ModelEntry, choose_model, default_model_dir, for_pixel_size, is_library,
+                                      library_models, shipped_library)
 from diffusionct.model_store import CONFIG_NAME, model_weight_files
 from diffusionct.units import HU_RANGE
 
@@ -145,23 +145,33 @@ class SeriesResult:
         return self.seconds / max(self.slices, 1)
 
 
-def _jobs(input_path: Path, output: Path, output_format: str,
-          series_uid: str | None) -> list[tuple[Path, Path, str | None, str | None]]:
-    """(input, output, series UID, kernel) per series: one series maps to ``output``, a tree to sub-folders.
-    The kernel is the series' ConvolutionKernel (None for an image file, which has none)."""
-    from diffusionct.io.dicom import kernel_name, read_header
-    from diffusionct.io.image import is_itk_image
+class SeriesInput(NamedTuple):
+    """One series to standardize: where it is read and written, and what chooses its model."""
+
+    source: Path
+    target: Path
+    series_uid: str | None
+    kernel: str | None  # the series' ConvolutionKernel (None for an image file, which has none)
+    pixel_mm: float | None  # in-plane pixel size (None: not in the header)
+
+
+def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | None) -> list[SeriesInput]:
+    """One job per series: one series maps to ``output``, a tree to sub-folders."""
+    from diffusionct.io.dicom import dicom_pixel_mm, kernel_name, read_header
+    from diffusionct.io.image import image_pixel_mm, is_itk_image
     from diffusionct.io.scan import scan_folder
 
     if not input_path.exists():
         raise DiffusionCTError(f"{input_path}: input does not exist")
     if input_path.is_file():
         if not is_itk_image(input_path):
-            return [(input_path.parent, output, series_uid, kernel_name(read_header(input_path)) or None)]
+            header = read_header(input_path)
+            return [SeriesInput(input_path.parent, output, series_uid, kernel_name(header) or None,
+                                dicom_pixel_mm(header, input_path))]
         if output_format == "dicom":
             raise DiffusionCTError(f"{input_path}: DICOM output needs a DICOM input (its metadata); use --format nifti")
         target = output if is_itk_image(output) else output / input_path.name
-        return [(input_path, target, None, None)]
+        return [SeriesInput(input_path, target, None, None, image_pixel_mm(input_path))]
     series = [s for s in scan_folder(input_path) if s.modality == "CT"]
     if series_uid is not None:
         series = [s for s in series if s.series_uid == series_uid]
@@ -169,28 +179,39 @@ def _jobs(input_path: Path, output: Path, output_format: str,
         raise DiffusionCTError(f"{input_path}: no CT series found" + (f" with UID {series_uid}" if series_uid else ""))
     if len(series) == 1:
         target = output if output_format == "dicom" or is_itk_image(output) else output / "standardized.nii.gz"
-        return [(Path(series[0].path), target, series[0].series_uid, series[0].kernel or None)]
+        return [SeriesInput(Path(series[0].path), target, series[0].series_uid, series[0].kernel or None, series[0].pixel_mm)]
     jobs = []
     for info in series:
         relative = Path(info.path).relative_to(input_path) if Path(info.path) != input_path else Path(info.series_uid)
         target = output / relative
-        jobs.append((Path(info.path), target if output_format == "dicom" else target.with_suffix(".nii.gz"), info.series_uid,
-                     info.kernel or None))
+        jobs.append(SeriesInput(Path(info.path), target if output_format == "dicom" else target.with_suffix(".nii.gz"),
+                                info.series_uid, info.kernel or None, info.pixel_mm))
     return jobs
 
 
-def _model_per_series(jobs: list[tuple[Path, Path, str | None, str | None]], model_dir: Path | None,
-                      source_kernel: str | None, target_kernel: str | None) -> list[Path]:
+def _model_per_series(jobs: list[SeriesInput], model_dir: Path | None, source_kernel: str | None,
+                      target_kernel: str | None) -> list[Path]:
     """The model folder of each job: the one named, or, from a library (``--model`` of several models, or the
-    shipped ones when ``--to`` is given), the one for the series' kernel and the target."""
+    shipped ones when ``--to`` is given), the one for the series' kernel, the target and the pixel size. Without
+    either, the shipped default gap's, whose models differ in the pixel sizes they were trained on."""
     folder = Path(model_dir) if model_dir else shipped_library() if target_kernel else default_model_dir()
-    if not (target_kernel or is_library(folder)):
+    if model_dir and not (target_kernel or is_library(folder)):
         return [folder] * len(jobs)
-    models = library_models(folder)
+    if not (model_dir or target_kernel):
+        default = ModelEntry.read(folder)
+        models = [m for m in library_models(shipped_library()) if (m.sources, m.target) == (default.sources, default.target)]
+    else:
+        models = library_models(folder)
     chosen = []
-    for source, _, _, kernel in jobs:
-        entry = choose_model(models, source_kernel or kernel, target_kernel, str(source))
-        log.info("%s (kernel %s): model %s", source, source_kernel or kernel or "unknown", entry)
+    for job in jobs:
+        kernel = source_kernel or job.kernel
+        entry = (choose_model(models, kernel, target_kernel, str(job.source), job.pixel_mm) if model_dir or target_kernel
+                 else for_pixel_size(models, job.pixel_mm))
+        log.info("%s (kernel %s, %s): model %s", job.source, kernel or "unknown",
+                 f"{job.pixel_mm:.3f} mm pixels" if job.pixel_mm else "pixel size unknown", entry)
+        if job.pixel_mm and not entry.trained_at(job.pixel_mm):
+            log.warning("%s: pixels of %.3f mm, outside the %.2f-%.2f mm that model %s was trained on; its accuracy there "
+                        "is not measured", job.source, job.pixel_mm, *entry.pixel_mm, entry.folder.name)
         chosen.append(entry.folder)
     return chosen
 
@@ -302,7 +323,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     named = model_dir is not None or target_kernel is not None
     settings = {folder: _model_settings(folder, device, steps, temperature, named) for folder in dict.fromkeys(model_folders)}
     series_jobs = []
-    for (source, target, uid, kernel), folder in zip(jobs, model_folders):
+    for (source, target, uid, _, _), folder in zip(jobs, model_folders):
         name, model_steps, model_temperature, method = settings[folder]
         record = {"input": str(source.resolve()), "series_uid": uid, "model": name.split()[-1], "method": method,
                   "steps": model_steps, "seed": seed, "format": output_format}

@@ -328,6 +328,12 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     )
 
 
+def dicom_pixel_mm(ds: Dataset, path: Path) -> float | None:
+    """In-plane pixel size (mm, the mean of row and column spacing, as :attr:`Volume.pixel_mm`); None when absent."""
+    spacing = header_numbers(ds, path, "PixelSpacing", 2)
+    return (spacing[0] + spacing[1]) / 2.0 if spacing else None
+
+
 def kernel_name(ds: Dataset) -> str:
     kernel = ds.get("ConvolutionKernel", "")
     if isinstance(kernel, pydicom.multival.MultiValue):

@@ -21,6 +21,18 @@ def is_itk_image(path: Path) -> bool:
     return str(path).lower().endswith(ITK_SUFFIXES)
 
 
+def image_pixel_mm(path: str | Path) -> float | None:
+    """In-plane pixel size (mm, as :attr:`Volume.pixel_mm`) from an image file's header; None when it has none."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None  # reading the image itself says what is wrong with it
+    spacing = reader.GetSpacing()
+    return (float(spacing[0]) + float(spacing[1])) / 2.0 if len(spacing) >= 2 else None
+
+
 def read_image(path: str | Path) -> Volume:
     """Read a NIfTI, NRRD or MHA file with SimpleITK; voxel values are taken as HU, geometry kept."""
     path = Path(path)

@@ -40,6 +40,7 @@ class SeriesInfo:
     columns: int
     description: str
     positions: list[float] = field(default_factory=list, repr=False)
+    pixel_mm: float | None = None  # in-plane pixel size (mean of row and column spacing)
 
     def key(self) -> tuple:
         """What two series of one scan share: study, frame of reference and slice positions."""
@@ -70,6 +71,7 @@ def _series_info(uid: str, headers) -> SeriesInfo:
             normal = np.cross(np.array(iop[:3]), np.array(iop[3:]))
             positions.append(round(float(np.dot(np.array(ipp), normal)), POSITION_DECIMALS))
     thickness = _lenient(headers[0], "SliceThickness", 1)
+    spacing = _lenient(headers[0], "PixelSpacing", 2)
     try:
         rows, columns = slice_size(headers[0])
     except InputError as exc:
@@ -91,6 +93,7 @@ def _series_info(uid: str, headers) -> SeriesInfo:
         columns=columns,
         description=str(ds.get("SeriesDescription", "")),
         positions=sorted(positions),
+        pixel_mm=(spacing[0] + spacing[1]) / 2.0 if spacing else None,
     )
 
 

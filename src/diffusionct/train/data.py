@@ -14,6 +14,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.manifest import KernelSet, Manifest
 from diffusionct.io.volume import Volume
 from diffusionct.kernel_transfer import estimate_transfer
+from diffusionct.model_library import TRAINED_PIXEL_MM
 
 log = logging.getLogger(__name__)
 BODY_HU = -500.0  # a crop must contain some tissue above this
@@ -148,6 +149,13 @@ def _unpaired_training_data(manifest: Manifest, load: VolumeLoader, source_kerne
     return TrainingData(images, _finish(train_pairs), _finish(val_pairs), val_images or images[-1:],
                         notes={"pairing": "unpaired", "kernel_transfer": {k: t.to_dict() for k, t in transfers.items()}},
                         unpaired_source=source_images, unpaired_target=target_images)
+
+
+def trained_pixel_range(data: TrainingData) -> dict:
+    """``{"trained_pixel_mm": [smallest, largest]}``, the pixel sizes of the training and validation pairs, for the
+    model's config (a library chooses among a gap's models by it); empty without pairs."""
+    sizes = np.concatenate([data.pairs.pixel_mm, data.validation_pairs.pixel_mm])
+    return {TRAINED_PIXEL_MM: [round(float(sizes.min()), 4), round(float(sizes.max()), 4)]} if sizes.size else {}
 
 
 def _validation_cases(cases: list[str], fraction: float) -> set[str]:

@@ -71,7 +71,7 @@ def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", 
 
 def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device: torch.device, resume: bool,
            overwrite: bool) -> DiffusionCTModel:
-    from diffusionct.train.data import load_training_data
+    from diffusionct.train.data import load_training_data, trained_pixel_range
 
     config = copy.deepcopy(config)  # phase 2 records values measured on the data (x0_scale) in the model's config
     if phase == "predictor":
@@ -100,7 +100,8 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
         done.append("diffusion" if name == "predictor" else name)
         record[name] = {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:]}
         if rank == 0:
-            save_model(trainer.model, run_dir, done, {"training": record, "manifest": str(manifest)})
+            save_model(trainer.model, run_dir, done, {"training": record, "manifest": str(manifest),
+                                                      **trained_pixel_range(data)})
     return trainer.model
 
 
