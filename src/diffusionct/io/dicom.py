@@ -24,7 +24,7 @@ from diffusionct import __version__
 from diffusionct.errors import DiffusionCTError, InputError
 from diffusionct.io.files import atomic_output_dir, iter_files
 from diffusionct.io.records import write_record
-from diffusionct.io.volume import Volume
+from diffusionct.io.volume import Volume, in_plane_pixel_mm
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
 def dicom_pixel_mm(ds: Dataset, path: Path) -> float | None:
     """In-plane pixel size (mm, the mean of row and column spacing, as :attr:`Volume.pixel_mm`); None when absent."""
     spacing = header_numbers(ds, path, "PixelSpacing", 2)
-    return (spacing[0] + spacing[1]) / 2.0 if spacing else None
+    return in_plane_pixel_mm(*spacing) if spacing else None
 
 
 def kernel_name(ds: Dataset) -> str:

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from diffusionct.errors import DiffusionCTError, InputError
 from diffusionct.io.dicom import read_dicom_series, read_header
 from diffusionct.io.files import atomic_output_file, check_output_free
-from diffusionct.io.volume import Volume
+from diffusionct.io.volume import Volume, in_plane_pixel_mm
 
 ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -30,7 +30,7 @@ def image_pixel_mm(path: str | Path) -> float | None:
     except RuntimeError:
         return None  # reading the image itself says what is wrong with it
     spacing = reader.GetSpacing()
-    return (float(spacing[0]) + float(spacing[1])) / 2.0 if len(spacing) >= 2 else None
+    return in_plane_pixel_mm(spacing[0], spacing[1]) if len(spacing) >= 2 else None
 
 
 def read_image(path: str | Path) -> Volume:

@@ -15,6 +15,7 @@ import numpy as np
 from diffusionct.errors import InputError
 from diffusionct.io.dicom import kernel_name, folder_series, header_numbers, slice_size
 from diffusionct.io.files import write_text_atomic
+from diffusionct.io.volume import in_plane_pixel_mm
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _series_info(uid: str, headers) -> SeriesInfo:
         columns=columns,
         description=str(ds.get("SeriesDescription", "")),
         positions=sorted(positions),
-        pixel_mm=(spacing[0] + spacing[1]) / 2.0 if spacing else None,
+        pixel_mm=in_plane_pixel_mm(*spacing) if spacing else None,
     )
 
 

@@ -8,6 +8,11 @@ from typing import Any
 import numpy as np
 
 
+def in_plane_pixel_mm(column_spacing: float, row_spacing: float) -> float:
+    """The one in-plane pixel size of a slice (mm): the mean of its column and row spacing."""
+    return (float(column_spacing) + float(row_spacing)) / 2.0
+
+
 @dataclass
 class Volume:
     """A 3D CT image in Hounsfield units.
@@ -37,8 +42,8 @@ class Volume:
 
     @property
     def pixel_mm(self) -> float:
-        """In-plane pixel size in mm (the mean of the column and row spacing)."""
-        return (float(self.spacing[0]) + float(self.spacing[1])) / 2.0
+        """In-plane pixel size in mm (:func:`in_plane_pixel_mm`)."""
+        return in_plane_pixel_mm(self.spacing[0], self.spacing[1])
 
     def __post_init__(self) -> None:
         self.hu = np.asarray(self.hu, dtype=np.float32)
