@@ -26,8 +26,11 @@ def test_scan_cli_writes_manifest(tiny_series, tmp_path, capsys):
     assert main(["scan", str(tmp_path / "root"), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "B30F" in text and "B70F" in text and "1 paired" in text
+    header, first = text.splitlines()[:2]
+    assert "pixel mm" in header and " 0.75 " in first  # 0.7 x 0.8 mm pixels: the mean, which chooses a model
     manifest = json.loads(out.read_text())
     assert len(manifest["series"]) == 2 and len(manifest["pairs"]) == 1
+    assert [s["pixel_mm"] for s in manifest["series"]] == [0.75, 0.75]
 
 
 def test_scan_real_data(shared_data):

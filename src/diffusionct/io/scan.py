@@ -137,7 +137,7 @@ def find_pairs(series: list[SeriesInfo]) -> list[SeriesPair]:
 TABLE_COLUMNS = (
     ("patient", "patient_id"), ("study", "study_uid"), ("series", "series_uid"), ("modality", "modality"),
     ("manufacturer", "manufacturer"), ("model", "model"), ("kernel", "kernel"),
-    ("thickness", "slice_thickness"), ("slices", "slices"), ("size", None),
+    ("thickness", "slice_thickness"), ("pixel mm", "pixel_mm"), ("slices", "slices"), ("size", None),
 )
 
 
