@@ -35,8 +35,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     models = library_models(shipped_library())
     default = next(m for m in models if m.folder.name == DEFAULT_MODEL)
     for entry in models:
-        is_default = (entry.sources, entry.target) == (default.sources, default.target)
-        print(f"  {entry}{'  [default]' if is_default else ''}")
+        print(f"  {entry}{'  [default]' if entry.gap == default.gap else ''}")
     shared = sorted(path.name for path in shipped_library().glob("*.safetensors"))
     if shared:
         print(f"  shared by these models (each has its own predictor): {', '.join(shared)}")

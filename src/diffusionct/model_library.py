@@ -68,6 +68,11 @@ class ModelEntry:
         """Whether ``pixel_mm`` lies in the range the model was trained on (True when no range is recorded)."""
         return self.pixel_mm is None or self.pixel_mm[0] * (1 - PIXEL_TOLERANCE) <= pixel_mm <= self.pixel_mm[1] * (1 + PIXEL_TOLERANCE)
 
+    @property
+    def gap(self) -> tuple[tuple[str, ...], str]:
+        """The kernel pair it serves (target by family): models with the same gap differ only in how they were trained."""
+        return self.sources, kernel_family(self.target)
+
     def standardizes_from(self, kernel: str) -> bool:
         return kernel_among(kernel, self.sources)
 
@@ -115,7 +120,7 @@ def choose_model(models: list[ModelEntry], source_kernel: str | None, target_ker
                                    f"({', '.join(map(str, matching))}); choose the target with --to")
         if matching:
             return for_pixel_size(matching, pixel_mm)  # one gap, several models
-    if len({(m.sources, kernel_family(m.target)) for m in candidates}) == 1:
+    if len({m.gap for m in candidates}) == 1:
         return for_pixel_size(candidates, pixel_mm)
     known = "unknown (no ConvolutionKernel; give it with --from)" if source_kernel is None else source_kernel
     raise DiffusionCTError(f"{what}: source kernel {known}; no single model fits among "

@@ -194,18 +194,19 @@ def _model_per_series(jobs: list[SeriesInput], model_dir: Path | None, source_ke
     """The model folder of each job: the one named, or, from a library (``--model`` of several models, or the
     shipped ones when ``--to`` is given), the one for the series' kernel, the target and the pixel size. Without
     either, the shipped default gap's, whose models differ in the pixel sizes they were trained on."""
-    folder = Path(model_dir) if model_dir else shipped_library() if target_kernel else default_model_dir()
-    if model_dir and not (target_kernel or is_library(folder)):
-        return [folder] * len(jobs)
-    if not (model_dir or target_kernel):
-        default = ModelEntry.read(folder)
-        models = [m for m in library_models(shipped_library()) if (m.sources, m.target) == (default.sources, default.target)]
-    else:
+    by_kernel = bool(model_dir or target_kernel)  # else the default gap, whatever the series' kernel
+    if by_kernel:
+        folder = Path(model_dir) if model_dir else shipped_library()
+        if not (target_kernel or is_library(folder)):
+            return [folder] * len(jobs)
         models = library_models(folder)
+    else:
+        default = ModelEntry.read(default_model_dir())
+        models = [m for m in library_models(shipped_library()) if m.gap == default.gap]
     chosen = []
     for job in jobs:
         kernel = source_kernel or job.kernel
-        entry = (choose_model(models, kernel, target_kernel, str(job.source), job.pixel_mm) if model_dir or target_kernel
+        entry = (choose_model(models, kernel, target_kernel, str(job.source), job.pixel_mm) if by_kernel
                  else for_pixel_size(models, job.pixel_mm))
         log.info("%s (kernel %s, %s): model %s", job.source, kernel or "unknown",
                  f"{job.pixel_mm:.3f} mm pixels" if job.pixel_mm else "pixel size unknown", entry)

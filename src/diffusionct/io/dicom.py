@@ -331,7 +331,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
 def dicom_pixel_mm(ds: Dataset, path: Path) -> float | None:
     """In-plane pixel size (mm, the mean of row and column spacing, as :attr:`Volume.pixel_mm`); None when absent."""
     spacing = header_numbers(ds, path, "PixelSpacing", 2)
-    return in_plane_pixel_mm(*spacing) if spacing else None
+    return in_plane_pixel_mm(spacing) if spacing else None
 
 
 def kernel_name(ds: Dataset) -> str:

@@ -30,7 +30,7 @@ def image_pixel_mm(path: str | Path) -> float | None:
     except RuntimeError:
         return None  # reading the image itself says what is wrong with it
     spacing = reader.GetSpacing()
-    return in_plane_pixel_mm(spacing[0], spacing[1]) if len(spacing) >= 2 else None
+    return in_plane_pixel_mm(spacing) if len(spacing) >= 2 else None
 
 
 def read_image(path: str | Path) -> Volume:

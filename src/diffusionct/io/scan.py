@@ -94,7 +94,7 @@ def _series_info(uid: str, headers) -> SeriesInfo:
         columns=columns,
         description=str(ds.get("SeriesDescription", "")),
         positions=sorted(positions),
-        pixel_mm=in_plane_pixel_mm(*spacing) if spacing else None,
+        pixel_mm=in_plane_pixel_mm(spacing) if spacing else None,
     )
 
 

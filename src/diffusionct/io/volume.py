@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 
-def in_plane_pixel_mm(column_spacing: float, row_spacing: float) -> float:
-    """The one in-plane pixel size of a slice (mm): the mean of its column and row spacing."""
-    return (float(column_spacing) + float(row_spacing)) / 2.0
+def in_plane_pixel_mm(spacing: Sequence[float]) -> float:
+    """The one in-plane pixel size of a slice (mm): the mean of the first two of ``spacing``, its column and row
+    spacing in either order (SimpleITK's x, y or DICOM PixelSpacing's row, column)."""
+    return (float(spacing[0]) + float(spacing[1])) / 2.0
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Volume:
     @property
     def pixel_mm(self) -> float:
         """In-plane pixel size in mm (:func:`in_plane_pixel_mm`)."""
-        return in_plane_pixel_mm(self.spacing[0], self.spacing[1])
+        return in_plane_pixel_mm(self.spacing)
 
     def __post_init__(self) -> None:
         self.hu = np.asarray(self.hu, dtype=np.float32)
