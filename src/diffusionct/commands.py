@@ -43,7 +43,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     randomize = DomainRandomization(mas=_pair(args.dose_range, "--dose-range"), pixel_mm=_pair(args.pixel_range, "--pixel-range"),
                                     kernel_jitter=args.kernel_jitter)
     config = SimulationConfig(cases=args.cases, kernels=args.kernels, thicknesses_mm=args.thickness, slices=args.slices,
-                              seed=args.seed, scanner=scanner, n_tumours=args.tumours, randomize=randomize)
+                              seed=args.seed, scanner=scanner, n_tumours=args.tumours, randomize=randomize,
+                              rescan=args.rescan)
     simulator = Simulator(config, device=str(resolve_device(args.device)))
     if args.from_ct:
         found = scan_folder(args.from_ct) if args.from_ct.is_dir() and not args.series else []
@@ -221,6 +222,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel-jitter", type=float, default=0.0,
                    help="domain randomization: each kernel's frequency axis scaled by 1 +/- this per case (e.g. 0.08)")
     p.add_argument("--tumours", type=int, help="tumours per phantom (default 1-3 at random)")
+    p.add_argument("--rescan", type=int, default=0, metavar="K",
+                   help="the K-th rescan of the same data set (same --seed and options): same phantoms, doses and "
+                        "pixel sizes, new photon noise and series UIDs, for test-retest studies (default 0: the first scan)")
     p.add_argument("--from-ct", type=Path,
                    help="re-simulate this CT (DICOM series, a folder tree of series: one case each, or NIfTI) instead of phantoms")
     p.add_argument("--series", help="series UID when --from-ct holds several")

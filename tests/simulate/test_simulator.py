@@ -36,6 +36,27 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert a.keys() == c.keys() and a != c
 
 
+def test_rescan_is_the_same_patient_with_new_noise(tmp_path):
+    first = _simulate(tmp_path / "scan", seed=4, kernels=["b30", "b50"])
+    again = _simulate(tmp_path / "rescan", seed=4, kernels=["b30", "b50"], rescan=1)
+    assert again["config"]["rescan"] == 1 and first["config"]["rescan"] == 0
+    path = first["pairs"][0]["path_a"]
+    a, b = read_dicom_series(tmp_path / "scan" / path), read_dicom_series(tmp_path / "rescan" / path)
+    noise = a.hu - b.hu
+    body = (a.hu > -500) & (b.hu > -500)
+    assert np.abs(noise[body]).mean() > 1.0  # new photon noise
+    assert abs(noise[body].mean()) < 0.2 * noise[body].std()  # the same anatomy and dose: the difference is noise
+    assert np.corrcoef(a.hu[body], b.hu[body])[0, 1] > 0.9
+    mask = first["acquisitions"][0]["mask"]
+    assert (tmp_path / "scan" / mask).read_bytes() == (tmp_path / "rescan" / mask).read_bytes()
+    header_a, header_b = a.headers[0], b.headers[0]
+    assert header_a.StudyInstanceUID == header_b.StudyInstanceUID and header_a.PatientID == header_b.PatientID
+    assert header_a.SeriesInstanceUID != header_b.SeriesInstanceUID and header_a.SOPInstanceUID != header_b.SOPInstanceUID
+    assert "rescan 1" in header_b.SeriesDescription
+    with pytest.raises(DiffusionCTError, match="--rescan"):
+        _simulate(tmp_path / "bad", rescan=-1)
+
+
 def test_pairs_are_aligned_and_found_by_scan(tmp_path):
     manifest = _simulate(tmp_path / "sim", thicknesses_mm=[3.0, 6.0])
     assert len(manifest["pairs"]) == 2

@@ -96,6 +96,9 @@ class SimulationConfig:
         n_tumours: tumours per phantom (None: 1 to 3 at random).
         denoise_sigma_px: Gaussian smoothing of a source CT before re-simulation (its own noise).
         randomize: per-case dose, pixel size and kernel jitter (phantom mode).
+        rescan: which noise realization (0: the first scan). A rescan keeps the phantoms, the drawn doses,
+            pixel sizes and kernels and the study, and draws new photon noise with new series UIDs: the
+            same patient scanned again, as in a test-retest study.
     """
 
     cases: int = 1
@@ -107,9 +110,12 @@ class SimulationConfig:
     n_tumours: int | None = None
     denoise_sigma_px: float = 0.7
     randomize: DomainRandomization = field(default_factory=DomainRandomization)
+    rescan: int = 0
 
     def validate(self, from_ct: bool = False) -> None:
         check_seed(self.seed)
+        if self.rescan < 0:
+            raise DiffusionCTError(f"--rescan must be 0 (the first scan) or more, got {self.rescan}")
         self.randomize.validate()
         if not self.kernels:
             raise DiffusionCTError("no kernels given; pass e.g. --kernels b30,b70")
@@ -183,19 +189,26 @@ class Simulator:
         self.scanner = Scanner(config.scanner, device=device)
 
     def _rngs(self, case: int, thickness_index: int, slices: int) -> list[np.random.Generator]:
-        return [np.random.default_rng([self.config.seed, case, thickness_index, k, 17]) for k in range(slices)]
+        # 17 + rescan: the first scan keeps the noise of every data set simulated before rescans existed
+        noise_stream = 17 + self.config.rescan
+        return [np.random.default_rng([self.config.seed, case, thickness_index, k, noise_stream]) for k in range(slices)]
+
+    def _uid_seed(self, name: str) -> str:
+        rescan = f"/rescan{self.config.rescan}" if self.config.rescan else ""
+        return f"{self.config.seed}/{name}{rescan}"
 
     def _write_case(self, root: Path, case_name: str, study: StudyContext, uid_seed: str, images: dict[str, np.ndarray],
                     labels: np.ndarray | None, template: Volume, thickness: float, settings: ScannerSettings,
                     acquisition: dict | None = None) -> dict:
         folder = root / case_name / f"{thickness:g}mm"
         s = settings
+        rescan = f" rescan {self.config.rescan}" if self.config.rescan else ""
         series = {}
         for kernel in self.kernels:
             volume = Volume(hu=images[kernel.name], spacing=template.spacing, origin=template.origin,
                             direction=template.direction, metadata={"slice_thickness": thickness})
             description = SeriesDescription(
-                description=f"Simulated {kernel.name} {thickness:g} mm", kernel=kernel.dicom_name,
+                description=f"Simulated {kernel.name} {thickness:g} mm{rescan}", kernel=kernel.dicom_name,
                 manufacturer=MANUFACTURER, model_name=f"diffusionct {__version__} parallel-beam",
                 series_number=100 + 10 * self.config.thicknesses_mm.index(thickness) + self.kernels.index(kernel),
                 extra={"KVP": s.kvp, "XRayTubeCurrent": int(round(s.mas)), "Exposure": int(round(s.mas))},
@@ -233,7 +246,7 @@ class Simulator:
                     images = scanner.scan(hu, kernels, thickness, self._rngs(case, t_index, cfg.slices))
                     template = Volume(hu=hu, spacing=(s.pixel_mm, s.pixel_mm, thickness),
                                       origin=(-half, -half, float(centres[0])))
-                    entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template,
+                    entries.append(self._write_case(root, name, study, self._uid_seed(name), images, labels, template,
                                                     thickness, s, drawn))
                     bar.update()
             _write_manifest(root, cfg, entries, cases)
@@ -300,7 +313,7 @@ class Simulator:
             labels = None
             if mask is not None:
                 labels = (mask[: n_out * group].reshape(n_out, group, rows, cols).mean(1) >= 0.5).astype(np.uint8)
-            entries.append(self._write_case(root, name, study, f"{cfg.seed}/{name}", images, labels, template,
+            entries.append(self._write_case(root, name, study, self._uid_seed(name), images, labels, template,
                                             thickness, settings))
             done()
         return entries
