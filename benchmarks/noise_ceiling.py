@@ -38,11 +38,14 @@ from gap_table import _bootstrap_lines
 NOISE_SCALES = (0.5, 1.0)
 
 
-def _same_patients(first: list[TestCase], rescan: list[TestCase], path: Path) -> None:
-    if [c.name for c in first] != [c.name for c in rescan] or any(
-            not np.array_equal(a.labels, b.labels) for a, b in zip(first, rescan)):
+def _same_patients(first: list[TestCase], rescan: list[TestCase], path: Path) -> list[TestCase]:
+    """The rescan's cases in the first scan's order (a manifest lists pairs in the order of their new UIDs)."""
+    by_name = {c.name: c for c in rescan}
+    if by_name.keys() != {c.name for c in first} or any(
+            not np.array_equal(c.labels, by_name[c.name].labels) for c in first):
         raise SystemExit(f"{path} is not a rescan of the test set: its cases or tumour masks differ "
                          "(simulate it with the test set's options and seed, adding --rescan K)")
+    return [by_name[c.name] for c in first]
 
 
 def oracle_outputs(scans: list[list[TestCase]], model_out: list[dict]) -> dict[str, dict]:
@@ -77,8 +80,7 @@ def main() -> None:
     model = Standardizer.load(args.model, "cpu")
     source, target = args.source or model.source_kernel, args.target or model.target_kernel
     scans = [load_test_cases(folder / "manifest.json", source, target) for folder in [args.data, *args.rescan]]
-    for folder, cases in zip(args.rescan, scans[1:]):
-        _same_patients(scans[0], cases, folder)
+    scans[1:] = [_same_patients(scans[0], cases, folder) for folder, cases in zip(args.rescan, scans[1:])]
     start = time.perf_counter()
     model_out = [{c.name: model.standardize_slices(c.source.hu, steps=args.steps, seed=args.seed, pixel_mm=c.source.pixel_mm)
                   for c in cases} for cases in scans]
