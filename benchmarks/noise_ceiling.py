@@ -12,7 +12,8 @@ rescan k (a part d fixed by the anatomy that the source image lacks, and noise n
   noise the target holds beyond what its source shows, what a perfect sampler of that noise adds (a = 1) or
   a part of it (a = 0.5: a quarter of its variance);
 - **anatomy oracle**: M(source) + mean of r_1..r_m: a model that knows every anatomic detail the source lacks
-  (d), with noise of 1/m the variance left in (its cost: the noise-sample row at a = sqrt(1/m)).
+  (d), with noise of 1/m the variance left in (about the cost of a noise sample at a = sqrt(1/m): the a = 0.5 row
+  for m = 4).
 
 A model is at the ceiling of its inputs when the noise-sample rows do not beat it and only the anatomy oracle does.
 
