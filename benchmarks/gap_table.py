@@ -58,7 +58,7 @@ def table(reports: list[Path], cases: list[str] | None = None, digits: int = 3, 
     return "\n\n".join(_gap_table(name if len(gaps) == 1 else f"{name} {src} -> {dst}",
                                   rows, [c for c in gap_cases[(src, dst)] if _selected(c, cases)],
                                   shown_steps, digits)
-                       + (_bootstrap_lines(rows, bootstrap) if bootstrap else "")
+                       + (bootstrap_lines(rows, bootstrap) if bootstrap else "")
                        for (src, dst), rows in gaps.items())
 
 
@@ -104,7 +104,7 @@ def _on_cases(row: dict, cases: list[str]) -> dict:
     return {**row, **subset}
 
 
-def _bootstrap_lines(rows: list[dict], references: str, resamples: int = 10_000) -> str:
+def bootstrap_lines(rows: list[dict], references: str, resamples: int = 10_000) -> str:
     """Shares with 95 % intervals and the reference's paired differences, the tumours resampled with replacement.
     ``references``: method names separated by commas; the first one in this gap's table is the reference (a report of
     several gaps has one model per gap)."""

@@ -33,8 +33,9 @@ import numpy as np
 from diffusionct.evaluate import TestCase, image_metrics_summary, load_test_cases, tumour_features
 from diffusionct.radiomics.compare import compare_features
 from diffusionct.radiomics.features import FeatureSettings
+from diffusionct.radiomics.metrics import reproducible_mask
 from diffusionct.standardize import Standardizer
-from gap_table import _bootstrap_lines
+from gap_table import bootstrap_lines
 
 NOISE_SCALES = (0.5, 1.0)
 
@@ -92,7 +93,7 @@ def main() -> None:
     for label, images in oracle_outputs(scans, model_out).items():
         comparison = compare_features(standard, tumour_features(scans[0], images, settings, None))
         image, _ = image_metrics_summary(scans[0], images)
-        good = np.nan_to_num(comparison.re, nan=np.inf) < 0.15
+        good = reproducible_mask(comparison.re)
         rows.append({"label": label, "status": "ok", "reproducible_share": comparison.reproducible_share,
                      "ccc": {c: v["mean"] for c, v in comparison.ccc_table.items()},
                      "rmse_hu": image["rmse_hu"], "high_pass_ratio": image["high_pass_ratio"],
@@ -104,7 +105,7 @@ def main() -> None:
     for row in rows:
         print(f"| {row['label']} | {row['reproducible_share']:.4f} | "
               + " | ".join(f"{row['ccc'][c]:.5f}" for c in classes) + f" | {row['rmse_hu']:.2f} |")
-    print(_bootstrap_lines(rows, "model"))
+    print(bootstrap_lines(rows, "model"))
     args.output.write_text(json.dumps({"source": source, "target": target, "data": str(args.data),
                                        "rescans": [str(p) for p in args.rescan], "model": str(args.model), "rows": rows},
                                       indent=1))

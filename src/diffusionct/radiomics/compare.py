@@ -15,6 +15,7 @@ from diffusionct.io.files import atomic_output_dir, write_text_atomic
 from diffusionct.radiomics.features import FEATURE_CLASSES, feature_class
 from diffusionct.radiomics.metrics import (
     DEFAULT_THRESHOLDS, REPRODUCIBLE_RE, class_ccc, mean_std, per_feature_ccc, relative_error, reproducible_counts,
+    reproducible_mask,
 )
 
 
@@ -60,7 +61,7 @@ def compare_features(standard: dict[str, dict[str, float]], test: dict[str, dict
     x = np.array([[test[t][n] for n in names] for t in tumours], dtype=np.float64)
     re = relative_error(s, x)
     curve = np.array([reproducible_counts(row, thresholds) for row in re]).mean(axis=0)
-    share = float((np.nan_to_num(re, nan=np.inf) < REPRODUCIBLE_RE).mean())
+    share = float(reproducible_mask(re).mean())
     per_tumour = {}
     undefined_ccc = 0
     for t in tumours:

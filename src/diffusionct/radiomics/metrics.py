@@ -48,10 +48,15 @@ def reproducible_counts(re: np.ndarray, thresholds=DEFAULT_THRESHOLDS) -> np.nda
     return np.array([(finite <= t).sum() for t in thresholds], dtype=np.int64)
 
 
+def reproducible_mask(re: np.ndarray) -> np.ndarray:
+    """Which features are reproducible (RE < 0.15); an undefined RE is not."""
+    return np.nan_to_num(np.asarray(re, dtype=np.float64), nan=np.inf) < REPRODUCIBLE_RE
+
+
 def reproducible_fraction(re: np.ndarray) -> float:
     """Share of features with RE < 0.15 among all features (undefined ones count as not reproducible)."""
     re = np.asarray(re, dtype=np.float64).ravel()
-    return float((np.nan_to_num(re, nan=np.inf) < REPRODUCIBLE_RE).sum() / re.size) if re.size else float("nan")
+    return float(reproducible_mask(re).sum() / re.size) if re.size else float("nan")
 
 
 def ccc(standard, test) -> tuple[float, int]:
