@@ -9,7 +9,7 @@ predictor with this filter and a zero convolution stack) as a ``residual-cnn`` m
 ``diffusionct evaluate`` scores it beside the models (docs/results.md, eighth run: the easy gap's ceiling).
 
     .venv/bin/python benchmarks/kernel_filter_fit.py TRAIN_MANIFEST TEST_MANIFEST b30 b70 [--slices-per-series 2]
-        [--filter-sizes 0,25] [--fit-on-test] [--save-model OUT --predictor-of RUN]
+        [--filter-sizes 0,25] [--fit-on-test] [--pixel-anchors 0.5,0.75,1.0] [--save-model OUT --predictor-of RUN]
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def main() -> None:
                         help="forms to test: 0 the Fourier form (default since the eighth run), odd: a cropped kernel")
     parser.add_argument("--save-model", help="write the filter alone as a residual-cnn model folder here")
     parser.add_argument("--predictor-of", help="DiffusionCT run whose image predictor settings the saved model takes")
+    parser.add_argument("--pixel-anchors", default="",
+                        help="pixel sizes (mm, comma-separated) with their own gain, e.g. 0.5,0.75,1.0 (default: one gain)")
     args = parser.parse_args()
     if bool(args.save_model) != bool(args.predictor_of):
         parser.error("--save-model and --predictor-of go together")
@@ -60,12 +62,14 @@ def main() -> None:
     else:
         a, b, pixel_mm = _slices(args.train, args.source, args.target, args.slices_per_series)
     test_a, test_b, test_pixel_mm = _slices(args.test, args.source, args.target, 3)
-    kernel_filter = RadialKernelFilter()
+    anchors = tuple(float(v) for v in args.pixel_anchors.split(",") if v)
+    kernel_filter = RadialKernelFilter(pixel_anchors=anchors)
     kernel_filter.fit_(a, b, pixel_mm)  # the fit is the same for every form: least squares on whole-slice spectra
     f = np.array(FREQUENCIES)
     nominal = get_kernel(args.target).window(f) / get_kernel(args.source).window(f)
     with torch.no_grad():
-        gain = kernel_filter.gain_at(torch.tensor(f, dtype=torch.float32)).numpy()
+        at = torch.tensor(f, dtype=torch.float32)  # at the test's first pixel size (0.7 mm) when the gain depends on it
+        gain = kernel_filter.gain_at(at[None], test_pixel_mm[:1])[0].numpy() if anchors else kernel_filter.gain_at(at).numpy()
     body = test_b > -500
     print(f"{args.source} -> {args.target}: fitted on {len(a)} {'test' if args.fit_on_test else 'training'} slices, "
           f"tested on {len(test_a)}")
@@ -74,7 +78,7 @@ def main() -> None:
     print("fitted gain      " + " ".join(f"{v:6.2f}" for v in gain))
     print(f"test body RMSE: input {float(((test_a - test_b)[body] ** 2).mean().sqrt()):.2f} HU")
     for size in (int(v) for v in args.filter_sizes.split(",")):
-        form = RadialKernelFilter(size)
+        form = RadialKernelFilter(size, pixel_anchors=anchors)
         form.load_state_dict(kernel_filter.state_dict())
         with torch.no_grad():
             out = form(test_a[:, None].float(), test_pixel_mm)[:, 0]

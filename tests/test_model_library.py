@@ -143,8 +143,8 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     models = library_models(shipped_library())
     assert main(["info"]) == 0
     listed = capsys.readouterr().out
-    assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70, pixels 0.63-0.89 mm)  [default]" in listed
-    assert "sim-b30-b70-wide (SIM_B30 -> SIM_B70, pixels 0.55-0.98 mm)  [default]" in listed
+    assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70, pixels 0.55-0.98 mm)  [default]" in listed
+    assert listed.count("[default]") == 1  # one predictor serves every pixel size of the default gap (fourteenth run)
     assert {(kernel_family(m.sources[0]), kernel_family(m.target)) for m in models} >= {
         ("B30", "B70"), ("B30", "B50"), ("B70", "B30"), ("B10", "B70"), ("B50", "B30"), ("B70", "B50"), ("B50", "B70"),
         ("B10", "B30"), ("B10", "B50")}
@@ -162,8 +162,12 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     # every gap names where the one shared U-Net was trained: on the default gap, whose own U-Net it is
     provenance = {json.loads((m.folder / "config.json").read_text())["unet_trained_on"] for m in models}
     assert provenance == {"SIM_B30 -> SIM_B70"}
-    # the default gap, without --to: its model for the series' pixel size (a 0.977 mm series gets the wide one)
-    for pixel_mm, chosen in ((0.7, "sim-b30-b70"), (0.977, "sim-b30-b70-wide"), (None, "sim-b30-b70")):
+    # the default, easy and hard gaps' kernel filters have a gain per pixel size (fourteenth run)
+    for name in ("sim-b30-b70", "sim-b30-b50", "sim-b10-b70"):
+        config = json.loads((shipped_library() / name / "config.json").read_text())["config"]
+        assert config["diffusion"]["predictor_kernel_filter_pixel_anchors"] == [0.5, 0.75, 1.0]
+    # the default gap, with and without --to: one model for every pixel size
+    for pixel_mm, chosen in ((0.7, "sim-b30-b70"), (0.977, "sim-b30-b70"), (None, "sim-b30-b70")):
         job = SeriesInput(tmp_path, tmp_path / "out", None, "SIM_B30", pixel_mm)
         assert [f.name for f in _model_per_series([job], None, None, None)] == [chosen]
         assert [f.name for f in _model_per_series([job], None, None, "B70")] == [chosen]
@@ -289,3 +293,34 @@ def test_a_stopped_gap_resumes_to_the_same_predictor(tiny_data, tiny_model, tmp_
     train_library_gap(tiny_data, library / "resumed", gap, "cpu", resume=True)
     assert len(steps) == 2  # steps 3 and 4: it went on from the checkpoint
     assert (library / "resumed" / "predictor.safetensors").read_bytes() == (library / "straight" / "predictor.safetensors").read_bytes()
+
+
+def test_a_new_gap_keeps_its_own_predictor_settings(tiny_data, tiny_model, tmp_path):
+    """A gap's predictor (its kernel filter's pixel anchors, its training) is its own: the gap's config records what
+    its weights were trained with, not the donor's settings, and the gap loads and runs."""
+    library = _shared_library(tmp_path / "lib", tiny_model)
+    gap = library / "from-b70"
+    assert main(["train", "--data", str(tiny_data), "-o", str(gap), "--phase", "predictor", "--from", "SIM_B70",
+                 "--to", "SIM_B30", "--set", "diffusion.predictor_training.steps=2",
+                 "--set", "diffusion.predictor_kernel_filter_pixel_anchors=[0.6,2.0]", "--device", "cpu"]) == 0
+    meta, donor = (json.loads((folder / "config.json").read_text())["config"] for folder in (gap, library / "a"))
+    assert meta["diffusion"]["predictor_kernel_filter_pixel_anchors"] == [0.6, 2.0]
+    assert donor["diffusion"]["predictor_kernel_filter_pixel_anchors"] != [0.6, 2.0]
+    assert meta["diffusion"]["predictor_training"]["steps"] == 2 != donor["diffusion"]["predictor_training"]["steps"]
+    model = Standardizer.load(gap, "cpu")
+    assert tuple(model.method.model.predictor.kernel_filter.pixel_anchors) == (0.6, 2.0)
+
+
+def test_a_new_gap_beside_models_saved_before_pixel_anchors_gets_them():
+    """The shipped library's gaps were saved before the anchors (their configs lack the key and read none); a gap
+    trained beside them now takes today's filter, while --set may still choose none."""
+    from diffusionct.config import RunConfig
+    from diffusionct.train.library_gap import gap_config
+
+    donor = RunConfig().to_dict()
+    del donor["diffusion"]["predictor_kernel_filter_pixel_anchors"]
+    assert RunConfig.from_saved(donor).diffusion.predictor_kernel_filter_pixel_anchors == []
+    kernels = ["data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30"]
+    assert gap_config(donor, kernels).diffusion.predictor_kernel_filter_pixel_anchors == [0.5, 0.75, 1.0]
+    none = gap_config(donor, [*kernels, "diffusion.predictor_kernel_filter_pixel_anchors=[]"])
+    assert none.diffusion.predictor_kernel_filter_pixel_anchors == []

@@ -156,6 +156,10 @@ class DiffusionConfig:
         predictor_kernel_filter_size: how that filter is applied: 0 (default) in the Fourier domain on each whole
             slice or crop, exactly; an odd size as a convolution kernel cropped to that size, as models saved before
             this setting existed (25), whose crop cut the tails of a sharpening kernel (docs/results.md, eighth run).
+        predictor_kernel_filter_pixel_anchors: pixel sizes (mm, ascending) at which that filter has its own gain,
+            interpolated in between (``RadialKernelFilter``): aliasing makes one kernel change a different filter in
+            cycles/mm at each pixel size (docs/results.md, fourteenth run). Empty: one gain for every pixel size, as
+            models saved before this setting existed.
         predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
         sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
             image, higher gives more of the target model's texture (and loses anatomy).
@@ -179,6 +183,7 @@ class DiffusionConfig:
     predictor_pixel_spacing: bool = True
     predictor_kernel_filter: bool = True
     predictor_kernel_filter_size: int = 0
+    predictor_kernel_filter_pixel_anchors: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
     predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3,
                                                                                       lr_schedule="cosine"))
     sdedit_strength: float = 0.3
@@ -246,6 +251,7 @@ class BaselineConfig:
     residual_cnn_pixel_spacing: bool = False  # Choe et al.'s CNN sees pixels only; True: as DiffusionCT's predictor
     residual_cnn_kernel_filter: bool = False  # True: with DiffusionCT's predictor's linear kernel filter
     residual_cnn_kernel_filter_size: int = 0  # as diffusion.predictor_kernel_filter_size
+    residual_cnn_kernel_filter_pixel_anchors: list[float] = field(default_factory=list)  # as diffusion.predictor_...
     residual_cnn: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
     histogram_quantiles: int = 1024
     pix2pix_channels: int = 32
@@ -300,6 +306,11 @@ class RunConfig:
             if size != 0 and not (size % 2 == 1 and 3 <= size <= 63):
                 raise DiffusionCTError(f"{key} must be 0 (the filter in the Fourier domain) or an odd kernel size "
                                        f"3-63, got {size}")
+        for key, anchors in (("diffusion.predictor_kernel_filter_pixel_anchors", self.diffusion.predictor_kernel_filter_pixel_anchors),
+                             ("baselines.residual_cnn_kernel_filter_pixel_anchors", self.baselines.residual_cnn_kernel_filter_pixel_anchors)):
+            if len(anchors) == 1 or not all(0 < a < b for a, b in zip(anchors, anchors[1:])) or any(a <= 0 for a in anchors):
+                raise DiffusionCTError(f"{key} must be empty or two or more ascending pixel sizes in mm, e.g. "
+                                       f"[0.5, 0.75, 1.0]; got {anchors}")
         check_pairing(self.data.pairing)
         for name, phase in self.phases().items():
             if phase.lr_schedule not in LR_SCHEDULES:
@@ -345,11 +356,13 @@ class RunConfig:
         diffusion = data.get("diffusion")
         if isinstance(data.get("baselines"), dict):
             data["baselines"].setdefault("residual_cnn_kernel_filter_size", LEGACY_KERNEL_FILTER_SIZE)
+            data["baselines"].setdefault("residual_cnn_kernel_filter_pixel_anchors", [])
         if isinstance(diffusion, dict):
             diffusion.setdefault("predictor", "latent")
             diffusion.setdefault("predictor_pixel_spacing", False)
             diffusion.setdefault("predictor_kernel_filter", False)
             diffusion.setdefault("predictor_kernel_filter_size", LEGACY_KERNEL_FILTER_SIZE)
+            diffusion.setdefault("predictor_kernel_filter_pixel_anchors", [])
             diffusion.setdefault("temperature", 1.0)
             if isinstance(diffusion.get("predictor_training"), dict):
                 diffusion["predictor_training"].setdefault("lr_schedule", "constant")
@@ -423,7 +436,8 @@ def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:
                                residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training,
                                residual_cnn_pixel_spacing=d.predictor_pixel_spacing,
                                residual_cnn_kernel_filter=d.predictor_kernel_filter,
-                               residual_cnn_kernel_filter_size=d.predictor_kernel_filter_size)
+                               residual_cnn_kernel_filter_size=d.predictor_kernel_filter_size,
+                               residual_cnn_kernel_filter_pixel_anchors=list(d.predictor_kernel_filter_pixel_anchors))
 
 
 def image_ddpm_unet_config(config: RunConfig) -> UNetConfig:

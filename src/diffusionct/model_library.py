@@ -218,7 +218,10 @@ def assemble_gap_model(run: Path, unet_run: Path, out: Path, unet_scale: bool = 
     shutil.copy2(weights_path(unet_run, UNET_NAME, donor), Path(out) / UNET_NAME)
     config, x0_scale = meta["config"], meta["config"]["diffusion"]["x0_scale"]
     config["unet"] = donor["config"]["unet"]
-    config["diffusion"] = {**donor["config"]["diffusion"], **({} if unet_scale else {"x0_scale": x0_scale})}
+    # the diffusion and the sampler are the U-Net's; the predictor (predictor_*: width, kernel filter, training) is
+    # the run's own, as its weights are
+    own_predictor = {k: v for k, v in config["diffusion"].items() if k.startswith("predictor_")}
+    config["diffusion"] = {**donor["config"]["diffusion"], **own_predictor, **({} if unet_scale else {"x0_scale": x0_scale})}
     data = donor["config"]["data"]  # a donor of a library may hold a U-Net trained on another gap: it says which
     meta["unet_trained_on"] = donor.get("unet_trained_on") or f"{data['source_kernel']} -> {data['target_kernel']}"
     meta.pop(WEIGHTS_DIGESTS, None)

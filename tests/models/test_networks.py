@@ -153,6 +153,28 @@ def test_saved_configs_without_the_pixel_size_setting_read_unconditioned():
     assert RunConfig.load().diffusion.predictor_kernel_filter is True
 
 
+def test_saved_configs_without_pixel_anchors_keep_one_gain_and_new_ones_take_the_anchors():
+    """Models saved before the anchors had one gain for every pixel size (their weights hold one row of knots);
+    new ones default to the anchors; the exported predictor keeps them; bad anchors are refused with the key."""
+    from diffusionct.methods import ResidualCNNMethod
+    from diffusionct.models.diffusionct_model import DiffusionCTModel
+
+    saved = RunConfig().to_dict()
+    del saved["diffusion"]["predictor_kernel_filter_pixel_anchors"]
+    del saved["baselines"]["residual_cnn_kernel_filter_pixel_anchors"]
+    old = RunConfig.from_saved(saved)
+    assert old.diffusion.predictor_kernel_filter_pixel_anchors == []
+    assert DiffusionCTModel.build(old).predictor.kernel_filter.gain.ndim == 1
+    new = RunConfig.load()
+    assert DiffusionCTModel.build(new).predictor.kernel_filter.pixel_anchors == (0.5, 0.75, 1.0)
+    exported = dataclasses.replace(new, baselines=image_predictor_baseline_config(new))
+    assert ResidualCNNMethod(exported).network.kernel_filter.gain.shape[0] == 3
+    for bad in ("diffusion.predictor_kernel_filter_pixel_anchors=[0.7]",
+                "baselines.residual_cnn_kernel_filter_pixel_anchors=[1.0,0.5]"):
+        with pytest.raises(DiffusionCTError, match=bad.split("=")[0]):
+            RunConfig.load(overrides=[bad])
+
+
 def test_saved_configs_without_the_filter_size_read_the_cropped_kernel_and_new_ones_the_fourier_form():
     """Models saved before the Fourier form were trained with the 25 x 25 kernel and must run with it; the exported
     predictor (a residual-cnn model) alike. Sizes other than 0 or odd 3-63 are refused with the key's name."""
@@ -209,6 +231,35 @@ def test_kernel_filter_fit_recovers_a_known_filter_across_pixel_sizes():
     torch.testing.assert_close(fitted.gain[covered], truth.gain[covered], atol=0.02, rtol=0)
     error = (fitted(source, sizes) - target).pow(2).mean().sqrt()
     assert error < 0.02 * target.std()
+
+
+def test_kernel_filter_with_pixel_anchors_fits_a_gain_that_changes_with_the_pixel_size():
+    """Slices at 0.5 mm filtered by one gain and at 1.0 mm by another (as aliasing makes a kernel change): with pixel
+    anchors the fit recovers both and interpolates between them; one gain for every size cannot fit both."""
+    from diffusionct.models.baselines import RadialKernelFilter
+
+    torch.manual_seed(0)
+    small, large = RadialKernelFilter(), RadialKernelFilter()
+    _gaussian_gain(small, 0.5), _gaussian_gain(large, 0.3)
+    source = torch.randn(8, 1, 96, 96)
+    sizes = torch.tensor([0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0])
+    target = torch.cat([small(source[:4], sizes[:4]), large(source[4:], sizes[4:])]).detach()
+    anchored, single = RadialKernelFilter(pixel_anchors=(0.5, 1.0)), RadialKernelFilter()
+    anchored.fit_(source[:, 0], target[:, 0], sizes)
+    single.fit_(source[:, 0], target[:, 0], sizes)
+    covered = torch.linspace(0, anchored.max_cycles_per_mm, anchored.gain.shape[-1]) < 0.5 / 1.0  # below both Nyquists
+    for row, truth in zip(anchored.gain, (small, large)):
+        torch.testing.assert_close(row[covered], truth.gain[covered], atol=0.02, rtol=0)
+    error = (anchored(source, sizes) - target).pow(2).mean().sqrt()
+    assert error < 0.02 * target.std() < (single(source, sizes) - target).pow(2).mean().sqrt()
+    # between the anchors the gain is interpolated; beyond them it is the nearest anchor's
+    f = torch.tensor([[0.3]] * 4)
+    gains = anchored.gain_at(f, torch.tensor([0.5, 0.75, 1.0, 1.4])).detach().flatten()
+    assert gains[1] == pytest.approx(float((gains[0] + gains[2]) / 2)) and gains[3] == gains[2]
+    with pytest.raises(ValueError, match="pass pixel_mm"):
+        anchored.gain_at(f)
+    with pytest.raises(ValueError, match="ascending"):
+        RadialKernelFilter(pixel_anchors=(1.0, 0.5))
 
 
 def test_kernel_filter_fit_recovers_a_steep_sharpening_gain():

@@ -47,27 +47,61 @@ class RadialKernelFilter(nn.Module):
     renormalised to sum 1, as models saved before the Fourier form did (25): the crop cuts the tails of a
     sharpening kernel (test RMSE b30 -> b50 4.26 HU at 25, 3.90 in the Fourier form; docs/results.md, eighth
     run). The gain at 0 is 1 either way.
+
+    ``pixel_anchors`` (mm, ascending; empty: none) gives each anchor its own knots, and a slice the gain
+    interpolated linearly in pixel size between the two anchors around its own (the nearest beyond them): the
+    content a sharp kernel passes beyond a pixel's Nyquist frequency aliases back, so the same kernel change is
+    a different filter in cycles/mm at 0.55 and at 0.95 mm (b30 -> b50 at 0.475 cycles/mm: 1.58 and 1.84;
+    docs/results.md, fourteenth run).
     """
 
     FOURIER_PAD = 32  # pixels mirrored on each side before the FFT (a kernel change reaches ~30 px at 0.7 mm)
 
-    def __init__(self, size: int = 0, knots: int = 48, max_cycles_per_mm: float = 1.5, grid: int = 64):
+    def __init__(self, size: int = 0, knots: int = 48, max_cycles_per_mm: float = 1.5, grid: int = 64,
+                 pixel_anchors: tuple[float, ...] = ()):
         super().__init__()
         if size != 0 and (size % 2 == 0 or size > grid):
             raise ValueError(f"filter size must be 0 (Fourier) or odd and at most the grid ({grid}), got {size}")
+        if len(pixel_anchors) == 1 or any(b <= a for a, b in zip(pixel_anchors, pixel_anchors[1:])):
+            raise ValueError(f"pixel anchors must be none or two or more ascending sizes in mm, got {pixel_anchors}")
         self.size, self.grid, self.max_cycles_per_mm = size, grid, max_cycles_per_mm
-        self.gain = nn.Parameter(torch.ones(knots))
+        self.pixel_anchors = tuple(float(a) for a in pixel_anchors)
+        # one row of knots per anchor; without anchors the one row keeps the shape of models saved before them
+        self.gain = nn.Parameter(torch.ones(len(pixel_anchors), knots) if pixel_anchors else torch.ones(knots))
 
-    def gain_at(self, cycles_per_mm: torch.Tensor) -> torch.Tensor:
+    def anchor_weights(self, pixel_mm: torch.Tensor) -> torch.Tensor:
+        """``(B, anchors)`` weights of each anchor's knots for slices of pixel sizes ``pixel_mm`` ``(B,)``: linear
+        between the two anchors around each size, all on the nearest anchor beyond them."""
+        anchors = torch.tensor(self.pixel_anchors, dtype=torch.float64)
+        size = pixel_mm.detach().double().cpu().reshape(-1).clamp(anchors[0], anchors[-1])
+        below = (torch.searchsorted(anchors, size, right=True) - 1).clamp(0, len(anchors) - 2)
+        upper = (size - anchors[below]) / (anchors[below + 1] - anchors[below])
+        weights = torch.zeros(len(size), len(anchors), dtype=torch.float64)
+        weights.scatter_(1, below[:, None], (1 - upper)[:, None])
+        weights.scatter_add_(1, below[:, None] + 1, upper[:, None])
+        return weights.to(self.gain)
+
+    def gain_at(self, cycles_per_mm: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """The filter's gain at spatial frequencies in cycles/mm (linear interpolation between knots). The gain at 0
-        is 1 whatever the first knot holds: every reconstruction kernel keeps the mean HU, so a change of kernel does."""
-        knots = torch.cat([self.gain.new_ones(1), self.gain[1:]])
+        is 1 whatever the first knot holds: every reconstruction kernel keeps the mean HU, so a change of kernel does.
+
+        With pixel anchors, ``pixel_mm`` ``(B,)`` is needed and ``cycles_per_mm`` is ``(B, ...)``: each slice's
+        frequencies at the gain of its own pixel size."""
         below, weight = self._knot_interpolation(cycles_per_mm)
-        return knots[below] * (1 - weight) + knots[below + 1] * weight
+        if not self.pixel_anchors:
+            knots = torch.cat([self.gain.new_ones(1), self.gain[1:]])
+            return knots[below] * (1 - weight) + knots[below + 1] * weight
+        if pixel_mm is None:
+            raise ValueError("this filter's gain depends on the pixel size: pass pixel_mm")
+        knots = self.anchor_weights(pixel_mm) @ self.gain  # (B, knots)
+        knots = torch.cat([knots.new_ones(len(knots), 1), knots[:, 1:]], dim=1)
+        flat_below = below.reshape(len(knots), -1)
+        lower, upper = knots.gather(1, flat_below), knots.gather(1, flat_below + 1)
+        return (lower * (1 - weight.reshape_as(lower)) + upper * weight.reshape_as(lower)).reshape(below.shape)
 
     def _knot_interpolation(self, cycles_per_mm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For each frequency the knot below it and the weight of the knot above (linear interpolation)."""
-        last = len(self.gain) - 1
+        last = self.gain.shape[-1] - 1
         position = (cycles_per_mm / self.max_cycles_per_mm * last).clamp(0, last)
         below = position.floor().long().clamp(max=last - 1)
         return below, position - below
@@ -84,7 +118,7 @@ class RadialKernelFilter(nn.Module):
         if self.size == 0:
             raise ValueError("this filter is applied in the Fourier domain (size 0): it has no cropped kernel")
         radius = self._radial_frequency(self.grid, self.grid, self.gain.device)
-        gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1))
+        gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1), pixel_mm)
         kernel = torch.fft.fftshift(torch.fft.ifft2(gain).real, dim=(-2, -1))  # real: the gain is even
         start = self.grid // 2 - self.size // 2
         kernel = kernel[:, None, start:start + self.size, start:start + self.size]
@@ -100,30 +134,41 @@ class RadialKernelFilter(nn.Module):
         (a tridiagonal system); ``ridge`` (relative to each knot's power) keeps the system well posed and leaves knots
         without data (beyond the slices' corner frequency) at 1. Training then starts from the best linear filter instead of the identity,
         which a gain of 10 or more (a smooth source, a sharp target) would take thousands of steps to reach. The
-        first knot is solved with the others but not used (the gain at 0 is 1).
+        first knot is solved with the others but not used (the gain at 0 is 1). With pixel anchors, a slice's
+        equations count for each anchor by its interpolation weights (one system for every anchor's knots).
         """
-        knots = len(self.gain)
-        window = torch.hann_window(source.shape[-2], periodic=False)[:, None] * torch.hann_window(source.shape[-1], periodic=False)
-        normal = torch.zeros(knots, knots, dtype=torch.float64)
-        right = torch.zeros(knots, dtype=torch.float64)
-        radius = self._radial_frequency(*source.shape[-2:]).flatten()
-        for a, b, p in zip(source.double(), target.double(), pixel_mm.double()):
-            spectrum_a, spectrum_b = torch.fft.fft2((a - a.mean()) * window), torch.fft.fft2((b - a.mean()) * window)
-            below, weight = self._knot_interpolation(radius / p)
-            weight = weight.double()
-            power = (spectrum_a.abs() ** 2).flatten()
-            cross = (spectrum_b * spectrum_a.conj()).real.flatten()
-            for i, wi in ((below, 1 - weight), (below + 1, weight)):
-                right.index_add_(0, i, wi * cross)
-                for j, wj in ((below, 1 - weight), (below + 1, weight)):
-                    normal.view(-1).index_add_(0, i * knots + j, wi * wj * power)
+        knots = self.gain.shape[-1]
+        anchors = self.anchor_weights(pixel_mm).double() if self.pixel_anchors else torch.ones(len(pixel_mm), 1, dtype=torch.float64)
+        normal = torch.zeros(anchors.shape[1] * knots, anchors.shape[1] * knots, dtype=torch.float64)
+        right = torch.zeros(anchors.shape[1] * knots, dtype=torch.float64)
+        for a, b, p, w in zip(source.double(), target.double(), pixel_mm.double(), anchors):
+            slice_normal, slice_right = self._normal_equations(a, b, p, knots)
+            normal += torch.kron(w[:, None] * w[None, :], slice_normal)
+            right += torch.kron(w, slice_right)
         # the ridge is relative to each knot's own power: source spectra fall by 10^3-10^4 from the lowest to the
         # highest frequencies, and one ridge relative to the mean power pulled a sharpening gain of 7-40 there to 2-4
         # (docs/results.md, sixth run); a knot without data gets only the floor and so the gain 1
         power = normal.diagonal()
         strength = ridge * power + 1e-9 * power.mean()
         gain = torch.linalg.solve(normal + torch.diag(strength), right + strength)
-        self.gain.copy_(gain.to(self.gain))
+        self.gain.copy_(gain.reshape(self.gain.shape).to(self.gain))
+
+    def _normal_equations(self, a: torch.Tensor, b: torch.Tensor, pixel_mm: torch.Tensor, knots: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One slice pair's least-squares normal matrix ``(knots, knots)`` and right side ``(knots,)`` (Hann-windowed DFT)."""
+        window = torch.hann_window(a.shape[-2], periodic=False)[:, None] * torch.hann_window(a.shape[-1], periodic=False)
+        radius = self._radial_frequency(*a.shape[-2:]).flatten()
+        spectrum_a, spectrum_b = torch.fft.fft2((a - a.mean()) * window), torch.fft.fft2((b - a.mean()) * window)
+        below, weight = self._knot_interpolation(radius / pixel_mm)
+        weight = weight.double()
+        power = (spectrum_a.abs() ** 2).flatten()
+        cross = (spectrum_b * spectrum_a.conj()).real.flatten()
+        normal = torch.zeros(knots, knots, dtype=torch.float64)
+        right = torch.zeros(knots, dtype=torch.float64)
+        for i, wi in ((below, 1 - weight), (below + 1, weight)):
+            right.index_add_(0, i, wi * cross)
+            for j, wj in ((below, 1 - weight), (below + 1, weight)):
+                normal.view(-1).index_add_(0, i * knots + j, wi * wj * power)
+        return normal, right
 
     def forward(self, x: torch.Tensor, pixel_mm: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, 1, H, W)`` filtered, each slice with the gain of its pixel size (edges mirrored)."""
@@ -142,7 +187,7 @@ class RadialKernelFilter(nn.Module):
         padded = nn.functional.pad(x.float(), [pad] * 4, mode="reflect")
         height, width = padded.shape[-2:]
         radius = self._radial_frequency(height, width, x.device, onesided=True)
-        gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1))[:, None]
+        gain = self.gain_at(radius[None] / pixel_mm.to(radius).reshape(-1, 1, 1), pixel_mm)[:, None]
         out = torch.fft.irfft2(torch.fft.rfft2(padded) * gain, s=(height, width))
         return out[..., pad:pad + x.shape[-2], pad:pad + x.shape[-1]].to(x.dtype)
 
@@ -158,9 +203,9 @@ class ResidualCNN(nn.Module):
     """
 
     def __init__(self, channels: int = 64, layers: int = 6, pixel_spacing: bool = False, kernel_filter: bool = False,
-                 kernel_filter_size: int = 0):
+                 kernel_filter_size: int = 0, kernel_filter_pixel_anchors: tuple[float, ...] = ()):
         super().__init__()
-        self.kernel_filter = RadialKernelFilter(kernel_filter_size) if kernel_filter else None
+        self.kernel_filter = RadialKernelFilter(kernel_filter_size, pixel_anchors=tuple(kernel_filter_pixel_anchors)) if kernel_filter else None
         self.net = conv_stack(2 if kernel_filter else 1, channels, layers, 1)
         self.uses_pixel_spacing = pixel_spacing or kernel_filter
         self.film: nn.Sequential | None = None
@@ -174,7 +219,8 @@ class ResidualCNN(nn.Module):
     def baseline(cls, settings: "BaselineConfig") -> "ResidualCNN":
         """The ``--method residual-cnn`` network of a run's baseline settings (trained and loaded alike)."""
         return cls(settings.residual_cnn_channels, settings.residual_cnn_layers, settings.residual_cnn_pixel_spacing,
-                   settings.residual_cnn_kernel_filter, settings.residual_cnn_kernel_filter_size)
+                   settings.residual_cnn_kernel_filter, settings.residual_cnn_kernel_filter_size,
+                   tuple(settings.residual_cnn_kernel_filter_pixel_anchors))
 
     def forward(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``; ``pixel_mm`` ``(B,)``: their pixel

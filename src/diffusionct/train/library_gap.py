@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from diffusionct.config import RunConfig, apply_override
+from diffusionct.config import DiffusionConfig, RunConfig, apply_override
 from diffusionct.errors import DiffusionCTError
 from diffusionct.model_library import SHARED_NETWORKS, assemble_gap_model, copy_model_out, shared_networks_model
 from diffusionct.model_store import file_sha256, read_model_meta, read_tensors
@@ -25,8 +25,9 @@ from diffusionct.train.trainer import train
 
 log = logging.getLogger(__name__)
 
-# what a gap may set for itself: the rest (networks, diffusion, sampling) is the library's
-GAP_SECTIONS = ("data.", "diffusion.predictor_training.")
+# what a gap may set for itself: its data and its own predictor (width, depth, kernel filter, training); the rest
+# (encoder-decoder, U-Net, diffusion, sampling, the predictor's space) is the library's
+GAP_SECTIONS = ("data.", "diffusion.predictor_")
 
 
 def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], device: torch.device,
@@ -85,9 +86,13 @@ def gap_config(donor_config: dict, overrides: list[str]) -> RunConfig:
         key = item.partition("=")[0].strip()
         if key != "seed" and not key.startswith(GAP_SECTIONS):
             raise DiffusionCTError(f"--set {key}: a library gap takes its networks and diffusion from the library; "
-                                   "it sets only seed, data.* and diffusion.predictor_training.*")
+                                   "it sets only seed, data.* and diffusion.predictor_* (its own predictor)")
     data = copy.deepcopy(donor_config)
     data["data"] = {**data.get("data", {}), "source_kernel": "", "target_kernel": ""}  # the gap names its own
+    # a new predictor is trained with today's kernel filter: a donor saved before the pixel anchors existed would
+    # otherwise read none (which reproduces that donor's own predictor, not what a new one should be)
+    data.setdefault("diffusion", {}).setdefault("predictor_kernel_filter_pixel_anchors",
+                                                DiffusionConfig().predictor_kernel_filter_pixel_anchors)
     for item in overrides:
         apply_override(data, item)
     if not data["data"]["source_kernel"] or not data["data"]["target_kernel"]:
