@@ -72,11 +72,11 @@ class RadialKernelFilter(nn.Module):
     def anchor_weights(self, pixel_mm: torch.Tensor) -> torch.Tensor:
         """``(B, anchors)`` weights of each anchor's knots for slices of pixel sizes ``pixel_mm`` ``(B,)``: linear
         between the two anchors around each size, all on the nearest anchor beyond them."""
-        anchors = torch.tensor(self.pixel_anchors, dtype=torch.float64)
-        size = pixel_mm.detach().double().cpu().reshape(-1).clamp(anchors[0], anchors[-1])
+        anchors = torch.tensor(self.pixel_anchors, dtype=torch.float64, device=pixel_mm.device)
+        size = pixel_mm.detach().double().reshape(-1).clamp(anchors[0], anchors[-1])
         below = (torch.searchsorted(anchors, size, right=True) - 1).clamp(0, len(anchors) - 2)
         upper = (size - anchors[below]) / (anchors[below + 1] - anchors[below])
-        weights = torch.zeros(len(size), len(anchors), dtype=torch.float64)
+        weights = torch.zeros(len(size), len(anchors), dtype=torch.float64, device=pixel_mm.device)
         weights.scatter_(1, below[:, None], (1 - upper)[:, None])
         weights.scatter_add_(1, below[:, None] + 1, upper[:, None])
         return weights.to(self.gain)
@@ -141,8 +141,10 @@ class RadialKernelFilter(nn.Module):
         anchors = self.anchor_weights(pixel_mm).double() if self.pixel_anchors else torch.ones(len(pixel_mm), 1, dtype=torch.float64)
         normal = torch.zeros(anchors.shape[1] * knots, anchors.shape[1] * knots, dtype=torch.float64)
         right = torch.zeros(anchors.shape[1] * knots, dtype=torch.float64)
+        window = torch.hann_window(source.shape[-2], periodic=False)[:, None] * torch.hann_window(source.shape[-1], periodic=False)
+        radius = self._radial_frequency(*source.shape[-2:]).flatten()
         for a, b, p, w in zip(source.double(), target.double(), pixel_mm.double(), anchors):
-            slice_normal, slice_right = self._normal_equations(a, b, p, knots)
+            slice_normal, slice_right = self._normal_equations(a, b, window, radius / p, knots)
             normal += torch.kron(w[:, None] * w[None, :], slice_normal)
             right += torch.kron(w, slice_right)
         # the ridge is relative to each knot's own power: source spectra fall by 10^3-10^4 from the lowest to the
@@ -153,12 +155,12 @@ class RadialKernelFilter(nn.Module):
         gain = torch.linalg.solve(normal + torch.diag(strength), right + strength)
         self.gain.copy_(gain.reshape(self.gain.shape).to(self.gain))
 
-    def _normal_equations(self, a: torch.Tensor, b: torch.Tensor, pixel_mm: torch.Tensor, knots: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One slice pair's least-squares normal matrix ``(knots, knots)`` and right side ``(knots,)`` (Hann-windowed DFT)."""
-        window = torch.hann_window(a.shape[-2], periodic=False)[:, None] * torch.hann_window(a.shape[-1], periodic=False)
-        radius = self._radial_frequency(*a.shape[-2:]).flatten()
+    def _normal_equations(self, a: torch.Tensor, b: torch.Tensor, window: torch.Tensor, cycles_per_mm: torch.Tensor,
+                          knots: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One slice pair's least-squares normal matrix ``(knots, knots)`` and right side ``(knots,)``, on the DFT of the
+        windowed slices less the source's mean; ``cycles_per_mm``: the flattened DFT grid's frequencies."""
         spectrum_a, spectrum_b = torch.fft.fft2((a - a.mean()) * window), torch.fft.fft2((b - a.mean()) * window)
-        below, weight = self._knot_interpolation(radius / pixel_mm)
+        below, weight = self._knot_interpolation(cycles_per_mm)
         weight = weight.double()
         power = (spectrum_a.abs() ** 2).flatten()
         cross = (spectrum_b * spectrum_a.conj()).real.flatten()
