@@ -308,7 +308,7 @@ class RunConfig:
                                        f"3-63, got {size}")
         for key, anchors in (("diffusion.predictor_kernel_filter_pixel_anchors", self.diffusion.predictor_kernel_filter_pixel_anchors),
                              ("baselines.residual_cnn_kernel_filter_pixel_anchors", self.baselines.residual_cnn_kernel_filter_pixel_anchors)):
-            if len(anchors) == 1 or not all(0 < a < b for a, b in zip(anchors, anchors[1:])) or any(a <= 0 for a in anchors):
+            if len(anchors) == 1 or not all(0 < a < b for a, b in zip(anchors, anchors[1:])):  # positive and ascending
                 raise DiffusionCTError(f"{key} must be empty or two or more ascending pixel sizes in mm, e.g. "
                                        f"[0.5, 0.75, 1.0]; got {anchors}")
         check_pairing(self.data.pairing)
