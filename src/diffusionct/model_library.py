@@ -27,6 +27,8 @@ from diffusionct.model_store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NA
                                      file_sha256, model_weight_files, read_model_meta, weights_path, write_model_config)
 
 SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; each keeps its predictor
+# the diffusion settings a gap owns (its predictor: width, depth, kernel filter, training); the rest are the U-Net's
+GAP_PREDICTOR_PREFIX = "predictor_"
 
 TRAINED_PIXEL_MM = "trained_pixel_mm"  # config.json key: [smallest, largest] pixel size of the training pairs (mm)
 PIXEL_TOLERANCE = 0.005  # a series 0.5 % outside a model's training range counts as in it (spacing rounding)
@@ -218,9 +220,8 @@ def assemble_gap_model(run: Path, unet_run: Path, out: Path, unet_scale: bool = 
     shutil.copy2(weights_path(unet_run, UNET_NAME, donor), Path(out) / UNET_NAME)
     config, x0_scale = meta["config"], meta["config"]["diffusion"]["x0_scale"]
     config["unet"] = donor["config"]["unet"]
-    # the diffusion and the sampler are the U-Net's; the predictor (predictor_*: width, kernel filter, training) is
-    # the run's own, as its weights are
-    own_predictor = {k: v for k, v in config["diffusion"].items() if k.startswith("predictor_")}
+    # the diffusion and the sampler are the U-Net's; the predictor's settings are the run's own, as its weights are
+    own_predictor = {k: v for k, v in config["diffusion"].items() if k.startswith(GAP_PREDICTOR_PREFIX)}
     config["diffusion"] = {**donor["config"]["diffusion"], **own_predictor, **({} if unet_scale else {"x0_scale": x0_scale})}
     data = donor["config"]["data"]  # a donor of a library may hold a U-Net trained on another gap: it says which
     meta["unet_trained_on"] = donor.get("unet_trained_on") or f"{data['source_kernel']} -> {data['target_kernel']}"

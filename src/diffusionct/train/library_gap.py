@@ -19,7 +19,8 @@ import torch
 
 from diffusionct.config import DiffusionConfig, RunConfig, apply_override
 from diffusionct.errors import DiffusionCTError
-from diffusionct.model_library import SHARED_NETWORKS, assemble_gap_model, copy_model_out, shared_networks_model
+from diffusionct.model_library import (GAP_PREDICTOR_PREFIX, SHARED_NETWORKS, assemble_gap_model, copy_model_out,
+                                       shared_networks_model)
 from diffusionct.model_store import file_sha256, read_model_meta, read_tensors
 from diffusionct.train.trainer import train
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # what a gap may set for itself: its data and its own predictor (width, depth, kernel filter, training); the rest
 # (encoder-decoder, U-Net, diffusion, sampling, the predictor's space) is the library's
-GAP_SECTIONS = ("data.", "diffusion.predictor_")
+GAP_SECTIONS = ("data.", f"diffusion.{GAP_PREDICTOR_PREFIX}")  # the same keys assemble_gap_model keeps the gap's
 
 
 def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], device: torch.device,
