@@ -22,7 +22,7 @@ import torch
 
 from diffusionct.io.manifest import Manifest
 from diffusionct.models.baselines import RadialKernelFilter
-from diffusionct.simulate.kernels import get_kernel
+from diffusionct.kernels.family import get_kernel
 from export_predictor import image_predictor, save_as_residual_cnn
 
 FREQUENCIES = (0.175, 0.325, 0.475, 0.575, 0.675, 0.725)  # cycles/mm; the test's Nyquist is 0.71 (0.7 mm pixels)

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from diffusionct.io.manifest import Manifest
-from diffusionct.kernel_transfer import estimate_transfer
+from diffusionct.kernels.transfer import estimate_transfer
 
 FREQUENCIES = np.array([0.1, 0.2, 0.3, 0.4])
 GAPS = (("SIM_B30", "SIM_B50"), ("SIM_B30", "SIM_B70"), ("SIM_B10", "SIM_B70"), ("SIM_B70", "SIM_B30"))

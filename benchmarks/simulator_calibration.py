@@ -34,8 +34,8 @@ import torch
 from diffusionct.io.image import write_nifti
 from diffusionct.io.volume import Volume
 from diffusionct.simulate.calibration import calibrate, centre_periphery_noise
-from diffusionct.spectra import kernel_texture
-from diffusionct.simulate.kernels import KERNELS, get_kernel
+from diffusionct.kernels.spectra import kernel_texture
+from diffusionct.kernels.family import KERNELS, get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator, render_slab

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.kernel_transfer import KernelTransfer, estimate_transfer
+from diffusionct.kernels.transfer import KernelTransfer, estimate_transfer
 
 PIXEL_MM = 0.7
 

@@ -14,7 +14,7 @@ from diffusionct.cli import main
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_dicom_series
 from diffusionct.io import read_image, write_nifti
-from diffusionct.io.manifest import kernel_family
+from diffusionct.kernels.names import kernel_family
 from diffusionct.model_library import choose_model, for_pixel_size, library_models, share_weights, shipped_library
 from diffusionct.model_store import weights_path
 from diffusionct.standardize import SeriesInput, Standardizer, _model_per_series, run_standardize

@@ -10,7 +10,8 @@ import torch
 from diffusionct.cli import main
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.image import read_volume, write_nifti
-from diffusionct.io.manifest import KernelSet, Manifest, SeriesEntry, write_set_csv
+from diffusionct.io.manifest import Manifest, SeriesEntry, write_set_csv
+from diffusionct.kernels.names import KernelSet
 from diffusionct.io.volume import Volume
 from diffusionct.methods import load_method, train_method
 from diffusionct.train.data import load_training_data
@@ -78,7 +79,7 @@ def test_scan_csv_reads_back_with_its_pairs(tiny_data, tmp_path):
 def test_unpaired_data_synthesizes_pairs_from_the_target_set(unpaired_csv):
     data = load_training_data(unpaired_csv, "GE:SOFT", "GE:STANDARD", validation_fraction=0.2, pairing="unpaired")
     transfer = data.notes["kernel_transfer"]["GE:SOFT"]
-    from diffusionct.kernel_transfer import KernelTransfer
+    from diffusionct.kernels.transfer import KernelTransfer
 
     gain = KernelTransfer.from_dict(transfer).gain(np.array([0.2, 0.3]))
     truth = np.exp(-np.log(2) * (np.array([0.2, 0.3]) / SMOOTH) ** 2) / np.exp(-np.log(2) * (np.array([0.2, 0.3]) / SHARP) ** 2)
@@ -116,7 +117,7 @@ def test_many_source_kernels_to_one_standard(unpaired_csv):
     data = load_training_data(unpaired_csv, "GE:SOFT, Siemens:LUNG", "GE:STANDARD", validation_fraction=0.2, pairing="unpaired")
     transfers = data.notes["kernel_transfer"]
     assert set(transfers) == {"GE:SOFT", "Siemens:LUNG"}
-    from diffusionct.kernel_transfer import KernelTransfer
+    from diffusionct.kernels.transfer import KernelTransfer
 
     soft, lung = (KernelTransfer.from_dict(transfers[k]).gain(np.array([0.4]))[0] for k in ("GE:SOFT", "Siemens:LUNG"))
     assert soft < 0.8 < 1.1 < lung  # a smoother and a sharper kernel than the standard (truth 0.55 and 1.27)

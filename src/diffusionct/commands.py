@@ -44,7 +44,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                                     kernel_jitter=args.kernel_jitter)
     config = SimulationConfig(cases=args.cases, kernels=args.kernels, thicknesses_mm=args.thickness, slices=args.slices,
                               seed=args.seed, scanner=scanner, n_tumours=args.tumours, randomize=randomize,
-                              rescan=args.rescan)
+                              rescan=args.rescan, profiles=[str(p) for p in args.profiles])
     simulator = Simulator(config, device=str(resolve_device(args.device)))
     if args.from_ct:
         found = scan_folder(args.from_ct) if args.from_ct.is_dir() and not args.series else []
@@ -136,9 +136,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = training_device(args.device, distributed=init_distributed())
     if args.phase == "predictor":
         return _train_library_gap(args, overrides, device)
+    if args.profiles and args.method != "kernel-filter":
+        raise DiffusionCTError("--profiles goes with --method kernel-filter (simulate takes profiles too)")
+    if args.data is None and args.method != "kernel-filter":
+        raise DiffusionCTError(f"--method {args.method} trains on data: give --data MANIFEST")
     config = RunConfig.load(args.config, overrides)
     train_method(args.method, args.data, args.output, config, device, resume=args.resume, overwrite=args.overwrite,
-                 phase=args.phase)
+                 phase=args.phase, profiles=tuple(args.profiles))
     print(f"{args.method} model written to {args.output}")
     return 0
 
@@ -151,6 +155,34 @@ def _train_library_gap(args: argparse.Namespace, overrides: list[str], device) -
                                "drop --method and --config (--set may change the seed and diffusion.predictor_training)")
     folder = train_library_gap(args.data, args.output, overrides, device, resume=args.resume, overwrite=args.overwrite)
     print(f"gap written to {folder}; standardize with --model {folder.parent} --to KERNEL")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from diffusionct.io.files import check_output_free, write_text_atomic
+    from diffusionct.kernels.calibrate import calibrate_paired, plot_calibration
+    from diffusionct.kernels.profiles import profiles_document
+
+    if args.output.suffix.lower() != ".json":
+        raise DiffusionCTError(f"{args.output}: give a .json file name for the kernel profiles")
+    picture = args.output.with_suffix(".png")
+    for path in (args.output, picture):
+        check_output_free(path, args.overwrite)
+    for folder in args.input:
+        if folder.resolve() in (args.output.resolve(), *args.output.resolve().parents):
+            raise DiffusionCTError(f"{args.output}: the output lies inside the input {folder}; write it elsewhere")
+    calibration = calibrate_paired(args.input, reference=args.reference, vendor=args.vendor,
+                                   profile_files=tuple(args.profiles), seed=args.seed)
+    m = calibration.measurement
+    plot_calibration(calibration, picture)
+    write_text_atomic(args.output, profiles_document(calibration.profiles, reference=m.reference))
+    print(f"{calibration.scans} scan(s), {m.rois} soft-tissue ROIs at {m.pixel_mm:.3f} mm; transfer to {m.reference}:")
+    print("  f (c/mm) " + " ".join(f"{k:>9s}" for k in m.transfer))
+    for i, f in enumerate(m.frequencies):
+        print(f"  {f:8.3f} " + " ".join(f"{t[i]:9.3f}" for t in m.transfer.values()))
+    print(f"profiles written to {args.output} (curves: {picture.name}); use them with "
+          f"`diffusionct train --method kernel-filter --profiles {args.output} --from K --to K` or "
+          f"`diffusionct simulate --profiles {args.output} --kernels K,K`")
     return 0
 
 
@@ -204,8 +236,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (refused if it exists)")
     p.add_argument("--cases", type=int, default=1, help="number of random phantoms (default 1)")
     p.add_argument("--kernels", type=_csv_list, default=["b30", "b70"],
-                   help="comma-separated kernels: b10, b30, b50, b70 (Siemens B10f-B70f-like; aliases smooth=b30, "
-                        "medium=b50, sharp=b70); default b30,b70")
+                   help="comma-separated kernels: the analytic family b10, b30, b50, b70 (the shipped models' training "
+                        "kernels; aliases smooth=b30, medium=b50, sharp=b70), or measured profiles by name: B10f, B30f, B50f, "
+                        "B70f (Siemens), FC13, FC51 (Canon), or those of --profiles; default b30,b70")
+    p.add_argument("--profiles", type=Path, action="append", default=[], metavar="FILE",
+                   help="kernel profile file from `diffusionct calibrate` (repeat for several)")
     p.add_argument("--thickness", type=_float_list, default=[1.0], help="comma-separated slice thicknesses in mm")
     p.add_argument("--slices", type=int, default=8, help="slices per series (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
@@ -264,12 +299,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Phase 1 trains the encoder-decoder on every image of the manifest; phase 2 the "
                                    "conditional latent DDPM on its source->target kernel pairs. Multi-GPU/multi-node: "
                                    "launch with torchrun.")
-    p.add_argument("--data", type=Path, required=True, help="manifest.json from `diffusionct scan` or `simulate`, the CSV of `scan -o x.csv`, or a "
-                   "CSV of images with columns path,kernel,manufacturer[,case] (NIfTI/MHA/DICOM folders)")
+    p.add_argument("--data", type=Path, help="manifest.json from `diffusionct scan` or `simulate`, the CSV of `scan -o x.csv`, or a "
+                   "CSV of images with columns path,kernel,manufacturer[,case] (NIfTI/MHA/DICOM folders); kernel-filter: its "
+                   "same-scan pairs calibrate the filter (without --data: the kernels' profiles)")
+    p.add_argument("--profiles", type=Path, action="append", default=[], metavar="FILE",
+                   help="kernel-filter: kernel profile file(s) from `diffusionct calibrate` (default: the shipped profiles)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (the trained model)")
     p.add_argument("--method", default="diffusionct", choices=METHODS,
                    help="what to train: diffusionct (default) or a baseline: identity (no change), histogram "
-                        "(histogram matching), autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019), "
+                        "(histogram matching), kernel-filter (the calibrated linear filter of two kernel profiles, instant), "
+                        "autoencoder (encoder-decoder alone), residual-cnn (Choe et al. 2019), "
                         "pix2pix (conditional GAN, GANai/STAN-CT family), cyclegan (unpaired GAN, CVH-CT/UDA-CT family), "
                         "ddpm (image-space conditional DDPM)")
     p.add_argument("--phase", default="all", choices=["autoencoder", "diffusion", "predictor", "all"],
@@ -284,6 +323,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="start over in an existing run folder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("calibrate", help="measure kernel profiles from your own same-scan reconstructions",
+                       description="Finds same-scan kernel pairs under the folders (as `scan` does, also when anonymization "
+                                   "broke the UIDs), measures each kernel's transfer to a reference kernel on soft tissue, and "
+                                   "writes a kernel profile file (JSON) and a picture of the curves with their spread (PNG).")
+    p.add_argument("-i", "--input", type=Path, action="append", required=True, help="folder tree of DICOM series (repeat for several)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="profile file (.json); the picture is written beside it (.png)")
+    p.add_argument("--reference", metavar="KERNEL", help="the kernel the others are measured against (default: the smoothest)")
+    p.add_argument("--vendor", help="manufacturer recorded in the profiles (default: the series' Manufacturer)")
+    p.add_argument("--profiles", type=Path, action="append", default=[], metavar="FILE",
+                   help="profile file(s) that may know the reference kernel's own window (default: the shipped profiles)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap that gives the spread")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("standardize", help="standardize CT series to the model's target kernel",
                        description="Standardize a DICOM series folder, a folder tree of series (the model is loaded "

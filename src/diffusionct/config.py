@@ -20,7 +20,7 @@ from diffusionct.units import HU_MAX, HU_MIN
 
 # Every standardization method (diffusionct.methods implements them; the CLI lists them).
 FEATURE_PRESETS = tuple(f"ibsi-{c}" for c in "abcde")  # IBSI 1 configurations A-E: diffusionct/data/ibsi/*.yaml
-METHODS = ("identity", "histogram", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
+METHODS = ("identity", "histogram", "kernel-filter", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
 DIFFUSION_MODES = ("paper", "residual", "refine", "sdedit")
 PREDICTOR_SPACES = ("latent", "image")
 LR_SCHEDULES = ("constant", "cosine")
@@ -231,7 +231,7 @@ class DataConfig:
         target_kernel: the standard kernel.
         pairing: ``pairs`` (same-scan pairs of the manifest), ``unpaired`` (source and target sets of other
             patients; pairs are synthesized from the target set with the kernel transfer measured between the
-            sets, see kernel_transfer.py; any pairs in the manifest are ignored) or ``mixed`` (both: the
+            sets, see kernels/transfer.py; any pairs in the manifest are ignored) or ``mixed`` (both: the
             same-scan pairs where they exist plus pairs synthesized from every target image, UDA-CT's setting).
         validation_fraction: share of the cases (studies) held out for validation.
     """

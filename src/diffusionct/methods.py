@@ -8,6 +8,7 @@ Methods (``diffusionct train --method NAME``):
 
 * ``identity``      no change (the paper's baseline row)
 * ``histogram``     quantile (histogram) matching of body voxels to the target kernel's distribution
+* ``kernel-filter`` the calibrated linear filter W_target / W_source of two kernel profiles (the physics baseline)
 * ``autoencoder``   the trained encoder-decoder alone: encode A, decode (the paper's Encoder-Decoder row)
 * ``residual-cnn``  Choe et al. 2019 residual CNN
 * ``pix2pix``       conditional GAN of the GANai / STAN-CT family (U-Net generator, PatchGAN)
@@ -33,6 +34,7 @@ from diffusionct.config import METHODS, RunConfig, image_ddpm_diffusion_config, 
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
+from diffusionct.kernels.profiles import KernelProfile, apply_transfer, transfer_gain
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.units import HU_RANGE
 from diffusionct.model_store import (CONFIG_NAME, FORMAT_VERSION, load_model, load_weights, read_model_meta, read_tensors,
@@ -157,6 +159,44 @@ class HistogramMethod(Method):
             raise DiffusionCTError(f"{path}: not a histogram-matching table (two increasing, finite quantile lists); "
                                    "retrain or re-copy the model")
         return cls(config, device, quantiles[0].numpy(), quantiles[1].numpy())
+
+
+class KernelFilterMethod(Method):
+    """The calibrated linear filter between two kernels: filtered back-projection is linear, so two reconstructions of
+    one scan differ by W_target(f) / W_source(f), applied here on each slice's DFT at its pixel size. The physics
+    baseline every learned method must beat on real pairs; its two profiles are stored in ``config.json``."""
+
+    name = "kernel-filter"
+    needs_pixel_mm = True
+
+    def __init__(self, config, device=torch.device("cpu"), source: KernelProfile | None = None,
+                 target: KernelProfile | None = None):
+        super().__init__(config, device)
+        self.source, self.target = source, target
+
+    def gain(self, cycles_per_mm: np.ndarray) -> np.ndarray:
+        return transfer_gain(self.source, self.target, cycles_per_mm)
+
+    def _run(self, hu, steps, seed, batch_size, progress, pixel_mm, temperature):
+        out = np.empty(hu.shape, dtype=np.float32)
+        for start, chunk in _batches(hu, batch_size):
+            out[start:start + len(chunk)] = apply_transfer(chunk, self.gain, pixel_mm)
+            if progress:
+                progress(len(chunk))
+        return out
+
+    def _meta(self) -> dict:
+        return {**super()._meta(), "kernel_profiles": {"source": self.source.to_dict(), "target": self.target.to_dict()}}
+
+    @classmethod
+    def load(cls, folder, config, device, meta=None):
+        profiles = (meta or {}).get("kernel_profiles")
+        if not isinstance(profiles, dict) or not {"source", "target"} <= set(profiles):
+            raise DiffusionCTError(f"{folder}: a kernel-filter model needs 'kernel_profiles' with 'source' and 'target' "
+                                   f"in {CONFIG_NAME}; remake it with `diffusionct train --method kernel-filter`")
+        where = str(Path(folder) / CONFIG_NAME)
+        return cls(config, device, KernelProfile.from_dict(profiles["source"], where),
+                   KernelProfile.from_dict(profiles["target"], where))
 
 
 def _pad(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -377,7 +417,7 @@ class DiffusionCTMethod(NetworkMethod):
 # Every method by its name: loading dispatches here; the CLI's list (config.METHODS, importable without torch)
 # must name exactly these.
 REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (
-    IdentityMethod, HistogramMethod, AutoencoderMethod, ResidualCNNMethod, Pix2PixMethod, CycleGANMethod, ImageDDPMMethod,
+    IdentityMethod, HistogramMethod, KernelFilterMethod, AutoencoderMethod, ResidualCNNMethod, Pix2PixMethod, CycleGANMethod, ImageDDPMMethod,
     DiffusionCTMethod)}
 if set(REGISTRY) != set(METHODS):  # pragma: no cover - a developer error, caught by any import in the tests
     raise RuntimeError(f"config.METHODS {sorted(METHODS)} and the method registry {sorted(REGISTRY)} differ")
@@ -394,18 +434,53 @@ def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) 
     return REGISTRY[name].load(folder, config, device, meta)  # meta: read and verified once
 
 
-def train_method(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device,
-                 resume: bool = False, overwrite: bool = False, phase: str = "all") -> Method:
-    """Train ``name`` on a manifest into ``run_dir`` (``diffusionct`` trains its phases, see trainer)."""
+def train_method(name: str, manifest: Path | None, run_dir: Path, config: RunConfig, device: torch.device,
+                 resume: bool = False, overwrite: bool = False, phase: str = "all", profiles: tuple = ()) -> Method:
+    """Train ``name`` on a manifest into ``run_dir`` (``diffusionct`` trains its phases, see trainer). ``kernel-filter``
+    is calibrated on the manifest's same-scan pairs, or without a manifest made from the kernels' profiles (``profiles``:
+    profile files, searched before the shipped ones)."""
     from diffusionct.train.trainer import overwrite_guard, train
 
     if name not in METHODS:
         raise DiffusionCTError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
+    if name == "kernel-filter":
+        with overwrite_guard(run_dir, "all", resume, overwrite):
+            method = kernel_filter_method(config, device, manifest, profiles)
+            method.save(Path(run_dir), {"manifest": str(manifest)} if manifest else None)
+            return method
     if name == "diffusionct":
         model = train(manifest, run_dir, config, phase=phase, device=device, resume=resume, overwrite=overwrite)
         return DiffusionCTMethod(config, device, model) if phase != "autoencoder" else AutoencoderMethod(config, device, model)
     with overwrite_guard(run_dir, "all", resume, overwrite):
         return _train_baseline(name, manifest, Path(run_dir), config, device, resume, overwrite)
+
+
+def kernel_filter_method(config: RunConfig, device: torch.device, manifest: Path | None = None,
+                         profiles: tuple = ()) -> KernelFilterMethod:
+    """The kernel-filter method of ``config``'s kernel pair: measured on the manifest's same-scan pairs, else from the
+    kernels' profiles."""
+    from diffusionct.kernels.profiles import find_profile
+
+    source, target = config.data.source_kernel, config.data.target_kernel
+    if manifest is None:
+        return KernelFilterMethod(config, device, find_profile(source, profiles), find_profile(target, profiles))
+    from diffusionct.io.manifest import Manifest
+    from diffusionct.kernels.measure import measure_pairs, profiles_from_measurement
+
+    data = Manifest.read(manifest)
+    pairs = data.oriented_pairs(source, target)
+    if not pairs:
+        raise DiffusionCTError(f"{manifest}: no {source} -> {target} same-scan pairs to calibrate the filter on; "
+                               "drop --data to use the kernels' profiles")
+    scans, pixel = [], []
+    for path_a, path_b in pairs:
+        a, b = data.read_volume(path_a), data.read_volume(path_b)
+        scans.append({source: a.hu, target: b.hu})
+        pixel.append(a.pixel_mm)
+    measurement = measure_pairs(source, scans, float(np.median(pixel)))
+    made = profiles_from_measurement(measurement, "", f"calibrated on the same-scan pairs of {manifest}")
+    by_name = {p.name: p for p in made}
+    return KernelFilterMethod(config, device, by_name[source], by_name[target])
 
 
 def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device, resume: bool,

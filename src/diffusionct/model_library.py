@@ -22,7 +22,7 @@ from pathlib import Path
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import read_json
-from diffusionct.io.manifest import KernelSet, kernel_among, kernel_family
+from diffusionct.kernels.names import KernelSet, kernel_among, kernel_family
 from diffusionct.model_store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS,
                                      file_sha256, model_weight_files, read_model_meta, weights_path, write_model_config)
 

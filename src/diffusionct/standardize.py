@@ -28,7 +28,7 @@ from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import read_json
 from diffusionct.io.records import read_record, remove_record, write_record
-from diffusionct.io.manifest import KernelSet, kernel_among
+from diffusionct.kernels.names import KernelSet, kernel_among
 from diffusionct.io.volume import Volume
 from diffusionct.methods import Method, load_method
 from diffusionct.model_library import (ModelEntry, choose_model, default_model_dir, for_pixel_size, is_library,

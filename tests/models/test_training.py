@@ -140,8 +140,8 @@ def test_phase2_without_phase1_is_refused(tiny_data, tmp_path):
 
 
 def test_manifest_without_pairs_is_refused(tiny_data, tmp_path):
-    config = tiny_config("data.source_kernel=B30F", "data.target_kernel=B70F")
-    with pytest.raises(DiffusionCTError, match="no B30F -> B70F pairs"):
+    config = tiny_config("data.source_kernel=B50F", "data.target_kernel=B70F")  # B30F would match SIM_B30 (one family)
+    with pytest.raises(DiffusionCTError, match="no B50F -> B70F pairs"):
         train(tiny_data, tmp_path / "run", config, phase="all")
     assert not (tmp_path / "run").exists()
 

@@ -9,8 +9,8 @@ from diffusionct.cli import main
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series
 from diffusionct.simulate.calibration import centre_periphery_noise
-from diffusionct.spectra import kernel_texture
-from diffusionct.simulate.kernels import get_kernel
+from diffusionct.kernels.spectra import kernel_texture
+from diffusionct.kernels.family import get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings
 from diffusionct.simulate.simulator import DomainRandomization, SimulationConfig, Simulator, render_slab

@@ -3,7 +3,7 @@ import pytest
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.simulate.calibration import calibrate, disk_phantom
-from diffusionct.simulate.kernels import KERNELS, get_kernel
+from diffusionct.kernels.family import KERNELS, get_kernel
 from diffusionct.simulate.projector import HAVE_NUMBA, ParallelBeamGeometry, Projector
 from diffusionct.simulate.scanner import MU_WATER_PER_MM, Scanner, ScannerSettings, hu_to_mu
 
@@ -97,5 +97,7 @@ def test_bad_scanner_settings(bad):
 
 
 def test_unknown_kernel_lists_known():
-    with pytest.raises(DiffusionCTError, match="b10, b30, b50, b70"):
-        get_kernel("b70f")
+    with pytest.raises(DiffusionCTError, match="b10, b30, b50, b70.*Siemens B70f"):
+        get_kernel("b99")
+    # a vendor name is a measured profile, not the analytic family member of its name
+    assert get_kernel("b70f").dicom_name == "SIM_B70F" and get_kernel("b70f") is not KERNELS["b70"]

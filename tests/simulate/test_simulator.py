@@ -142,5 +142,5 @@ def test_cli_simulate_and_errors(tmp_path, capsys):
     assert main(["simulate", "-o", str(tmp_path / "x"), "--mas", "-5"]) == 2
     assert main(["simulate", "-o", str(tmp_path / "x"), "--kernels", "b99"]) == 2
     err = capsys.readouterr().err
-    assert "known kernels: b10, b30, b50, b70" in err
+    assert "analytic family b10, b30, b50, b70" in err
     assert not (tmp_path / "x").exists()

@@ -229,8 +229,9 @@ def slice_size(header: SliceHeader) -> tuple[int, int]:
     return int(numbers[0][0]), int(numbers[1][0])
 
 
-def _check_slices(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], np.ndarray, np.ndarray]:
-    """Sort slices along the normal and validate the stack; returns (sorted headers, direction, positions)."""
+def _check_slices(headers: Sequence[SliceHeader], even: bool = True) -> tuple[list[SliceHeader], np.ndarray, np.ndarray]:
+    """Sort slices along the normal and validate the stack; returns (sorted headers, direction, positions).
+    ``even``: refuse uneven slice spacing (a volume needs it; a stack of separate slices does not)."""
     first = headers[0]
     for header in headers:
         _check_header(header, first)
@@ -265,7 +266,7 @@ def _check_slices(headers: Sequence[SliceHeader]) -> tuple[list[SliceHeader], np
             )
         median = float(np.median(gaps))
         deviation = np.abs(gaps - median)
-        if np.any(deviation > SPACING_TOLERANCE_MM + 0.01 * median):
+        if even and np.any(deviation > SPACING_TOLERANCE_MM + 0.01 * median):
             bad = int(np.argmax(deviation))
             raise InputError(
                 headers[bad + 1].path,
@@ -286,6 +287,18 @@ def _pixels_hu(header: SliceHeader) -> np.ndarray:
     slope = float(ds.RescaleSlope)
     intercept = float(ds.RescaleIntercept)
     return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
+def read_slice_stack(folder: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The slices of one CT series as separate planes, spacing between them unchecked (a few slices of separate regions,
+    as sample reconstructions often come): HU ``(N, H, W)`` sorted along the normal, each slice's position along it
+    (mm) and the in-plane pixel size (mm). Everything else is checked as :func:`read_dicom_series` checks it."""
+    headers, direction, positions = _check_slices(select_series(Path(folder), series_uid), even=False)
+    first = headers[0]
+    pixel_mm = dicom_pixel_mm(first.dataset, first.path)
+    if pixel_mm is None:
+        raise InputError(first.path, "no PixelSpacing: the pixel size is needed to measure a kernel in cycles/mm")
+    return np.stack([_pixels_hu(h) for h in headers]), positions @ direction[:, 2], pixel_mm
 
 
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffusionct.errors import DiffusionCTError
+from diffusionct.kernels.names import KernelSet, kernel_family
 from diffusionct.io.files import read_json, write_text_atomic
 from diffusionct.io.image import read_volume
 from diffusionct.io.volume import Volume
@@ -39,50 +38,6 @@ class SeriesEntry:
     manufacturer: str = ""
     case: str = ""  # the study (or patient) it belongs to: validation splits and pairs never cross cases
     modality: str = "CT"
-
-
-@dataclass(frozen=True)
-class KernelSet:
-    """A kernel of a manufacturer, as a user names it: ``KERNEL`` or ``MANUFACTURER:KERNEL``
-    (case-insensitive; the manufacturer matches by its beginning, e.g. ``GE:STANDARD``)."""
-
-    kernel: str
-    manufacturer: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> "KernelSet":
-        manufacturer, _, kernel = text.rpartition(":")
-        if not kernel.strip():
-            raise DiffusionCTError(f"'{text}' names no kernel; write KERNEL or MANUFACTURER:KERNEL, e.g. GE:STANDARD")
-        return cls(kernel.strip(), manufacturer.strip())
-
-    @classmethod
-    def parse_list(cls, text: str) -> list["KernelSet"]:
-        """Several sets separated by commas (``GE:SOFT,GE:LUNG``: a many-to-one model's sources)."""
-        return [cls.parse(part) for part in text.split(",") if part.strip()]
-
-    def matches(self, entry: SeriesEntry) -> bool:
-        return (entry.kernel.upper() == self.kernel.upper()
-                and entry.manufacturer.upper().startswith(self.manufacturer.upper()))
-
-    def __str__(self) -> str:
-        return f"{self.manufacturer}:{self.kernel}" if self.manufacturer else self.kernel
-
-
-def kernel_family(name: str) -> str:
-    """A kernel's name as a user means it, for matching a series to a model: case-insensitive, the first value
-    of a multi-valued ConvolutionKernel (``B30f\\3``), without a manufacturer (``GE:SOFT``), the simulator's
-    ``SIM_`` prefix (its kernels are calibrated to Siemens' B10f-B70f) and Siemens' one-letter variant suffix
-    (``B30f``, ``Br40d``): ``B30f``, ``B30`` and ``SIM_B30`` are one family."""
-    kernel = name.split("\\")[0].rpartition(":")[2].strip().upper()
-    kernel = kernel.removeprefix("SIM_")
-    match = re.fullmatch(r"([A-Z]{1,3}\d{2})[A-Z]", kernel)
-    return match.group(1) if match else kernel
-
-
-def kernel_among(kernel: str, kernels: Iterable[str]) -> bool:
-    """Whether ``kernel`` is of the family of one of ``kernels`` (a model's source kernels)."""
-    return any(kernel_family(kernel) == kernel_family(k) for k in kernels)
 
 
 def gap_slug(source_kernel: str, target_kernel: str) -> str:
@@ -170,12 +125,14 @@ class Manifest:
         return self.masks.get(path)
 
     def oriented_pairs(self, source_kernel: str, target_kernel: str) -> list[tuple[str, str]]:
-        """Same-scan pairs as ``(source path, target path)``, whichever way round the manifest lists them."""
+        """Same-scan pairs as ``(source path, target path)``, whichever way round the manifest lists them; kernels match by
+        family (:func:`kernel_family`), as everywhere else."""
         out = []
         for path_a, kernel_a, path_b, kernel_b in self.pairs:
-            if (kernel_a, kernel_b) == (source_kernel, target_kernel):
+            families = kernel_family(kernel_a), kernel_family(kernel_b)
+            if families == (kernel_family(source_kernel), kernel_family(target_kernel)):
                 out.append((path_a, path_b))
-            elif (kernel_a, kernel_b) == (target_kernel, source_kernel):
+            elif families == (kernel_family(target_kernel), kernel_family(source_kernel)):
                 out.append((path_b, path_a))
         return out
 

@@ -42,10 +42,18 @@ class SeriesInfo:
     description: str
     positions: list[float] = field(default_factory=list, repr=False)
     pixel_mm: float | None = None  # in-plane pixel size (mean of row and column spacing)
+    acquisition: str = ""  # AcquisitionDate + AcquisitionTime: one raw acquisition, whatever the UIDs say
 
     def key(self) -> tuple:
         """What two series of one scan share: study, frame of reference and slice positions."""
         return (self.study_uid, self.frame_of_reference_uid, tuple(self.positions), self.rows, self.columns)
+
+    def acquisition_key(self) -> tuple | None:
+        """What two series of one scan share when separate anonymization gave them different study and frame UIDs:
+        the acquisition's date and time and the slice geometry (None without an acquisition time)."""
+        if not self.acquisition:
+            return None
+        return (self.acquisition, tuple(self.positions), self.rows, self.columns, self.pixel_mm)
 
 
 @dataclass
@@ -95,7 +103,13 @@ def _series_info(uid: str, headers) -> SeriesInfo:
         description=str(ds.get("SeriesDescription", "")),
         positions=sorted(positions),
         pixel_mm=in_plane_pixel_mm(spacing) if spacing else None,
+        acquisition=_acquisition(ds),
     )
+
+
+def _acquisition(ds) -> str:
+    time = str(ds.get("AcquisitionTime", "") or "").strip()
+    return f"{str(ds.get('AcquisitionDate', '') or '').strip()} {time}".strip() if time else ""
 
 
 def _lenient(header, keyword: str, count: int) -> list[float] | None:
@@ -120,16 +134,20 @@ def scan_folder(folder: str | Path) -> list[SeriesInfo]:
 
 
 def find_pairs(series: list[SeriesInfo]) -> list[SeriesPair]:
-    """Pairs of CT series of one scan reconstructed with different kernels."""
+    """Pairs of CT series of one scan reconstructed with different kernels: same study, frame of reference and slices,
+    or (anonymized apart, other UIDs) same acquisition date and time and the same slice geometry."""
     groups: dict[tuple, list[SeriesInfo]] = {}
     for info in series:
         if info.modality == "CT" and info.positions:
-            groups.setdefault(info.key(), []).append(info)
-    pairs = []
+            groups.setdefault(("uids", *info.key()), []).append(info)
+            if info.acquisition_key() is not None:
+                groups.setdefault(("acquisition", *info.acquisition_key()), []).append(info)
+    pairs, seen = [], set()
     for members in groups.values():
         for i, a in enumerate(members):
             for b in members[i + 1:]:
-                if a.kernel != b.kernel:
+                if a.kernel != b.kernel and frozenset((a.series_uid, b.series_uid)) not in seen:
+                    seen.add(frozenset((a.series_uid, b.series_uid)))
                     pairs.append(SeriesPair(a.series_uid, b.series_uid, a.kernel, b.kernel, a.path, b.path, a.slices))
     return pairs
 

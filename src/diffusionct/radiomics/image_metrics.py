@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from diffusionct import spectra
+from diffusionct.kernels import spectra
 from diffusionct.units import HU_MAX, HU_MIN
 
 HU_DATA_RANGE = HU_MAX - HU_MIN

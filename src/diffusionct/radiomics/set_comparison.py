@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from diffusionct.radiomics.features import FeatureSettings, extract_features
-from diffusionct.spectra import kernel_texture
+from diffusionct.kernels.spectra import kernel_texture
 
 
 @dataclass

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffusionct.simulate.kernels import KERNELS, get_kernel
-from diffusionct.spectra import radial_nps
+from diffusionct.kernels.family import KERNELS, get_kernel
+from diffusionct.kernels.spectra import radial_nps
 from diffusionct.simulate.scanner import Scanner, ScannerSettings, hu_to_mu
 
 

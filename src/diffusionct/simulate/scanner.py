@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.simulate.kernels import Kernel, filter_sinograms
+from diffusionct.kernels.family import Kernel
+from diffusionct.simulate.fbp import filter_sinograms
 from diffusionct.simulate.projector import ParallelBeamGeometry, Projector
 
 MU_WATER_PER_MM = 0.0192
@@ -170,4 +171,10 @@ class Scanner:
              rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
         """Reconstructions ``{kernel name: (B, N, N) HU}`` of one noisy acquisition of ``hu_slices``."""
         noisy = self.add_noise(self.sinograms(hu_slices), thickness_mm, rngs)
-        return {name: hu.astype(np.float32) for name, hu in self.reconstruct_kernels(noisy, kernels).items()}
+        images = {name: hu.astype(np.float32) for name, hu in self.reconstruct_kernels(noisy, kernels).items()}
+        for kernel in kernels:  # a measured profile's white floor of stored images (after the photon noise's draws)
+            if kernel.noise_floor_hu2_mm2 > 0:
+                sd = math.sqrt(kernel.noise_floor_hu2_mm2) / self.settings.pixel_mm
+                for image, rng in zip(images[kernel.name], rngs):
+                    image += rng.normal(0.0, sd, image.shape).astype(np.float32)
+        return images

@@ -32,7 +32,7 @@ from diffusionct.io.files import atomic_output_dir
 from diffusionct.io.image import write_nifti
 from diffusionct.io.scan import find_pairs, manifest_dict, scan_folder
 from diffusionct.io.volume import Volume
-from diffusionct.simulate.kernels import Kernel, get_kernel
+from diffusionct.kernels.family import Kernel, get_kernel
 from diffusionct.simulate.phantom import random_phantom
 from diffusionct.simulate.scanner import Scanner, ScannerSettings
 from diffusionct.units import HU_RANGE
@@ -111,6 +111,7 @@ class SimulationConfig:
     denoise_sigma_px: float = 0.7
     randomize: DomainRandomization = field(default_factory=DomainRandomization)
     rescan: int = 0
+    profiles: list[str] = field(default_factory=list)  # kernel profile files searched before the shipped profiles
 
     def validate(self, from_ct: bool = False) -> None:
         check_seed(self.seed)
@@ -119,7 +120,7 @@ class SimulationConfig:
         self.randomize.validate()
         if not self.kernels:
             raise DiffusionCTError("no kernels given; pass e.g. --kernels b30,b70")
-        resolved = [get_kernel(name).name for name in self.kernels]
+        resolved = [get_kernel(name, self.profiles).name for name in self.kernels]
         if len(set(resolved)) != len(resolved):
             raise DiffusionCTError(f"kernels repeat: {','.join(self.kernels)}")
         if not from_ct and self.cases < 1:
@@ -185,7 +186,7 @@ class Simulator:
 
     def __init__(self, config: SimulationConfig, device: str = "cpu"):
         self.config = config
-        self.kernels = [get_kernel(k) for k in config.kernels]
+        self.kernels = [get_kernel(k, config.profiles) for k in config.kernels]
         self.scanner = Scanner(config.scanner, device=device)
 
     def _rngs(self, case: int, thickness_index: int, slices: int) -> list[np.random.Generator]:

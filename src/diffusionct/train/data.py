@@ -11,9 +11,10 @@ import numpy as np
 
 from diffusionct.config import check_pairing
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.manifest import KernelSet, Manifest
+from diffusionct.io.manifest import Manifest
+from diffusionct.kernels.names import KernelSet
 from diffusionct.io.volume import Volume
-from diffusionct.kernel_transfer import estimate_transfer
+from diffusionct.kernels.transfer import estimate_transfer
 from diffusionct.model_library import TRAINED_PIXEL_MM
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def load_training_data(manifest_path: str | Path, source_kernel: str, target_ker
 
     ``pairing="pairs"``: same-scan pairs of the two kernels. ``"unpaired"``: the source and target sets are
     chosen by kernel (``MANUFACTURER:KERNEL``; several sources separated by commas), pairs are ignored, and
-    pairs are synthesized from the target set with each source kernel's transfer (kernel_transfer.py).
+    pairs are synthesized from the target set with each source kernel's transfer (kernels/transfer.py).
     ``"mixed"``: both, UDA-CT's setting: the same-scan pairs where they exist, and synthesized pairs from every
     target image (validation on the real pairs when there are any)."""
     check_pairing(pairing)

@@ -24,7 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.spectra import radial_nps
+from diffusionct.kernels.profiles import apply_transfer
+from diffusionct.kernels.spectra import radial_nps
 
 ROI = 32  # px, noise patches
 SOFT_TISSUE_HU = (-100.0, 150.0)  # after a 3-px Gaussian: uniform tissue, where noise dominates the spectrum
@@ -60,14 +61,7 @@ class KernelTransfer:
 
     def apply(self, hu: np.ndarray, pixel_mm: float) -> np.ndarray:
         """The source-kernel version of target-kernel slices ``(..., H, W)`` (edges reflected, not wrapped)."""
-        hu = np.asarray(hu, dtype=np.float64)
-        pad = ROI
-        padded = np.pad(hu, [(0, 0)] * (hu.ndim - 2) + [(pad, pad), (pad, pad)], mode="reflect")
-        fy = np.fft.fftfreq(padded.shape[-2], d=pixel_mm)
-        fx = np.fft.rfftfreq(padded.shape[-1], d=pixel_mm)
-        gain = self.gain(np.hypot(fy[:, None], fx[None, :]))
-        out = np.fft.irfft2(np.fft.rfft2(padded) * gain, s=padded.shape[-2:])
-        return out[..., pad:-pad, pad:-pad].astype(np.float32)
+        return apply_transfer(hu, self.gain, pixel_mm, pad=ROI)
 
     def scaled(self, factor: float) -> "KernelTransfer":
         """The transfer with its log-gain times ``factor`` (training augmentation around the estimate)."""

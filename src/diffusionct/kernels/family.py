@@ -6,7 +6,7 @@ so that uniform regions keep their HU.
 
 The family imitates Siemens' body kernels B10f, B30f, B50f and B70f. Each window was calibrated on
 the simulator's own chest slices (0.69 mm pixels, 1 mm slices) by the fixed procedure of
-:func:`diffusionct.spectra.kernel_texture` against real same-scan Siemens chest
+:func:`diffusionct.kernels.spectra.kernel_texture` against real same-scan Siemens chest
 reconstructions (noise SD relative to B30f; power-weighted mean frequency of the noise spectrum):
 
 ======  ======================================  =============  ====================
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.fft import irfft, next_fast_len, rfft
 
 from diffusionct.errors import DiffusionCTError
+from diffusionct.kernels.profiles import KernelProfile, find_profile
 
 NYQUIST_069 = 0.5 / 0.69  # cycles/mm at the calibration pixel, the reference of the boosts
 
@@ -51,12 +51,14 @@ class Kernel:
         dicom_name: the ConvolutionKernel written to DICOM.
         like: the vendor kernels it imitates.
         window: W(f) -> gain, f in cycles/mm.
+        noise_floor_hu2_mm2: white noise power of the stored images (a measured profile's floor; 0: none).
     """
 
     name: str
     dicom_name: str
     like: str
     window: Callable[[np.ndarray], np.ndarray]
+    noise_floor_hu2_mm2: float = 0.0
 
     def stretched(self, factor: float) -> "Kernel":
         """The same kernel with its frequency axis scaled by ``factor`` (> 1: sharper), same names.
@@ -65,7 +67,8 @@ class Kernel:
         reconstruction's field of view.
         """
         window = self.window
-        return Kernel(self.name, self.dicom_name, self.like, lambda f: window(np.asarray(f) / factor))
+        return Kernel(self.name, self.dicom_name, self.like, lambda f: window(np.asarray(f) / factor),
+                      self.noise_floor_hu2_mm2)
 
 
 def gaussian_window(half_gain_frequency: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -97,43 +100,22 @@ KERNELS: dict[str, Kernel] = {
 ALIASES = {"smooth": "b30", "medium": "b50", "sharp": "b70"}
 
 
-def get_kernel(name: str) -> Kernel:
+def kernel_from_profile(profile: KernelProfile) -> Kernel:
+    """The simulator's kernel of a measured profile, written to DICOM as ``SIM_`` and the kernel's name (``SIM_B30F``:
+    of the B30 family, so a model of B30f series takes it)."""
+    return Kernel(profile.name, f"SIM_{profile.name.upper()}", profile.label, profile.window_at, profile.noise_floor_hu2_mm2)
+
+
+def get_kernel(name: str, profile_files: list | tuple = ()) -> Kernel:
+    """A kernel by name: the analytic family (``b10`` .. ``b70`` and their aliases), else a measured profile (``B30f``,
+    ``FC51``, ``Canon:FC13``) from ``profile_files`` or the shipped profiles."""
     key = ALIASES.get(name.lower(), name.lower())
-    try:
+    if key in KERNELS:
         return KERNELS[key]
-    except KeyError:
+    try:
+        return kernel_from_profile(find_profile(name, profile_files))
+    except DiffusionCTError as exc:
         raise DiffusionCTError(
-            f"unknown kernel '{name}'; known kernels: {', '.join(KERNELS)} "
-            f"(aliases: {', '.join(f'{a}={k}' for a, k in ALIASES.items())})"
+            f"unknown kernel '{name}': not one of the analytic family {', '.join(KERNELS)} "
+            f"(aliases: {', '.join(f'{a}={k}' for a, k in ALIASES.items())}), and {exc}"
         ) from None
-
-
-def ramp_filter(n_detectors: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Frequency response of the spatially sampled Ram-Lak filter, its frequencies and the FFT size.
-
-    The size is an even FFT-friendly length of at least twice the detector (no circular wrap-around).
-    """
-    size = next_fast_len(2 * n_detectors, real=True)
-    while size % 2:
-        size = next_fast_len(size + 1, real=True)
-    n = np.concatenate([np.arange(0, size // 2 + 1), np.arange(-size // 2 + 1, 0)])
-    h = np.zeros(size)
-    h[0] = 1.0 / (4 * spacing_mm**2)
-    odd = n % 2 == 1
-    h[odd] = -1.0 / (np.pi * n[odd] * spacing_mm) ** 2
-    response = np.real(np.fft.rfft(h)) * spacing_mm
-    freqs = np.fft.rfftfreq(size, d=spacing_mm)
-    return response, freqs, size
-
-
-def filter_sinograms(sinos: np.ndarray, kernels: list[Kernel], spacing_mm: float) -> np.ndarray:
-    """Ramp x window of every kernel along the detector axis of ``(B, n_views, n_detectors)`` sinograms.
-
-    Returns ``(len(kernels) * B, n_views, n_detectors)``, kernel-major; the forward FFT is shared.
-    """
-    n_det = sinos.shape[-1]
-    ramp, freqs, size = ramp_filter(n_det, spacing_mm)
-    spectrum = rfft(np.ascontiguousarray(sinos), n=size, axis=-1, workers=-1)
-    filtered = [irfft(spectrum * (ramp * kernel.window(freqs)), n=size, axis=-1, workers=-1)[..., :n_det]
-                for kernel in kernels]
-    return np.concatenate(filtered)

@@ -1,0 +1,155 @@
+"""``diffusionct calibrate``: kernel profiles measured from a user's own series.
+
+Same-scan pairs (found by ``scan``: shared UIDs, or the same acquisition time and slice geometry when the
+reconstructions were anonymized apart) give each kernel's transfer to a reference kernel directly
+(:mod:`diffusionct.kernels.measure`). Without pairs, two sets of series of different patients give the transfer
+between their kernels from the ratio of their mean noise spectra (:func:`diffusionct.kernels.transfer.estimate_transfer`),
+with its spread from a bootstrap over series.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffusionct.errors import DiffusionCTError
+from diffusionct.io.dicom import read_slice_stack
+from diffusionct.io.scan import SeriesInfo, find_pairs, scan_folder
+from diffusionct.kernels.measure import PairedMeasurement, measure_pairs, profiles_from_measurement
+from diffusionct.kernels.profiles import KernelProfile, find_profile
+
+log = logging.getLogger(__name__)
+PIXEL_TOLERANCE = 0.02  # relative: series pooled in one measurement share the pixel size this closely
+
+
+@dataclass
+class Calibration:
+    profiles: list[KernelProfile]
+    measurement: PairedMeasurement
+    scans: int
+
+
+def paired_scans(folders: list[Path]) -> tuple[list[dict[str, SeriesInfo]], str]:
+    """Every scan with two or more kernels under ``folders`` (kernel -> series), and the manufacturer."""
+    series = [info for folder in folders for info in scan_folder(folder)]
+    by_uid = {s.series_uid: s for s in series}
+    parent = {uid: uid for uid in by_uid}
+
+    def root(uid: str) -> str:
+        while parent[uid] != uid:
+            uid = parent[uid]
+        return uid
+
+    for pair in find_pairs(series):
+        parent[root(pair.series_a)] = root(pair.series_b)
+    groups: dict[str, dict[str, SeriesInfo]] = {}
+    for uid, info in by_uid.items():
+        groups.setdefault(root(uid), {}).setdefault(info.kernel, info)
+    scans = [g for g in groups.values() if len(g) > 1]
+    if not scans:
+        kernels = sorted({s.kernel for s in series})
+        raise DiffusionCTError(f"no same-scan kernel pairs under {', '.join(map(str, folders))} (kernels found: "
+                               f"{', '.join(kernels) or 'none'}); calibrate needs two reconstructions of one scan, "
+                               "or use --unpaired with a set per kernel")
+    manufacturers = sorted({s.manufacturer for g in scans for s in g.values() if s.manufacturer})
+    return scans, manufacturers[0] if manufacturers else ""
+
+
+def calibrate_paired(folders: list[Path], reference: str | None = None, vendor: str | None = None,
+                     profile_files: tuple = (), seed: int = 0) -> Calibration:
+    """Profiles of every kernel in the same-scan pairs under ``folders``, relative to ``reference`` (default: the
+    smoothest kernel). The reference's absolute window comes from a known profile of it (``profile_files``, then the
+    shipped ones) when there is one, else from its noise spectrum."""
+    scans, manufacturer = paired_scans(folders)
+    kernels = sorted({k for scan in scans for k in scan})
+    if reference is not None:
+        matches = [k for k in kernels if _same_kernel(k, reference)]
+        if not matches:
+            raise DiffusionCTError(f"--reference {reference}: no such kernel in the pairs (kernels: {', '.join(kernels)})")
+        reference = matches[0]
+    volumes, pixel = [], []
+    for scan in scans:
+        stacks = {k: read_slice_stack(info.path, info.series_uid) for k, info in scan.items()}
+        volumes.append(_common_slices(stacks))
+        pixel.append(next(iter(stacks.values()))[2])
+    pixel_mm = float(np.median(pixel))
+    if max(abs(p / pixel_mm - 1) for p in pixel) > PIXEL_TOLERANCE:
+        raise DiffusionCTError(f"the pairs have different pixel sizes ({', '.join(f'{p:.3f}' for p in sorted(set(pixel)))} mm): "
+                               "a kernel's curve depends on the pixel size; calibrate each pixel size on its own")
+    if reference is None:
+        reference = _smoothest(volumes, pixel_mm)
+    measurement = measure_pairs(reference, volumes, pixel_mm, seed=seed)
+    vendor = vendor or manufacturer or "unknown"
+    known = _known_profile(reference, vendor, profile_files)
+    provenance = (f"measured by diffusionct calibrate on {len(scans)} same-scan reconstruction set(s) at {pixel_mm:.3f} mm"
+                  + (f"; {reference}'s own window from the profile '{known.label}'" if known else
+                     f"; {reference}'s own window from its noise spectrum"))
+    return Calibration(profiles_from_measurement(measurement, vendor, provenance, known), measurement, len(scans))
+
+
+def _common_slices(stacks: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> dict[str, np.ndarray]:
+    """Each kernel's slices at the positions every kernel of the scan has (the same planes, in one order)."""
+    common = set.intersection(*({round(float(z), 2) for z in positions} for _, positions, _ in stacks.values()))
+    if not common:
+        raise DiffusionCTError(f"the reconstructions {', '.join(stacks)} of one scan share no slice position")
+    out = {}
+    for kernel, (hu, positions, _) in stacks.items():
+        index = {round(float(z), 2): i for i, z in enumerate(positions)}
+        out[kernel] = hu[[index[z] for z in sorted(common)]]
+    return out
+
+
+def _same_kernel(a: str, b: str) -> bool:
+    from diffusionct.kernels.names import kernel_family
+
+    return kernel_family(a) == kernel_family(b)
+
+
+def _known_profile(kernel: str, vendor: str, files: tuple) -> KernelProfile | None:
+    try:
+        profile = find_profile(f"{vendor}:{kernel}" if vendor else kernel, files)
+    except DiffusionCTError:
+        return None
+    return profile
+
+
+def _smoothest(scans: list[dict[str, np.ndarray]], pixel_mm: float) -> str:
+    """The kernel with the least high-frequency power (first scan with every kernel, else the first scan)."""
+    scan = max(scans, key=len)
+    kernels = sorted(scan)
+    measurement = measure_pairs(kernels[0], [scan], pixel_mm)
+    power = {k: float(np.sum(nps[len(nps) // 2:])) for k, nps in measurement.nps.items()}
+    return min(power, key=power.get)
+
+
+def plot_calibration(calibration: Calibration, path: Path) -> None:
+    """The measured transfer of each kernel to the reference, with its bootstrap spread (+- 2 SD), and each window."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from diffusionct.io.files import atomic_output_file
+
+    m = calibration.measurement
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    for kernel, transfer in m.transfer.items():
+        spread = m.spread[kernel]
+        line, = left.plot(m.frequencies, transfer, "o-", ms=3, label=f"{kernel} / {m.reference}")
+        left.fill_between(m.frequencies, transfer * np.exp(-2 * spread), transfer * np.exp(2 * spread), alpha=0.25,
+                          color=line.get_color())
+    left.set_yscale("log")
+    left.set(xlabel="cycles/mm", ylabel="transfer (ratio of windows)", title=f"measured, {m.rois} ROIs, {m.pixel_mm:.3f} mm")
+    left.legend()
+    for profile in calibration.profiles:
+        f = np.asarray(profile.frequencies)
+        right.plot(f, profile.window, label=profile.name)
+        right.axvline(profile.measured_up_to, color="grey", lw=0.5)
+    right.set(xlabel="cycles/mm", ylabel="window W(f)", title="profiles (grey: end of the measured band)")
+    right.legend()
+    fig.tight_layout()
+    with atomic_output_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)

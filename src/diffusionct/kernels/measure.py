@@ -1,0 +1,195 @@
+"""Kernel profiles measured from real reconstructions of one scan (same-scan pairs), by the fixed procedure of the
+project's calibration targets (``shared/tools/nps_curves.py``): soft-tissue 32 x 32 ROIs chosen on the reference
+series, each less its 9 x 9 box mean and Hann-windowed, ring-averaged power at k / (32 pixels), k = 1..16.
+
+Two reconstructions of one scan differ by the ratio of their kernels' windows, so per frequency
+T(f) = sqrt(NPS_kernel / NPS_reference) is W_kernel / W_reference; its spread comes from a bootstrap over ROIs.
+The reference kernel's own window is taken from a known profile of that kernel when there is one, else from its
+noise spectrum: filtered back-projection gives noise power proportional to |f| W(f)^2, once the procedure's own
+response (box mean and window, measured on white noise) is divided out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from diffusionct.errors import DiffusionCTError
+from diffusionct.kernels.profiles import KernelProfile
+from diffusionct.kernels.spectra import BOX_PX, ROI_PX, soft_tissue_rois
+
+BINS = ROI_PX // 2
+BOOTSTRAP = 200
+FLOOR_FRACTION = 3.0  # bins whose power is within 3x the stored images' white floor are not the kernel's
+ROLL_OFF = 1.4  # beyond the measured band a window falls to zero (raised cosine) by 1.4 x its last frequency
+MIN_WINDOW = 1e-3
+
+
+def _rings() -> np.ndarray:
+    fy = np.fft.fftfreq(ROI_PX)
+    return np.rint(np.hypot(*np.meshgrid(fy, fy, indexing="ij")) * ROI_PX).astype(int)
+
+
+def _window() -> np.ndarray:
+    return np.hanning(ROI_PX)[:, None] * np.hanning(ROI_PX)[None, :]
+
+
+def roi_spectra(volumes: list[np.ndarray], pixel_mm: float) -> np.ndarray:
+    """``(rois, len(volumes), BINS)`` ring-averaged noise power (HU^2 mm^2) of same-grid volumes ``(slices, H, W)``;
+    the ROIs are chosen on ``volumes[0]`` (the reference)."""
+    shapes = {v.shape for v in volumes}
+    if len(shapes) != 1:
+        raise DiffusionCTError(f"the reconstructions of one scan must share one grid, got shapes {sorted(shapes)}")
+    window, rings = _window(), _rings()
+    norm = pixel_mm**2 / (ROI_PX**2 * np.mean(window**2))
+    masks = [(rings == k) for k in range(1, BINS + 1)]
+    out = []
+    for i in range(volumes[0].shape[0]):
+        for y, x in soft_tissue_rois(volumes[0][i]):
+            row = []
+            for volume in volumes:
+                patch = volume[i, y:y + ROI_PX, x:x + ROI_PX].astype(np.float64)
+                power = np.abs(np.fft.fft2((patch - ndimage.uniform_filter(patch, BOX_PX)) * window)) ** 2 * norm
+                row.append([power[m].mean() for m in masks])
+            out.append(row)
+    if not out:
+        raise DiffusionCTError("no soft-tissue region (32 x 32 pixels in -100..150 HU, inside the body) in the reference "
+                               "series: calibration needs uniform soft tissue")
+    return np.asarray(out)
+
+
+def bin_frequencies(pixel_mm: float) -> np.ndarray:
+    return np.arange(1, BINS + 1) / (ROI_PX * pixel_mm)
+
+
+def procedure_response() -> np.ndarray:
+    """The procedure's response per bin (box-mean removal and window) on white noise, relative to its mean power."""
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((64, ROI_PX, ROI_PX))
+    window, rings = _window(), _rings()
+    power = np.zeros((ROI_PX, ROI_PX))
+    for patch in noise:
+        power += np.abs(np.fft.fft2((patch - ndimage.uniform_filter(patch, BOX_PX)) * window)) ** 2
+    power /= len(noise) * ROI_PX**2 * np.mean(window**2)
+    return np.array([power[rings == k].mean() for k in range(1, BINS + 1)])
+
+
+@dataclass
+class PairedMeasurement:
+    """Transfer curves of several kernels against a reference kernel, measured on reconstructions of the same scans."""
+
+    pixel_mm: float
+    frequencies: np.ndarray  # cycles/mm, BINS
+    reference: str
+    nps: dict[str, np.ndarray]  # mean NPS per kernel (reference included), HU^2 mm^2
+    transfer: dict[str, np.ndarray]  # W_kernel / W_reference per bin
+    spread: dict[str, np.ndarray]  # bootstrap SD of log transfer per bin
+    rois: int
+
+
+def measure_pairs(reference: str, scans: list[dict[str, np.ndarray]], pixel_mm: float, seed: int = 0) -> PairedMeasurement:
+    """Transfer of every kernel of ``scans`` (each a dict kernel -> volume, one scan's reconstructions on one grid) to
+    ``reference``, pooled over the scans' ROIs."""
+    kernels = [reference] + sorted({k for scan in scans for k in scan if k != reference})
+    spectra = []
+    for scan in scans:
+        if reference not in scan or len(scan) < 2:
+            continue
+        present = [k for k in kernels if k in scan]
+        rois = roi_spectra([scan[k] for k in present], pixel_mm)
+        full = np.full((len(rois), len(kernels), BINS), np.nan)
+        full[:, [kernels.index(k) for k in present]] = rois
+        spectra.append(full)
+    if not spectra:
+        raise DiffusionCTError(f"no scan has the reference kernel {reference} beside another kernel")
+    power = np.concatenate(spectra)
+    mean = np.nanmean(power, axis=0)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        sample = power[rng.integers(0, len(power), len(power))]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.nanmean(sample, axis=0)
+            draws.append(0.5 * np.log(m[1:] / m[:1]))
+    draws = np.asarray(draws)
+    transfer = {k: np.sqrt(mean[i] / mean[0]) for i, k in enumerate(kernels) if i}
+    spread = {k: np.nanstd(draws[:, i - 1], axis=0) for i, k in enumerate(kernels) if i}
+    return PairedMeasurement(pixel_mm, bin_frequencies(pixel_mm), reference, dict(zip(kernels, mean)), transfer, spread,
+                             len(power))
+
+
+def white_floor(nps: np.ndarray) -> float:
+    """The white noise floor of stored images in a spectrum (HU^2 mm^2): the level its last bins flatten to when they
+    lie two decades under its peak and within a factor 1.5 of each other; 0 when they do not flatten."""
+    tail = nps[-3:]
+    if tail.max() < 0.01 * nps.max() and tail.max() < 1.5 * tail.min():
+        return float(tail.min())
+    return 0.0
+
+
+def kernel_band(nps: np.ndarray) -> np.ndarray:
+    """The bins where a spectrum is the kernel's, not the stored images' floor (a prefix of the bins)."""
+    floor = white_floor(nps)
+    good = nps > FLOOR_FRACTION * floor if floor else np.ones(len(nps), bool)
+    return np.arange(len(nps)) < (np.argmin(good) if not good.all() else len(nps))
+
+
+def window_from_nps(frequencies: np.ndarray, nps: np.ndarray, band: np.ndarray | None = None) -> np.ndarray:
+    """An absolute window from a noise spectrum: FBP noise power is proportional to |f| W(f)^2 once the procedure's
+    own response is divided out. Anatomy and the box mean disturb single bins, so log W is fitted as a smooth
+    a f^2 + b f^4 (W(0) = 1 by construction) over the bins from the third to the end of ``band``."""
+    use = np.arange(len(frequencies)) >= 2
+    if band is not None:
+        use &= band
+    f = frequencies[use]
+    log_power = 0.5 * np.log(nps[use] / (f * procedure_response()[use]))
+    design = np.column_stack([np.ones_like(f), f**2, f**4])
+    _, a, b = np.linalg.lstsq(design, log_power, rcond=None)[0]
+    return np.exp(a * frequencies**2 + b * frequencies**4)
+
+
+def extend_window(frequencies: np.ndarray, window: np.ndarray, band: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The window on [0, ROLL_OFF x the last frequency]: W(0) = 1, the measured band as it is, the bins past it (a noise
+    floor) continued along log W's slope in f^2 over the band's last three bins, then a raised-cosine roll-off."""
+    f, w = np.asarray(frequencies, float), np.asarray(window, float).copy()
+    last = int(np.flatnonzero(band)[-1])
+    if last < len(f) - 1:
+        slope = np.polyfit(f[last - 2:last + 1] ** 2, np.log(w[last - 2:last + 1]), 1)[0]
+        w[last + 1:] = w[last] * np.exp(slope * (f[last + 1:] ** 2 - f[last] ** 2))
+    measured_up_to = float(f[last])
+    step = f[1] - f[0]
+    beyond = np.arange(f[-1] + step, ROLL_OFF * f[-1] + step, step)
+    cosine = 0.5 * (1 + np.cos(np.pi * np.clip((beyond - f[-1]) / ((ROLL_OFF - 1) * f[-1]), 0, 1)))
+    grid = np.concatenate([[0.0], f, beyond])
+    values = np.concatenate([[1.0], w, np.maximum(w[-1] * cosine, MIN_WINDOW)])
+    return grid, np.maximum(values, MIN_WINDOW), measured_up_to
+
+
+def profiles_from_measurement(measurement: PairedMeasurement, vendor: str, provenance: str,
+                              reference_window: KernelProfile | None = None) -> list[KernelProfile]:
+    """A profile per kernel of a paired measurement; the reference's window from ``reference_window`` when given
+    (a known profile of that kernel), else from its noise spectrum."""
+    f = measurement.frequencies
+    ref_nps = measurement.nps[measurement.reference]
+    ref_band = kernel_band(ref_nps)
+    if reference_window is not None:
+        ref_w = reference_window.window_at(f)
+    else:
+        ref_w = window_from_nps(f, ref_nps, ref_band)
+    profiles = []
+    for kernel, nps in measurement.nps.items():
+        band = kernel_band(nps) & ref_band
+        if band.sum() < 4:
+            raise DiffusionCTError(f"kernel {kernel}: fewer than 4 frequency bins above the stored images' noise floor")
+        w = ref_w if kernel == measurement.reference else ref_w * measurement.transfer[kernel]
+        grid, values, up_to = extend_window(f, w, band)
+        spread = np.zeros(len(f)) if kernel == measurement.reference else np.nan_to_num(measurement.spread[kernel])
+        spread_grid = np.concatenate([[0.0], spread, np.full(len(grid) - len(f) - 1, spread[-1])])
+        profiles.append(KernelProfile(
+            name=kernel, vendor=vendor, frequencies=tuple(np.round(grid, 5)), window=tuple(np.round(values / values[0], 6)),
+            pixel_mm=round(measurement.pixel_mm, 5), measured_up_to=round(up_to, 5),
+            provenance=f"{provenance}; {measurement.rois} ROIs; relative to {measurement.reference}",
+            spread=tuple(np.round(spread_grid, 5)), noise_floor_hu2_mm2=round(white_floor(nps), 4)))
+    return profiles
