@@ -18,6 +18,7 @@ import numpy as np
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_slice_stack
 from diffusionct.io.scan import SeriesInfo, find_pairs, scan_folder
+from diffusionct.kernels.names import kernel_family
 from diffusionct.kernels.measure import PairedMeasurement, measure_pairs, profiles_from_measurement
 from diffusionct.kernels.profiles import KernelProfile, find_profile
 
@@ -103,8 +104,6 @@ def _common_slices(stacks: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> d
 
 
 def _same_kernel(a: str, b: str) -> bool:
-    from diffusionct.kernels.names import kernel_family
-
     return kernel_family(a) == kernel_family(b)
 
 
