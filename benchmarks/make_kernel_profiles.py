@@ -51,7 +51,7 @@ def _with_alias(profile):
 def main() -> None:
     SHIPPED.mkdir(exist_ok=True)
     write_text_atomic(SHIPPED / "siemens.json", profiles_document(siemens()) + "\n")
-    canon = calibrate_paired([CANON], reference="FC13", vendor="Canon")
+    canon = calibrate_paired([CANON], reference="FC13", vendor="Canon", anchor_on_known=False)  # not on itself
     write_text_atomic(SHIPPED / "canon.json", profiles_document(canon.profiles) + "\n")
     for path in sorted(SHIPPED.glob("*.json")):
         print(f"written {path.relative_to(ROOT)}")

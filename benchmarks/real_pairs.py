@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,10 +53,7 @@ def region_slices(region: str) -> tuple[dict[str, np.ndarray], float]:
 
 def calibrated_filter(region: str, source: str, target: str) -> KernelFilterMethod:
     """The kernel-filter method with profiles measured on one region only (the other stays unseen)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        link = Path(tmp) / region
-        link.symlink_to(PAIRS / region, target_is_directory=True)
-        calibration = calibrate_paired([link], reference="FC13", vendor="Canon")
+    calibration = calibrate_paired([PAIRS / region], reference="FC13", vendor="Canon", anchor_on_known=False)
     by_name = {p.name: p for p in calibration.profiles}
     config = RunConfig.from_dict({"data": {"source_kernel": source, "target_kernel": target}})
     return KernelFilterMethod(config, source=by_name[source], target=by_name[target])

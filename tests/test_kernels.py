@@ -151,6 +151,16 @@ def test_calibrate_measures_the_real_canon_pairs(shared_data, tmp_path, capsys):
     assert "reference" in json.loads(out.read_text())
 
 
+def test_shipped_canon_profiles_are_what_their_remake_measures(shared_data):
+    """benchmarks/make_kernel_profiles.py remakes the shipped Canon profiles byte for byte, run after run: the remake
+    must not anchor on the shipped profile itself (it used to, and drifted in the sixth digit each time)."""
+    from diffusionct.kernels.calibrate import calibrate_paired
+    from diffusionct.kernels.profiles import SHIPPED
+
+    remade = calibrate_paired([shared_data / "canon-phantom-pairs"], reference="FC13", vendor="Canon", anchor_on_known=False)
+    assert profiles_document(remade.profiles) + "\n" == (SHIPPED / "canon.json").read_text()
+
+
 def test_calibrate_without_pairs_is_one_line(shared_data, tmp_path, capsys):
     code, err = run_cli(["calibrate", "-i", shared_data / "sts-ct" / "STS_002", "-o", tmp_path / "p.json"], capsys)
     assert_clean_error(code, err, "no same-scan kernel pairs")

@@ -465,6 +465,7 @@ def kernel_filter_method(config: RunConfig, device: torch.device, manifest: Path
     if manifest is None:
         return KernelFilterMethod(config, device, find_profile(source, profiles), find_profile(target, profiles))
     from diffusionct.io.manifest import Manifest
+    from diffusionct.kernels.calibrate import common_pixel_mm
     from diffusionct.kernels.measure import measure_pairs, profiles_from_measurement
 
     data = Manifest.read(manifest)
@@ -477,7 +478,7 @@ def kernel_filter_method(config: RunConfig, device: torch.device, manifest: Path
         a, b = data.read_volume(path_a), data.read_volume(path_b)
         scans.append({source: a.hu, target: b.hu})
         pixel.append(a.pixel_mm)
-    measurement = measure_pairs(source, scans, float(np.median(pixel)))
+    measurement = measure_pairs(source, scans, common_pixel_mm(pixel))
     made = profiles_from_measurement(measurement, "", f"calibrated on the same-scan pairs of {manifest}")
     by_name = {p.name: p for p in made}
     return KernelFilterMethod(config, device, by_name[source], by_name[target])

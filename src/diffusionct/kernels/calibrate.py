@@ -60,10 +60,12 @@ def paired_scans(folders: list[Path]) -> tuple[list[dict[str, SeriesInfo]], str]
 
 
 def calibrate_paired(folders: list[Path], reference: str | None = None, vendor: str | None = None,
-                     profile_files: tuple = (), seed: int = 0) -> Calibration:
+                     profile_files: tuple = (), seed: int = 0, anchor_on_known: bool = True) -> Calibration:
     """Profiles of every kernel in the same-scan pairs under ``folders``, relative to ``reference`` (default: the
     smoothest kernel). The reference's absolute window comes from a known profile of it (``profile_files``, then the
-    shipped ones) when there is one, else from its noise spectrum."""
+    shipped ones) when there is one and ``anchor_on_known``, else from its noise spectrum. Remaking a shipped profile
+    or measuring on held-out data needs ``anchor_on_known=False``: the known profile would feed the previous result (or
+    other data) back in."""
     scans, manufacturer = paired_scans(folders)
     kernels = sorted({k for scan in scans for k in scan})
     if reference is not None:
@@ -76,19 +78,25 @@ def calibrate_paired(folders: list[Path], reference: str | None = None, vendor: 
         stacks = {k: read_slice_stack(info.path, info.series_uid) for k, info in scan.items()}
         volumes.append(_common_slices(stacks))
         pixel.append(next(iter(stacks.values()))[2])
-    pixel_mm = float(np.median(pixel))
-    if max(abs(p / pixel_mm - 1) for p in pixel) > PIXEL_TOLERANCE:
-        raise DiffusionCTError(f"the pairs have different pixel sizes ({', '.join(f'{p:.3f}' for p in sorted(set(pixel)))} mm): "
-                               "a kernel's curve depends on the pixel size; calibrate each pixel size on its own")
+    pixel_mm = common_pixel_mm(pixel)
     if reference is None:
         reference = _smoothest(volumes, pixel_mm)
     measurement = measure_pairs(reference, volumes, pixel_mm, seed=seed)
     vendor = vendor or manufacturer or "unknown"
-    known = _known_profile(reference, vendor, profile_files)
+    known = _known_profile(reference, vendor, profile_files) if anchor_on_known else None
     provenance = (f"measured by diffusionct calibrate on {len(scans)} same-scan reconstruction set(s) at {pixel_mm:.3f} mm"
                   + (f"; {reference}'s own window from the profile '{known.label}'" if known else
                      f"; {reference}'s own window from its noise spectrum"))
     return Calibration(profiles_from_measurement(measurement, vendor, provenance, known), measurement, len(scans))
+
+
+def common_pixel_mm(pixel_sizes: list[float]) -> float:
+    """The one pixel size of the scans pooled in a measurement (their median), refused when they differ."""
+    pixel_mm = float(np.median(pixel_sizes))
+    if max(abs(p / pixel_mm - 1) for p in pixel_sizes) > PIXEL_TOLERANCE:
+        raise DiffusionCTError(f"the pairs have different pixel sizes ({', '.join(f'{p:.3f}' for p in sorted(set(pixel_sizes)))} mm): "
+                               "a kernel's curve depends on the pixel size; calibrate each pixel size on its own")
+    return pixel_mm
 
 
 def _common_slices(stacks: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> dict[str, np.ndarray]:

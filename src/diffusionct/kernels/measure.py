@@ -27,13 +27,27 @@ ROLL_OFF = 1.4  # beyond the measured band a window falls to zero (raised cosine
 MIN_WINDOW = 1e-3
 
 
-def _rings() -> np.ndarray:
-    fy = np.fft.fftfreq(ROI_PX)
-    return np.rint(np.hypot(*np.meshgrid(fy, fy, indexing="ij")) * ROI_PX).astype(int)
+_WINDOW = np.hanning(ROI_PX)[:, None] * np.hanning(ROI_PX)[None, :]
+_FREQUENCY = np.fft.fftfreq(ROI_PX)
+_RINGS = np.rint(np.hypot(*np.meshgrid(_FREQUENCY, _FREQUENCY, indexing="ij")) * ROI_PX).astype(int)
+_RING_MASKS = [_RINGS == k for k in range(1, BINS + 1)]
 
 
-def _window() -> np.ndarray:
-    return np.hanning(ROI_PX)[:, None] * np.hanning(ROI_PX)[None, :]
+def _power(patch: np.ndarray) -> np.ndarray:
+    """The fixed procedure's 2D spectrum of one patch: less its box mean, Hann-windowed, |FFT|^2 (not yet normalised)."""
+    patch = np.asarray(patch, dtype=np.float64)
+    return np.abs(np.fft.fft2((patch - ndimage.uniform_filter(patch, BOX_PX)) * _WINDOW)) ** 2
+
+
+def _ring_mean(power: np.ndarray, scale: float) -> np.ndarray:
+    """``power`` times ``scale`` averaged over the rings 1..BINS."""
+    power = power * scale
+    return np.array([power[ring].mean() for ring in _RING_MASKS])
+
+
+def _norm(pixel_mm: float) -> float:
+    """Power to NPS in HU^2 mm^2 (pixel area over the window's energy)."""
+    return pixel_mm**2 / (ROI_PX**2 * np.mean(_WINDOW**2))
 
 
 def roi_spectra(volumes: list[np.ndarray], pixel_mm: float) -> np.ndarray:
@@ -42,18 +56,10 @@ def roi_spectra(volumes: list[np.ndarray], pixel_mm: float) -> np.ndarray:
     shapes = {v.shape for v in volumes}
     if len(shapes) != 1:
         raise DiffusionCTError(f"the reconstructions of one scan must share one grid, got shapes {sorted(shapes)}")
-    window, rings = _window(), _rings()
-    norm = pixel_mm**2 / (ROI_PX**2 * np.mean(window**2))
-    masks = [(rings == k) for k in range(1, BINS + 1)]
     out = []
     for i in range(volumes[0].shape[0]):
         for y, x in soft_tissue_rois(volumes[0][i]):
-            row = []
-            for volume in volumes:
-                patch = volume[i, y:y + ROI_PX, x:x + ROI_PX].astype(np.float64)
-                power = np.abs(np.fft.fft2((patch - ndimage.uniform_filter(patch, BOX_PX)) * window)) ** 2 * norm
-                row.append([power[m].mean() for m in masks])
-            out.append(row)
+            out.append([_ring_mean(_power(volume[i, y:y + ROI_PX, x:x + ROI_PX]), _norm(pixel_mm)) for volume in volumes])
     if not out:
         raise DiffusionCTError("no soft-tissue region (32 x 32 pixels in -100..150 HU, inside the body) in the reference "
                                "series: calibration needs uniform soft tissue")
@@ -66,14 +72,11 @@ def bin_frequencies(pixel_mm: float) -> np.ndarray:
 
 def procedure_response() -> np.ndarray:
     """The procedure's response per bin (box-mean removal and window) on white noise, relative to its mean power."""
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal((64, ROI_PX, ROI_PX))
-    window, rings = _window(), _rings()
+    noise = np.random.default_rng(0).standard_normal((64, ROI_PX, ROI_PX))
     power = np.zeros((ROI_PX, ROI_PX))
     for patch in noise:
-        power += np.abs(np.fft.fft2((patch - ndimage.uniform_filter(patch, BOX_PX)) * window)) ** 2
-    power /= len(noise) * ROI_PX**2 * np.mean(window**2)
-    return np.array([power[rings == k].mean() for k in range(1, BINS + 1)])
+        power += _power(patch)
+    return _ring_mean(power, 1.0 / (len(noise) * ROI_PX**2 * np.mean(_WINDOW**2)))
 
 
 @dataclass
