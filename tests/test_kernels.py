@@ -122,6 +122,16 @@ def test_train_kernel_filter_from_an_unknown_kernel_is_one_line(tmp_path, capsys
     code, err = run_cli(["train", "--method", "histogram", "--from", "B30f", "--to", "B70f", "-o", tmp_path / "h"], capsys)
     assert_clean_error(code, err, "--data")
     assert not (tmp_path / "kf").exists() and not (tmp_path / "h").exists()
+    assert main(["train", "--method", "kernel-filter", "--from", "B30f", "--to", "B70f", "-o", str(tmp_path / "kf")]) == 0
+    before = (tmp_path / "kf" / "config.json").read_bytes()
+    code, err = run_cli(["train", "--method", "kernel-filter", "--from", "B70f", "--to", "B30f", "-o", tmp_path / "kf"], capsys)
+    assert_clean_error(code, err, "run folder exists")
+    assert (tmp_path / "kf" / "config.json").read_bytes() == before
+    code, err = run_cli(["simulate", "-o", tmp_path / "sim", "--profiles", tmp_path / "kf" / "config.json", "--kernels", "B30f"],
+                        capsys)
+    assert_clean_error(code, err, "not a kernel profile file")
+    assert "unknown kernel" not in err  # the damaged file is the problem, not the kernel's name
+    assert not (tmp_path / "sim").exists()
 
 
 def test_simulator_reconstructs_with_a_profile(tmp_path):

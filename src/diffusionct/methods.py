@@ -444,7 +444,10 @@ def train_method(name: str, manifest: Path | None, run_dir: Path, config: RunCon
     if name not in METHODS:
         raise DiffusionCTError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
     if name == "kernel-filter":
+        from diffusionct.train.trainer import prepare_run
+
         with overwrite_guard(run_dir, "all", resume, overwrite):
+            prepare_run(run_dir, config, "all", resume, overwrite)  # an existing run folder needs --overwrite
             method = kernel_filter_method(config, device, manifest, profiles)
             method.save(Path(run_dir), {"manifest": str(manifest)} if manifest else None)
             return method

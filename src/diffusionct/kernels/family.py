@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.kernels.profiles import KernelProfile, find_profile
+from diffusionct.kernels.profiles import KernelProfile, UnknownProfile, find_profile
 
 NYQUIST_069 = 0.5 / 0.69  # cycles/mm at the calibration pixel, the reference of the boosts
 
@@ -114,7 +114,7 @@ def get_kernel(name: str, profile_files: list | tuple = ()) -> Kernel:
         return KERNELS[key]
     try:
         return kernel_from_profile(find_profile(name, profile_files))
-    except DiffusionCTError as exc:
+    except UnknownProfile as exc:  # a damaged profile file keeps its own message
         raise DiffusionCTError(
             f"unknown kernel '{name}': not one of the analytic family {', '.join(KERNELS)} "
             f"(aliases: {', '.join(f'{a}={k}' for a, k in ALIASES.items())}), and {exc}"

@@ -37,6 +37,10 @@ MAX_GAIN = 40.0  # a transfer is clipped to [1/40, 40]: beyond, it would amplify
 SHIPPED = Path(__file__).with_name("data")
 
 
+class UnknownProfile(DiffusionCTError):
+    """No profile (shipped or in the files given) answers to a kernel name."""
+
+
 @dataclass(frozen=True)
 class KernelProfile:
     """One kernel's measured window.
@@ -170,7 +174,7 @@ def find_profile(name: str, files: list[str | Path] | tuple = ()) -> KernelProfi
         if profile.answers_to(name):
             return profile
     known = ", ".join(sorted({p.label for p in candidates}))
-    raise DiffusionCTError(f"no kernel profile for '{name}'; known: {known}. Measure one with `diffusionct calibrate`")
+    raise UnknownProfile(f"no kernel profile for '{name}'; known: {known}. Measure one with `diffusionct calibrate`")
 
 
 def transfer_gain(source: KernelProfile, target: KernelProfile, frequency: np.ndarray) -> np.ndarray:
