@@ -20,7 +20,7 @@ from diffusionct.io.dicom import read_slice_stack
 from diffusionct.io.scan import SeriesInfo, find_pairs, scan_folder
 from diffusionct.kernels.names import kernel_family
 from diffusionct.kernels.measure import PairedMeasurement, measure_pairs, profiles_from_measurement
-from diffusionct.kernels.profiles import KernelProfile, find_profile
+from diffusionct.kernels.profiles import KernelProfile, UnknownProfile, find_profile
 
 log = logging.getLogger(__name__)
 PIXEL_TOLERANCE = 0.02  # relative: series pooled in one measurement share the pixel size this closely
@@ -69,7 +69,7 @@ def calibrate_paired(folders: list[Path], reference: str | None = None, vendor: 
     scans, manufacturer = paired_scans(folders)
     kernels = sorted({k for scan in scans for k in scan})
     if reference is not None:
-        matches = [k for k in kernels if _same_kernel(k, reference)]
+        matches = [k for k in kernels if kernel_family(k) == kernel_family(reference)]
         if not matches:
             raise DiffusionCTError(f"--reference {reference}: no such kernel in the pairs (kernels: {', '.join(kernels)})")
         reference = matches[0]
@@ -111,16 +111,11 @@ def _common_slices(stacks: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> d
     return out
 
 
-def _same_kernel(a: str, b: str) -> bool:
-    return kernel_family(a) == kernel_family(b)
-
-
 def _known_profile(kernel: str, vendor: str, files: tuple) -> KernelProfile | None:
     try:
-        profile = find_profile(f"{vendor}:{kernel}" if vendor else kernel, files)
-    except DiffusionCTError:
+        return find_profile(f"{vendor}:{kernel}" if vendor else kernel, files)
+    except UnknownProfile:  # a damaged --profiles file is an error, not an unknown kernel
         return None
-    return profile
 
 
 def _smoothest(scans: list[dict[str, np.ndarray]], pixel_mm: float) -> str:
