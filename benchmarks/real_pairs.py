@@ -11,14 +11,19 @@ each number is the mean over the test region's slices. Methods:
 * ``kernel-filter``: the calibrated linear filter, its profiles measured on the calibration region by
   ``diffusionct calibrate`` (the physics baseline);
 * ``shipped library, nearest gap``: what a user without a model of these kernels would run: the shipped
-  Siemens-like gap of the same sense (smooth -> sharp: B30 -> B70; sharp -> smooth: B70 -> B30).
+  Siemens-like gap of the same sense (smooth -> sharp: B30 -> B70; sharp -> smooth: B70 -> B30);
+* with ``--heldout OUT`` (made by ``benchmarks/heldout_canon_library.sh OUT``): DiffusionCT trained on pairs simulated
+  with the calibration region's profiles alone (its predictor's filter held at the calibrated one), and that
+  predictor alone (what the diffusion adds is the difference).
 
-    .venv/bin/python benchmarks/real_pairs.py [--json benchmarks/results/real_pairs.json] [--skip-shipped]
+    .venv/bin/python benchmarks/real_pairs.py [--json benchmarks/results/real_pairs.json] [--skip-shipped] [--heldout OUT]
+    .venv/bin/python benchmarks/real_pairs.py --write-profiles phantom1 OUT/phantom1/profiles.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusionct.config import RunConfig
+from diffusionct.config import RunConfig, image_predictor_baseline_config
 from diffusionct.io.dicom import read_slice_stack
 from diffusionct.kernels.calibrate import calibrate_paired
+from diffusionct.kernels.profiles import profiles_document
 from diffusionct.methods import HistogramMethod, KernelFilterMethod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +57,14 @@ def region_slices(region: str) -> tuple[dict[str, np.ndarray], float]:
     return {k: hu.astype(np.float64) for k, (hu, _, _) in stacks.items()}, stacks[KERNELS[0]][2]
 
 
+def region_profiles(region: str) -> list:
+    """The Canon profiles measured on one region only (the other stays unseen)."""
+    return calibrate_paired([PAIRS / region], reference="FC13", vendor="Canon", anchor_on_known=False).profiles
+
+
 def calibrated_filter(region: str, source: str, target: str) -> KernelFilterMethod:
-    """The kernel-filter method with profiles measured on one region only (the other stays unseen)."""
-    calibration = calibrate_paired([PAIRS / region], reference="FC13", vendor="Canon", anchor_on_known=False)
-    by_name = {p.name: p for p in calibration.profiles}
+    """The kernel-filter method with profiles measured on one region only."""
+    by_name = {p.name: p for p in region_profiles(region)}
     config = RunConfig.from_dict({"data": {"source_kernel": source, "target_kernel": target}})
     return KernelFilterMethod(config, source=by_name[source], target=by_name[target])
 
@@ -66,6 +76,22 @@ def histogram(calibration: dict[str, np.ndarray], source: str, target: str) -> H
     return method
 
 
+def heldout_models(heldout: Path, region: str, source: str, target: str) -> dict:
+    """DiffusionCT trained for this gap on the region's profiles alone, and its image predictor alone."""
+    from export_predictor import image_predictor  # noqa: PLC0415 - the benchmarks' own helper, beside this file
+
+    from diffusionct.methods import ResidualCNNMethod
+    from diffusionct.standardize import Standardizer
+
+    folder = heldout / region / "library" / f"canon-{source.lower()}-{target.lower()}"
+    if not (folder / "config.json").is_file():
+        sys.exit(f"{folder}: missing; run benchmarks/heldout_canon_library.sh {heldout}")
+    model, network = image_predictor(folder)
+    config = dataclasses.replace(model.config, baselines=image_predictor_baseline_config(model.config))
+    return {"DiffusionCT (held-out)": Standardizer.load(folder, device="cpu"),
+            "its predictor alone": ResidualCNNMethod(config, network=network)}
+
+
 def score(compare, reference: np.ndarray, output: np.ndarray, source: np.ndarray) -> dict[str, float]:
     rows = [compare(r, o, s) for r, o, s in zip(reference, output, source)]
     return {key: float(np.mean([row[key] for row in rows])) for key in ("reproducible", "noise_ratio", "nps_corr", "psnr")}
@@ -75,9 +101,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--skip-shipped", action="store_true", help="leave out the shipped library (no torch inference)")
+    parser.add_argument("--heldout", type=Path, help="held-out libraries made by benchmarks/heldout_canon_library.sh")
+    parser.add_argument("--write-profiles", nargs=2, metavar=("REGION", "FILE"),
+                        help="write the profiles measured on REGION alone to FILE and stop")
     args = parser.parse_args()
     if not PAIRS.is_dir():
         sys.exit(f"{PAIRS} not found: the benchmark needs the shared Canon pairs")
+    if args.write_profiles:
+        region, out = args.write_profiles
+        Path(out).write_text(profiles_document(region_profiles(region), reference="FC13"))
+        return
     compare = texture_measure()
     slices = {r: region_slices(r) for r in REGIONS}
     shipped = {}
@@ -98,6 +131,8 @@ def main() -> None:
         for source, target in (KERNELS, KERNELS[::-1]):
             methods = {"unchanged": None, "histogram": histogram(calibration, source, target),
                        "kernel-filter": calibrated_filter(calibrate_on, source, target)}
+            if args.heldout:
+                methods.update(heldout_models(args.heldout, calibrate_on, source, target))
             if (source, target) in shipped:
                 name, standardizer = shipped[(source, target)]
                 methods[f"shipped {name}"] = standardizer

@@ -183,3 +183,40 @@ def test_calibrate_without_pairs_is_one_line(shared_data, tmp_path, capsys):
                         capsys)
     assert_clean_error(code, err, "not a readable kernel profile file")  # not silently measured without it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.json"]
+
+
+def test_a_predictor_held_at_the_calibrated_filter_is_that_filter():
+    """Before training, DiffusionCT's predictor with its filter from profiles is the kernel-filter method itself."""
+    from diffusionct.models.baselines import ResidualCNN
+
+    source, target = find_profile("B30f"), find_profile("B70f")
+    network = ResidualCNN(channels=8, layers=3, pixel_spacing=True, kernel_filter=True,
+                          kernel_filter_pixel_anchors=(0.5, 0.75, 1.0))
+    network.hold_kernel_filter(lambda f: transfer_gain(source, target, f))
+    hu = np.random.default_rng(0).normal(0, 20, (2, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        held = network.convert(torch.from_numpy(hu)[:, None], torch.tensor([0.7, 0.7]))[:, 0].numpy()
+    physics = apply_transfer(hu, lambda f: transfer_gain(source, target, f), 0.7)
+    assert np.abs(physics - hu).std() > 20  # a strong sharpening: the comparison below means something
+    assert np.abs(held - physics).std() < 0.03 * np.abs(physics - hu).std()
+    assert not network.kernel_filter_trainable
+
+
+@pytest.mark.parametrize("source, target, learns", [("B30", "B70", True), ("B70", "B30", False)])
+def test_a_gap_trained_on_profiles_keeps_the_calibrated_filter(tiny_data, tiny_model, tmp_path, source, target, learns):
+    """Training moves the convolutions only, and only towards a sharper target (towards a smoother one the calibrated
+    filter is the whole map); the gap records the two profiles its filter came from."""
+    from tests.test_model_library import _shared_library
+
+    library = _shared_library(tmp_path / "lib", tiny_model)
+    gap = library / "new"
+    assert main(["train", "--data", str(tiny_data), "-o", str(gap), "--phase", "predictor", "--from", f"SIM_{source}",
+                 "--to", f"SIM_{target}", "--set", "diffusion.predictor_training.steps=3",
+                 "--set", "diffusion.predictor_kernel_filter_from=profiles", "--device", "cpu"]) == 0
+    meta = json.loads((gap / "config.json").read_text())
+    assert [meta["kernel_profiles"][k]["name"] for k in ("source", "target")] == [f"{source}f", f"{target}f"]
+    predictor = load_method(gap, "cpu").model.predictor
+    knots = np.linspace(0, predictor.kernel_filter.max_cycles_per_mm, predictor.kernel_filter.gain.shape[-1])
+    expected = transfer_gain(find_profile(f"{source}f"), find_profile(f"{target}f"), knots)
+    assert np.allclose(predictor.kernel_filter.gain.detach().numpy(), expected[None], rtol=1e-6)
+    assert (np.abs(predictor.net[-1].weight.detach().numpy()).max() > 0) == learns

@@ -139,42 +139,44 @@ def test_standardize_to_picks_each_series_model(tiny_data, tiny_model, tmp_path,
     assert "no model targets kernel B40" in capsys.readouterr().err
 
 
+SIEMENS_GAPS = ("b10f-b30f", "b10f-b50f", "b10f-b70f", "b30f-b50f", "b30f-b70f", "b50f-b30f", "b50f-b70f", "b70f-b30f",
+                "b70f-b50f")
+
+
 def test_shipped_models(tiny_data, tmp_path, capsys):
     models = library_models(shipped_library())
+    assert sorted(m.folder.name for m in models) == sorted([*(f"siemens-{gap}" for gap in SIEMENS_GAPS),
+                                                            "canon-fc13-fc51", "canon-fc51-fc13"])
     assert main(["info"]) == 0
     listed = capsys.readouterr().out
-    assert all(m.folder.name in listed for m in models) and "sim-b30-b70 (SIM_B30 -> SIM_B70, pixels 0.55-0.98 mm)  [default]" in listed
-    assert listed.count("[default]") == 1  # one predictor serves every pixel size of the default gap (fourteenth run)
-    assert {(kernel_family(m.sources[0]), kernel_family(m.target)) for m in models} >= {
-        ("B30", "B70"), ("B30", "B50"), ("B70", "B30"), ("B10", "B70"), ("B50", "B30"), ("B70", "B50"), ("B50", "B70"),
-        ("B10", "B30"), ("B10", "B50")}
-    # the target B30 from two kernels: each series gets the model from its own kernel
-    assert choose_model(models, "B50f", "B30", "series").folder.name == "sim-b50-b30"
-    assert choose_model(models, "B70f", "B30", "series").folder.name == "sim-b70-b30"
-    assert choose_model(models, "B50f", "B70", "series").folder.name == "sim-b50-b70"
-    assert choose_model(models, "B70f", "B50", "series").folder.name == "sim-b70-b50"
-    assert choose_model(models, "B10f", "B30", "series").folder.name == "sim-b10-b30"
-    assert choose_model(models, "B10f", "B50", "series").folder.name == "sim-b10-b50"
+    assert all(m.folder.name in listed for m in models)
+    assert "siemens-b30f-b70f (SIM_B30F -> SIM_B70F, pixels 0.5" in listed and listed.count("[default]") == 1
+    # the target B30 from two kernels: each series gets the model from its own kernel, Siemens or Canon
+    for source, target in (("B50f", "B30"), ("B70f", "B30"), ("B50f", "B70"), ("B70f", "B50"), ("B10f", "B30"), ("B10f", "B50")):
+        chosen = choose_model(models, source, target, "series").folder.name
+        assert chosen == f"siemens-{source.lower()}-{target.lower()}f"
+    assert choose_model(models, "FC51", "FC13", "series").folder.name == "canon-fc51-fc13"
     assert sum(p.stat().st_size for p in shipped_library().rglob("*") if p.is_file()) <= 20 * 2**20
     # one encoder-decoder and one U-Net serve every gap, stored once; each gap has its own predictor
     assert sorted(p.name for p in shipped_library().glob("*.safetensors")) == ["autoencoder.safetensors", "unet.safetensors"]
     assert all((m.folder / "predictor.safetensors").is_file() and not (m.folder / "unet.safetensors").exists() for m in models)
-    # every gap names where the one shared U-Net was trained: on the default gap, whose own U-Net it is
-    provenance = {json.loads((m.folder / "config.json").read_text())["unet_trained_on"] for m in models}
-    assert provenance == {"SIM_B30 -> SIM_B70"}
-    # these gaps' kernel filters have a gain per pixel size (fourteenth run; b70 -> b50 fifteenth)
-    for name in ("sim-b30-b70", "sim-b30-b50", "sim-b10-b70", "sim-b50-b70", "sim-b70-b50"):
-        config = json.loads((shipped_library() / name / "config.json").read_text())["config"]
-        assert config["diffusion"]["predictor_kernel_filter_pixel_anchors"] == [0.5, 0.75, 1.0]
+    for entry in models:  # every gap stands on its kernels' measured profiles, says so, and has a card
+        meta = json.loads((entry.folder / "config.json").read_text())
+        assert meta["config"]["diffusion"]["predictor_kernel_filter_from"] == "profiles"
+        assert kernel_family(meta["kernel_profiles"]["target"]["name"]) == kernel_family(entry.target)
+        assert dict(entry.card).keys() >= {"kernels", "training_data", "licence", "real_pairs", "intended_use"}
+    assert main(["info", "--card", "canon-fc13-fc51"]) == 0
+    assert "intended use: research" in capsys.readouterr().out
+    assert main(["info", "--card", "sim-b30-b70"]) == 2 and "no such shipped model" in capsys.readouterr().err
     # the default gap, with and without --to: one model for every pixel size
-    for pixel_mm, chosen in ((0.7, "sim-b30-b70"), (0.977, "sim-b30-b70"), (None, "sim-b30-b70")):
+    for pixel_mm in (0.7, 0.977, None):
         job = SeriesInput(tmp_path, tmp_path / "out", None, "SIM_B30", pixel_mm)
-        assert [f.name for f in _model_per_series([job], None, None, None)] == [chosen]
-        assert [f.name for f in _model_per_series([job], None, None, "B70")] == [chosen]
+        assert [f.name for f in _model_per_series([job], None, None, None)] == ["siemens-b30f-b70f"]
+        assert [f.name for f in _model_per_series([job], None, None, "B70")] == ["siemens-b30f-b70f"]
     for series, target in (("sim_b30", "B50"), ("sim_b70", "B30")):
         out = run_standardize(tiny_data.parent / "case_000" / "2mm" / series, tmp_path / target, target_kernel=target,
                               device="cpu", steps=1)
-        assert read_dicom_series(out[0].output).kernel == f"SIM_{target}"
+        assert read_dicom_series(out[0].output).kernel == f"SIM_{target}F"
 
 
 def test_models_of_a_library_share_weights_stored_once(tiny_data, tiny_model, tmp_path):
@@ -324,3 +326,20 @@ def test_a_new_gap_beside_models_saved_before_pixel_anchors_gets_them():
     assert gap_config(donor, kernels).diffusion.predictor_kernel_filter_pixel_anchors == [0.5, 0.75, 1.0]
     none = gap_config(donor, [*kernels, "diffusion.predictor_kernel_filter_pixel_anchors=[]"])
     assert none.diffusion.predictor_kernel_filter_pixel_anchors == []
+
+
+def test_without_to_a_series_goes_to_the_gap_from_its_own_kernel(tmp_path):
+    """No --to: the default target (B70), from the series' own kernel; a series already at B70 is refused, not
+    sharpened again; a series of unknown kernel gets the default gap."""
+    def chosen(kernel, target=None):
+        job = SeriesInput(tmp_path, tmp_path / "out", None, kernel, 0.7)
+        return [f.name for f in _model_per_series([job], None, None, target)]
+
+    assert chosen("B50f") == ["siemens-b50f-b70f"]
+    assert chosen("SIM_B10") == ["siemens-b10f-b70f"]
+    assert chosen(None) == ["siemens-b30f-b70f"]
+    for kernel, target in (("B70f", None), ("FC51", "FC51")):
+        with pytest.raises(DiffusionCTError, match="already the target kernel"):
+            chosen(kernel, target)
+    with pytest.raises(DiffusionCTError, match="no single model fits"):
+        chosen("FC13")  # no shipped gap from FC13 to B70: named, not guessed

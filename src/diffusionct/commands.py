@@ -136,8 +136,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = training_device(args.device, distributed=init_distributed())
     if args.phase == "predictor":
         return _train_library_gap(args, overrides, device)
-    if args.profiles and args.method != "kernel-filter":
-        raise DiffusionCTError("--profiles goes with --method kernel-filter (simulate takes profiles too)")
+    if args.profiles and args.method not in ("kernel-filter", "diffusionct"):
+        raise DiffusionCTError("--profiles goes with --method kernel-filter or diffusionct (simulate takes profiles too)")
     if args.data is None and args.method != "kernel-filter":
         raise DiffusionCTError(f"--method {args.method} trains on data: give --data MANIFEST")
     config = RunConfig.load(args.config, overrides)
@@ -153,7 +153,8 @@ def _train_library_gap(args: argparse.Namespace, overrides: list[str], device) -
     if args.method != "diffusionct" or args.config is not None:
         raise DiffusionCTError("--phase predictor trains a DiffusionCT gap with the library's own settings: "
                                "drop --method and --config (--set may change the seed and diffusion.predictor_training)")
-    folder = train_library_gap(args.data, args.output, overrides, device, resume=args.resume, overwrite=args.overwrite)
+    folder = train_library_gap(args.data, args.output, overrides, device, resume=args.resume, overwrite=args.overwrite,
+                               profiles=tuple(args.profiles))
     print(f"gap written to {folder}; standardize with --model {folder.parent} --to KERNEL")
     return 0
 
@@ -193,7 +194,7 @@ def _cmd_standardize(args: argparse.Namespace) -> int:
                               device=args.device, batch_size=args.batch_size, output_format=args.format,
                               strict=args.strict, overwrite=args.overwrite, series_uid=args.series,
                               scheduler=args.scheduler, target_kernel=args.target_kernel,
-                              source_kernel=args.source_kernel, temperature=args.temperature)
+                              source_kernel=args.source_kernel, temperature=args.temperature, pixel_mm=args.pixel_mm)
     for result in results:
         status = "skipped (already done)" if result.skipped else f"{result.seconds:.1f} s, {result.seconds_per_slice:.2f} s/slice"
         print(f"{result.input} -> {result.output}: {result.slices} slices, {status}")
@@ -303,7 +304,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "CSV of images with columns path,kernel,manufacturer[,case] (NIfTI/MHA/DICOM folders); kernel-filter: its "
                    "same-scan pairs calibrate the filter (without --data: the kernels' profiles)")
     p.add_argument("--profiles", type=Path, action="append", default=[], metavar="FILE",
-                   help="kernel-filter: kernel profile file(s) from `diffusionct calibrate` (default: the shipped profiles)")
+                   help="kernel profile file(s) from `diffusionct calibrate` for kernel-filter, and for a DiffusionCT "
+                        "predictor with diffusion.predictor_kernel_filter_from=profiles (default: the shipped profiles)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (the trained model)")
     p.add_argument("--method", default="diffusionct", choices=METHODS,
                    help="what to train: diffusionct (default) or a baseline: identity (no change), histogram "
@@ -341,7 +343,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("standardize", help="standardize CT series to the model's target kernel",
                        description="Standardize a DICOM series folder, a folder tree of series (the model is loaded "
                                    "once; finished outputs are skipped, so a stopped batch resumes) or a NIfTI file.")
-    p.add_argument("-i", "--input", type=Path, required=True, help="DICOM series folder, folder tree, or NIfTI file")
+    p.add_argument("-i", "--input", type=Path, required=True, help="DICOM series folder, folder tree, or image file (NIfTI, NRRD, MHA; 2D or 3D)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output series folder (or tree, or .nii.gz)")
     p.add_argument("--model", type=Path, help="model folder, or a folder of model folders (one per kernel gap; each "
                                               "series gets the one for its kernel); default: the shipped model(s)")
@@ -349,6 +351,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="target kernel (e.g. B50): use the model that standardizes to it (shipped: B70 from B30 or B10, B50, B30)")
     p.add_argument("--from", dest="source_kernel", metavar="KERNEL",
                    help="the input's kernel, when its header has none (NIfTI) or is wrong (default: ConvolutionKernel)")
+    p.add_argument("--pixel-mm", type=float, metavar="MM",
+                   help="pixel size of an image file whose header has none (a 2D .mha, a bare .nrrd); refused otherwise")
     p.add_argument("--steps", type=int, help="reverse diffusion steps (default: the model's)")
     p.add_argument("--temperature", type=float, help=TEMPERATURE_HELP)
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives identical output")

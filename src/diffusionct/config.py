@@ -22,6 +22,7 @@ from diffusionct.units import HU_MAX, HU_MIN
 FEATURE_PRESETS = tuple(f"ibsi-{c}" for c in "abcde")  # IBSI 1 configurations A-E: diffusionct/data/ibsi/*.yaml
 METHODS = ("identity", "histogram", "kernel-filter", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
 DIFFUSION_MODES = ("paper", "residual", "refine", "sdedit")
+KERNEL_FILTER_SOURCES = ("pairs", "profiles")  # diffusion.predictor_kernel_filter_from
 PREDICTOR_SPACES = ("latent", "image")
 LR_SCHEDULES = ("constant", "cosine")
 LEGACY_KERNEL_FILTER_SIZE = 25  # the kernel filter's cropped size in models saved before its Fourier form
@@ -160,6 +161,11 @@ class DiffusionConfig:
             interpolated in between (``RadialKernelFilter``): aliasing makes one kernel change a different filter in
             cycles/mm at each pixel size (docs/results.md, fourteenth run). Empty: one gain for every pixel size, as
             models saved before this setting existed.
+        predictor_kernel_filter_from: where that filter comes from: ``pairs`` (least squares on the training pairs,
+            then trained with the convolutions) or ``profiles``: the calibrated filter W_target / W_source of the
+            gap's two measured kernel profiles (``diffusionct.kernels``), held fixed, with the convolutions starting
+            at zero, so the predictor starts as the physics baseline (``--method kernel-filter``) and learns only
+            what that filter misses. Simulated pairs cannot pull the linear part away from the real scanners'.
         predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
         sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
             image, higher gives more of the target model's texture (and loses anatomy).
@@ -184,6 +190,7 @@ class DiffusionConfig:
     predictor_kernel_filter: bool = True
     predictor_kernel_filter_size: int = 0
     predictor_kernel_filter_pixel_anchors: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    predictor_kernel_filter_from: str = "pairs"
     predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3,
                                                                                       lr_schedule="cosine"))
     sdedit_strength: float = 0.3
@@ -311,6 +318,11 @@ class RunConfig:
             if len(anchors) == 1 or not all(0 < a < b for a, b in zip(anchors, anchors[1:])):  # positive and ascending
                 raise DiffusionCTError(f"{key} must be empty or two or more ascending pixel sizes in mm, e.g. "
                                        f"[0.5, 0.75, 1.0]; got {anchors}")
+        if self.diffusion.predictor_kernel_filter_from not in KERNEL_FILTER_SOURCES:
+            raise DiffusionCTError(f"diffusion.predictor_kernel_filter_from must be one of {', '.join(KERNEL_FILTER_SOURCES)}, "
+                                   f"got '{self.diffusion.predictor_kernel_filter_from}'")
+        if self.diffusion.predictor_kernel_filter_from == "profiles" and not self.diffusion.predictor_kernel_filter:
+            raise DiffusionCTError("diffusion.predictor_kernel_filter_from=profiles needs diffusion.predictor_kernel_filter=true")
         check_pairing(self.data.pairing)
         for name, phase in self.phases().items():
             if phase.lr_schedule not in LR_SCHEDULES:

@@ -34,7 +34,7 @@ from diffusionct.config import METHODS, RunConfig, image_ddpm_diffusion_config, 
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
-from diffusionct.kernels.profiles import KernelProfile, apply_transfer, transfer_gain
+from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, KernelProfile, apply_transfer, transfer_gain
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.units import HU_RANGE
 from diffusionct.model_store import (CONFIG_NAME, FORMAT_VERSION, load_model, load_weights, read_model_meta, read_tensors,
@@ -186,11 +186,11 @@ class KernelFilterMethod(Method):
         return out
 
     def _meta(self) -> dict:
-        return {**super()._meta(), "kernel_profiles": {"source": self.source.to_dict(), "target": self.target.to_dict()}}
+        return {**super()._meta(), KERNEL_PROFILES_KEY: {"source": self.source.to_dict(), "target": self.target.to_dict()}}
 
     @classmethod
     def load(cls, folder, config, device, meta=None):
-        profiles = (meta or {}).get("kernel_profiles")
+        profiles = (meta or {}).get(KERNEL_PROFILES_KEY)
         if not isinstance(profiles, dict) or not {"source", "target"} <= set(profiles):
             raise DiffusionCTError(f"{folder}: a kernel-filter model needs 'kernel_profiles' with 'source' and 'target' "
                                    f"in {CONFIG_NAME}; remake it with `diffusionct train --method kernel-filter`")
@@ -452,7 +452,8 @@ def train_method(name: str, manifest: Path | None, run_dir: Path, config: RunCon
             method.save(Path(run_dir), {"manifest": str(manifest)} if manifest else None)
             return method
     if name == "diffusionct":
-        model = train(manifest, run_dir, config, phase=phase, device=device, resume=resume, overwrite=overwrite)
+        model = train(manifest, run_dir, config, phase=phase, device=device, resume=resume, overwrite=overwrite,
+                      profiles=profiles)
         return DiffusionCTMethod(config, device, model) if phase != "autoencoder" else AutoencoderMethod(config, device, model)
     with overwrite_guard(run_dir, "all", resume, overwrite):
         return _train_baseline(name, manifest, Path(run_dir), config, device, resume, overwrite)

@@ -30,14 +30,16 @@ SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; 
 # the diffusion settings a gap owns (its predictor: width, depth, kernel filter, training); the rest are the U-Net's
 GAP_PREDICTOR_PREFIX = "predictor_"
 
+MODEL_CARD = "model_card"  # config.json key: what the gap is for, what it was trained on and how it measured
+CARD_FIELDS = ("kernels", "method", "training_data", "licence", "simulated", "real_pairs", "intended_use", "remake")
 TRAINED_PIXEL_MM = "trained_pixel_mm"  # config.json key: [smallest, largest] pixel size of the training pairs (mm)
 PIXEL_TOLERANCE = 0.005  # a series 0.5 % outside a model's training range counts as in it (spacing rounding)
 
-DEFAULT_MODEL = "sim-b30-b70"  # the paper's direction: a smooth (Br40-like) to a sharp (Bl64-like) kernel
+DEFAULT_MODEL = "siemens-b30f-b70f"  # the paper's direction: a smooth (Br40-like) to a sharp (Bl64-like) kernel
 
 
 def shipped_library() -> Path:
-    """The models shipped in the package (trained on the simulator's B10f-B70f-like kernels)."""
+    """The models shipped in the package (Siemens B10f-B70f and Canon FC13/FC51 gaps, on their measured profiles)."""
     return Path(str(resources.files("diffusionct.data").joinpath("models")))
 
 
@@ -54,6 +56,7 @@ class ModelEntry:
     sources: tuple[str, ...]
     target: str
     pixel_mm: tuple[float, float] | None = None  # the pixel sizes its gap's network was trained on (None: not recorded)
+    card: tuple[tuple[str, str], ...] = ()  # its model card's (field, text), in CARD_FIELDS order
 
     @classmethod
     def read(cls, folder: Path) -> "ModelEntry":
@@ -64,7 +67,13 @@ class ModelEntry:
         sources = tuple(str(s) for s in KernelSet.parse_list(data["source_kernel"]))
         trained = meta.get(TRAINED_PIXEL_MM)
         pixel_mm = (float(trained[0]), float(trained[1])) if isinstance(trained, list) and len(trained) == 2 else None
-        return cls(folder, sources, data["target_kernel"], pixel_mm)
+        card = meta.get(MODEL_CARD) if isinstance(meta, dict) else None
+        fields = tuple((k, str(card[k])) for k in CARD_FIELDS if k in card) if isinstance(card, dict) else ()
+        return cls(folder, sources, data["target_kernel"], pixel_mm, fields)
+
+    def card_text(self) -> str:
+        """The model card as lines of ``field: text`` (empty when the model has none)."""
+        return "\n".join(f"{name.replace('_', ' ')}: {text}" for name, text in self.card)
 
     def trained_at(self, pixel_mm: float) -> bool:
         """Whether ``pixel_mm`` lies in the range the model was trained on (True when no range is recorded)."""
@@ -108,6 +117,9 @@ def choose_model(models: list[ModelEntry], source_kernel: str | None, target_ker
 
     A model whose source is not the series' kernel is chosen only when it is the one model for the target
     (standardize then warns, or refuses with --strict, as for a single model). ``what`` names the series."""
+    if source_kernel is not None and target_kernel is not None and kernel_family(source_kernel) == kernel_family(target_kernel):
+        raise DiffusionCTError(f"{what}: its kernel {source_kernel} is already the target kernel {target_kernel}; nothing "
+                               "to standardize (give --to another kernel, or leave this series out)")
     candidates = [m for m in models if target_kernel is None or m.targets(target_kernel)]
     if not candidates:
         targets = sorted({kernel_family(m.target) for m in models})

@@ -66,8 +66,11 @@ def file_sha256(path: Path) -> str:
 def write_model_config(folder: Path, meta: dict) -> None:
     """config.json of a model folder, written last: it records the SHA-256 of every weights file beside
     it, which loading verifies (a flipped bit in the weights would otherwise change every output); the record stays
-    when ``model_library.share_weights`` later moves a file to the library folder."""
-    digests = {path.name: file_sha256(path) for path in sorted(Path(folder).glob("*.safetensors"))}
+    when ``model_library.share_weights`` later moves a file to the library folder, and a config written again (a model
+    card added) keeps the record of a file its library holds."""
+    recorded = meta.get(WEIGHTS_DIGESTS) if isinstance(meta.get(WEIGHTS_DIGESTS), dict) else {}
+    shared = {name: digest for name, digest in recorded.items() if not (Path(folder) / name).is_file()}
+    digests = {**shared, **{path.name: file_sha256(path) for path in sorted(Path(folder).glob("*.safetensors"))}}
     with atomic_output_file(Path(folder) / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps({**meta, WEIGHTS_DIGESTS: digests}, indent=2, sort_keys=True))
 

@@ -155,14 +155,19 @@ class SeriesInput(NamedTuple):
     pixel_mm: float | None  # in-plane pixel size (None: not in the header)
 
 
-def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | None) -> list[SeriesInput]:
-    """One job per series: one series maps to ``output``, a tree to sub-folders."""
+def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | None,
+          pixel_mm: float | None = None) -> list[SeriesInput]:
+    """One job per series: one series maps to ``output``, a tree to sub-folders. ``pixel_mm``: an image file's pixel
+    size where its header has none (refused for DICOM, whose header always has one)."""
     from diffusionct.io.dicom import dicom_pixel_mm, kernel_name, read_header
     from diffusionct.io.image import image_pixel_mm, is_itk_image
     from diffusionct.io.scan import scan_folder
 
     if not input_path.exists():
         raise DiffusionCTError(f"{input_path}: input does not exist")
+    if pixel_mm is not None and not is_itk_image(input_path):
+        raise DiffusionCTError(f"{input_path}: --pixel-mm is for an image file whose header has no pixel size; "
+                               "DICOM states its own (PixelSpacing): drop --pixel-mm")
     if input_path.is_file():
         if not is_itk_image(input_path):
             header = read_header(input_path)
@@ -171,7 +176,7 @@ def _jobs(input_path: Path, output: Path, output_format: str, series_uid: str | 
         if output_format == "dicom":
             raise DiffusionCTError(f"{input_path}: DICOM output needs a DICOM input (its metadata); use --format nifti")
         target = output if is_itk_image(output) else output / input_path.name
-        return [SeriesInput(input_path, target, None, None, image_pixel_mm(input_path))]
+        return [SeriesInput(input_path, target, None, None, image_pixel_mm(input_path) or pixel_mm)]
     series = [s for s in scan_folder(input_path) if s.modality == "CT"]
     if series_uid is not None:
         series = [s for s in series if s.series_uid == series_uid]
@@ -193,21 +198,22 @@ def _model_per_series(jobs: list[SeriesInput], model_dir: Path | None, source_ke
                       target_kernel: str | None) -> list[Path]:
     """The model folder of each job: the one named, or, from a library (``--model`` of several models, or the
     shipped ones when ``--to`` is given), the one for the series' kernel, the target and the pixel size. Without
-    either, the shipped default gap's, whose models differ in the pixel sizes they were trained on."""
-    by_kernel = bool(model_dir or target_kernel)  # else the default gap, whatever the series' kernel
-    if by_kernel:
+    either, the shipped gap from the series' kernel to the default gap's target (the default gap itself for a series
+    of unknown kernel); a series already at that target is refused, not sharpened again."""
+    default = None  # the shipped default gap, when neither a model nor a target is named
+    if model_dir or target_kernel:
         folder = Path(model_dir) if model_dir else shipped_library()
         if not (target_kernel or is_library(folder)):
             return [folder] * len(jobs)
         models = library_models(folder)
     else:
         default = ModelEntry.read(default_model_dir())
-        models = [m for m in library_models(shipped_library()) if m.gap == default.gap]
+        models, target_kernel = library_models(shipped_library()), default.target
     chosen = []
     for job in jobs:
         kernel = source_kernel or job.kernel
-        entry = (choose_model(models, kernel, target_kernel, str(job.source), job.pixel_mm) if by_kernel
-                 else for_pixel_size(models, job.pixel_mm))
+        entry = (for_pixel_size([m for m in models if m.gap == default.gap], job.pixel_mm) if default and not kernel
+                 else choose_model(models, kernel, target_kernel, str(job.source), job.pixel_mm))
         log.info("%s (kernel %s, %s): model %s", job.source, kernel or "unknown",
                  f"{job.pixel_mm:.3f} mm pixels" if job.pixel_mm else "pixel size unknown", entry)
         if job.pixel_mm and not entry.trained_at(job.pixel_mm):
@@ -278,6 +284,7 @@ class SeriesJob:
     torch_threads: int  # float sums depend on the thread count: a worker uses the planner's, for the same bytes
     source_kernel: str | None = None  # the input's kernel as the user gave it (--from), else the series' own
     temperature: float | None = None  # the sampler's start-noise scale (None for a method without a sampler)
+    pixel_mm: float | None = None  # an image file's pixel size as the user gave it (--pixel-mm; its header has none)
 
 
 _LOADED: dict[tuple, Standardizer] = {}  # per process: a worker loads each model once for all its series
@@ -298,14 +305,15 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
                     seed: int = 0, device: str = "auto", batch_size: int = 4, output_format: str | None = None,
                     strict: bool = False, overwrite: bool = False, series_uid: str | None = None,
                     scheduler: str | None = None, target_kernel: str | None = None,
-                    source_kernel: str | None = None, temperature: float | None = None) -> list[SeriesResult]:
+                    source_kernel: str | None = None, temperature: float | None = None,
+                    pixel_mm: float | None = None) -> list[SeriesResult]:
     """Standardize every series under ``input_path``: in this process (each model loaded once), or with
     ``scheduler`` on a Dask cluster, one task per series (each worker loads a model once).
 
     ``model_dir``: a model folder, or a folder of model folders from which each series gets the one for its
     kernel (``source_kernel`` overrides the series' own) and ``target_kernel``; default: the shipped model,
     or with ``target_kernel`` the shipped model for that target. ``steps`` and ``temperature``: the sampler's
-    (default: each model's)."""
+    (default: each model's). ``pixel_mm``: the pixel size of an image file whose header has none."""
     from diffusionct.io.image import is_itk_image
 
     input_path, output = Path(input_path), Path(output)
@@ -315,7 +323,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
         raise DiffusionCTError(f"--batch-size must be at least 1, got {batch_size}")
     if output_format is None:
         output_format = "nifti" if is_itk_image(input_path) or is_itk_image(output) else "dicom"
-    jobs = _jobs(input_path, output, output_format, series_uid)
+    jobs = _jobs(input_path, output, output_format, series_uid, pixel_mm)
     for source in {input_path, *(job[0] for job in jobs)}:  # a DICOM file's series is its folder
         _check_not_overlapping(source, output)
     model_folders = _model_per_series(jobs, model_dir, source_kernel, target_kernel)
@@ -332,7 +340,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
             record["temperature"] = model_temperature
         series_jobs.append(SeriesJob(
             source, target, uid, folder, name, device, model_steps, seed, batch_size, output_format, strict, overwrite,
-            record, torch.get_num_threads(), source_kernel, model_temperature))
+            record, torch.get_num_threads(), source_kernel, model_temperature, pixel_mm))
     finished = _finished_outputs({job.target: job.record for job in series_jobs}, overwrite)
     results = [SeriesResult(job.source, job.target, 0, skipped=True) for job in series_jobs if job.target in finished]
     todo = [job for job in series_jobs if job.target not in finished]
@@ -379,7 +387,7 @@ def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
         torch.set_num_threads(job.torch_threads)
     standardizer = loaded_standardizer(job.model_dir, job.device, job.model_name)
     source, target, steps, seed = job.source, job.target, job.steps, job.seed
-    volume = read_volume(source, job.series_uid)
+    volume = read_volume(source, job.series_uid, job.pixel_mm)
     start = time.perf_counter()
     try:
         warning = standardizer.check_kernel(volume, job.strict, job.source_kernel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -30,11 +31,28 @@ def image_pixel_mm(path: str | Path) -> float | None:
     except RuntimeError:
         return None  # reading the image itself says what is wrong with it
     spacing = reader.GetSpacing()
-    return in_plane_pixel_mm(spacing) if len(spacing) >= 2 else None
+    return in_plane_pixel_mm(spacing) if len(spacing) >= 2 and header_has_spacing(path) else None
 
 
-def read_image(path: str | Path) -> Volume:
-    """Read a NIfTI, NRRD or MHA file with SimpleITK; voxel values are taken as HU, geometry kept."""
+def header_has_spacing(path: str | Path) -> bool:
+    """Whether an image file states its voxel size. ITK reads a MetaImage or NRRD header without one as 1 mm, which
+    for a CT slice is a wrong pixel size that nothing would report; NIfTI always stores one."""
+    name = str(path).lower()
+    keys = {".mha": (b"elementspacing", b"elementsize"), ".mhd": (b"elementspacing", b"elementsize"),
+            ".nrrd": (b"spacings:", b"space directions:"), ".nhdr": (b"spacings:", b"space directions:")}
+    wanted = next((v for suffix, v in keys.items() if name.endswith(suffix)), None)
+    if wanted is None:
+        return True
+    with open(path, "rb") as stream:
+        header = stream.read(1 << 16)
+    end = header.find(b"ElementDataFile") if name.endswith((".mha", ".mhd")) else header.find(b"\n\n")
+    lines = [line.strip().lower() for line in header[:end if end >= 0 else None].splitlines()]
+    return any(line.startswith(key) for line in lines for key in wanted)
+
+
+def read_image(path: str | Path, pixel_mm: float | None = None) -> Volume:
+    """Read a NIfTI, NRRD or MHA file with SimpleITK; voxel values are taken as HU, geometry kept. A 2D image is a
+    one-slice volume (written back as 2D). ``pixel_mm``: the in-plane pixel size of an image whose header has none."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "does not exist or is not a file")
@@ -44,9 +62,14 @@ def read_image(path: str | Path) -> Volume:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(path, f"cannot read image, corrupt or truncated ({str(exc).strip().splitlines()[-1]})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(path, f"expected a 3D single-channel image, got {image.GetDimension()}D "
+    dimension = image.GetDimension()
+    if dimension not in (2, 3) or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(path, f"expected a 2D or 3D single-channel image, got {dimension}D "
                                f"with {image.GetNumberOfComponentsPerPixel()} components")
+    image = _with_pixel_size(path, image, pixel_mm)
+    if dimension == 2:
+        image = sitk.JoinSeries(image)  # one slice; its spacing along z is the pixel size (there is no other)
+        image.SetSpacing((*image.GetSpacing()[:2], image.GetSpacing()[0]))
     if not all(np.isfinite(image.GetSpacing())) or min(image.GetSpacing()) <= 0 or not all(np.isfinite(image.GetOrigin())):
         raise InputError(path, f"invalid geometry: spacing {image.GetSpacing()}, origin {image.GetOrigin()}")
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -56,8 +79,26 @@ def read_image(path: str | Path) -> Volume:
         spacing=image.GetSpacing(),
         origin=image.GetOrigin(),
         direction=np.array(image.GetDirection()).reshape(3, 3),
-        metadata={"source": str(path)},
+        metadata={"source": str(path), **({IMAGE_DIMENSION: 2} if dimension == 2 else {})},
     )
+
+
+IMAGE_DIMENSION = "image_dimension"  # Volume.metadata: 2 for a volume read from a 2D image (written back as one)
+
+
+def _with_pixel_size(path: Path, image: sitk.Image, pixel_mm: float | None) -> sitk.Image:
+    """The image with the user's pixel size where its header has none; a header's own size is never overridden."""
+    if header_has_spacing(path):
+        stated = in_plane_pixel_mm(image.GetSpacing())
+        if pixel_mm is not None and abs(stated - pixel_mm) > 0.01 * stated:
+            raise InputError(path, f"its header gives {stated:.4g} mm pixels, not --pixel-mm {pixel_mm:g}; drop --pixel-mm")
+        return image
+    if pixel_mm is None:
+        raise InputError(path, "its header gives no pixel size (ITK would read 1 mm); give it with --pixel-mm MM")
+    if not (math.isfinite(pixel_mm) and 0 < pixel_mm < 10):
+        raise InputError(path, f"--pixel-mm must be a pixel size in mm between 0 and 10, got {pixel_mm}")
+    image.SetSpacing((pixel_mm, pixel_mm, *image.GetSpacing()[2:]))
+    return image
 
 
 # NIfTI datatype code -> numpy type (the codes of the NIfTI-1 standard)
@@ -127,21 +168,29 @@ def _nifti_layout(path: Path, header: bytes) -> tuple[np.dtype, int, int]:
     return np.dtype(order + _NIFTI_TYPES[code]), offset, int(np.prod(dims[1:ndim + 1]))
 
 
-def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
-    """A CT volume from a DICOM series folder (or one of its files) or a NIfTI/NRRD/MHA file."""
+def read_volume(path: str | Path, series_uid: str | None = None, pixel_mm: float | None = None) -> Volume:
+    """A CT volume from a DICOM series folder (or one of its files) or a NIfTI/NRRD/MHA file (``pixel_mm``: the
+    pixel size of an image file whose header has none)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "does not exist")
     if path.is_dir():
         return read_dicom_series(path, series_uid)
     if is_itk_image(path):
-        return read_image(path)
+        return read_image(path, pixel_mm)
     read_header(path)  # raises a clear error when the file is not DICOM either
     return read_dicom_series(path.parent, series_uid)
 
 
 def volume_to_sitk(volume: Volume, array: np.ndarray | None = None) -> sitk.Image:
-    image = sitk.GetImageFromArray(volume.hu if array is None else array)
+    values = volume.hu if array is None else array
+    if volume.metadata.get(IMAGE_DIMENSION) == 2 and values.shape[0] == 1:  # read from a 2D image: written as one
+        image = sitk.GetImageFromArray(values[0])
+        image.SetSpacing(volume.spacing[:2])
+        image.SetOrigin(volume.origin[:2])
+        image.SetDirection(tuple(volume.direction[:2, :2].flatten()))
+        return image
+    image = sitk.GetImageFromArray(values)
     image.SetSpacing(volume.spacing)
     image.SetOrigin(volume.origin)
     image.SetDirection(tuple(volume.direction.flatten()))

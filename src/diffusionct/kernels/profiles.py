@@ -167,6 +167,9 @@ def shipped_profiles() -> list[KernelProfile]:
     return list(_shipped())
 
 
+KERNEL_PROFILES_KEY = "kernel_profiles"  # config.json: {"source": profile, "target": profile} of a model made from them
+
+
 def find_profile(name: str, files: list[str | Path] | tuple = ()) -> KernelProfile:
     """The profile a kernel name means: from ``files`` first (a user's own calibration), then the shipped ones."""
     candidates = [p for path in files for p in read_profiles(path)] + shipped_profiles()

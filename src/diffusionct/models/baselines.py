@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -155,6 +156,14 @@ class RadialKernelFilter(nn.Module):
         gain = torch.linalg.solve(normal + torch.diag(strength), right + strength)
         self.gain.copy_(gain.reshape(self.gain.shape).to(self.gain))
 
+    @torch.no_grad()
+    def set_gain_(self, gain_of_frequency) -> None:
+        """Set every anchor's knots to ``gain_of_frequency(cycles/mm)`` (numpy in, numpy out): a filter known in
+        advance, e.g. the calibrated W_target / W_source of two measured kernels, the same at every pixel size."""
+        knots = self.gain.shape[-1]
+        gain = torch.as_tensor(gain_of_frequency(np.linspace(0.0, self.max_cycles_per_mm, knots)), dtype=self.gain.dtype)
+        self.gain.copy_(gain.expand_as(self.gain))
+
     def _normal_equations(self, a: torch.Tensor, b: torch.Tensor, window: torch.Tensor, cycles_per_mm: torch.Tensor,
                           knots: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One slice pair's least-squares normal matrix ``(knots, knots)`` and right side ``(knots,)``, on the DFT of the
@@ -244,6 +253,25 @@ class ResidualCNN(nn.Module):
         """Start the kernel filter (when built with one) at the least-squares filter of these slices ``(N, H, W)``."""
         if self.kernel_filter is not None:
             self.kernel_filter.fit_(source_hu.clamp(*HU_RANGE) / HU_SCALE, target_hu.clamp(*HU_RANGE) / HU_SCALE, pixel_mm)
+
+    def hold_kernel_filter(self, gain_of_frequency, learn_residual: bool = True) -> None:
+        """Make the kernel filter ``gain_of_frequency`` (cycles/mm) and keep it out of training, with the convolutions'
+        output at zero: the network starts as exactly that linear filter and learns only what it misses; without
+        ``learn_residual`` the convolutions stay at zero too, and the network is the filter."""
+        if self.kernel_filter is None:
+            raise ValueError("this network was built without a kernel filter")
+        self.kernel_filter.set_gain_(gain_of_frequency)
+        self.kernel_filter.gain.requires_grad_(False)
+        last = self.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        if not learn_residual:
+            for parameter in self.parameters():
+                parameter.requires_grad_(False)
+
+    @property
+    def kernel_filter_trainable(self) -> bool:
+        return self.kernel_filter is not None and self.kernel_filter.gain.requires_grad
 
     def _stack(self, x: torch.Tensor, pixel_mm: torch.Tensor | None) -> torch.Tensor:
         """The convolution stack, its hidden layers modulated by the pixel size when built with FiLM."""

@@ -32,10 +32,11 @@ GAP_SECTIONS = ("data.", f"diffusion.{GAP_PREDICTOR_PREFIX}")  # the same keys a
 
 
 def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], device: torch.device,
-                      resume: bool = False, overwrite: bool = False) -> Path:
+                      resume: bool = False, overwrite: bool = False, profiles: tuple = ()) -> Path:
     """Train the predictor of the gap ``overrides`` name (``data.source_kernel=...``, ``data.target_kernel=...``)
     on ``manifest``'s pairs, beside the shared networks of the library ``gap_dir`` lies in; writes ``gap_dir``
-    (config.json and predictor.safetensors) and returns it."""
+    (config.json and predictor.safetensors) and returns it. ``profiles``: kernel profile files for a predictor whose
+    filter is the calibrated one (``diffusion.predictor_kernel_filter_from=profiles``; default: the shipped profiles)."""
     gap_dir = Path(gap_dir)
     library = gap_dir.parent
     donor = shared_networks_model(library)
@@ -48,7 +49,7 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
         copy_model_out(donor, staging)  # the donor's networks; its predictor is replaced by a fresh one
     log.info("training the predictor of %s -> %s beside %s's shared networks (in %s)", config.data.source_kernel,
              config.data.target_kernel, donor.name, staging)
-    train(manifest, staging, config, phase="predictor", device=device, resume=resume)
+    train(manifest, staging, config, phase="predictor", device=device, resume=resume, profiles=profiles)
     _keep_shared_networks(staging, library)
     _move_into_library(staging, donor, gap_dir)
     return gap_dir

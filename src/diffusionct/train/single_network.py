@@ -34,12 +34,15 @@ class SingleNetworkRegime(TrainerBase):
         from diffusionct.models.baselines import RESIDUAL_SCALE
 
         cfg = self.config
+        if not any(p.requires_grad for p in network.parameters()):  # held whole (a calibrated filter): nothing to train
+            log.info("%s: every weight is held fixed; no training", phase)
+            return network.eval()
         network.train()
         optimizer = torch.optim.Adam(network.parameters(), lr=pc.lr)
         state = self._load_state(phase, {"network": network}, optimizer)
         net = self._wrap(network)
         validation = self._validation_pairs(pc.crop, validation_seed)
-        if state.step == 0 and hasattr(network, "fit_kernel_filter"):
+        if state.step == 0 and getattr(network, "kernel_filter_trainable", False):  # not one held at the calibrated filter
             network.fit_kernel_filter(*self._filter_fitting_slices())
 
         def step_fn(step: int) -> dict:

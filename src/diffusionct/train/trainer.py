@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import replaced_on_success
+from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, find_profile, transfer_gain
 from diffusionct.model_store import load_model, read_model_meta, save_model
+from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.gan import GANRegime
 from diffusionct.train.latent_diffusion import LatentDiffusionRegime
@@ -24,6 +28,8 @@ from diffusionct.train.loop import world_rank_and_size
 from diffusionct.train.single_network import SingleNetworkRegime
 
 log = logging.getLogger(__name__)
+
+SHARPENING_GAIN = 1.05  # a calibrated gain above this somewhere: the target shows what the source has lost
 
 
 class Trainer(LatentDiffusionRegime, SingleNetworkRegime, GANRegime):
@@ -60,17 +66,40 @@ def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
 
 
 def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", device: torch.device | None = None,
-          resume: bool = False, overwrite: bool = False) -> DiffusionCTModel:
+          resume: bool = False, overwrite: bool = False, profiles: tuple = ()) -> DiffusionCTModel:
     """Train the requested phase(s) into ``run_dir`` and save the model there. ``predictor``: phase 2's predictor
-    alone, beside the run folder's trained U-Net, which it keeps (a new gap of a model library: ``library_gap``)."""
+    alone, beside the run folder's trained U-Net, which it keeps (a new gap of a model library: ``library_gap``).
+    ``profiles``: kernel profile files for a predictor whose filter comes from profiles (else the shipped ones)."""
     if phase not in ("autoencoder", "diffusion", "predictor", "all"):
         raise DiffusionCTError(f"--phase must be autoencoder, diffusion, predictor or all, got '{phase}'")
     with overwrite_guard(run_dir, phase, resume, overwrite):
-        return _train(manifest, run_dir, config, phase, device or torch.device("cpu"), resume, overwrite)
+        return _train(manifest, run_dir, config, phase, device or torch.device("cpu"), resume, overwrite, profiles)
+
+
+def hold_calibrated_filter(model: DiffusionCTModel, profiles: tuple = ()) -> None:
+    """A predictor whose kernel filter comes from profiles (``diffusion.predictor_kernel_filter_from``) gets the gap's
+    calibrated filter W_target / W_source, held fixed; the model records the two profiles (its provenance).
+
+    Its convolutions learn what the filter misses only where the source has lost something the target shows (the gain
+    exceeds 1 somewhere: a smoother source). Towards a smoother target the filter is the whole map (filtered
+    back-projection is linear and the source holds every frequency the target keeps), so a learned correction could
+    only add the simulator's differences from real scanners: measured on the real Canon pairs, FC51 -> FC13 with one
+    kept 0.74 of the features where the filter alone keeps 0.85 (docs/results.md, "Real kernels")."""
+    model.info.pop(KERNEL_PROFILES_KEY, None)  # a donor's (another gap's) would be wrong
+    if model.config.diffusion.predictor_kernel_filter_from != "profiles" or not isinstance(model.predictor, ResidualCNN):
+        return
+    data = model.config.data
+    source, target = find_profile(data.source_kernel, profiles), find_profile(data.target_kernel, profiles)
+    gain = functools.partial(transfer_gain, source, target)
+    sharpening = bool(np.max(gain(np.linspace(0.0, min(source.measured_up_to, target.measured_up_to), 256))) > SHARPENING_GAIN)
+    model.predictor.hold_kernel_filter(gain, learn_residual=sharpening)
+    model.info[KERNEL_PROFILES_KEY] = {"source": source.to_dict(), "target": target.to_dict()}
+    log.info("the predictor's kernel filter is the calibrated %s -> %s filter, held fixed%s", source.label, target.label,
+             "" if sharpening else "; a smoother target: nothing is learned beside it")
 
 
 def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device: torch.device, resume: bool,
-           overwrite: bool) -> DiffusionCTModel:
+           overwrite: bool, profiles: tuple = ()) -> DiffusionCTModel:
     from diffusionct.train.data import load_training_data, trained_pixel_range
 
     config = copy.deepcopy(config)  # phase 2 records values measured on the data (x0_scale) in the model's config
@@ -90,6 +119,8 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
                               config.data.validation_fraction, need_pairs=phase != "autoencoder", pairing=config.data.pairing)
     trainer = Trainer(config, run_dir, data, device, model)
+    if phase != "autoencoder":
+        hold_calibrated_filter(trainer.model, profiles)
     rank, _ = world_rank_and_size()
     record: dict = {**trainer.model.info.get("training", {}), **data.notes}
     phases = ["autoencoder", "diffusion"] if phase == "all" else [phase]
