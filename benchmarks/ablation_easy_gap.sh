@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The phase-2 ablation of docs/results.md on the easy gap (b30 -> b50), same data and step budget as
+# The phase-2 ablation of docs/history/results-analytic-library.md on the easy gap (b30 -> b50), same data and step budget as
 # benchmarks/train_gaps.sh: its DiffusionCT run against the modes in MODES (default "refine paper paper-cos":
 # runs named mode-MODE; add residual, paper-skip: paper-cos with the U-Net's condition skip, paper-skip3 and
 # paper-skip5: with its 3x3 or 5x5 filter of Z_A), then the first mode's reproducible share at 10 and 25 sampling

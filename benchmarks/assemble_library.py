@@ -2,7 +2,7 @@
 
 Every gap keeps its own predictor (the kernel pair's conditional mean), its config and its diffusion scale
 (``x0_scale``: the spread of what its predictor leaves); the U-Net is the one trained on the ``--unet-from`` gap
-(docs/results.md, tenth run: a U-Net trained on one gap serves the others with no measurable loss; that run's
+(docs/history/results-analytic-library.md, tenth run: a U-Net trained on one gap serves the others with no measurable loss; that run's
 comparison assembled the ninth run's per-gap models, ``git worktree add /tmp/v9 24c3e2d``, with each other U-Net). The
 encoder-decoder must be the same file in every model (phase 1 is trained once). Writes ``OUT/<name>/config.json``
 and the predictors; ``autoencoder.safetensors`` and ``unet.safetensors`` once, in ``OUT``.

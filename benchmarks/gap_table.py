@@ -1,4 +1,4 @@
-"""Markdown tables of the kernel-gap evaluations (docs/results.md) from `diffusionct evaluate` results.
+"""Markdown tables of the kernel-gap evaluations (docs/history/results-analytic-library.md) from `diffusionct evaluate` results.
 
     .venv/bin/python benchmarks/gap_table.py /work/reports/b30-b50 /work/reports/b10-b70 ...
     .venv/bin/python benchmarks/gap_table.py --merge --digits 5 REPORT REPORT ...  [--cases case_000,case_001]
@@ -11,7 +11,7 @@ its report's folder. ``--cases``: the share and the CCCs again over the tumours 
 these cases only, from each method's per-tumour tables (the image metrics are left out: they are kept per report).
 ``--bootstrap METHOD``: below each table, every method's share with a 95 % interval and METHOD's paired difference
 to each other method, resampling the tumours (10,000 resamples, seed 0): how far a test set of this many tumours
-decides between them (docs/results.md, ninth run). Several methods separated by commas: per gap the first that its
+decides between them (docs/history/results-analytic-library.md, ninth run). Several methods separated by commas: per gap the first that its
 table holds (a report of several gaps evaluated together, one model each).
 """
 

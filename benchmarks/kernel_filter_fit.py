@@ -1,12 +1,12 @@
 """The predictor's linear kernel filter alone (``RadialKernelFilter.fit_``, as at the start of training): fitted on
 whole training pairs, applied to the test pairs; prints its gain beside the simulator's nominal kernel ratio and
 the body RMSE against the target in each form of the filter (``--filter-sizes``: the Fourier form and the 25 x 25
-kernel of models saved before it; docs/results.md, sixth run: the ridge of the fit; eighth run: the form).
+kernel of models saved before it; docs/history/results-analytic-library.md, sixth run: the ridge of the fit; eighth run: the form).
 
 ``--fit-on-test`` fits the filter on the test pairs themselves (every slice): the best any linear kernel filter can
 do there, a ceiling, not a method. ``--save-model OUT --predictor-of RUN`` writes the filter alone (RUN's image
 predictor with this filter and a zero convolution stack) as a ``residual-cnn`` model folder, so that
-``diffusionct evaluate`` scores it beside the models (docs/results.md, eighth run: the easy gap's ceiling).
+``diffusionct evaluate`` scores it beside the models (docs/history/results-analytic-library.md, eighth run: the easy gap's ceiling).
 
     .venv/bin/python benchmarks/kernel_filter_fit.py TRAIN_MANIFEST TEST_MANIFEST b30 b70 [--slices-per-series 2]
         [--filter-sizes 0,25] [--fit-on-test] [--pixel-anchors 0.5,0.75,1.0] [--save-model OUT --predictor-of RUN]

@@ -1,4 +1,4 @@
-"""How much of a kernel change a linear filter explains, and how much the pixel size matters (docs/results.md,
+"""How much of a kernel change a linear filter explains, and how much the pixel size matters (docs/history/results-analytic-library.md,
 "Pixel size"). A k x k filter of the residual B - A is fitted by least squares on training pairs (all of them, or
 those of some pixel sizes) and applied to the test pairs; the body RMSE against B is printed.
 

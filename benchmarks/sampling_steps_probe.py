@@ -1,5 +1,5 @@
 """RMSE against the target of a few test slices standardized at several sampling steps: does a model's sampler
-converge (used for the paper mode in docs/results.md)?
+converge (used for the paper mode in docs/history/results-analytic-library.md)?
 
     .venv/bin/python benchmarks/sampling_steps_probe.py MODEL TEST_MANIFEST SOURCE_KERNEL TARGET_KERNEL [--steps 5,25,100]
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The kernel gaps of docs/results.md, each trained and evaluated on the same simulated data:
+# The kernel gaps of docs/history/results-analytic-library.md, each trained and evaluated on the same simulated data:
 #   b30 -> b70  the shipped model's gap (the paper's Br40 -> Bl64 direction)
 #   b30 -> b50  easy;  b10 -> b70  hard;  b70 -> b30  reverse
 # One encoder-decoder (phase 1, every kernel) is shared; per gap: DiffusionCT (refine mode) phase 2, the

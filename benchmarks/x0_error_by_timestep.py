@@ -1,7 +1,7 @@
 """How well a trained DiffusionCT model knows the target at each timestep: the true x_0 of a test pair is noised to
 t (Ho et al. eq. 4), the U-Net is called once, and its x_0 estimate (with the model's clipping) is decoded and
 compared with the target image. A sampler can only be as good as these estimates along its path; the paper mode's
-failure (docs/results.md) is read here. ``--sample-steps 5,25`` then samples from pure noise with those DDIM step
+failure (docs/history/results-analytic-library.md) is read here. ``--sample-steps 5,25`` then samples from pure noise with those DDIM step
 counts (at temperature 1, the paper's start) for the same slices. RMSE over the whole slice and in the body
 (target HU > -500), where the air around it does not dilute it.
 

@@ -75,7 +75,7 @@ class UNetConfig:
     (x_t - s eps) / a multiplies by up to 150 near t = T, and sampled from pure noise it did not find the image.
     ``condition_skip_size`` > 1 (odd): that path also filters Z_A with a learned ``size`` x ``size`` convolution
     across channels with no response to a constant (a linear kernel change; 3 in ``configs/paper-mode.yaml``).
-    Measured: docs/results.md, seventh run. Models saved before these settings existed read False and 1.
+    Measured: docs/history/results-analytic-library.md, seventh run. Models saved before these settings existed read False and 1.
     """
 
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -114,19 +114,19 @@ class DiffusionConfig:
             the residual Z_B - Z_A, L2 loss) or ``refine`` (stochastic refinement after Whang et al. 2022:
             a latent predictor estimates the conditional mean of Z_B - Z_A, the diffusion samples what
             is left, conditioned on Z_A plus that estimate; v, L2). ``sdedit`` (Meng et al. 2022, an unpaired
-            candidate measured in docs/results.md): a model of the target latents alone (no condition; v, L2);
+            candidate measured in docs/history/results-analytic-library.md): a model of the target latents alone (no condition; v, L2);
             inference noises Z_A to ``sdedit_strength`` x T and denoises it with that model. See ``docs/model.md``.
         timesteps: T, the number of forward diffusion steps.
         beta_start, beta_end: linear beta schedule (Ho et al. 2020).
         ema_decay: decay of the exponential moving average of the weights used for sampling.
         sampler: ``ddim`` (deterministic with eta = 0) or ``ddpm``.
         steps: reverse steps at inference (DDIM sub-sequence of the T steps); 5, or 2 when a config is loaded
-            for ``data.pairing=unpaired`` without steps of its own (measured, docs/results.md).
+            for ``data.pairing=unpaired`` without steps of its own (measured, docs/history/results-analytic-library.md).
         eta: DDIM stochasticity (0 = deterministic).
         temperature: the start x_T is ``temperature`` x the Gaussian noise (1: the model's distribution; below 1 the
             sample moves toward the conditional mean, as reduced-temperature sampling of Kingma and Dhariwal 2018).
             Default 0, the deterministic DDIM path from the zero start: on all four simulated gaps it kept more
-            features within RE 0.15 than 0.5 or 1 (docs/results.md, "Sampling temperature"). Models saved before
+            features within RE 0.15 than 0.5 or 1 (docs/history/results-analytic-library.md, "Sampling temperature"). Models saved before
             this setting existed read 1. Not used by the sdedit mode, which starts from Z_A noised. The ``paper`` mode is
             the paper's sampler (from pure noise) at 1 only: set it with that mode (``configs/paper-mode.yaml`` does). The
             image-space DDPM baseline always samples at 1 (``image_ddpm_diffusion_config``).
@@ -141,7 +141,7 @@ class DiffusionConfig:
             Diffusion 3's autoencoder (the space-to-depth latent is the HU image: its mean is far from 0, and
             the forward process would keep it for hundreds of steps). The residual modes' x0 is centred: 0.
         predictor: where the ``refine`` mode's predictor of the conditional mean works: ``image`` (default;
-            measured better, docs/results.md) or ``latent`` (a stack of 3x3 convolutions on Z_A, trained
+            measured better, docs/history/results-analytic-library.md) or ``latent`` (a stack of 3x3 convolutions on Z_A, trained
             jointly with the diffusion; models saved before this setting existed are read as latent). ``image``: a
             full-resolution residual CNN on the HU image A, as Whang et al.'s image-space predictor,
             trained first with its own ``predictor_training`` settings and then frozen, so that the
@@ -149,17 +149,17 @@ class DiffusionConfig:
         predictor_channels, predictor_layers: width and depth of the predictor (3x3 convolutions).
         predictor_pixel_spacing: the ``image`` predictor is told each slice's pixel size (FiLM; kernels are
             filters in cycles/mm, so one kernel change is another filter at another field of view). Measured:
-            docs/results.md, "Pixel size". Models saved before this setting existed read False.
+            docs/history/results-analytic-library.md, "Pixel size". Models saved before this setting existed read False.
         predictor_kernel_filter: the ``image`` predictor starts with a learned isotropic filter in cycles/mm
             (fitted by least squares to the training pairs, then trained with the rest) and its convolutions
-            correct what that filter misses (``models.baselines.RadialKernelFilter``; docs/results.md, "fifth
+            correct what that filter misses (``models.baselines.RadialKernelFilter``; docs/history/results-analytic-library.md, "fifth
             run"). Models saved before this setting existed read False.
         predictor_kernel_filter_size: how that filter is applied: 0 (default) in the Fourier domain on each whole
             slice or crop, exactly; an odd size as a convolution kernel cropped to that size, as models saved before
-            this setting existed (25), whose crop cut the tails of a sharpening kernel (docs/results.md, eighth run).
+            this setting existed (25), whose crop cut the tails of a sharpening kernel (docs/history/results-analytic-library.md, eighth run).
         predictor_kernel_filter_pixel_anchors: pixel sizes (mm, ascending) at which that filter has its own gain,
             interpolated in between (``RadialKernelFilter``): aliasing makes one kernel change a different filter in
-            cycles/mm at each pixel size (docs/results.md, fourteenth run). Empty: one gain for every pixel size, as
+            cycles/mm at each pixel size (docs/history/results-analytic-library.md, fourteenth run). Empty: one gain for every pixel size, as
             models saved before this setting existed.
         predictor_kernel_filter_from: where that filter comes from: ``pairs`` (least squares on the training pairs,
             then trained with the convolutions) or ``profiles``: the calibrated filter W_target / W_source of the
@@ -404,7 +404,7 @@ class RunConfig:
         return cls.from_dict(data, str(path or "--set"))
 
 
-UNPAIRED_SAMPLING_STEPS = 2  # measured: docs/results.md, "Sampling steps without pairs"
+UNPAIRED_SAMPLING_STEPS = 2  # measured: docs/history/results-analytic-library.md, "Sampling steps without pairs"
 
 
 def _default_sampling_steps(data: dict) -> None:

@@ -8,7 +8,7 @@ series, the model whose target is B50 and whose source is the series' kernel (re
 ConvolutionKernel, or given with ``--from``). Kernels match by family (:func:`kernel_family`: ``B30f``,
 ``B30`` and the simulator's ``SIM_B30`` are one). A gap may have several models trained on different pixel sizes
 (fields of view): a series gets the one trained on the narrowest range that holds its pixel size
-(:func:`for_pixel_size`; docs/results.md, twelfth run, measured why).
+(:func:`for_pixel_size`; docs/history/results-analytic-library.md, twelfth run, measured why).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def for_pixel_size(models: list[ModelEntry], pixel_mm: float | None) -> ModelEnt
 
     A kernel is a filter in cycles/mm, but what the image holds beyond the Nyquist frequency of its pixels aliases
     differently at each pixel size: a predictor trained on 0.6-0.9 mm pixels serves 0.7 mm best and loses 4 points at
-    0.977 mm, where one trained on 0.5-1.0 mm keeps them (docs/results.md, twelfth run)."""
+    0.977 mm, where one trained on 0.5-1.0 mm keeps them (docs/history/results-analytic-library.md, twelfth run)."""
     if pixel_mm is None:
         return models[0]
 

@@ -349,7 +349,7 @@ def _sharpening_gain(filter_) -> None:
 def test_kernel_filter_in_the_fourier_domain_is_exact_where_the_cropped_kernel_is_not():
     """The filter applied to a pattern far from the slice's edges, against the same gain applied on a large zero-padded
     grid (the exact filtering): the Fourier form matches it; the 25 x 25 kernel of models saved before it cuts a
-    sharpening kernel's tails (test RMSE b30 -> b50 4.26 vs 3.90 HU, docs/results.md, eighth run)."""
+    sharpening kernel's tails (test RMSE b30 -> b50 4.26 vs 3.90 HU, docs/history/results-analytic-library.md, eighth run)."""
     from diffusionct.models.baselines import RadialKernelFilter
 
     torch.manual_seed(0)

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pydicom
 import pytest
 
 from diffusionct.cli import main
@@ -135,6 +136,11 @@ def test_cli_randomization_and_resimulation_of_a_folder_tree(tmp_path, capsys):
     assert main(["simulate", "-o", str(out), "--from-ct", str(tree), "--kernels", "b10,b70", "--thickness", "4"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["cases"]) == 2 and len(manifest["pairs"]) == 2
+    # the re-simulated series get new identities: the sources' PatientIDs appear nowhere in the output
+    sources = {str(pydicom.dcmread(next((tree / c).iterdir()), stop_before_pixels=True).PatientID) for c in ("case_000", "case_001")}
+    written = [pydicom.dcmread(p, stop_before_pixels=True) for p in out.rglob("*.dcm")]
+    assert written and not {str(d.PatientID) for d in written} & sources
+    assert not any(identity in (out / "manifest.json").read_text() for identity in sources)
     assert main(["simulate", "-o", str(tmp_path / "x"), "--from-ct", str(tree), "--from-mask", str(tree)]) == 2
     assert "several series" in capsys.readouterr().err
     assert main(["simulate", "-o", str(tmp_path / "x"), "--dose-range", "50"]) == 2

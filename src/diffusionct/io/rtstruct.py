@@ -29,7 +29,9 @@ def check_same_patient_and_frame(path: Path, patient: str, frames: set[str], ref
     image (checked when both sides say which)."""
     own_patient = str(reference.metadata.get("patient_id", ""))
     if patient and own_patient and patient != own_patient:
-        raise InputError(path, f"belongs to patient '{patient}' but the image is of patient '{own_patient}'")
+        # the identities stay in the data: a message may reach logs and reports that the data may not
+        raise InputError(path, "belongs to another patient than the image (their PatientID differ); use the mask made "
+                               "on this image")
     frame = str(reference.metadata.get("frame_of_reference_uid", ""))
     frames = set(frames) - {""}
     if frame and frames and frame not in frames:

@@ -46,14 +46,14 @@ class RadialKernelFilter(nn.Module):
     slice mirrored by ``FOURIER_PAD`` pixels against wrap-around): the filter exactly, at any reach. An odd
     ``size`` applies it as a ``size`` x ``size`` convolution kernel sampled on a ``grid`` x ``grid`` DFT grid and
     renormalised to sum 1, as models saved before the Fourier form did (25): the crop cuts the tails of a
-    sharpening kernel (test RMSE b30 -> b50 4.26 HU at 25, 3.90 in the Fourier form; docs/results.md, eighth
+    sharpening kernel (test RMSE b30 -> b50 4.26 HU at 25, 3.90 in the Fourier form; docs/history/results-analytic-library.md, eighth
     run). The gain at 0 is 1 either way.
 
     ``pixel_anchors`` (mm, ascending; empty: none) gives each anchor its own knots, and a slice the gain
     interpolated linearly in pixel size between the two anchors around its own (the nearest beyond them): the
     content a sharp kernel passes beyond a pixel's Nyquist frequency aliases back, so the same kernel change is
     a different filter in cycles/mm at 0.55 and at 0.95 mm (b30 -> b50 at 0.475 cycles/mm: 1.58 and 1.84;
-    docs/results.md, fourteenth run).
+    docs/history/results-analytic-library.md, fourteenth run).
     """
 
     FOURIER_PAD = 32  # pixels mirrored on each side before the FFT (a kernel change reaches ~30 px at 0.7 mm)
@@ -150,7 +150,7 @@ class RadialKernelFilter(nn.Module):
             right += torch.kron(w, slice_right)
         # the ridge is relative to each knot's own power: source spectra fall by 10^3-10^4 from the lowest to the
         # highest frequencies, and one ridge relative to the mean power pulled a sharpening gain of 7-40 there to 2-4
-        # (docs/results.md, sixth run); a knot without data gets only the floor and so the gain 1
+        # (docs/history/results-analytic-library.md, sixth run); a knot without data gets only the floor and so the gain 1
         power = normal.diagonal()
         strength = ridge * power + 1e-9 * power.mean()
         gain = torch.linalg.solve(normal + torch.diag(strength), right + strength)

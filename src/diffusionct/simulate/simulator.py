@@ -13,6 +13,8 @@ The whole folder is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import logging
 import math
@@ -269,8 +271,9 @@ class Simulator:
         names: list[str] = []
         for volume, mask in sources:
             _check_source(volume, mask)
-            name = f"ct_{_safe(volume.metadata.get('patient_id') or 'case')}"
-            names.append(name if name not in names else f"{name}_{len(names)}")
+            # a new identity (the source's PatientID stays in the source), unique to the source for its UIDs
+            origin = str(volume.metadata.get("series_uid") or volume.metadata.get("source") or "")
+            names.append(f"ct_{len(names):03d}_{hashlib.sha256(origin.encode()).hexdigest()[:8]}")
         with atomic_output_dir(Path(out_dir), overwrite=overwrite) as root, \
                 tqdm(total=len(sources) * len(cfg.thicknesses_mm), desc="re-simulate", unit="series", disable=None) as bar:
             entries, cases = [], []
@@ -359,10 +362,6 @@ def _outside_distance(size: int, start: int, length: int) -> np.ndarray:
 
 def hash_seed(seed: int, case: int) -> int:
     return int(np.random.default_rng([seed, case]).integers(0, 2**31 - 1))
-
-
-def _safe(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(text))[:32]
 
 
 def _study(seed: int, name: str) -> StudyContext:
