@@ -275,3 +275,28 @@ def test_nifti_round_trip(tmp_path):
     assert again.same_grid(volume)
     with pytest.raises(InputError, match="already exists"):
         write_nifti(volume, path)
+
+
+def test_a_17_character_position_is_written_as_valid_ds(tiny_series, tmp_path):
+    """Scanners write 17-character decimal strings; the output's geometry is written anew, within DS's 16."""
+    folder, volume = tiny_series()
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds["ImagePositionPatient"].value = [f"{float(v):.14f}".ljust(17, "0")[:17] for v in ds.ImagePositionPatient]
+        ds.save_as(path, enforce_file_format=True)
+    assert len(str(pydicom.dcmread(path).ImagePositionPatient[0].original_string)) == 17
+    out = write_dicom_series(read_dicom_series(folder), tmp_path / "out", SeriesDescription("d", "SHARP", derivation="t"))
+    for path in out.glob("*.dcm"):
+        position = pydicom.dcmread(path).ImagePositionPatient
+        assert len(position) == 3 and all(len(str(v.original_string or v)) <= 16 for v in position)
+    assert dciodvfy_errors(next(out.glob("*.dcm"))) == []
+
+
+def test_a_series_without_pixel_spacing_is_refused(tiny_series, tmp_path):
+    folder, _ = tiny_series()
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        del ds.PixelSpacing
+        ds.save_as(path)
+    with pytest.raises(InputError, match="no PixelSpacing"):
+        read_dicom_series(folder)

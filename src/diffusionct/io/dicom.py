@@ -313,7 +313,11 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     """
     headers, direction, positions = _check_slices(select_series(Path(folder), series_uid))
     first = headers[0].dataset
-    row_spacing, col_spacing = header_numbers(first, headers[0].path, "PixelSpacing", 2) or (1.0, 1.0)
+    pixel_spacing = header_numbers(first, headers[0].path, "PixelSpacing", 2)
+    if pixel_spacing is None:  # 1 mm would be a silent guess: every kernel's filter is in cycles per mm
+        raise InputError(headers[0].path, "no PixelSpacing in the header; the pixel size is needed (every kernel is a "
+                                          "filter in cycles/mm): add PixelSpacing to the series' headers")
+    row_spacing, col_spacing = pixel_spacing
     if len(headers) > 1:
         slice_spacing = float(np.median(np.linalg.norm(np.diff(positions, axis=0), axis=1)))
     else:
@@ -685,6 +689,7 @@ def _set_geometry(ds: Dataset, volume: Volume, index: int, affine: np.ndarray, k
     spacing = np.array([volume.spacing[1], volume.spacing[0]])
     agree = (
         keep_source
+        and all(_valid_ds(ds, keyword) for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"))
         and "ImagePositionPatient" in ds and np.allclose(np.array(ds.ImagePositionPatient, float), position, atol=1e-3)
         and "ImageOrientationPatient" in ds and np.allclose(np.array(ds.ImageOrientationPatient, float), orientation, atol=1e-5)
         and "PixelSpacing" in ds and np.allclose(np.array(ds.PixelSpacing, float), spacing, atol=1e-5)
@@ -694,6 +699,16 @@ def _set_geometry(ds: Dataset, volume: Volume, index: int, affine: np.ndarray, k
         ds.ImageOrientationPatient = [_ds_float(v) for v in orientation]
         ds.PixelSpacing = [_ds_float(v) for v in spacing]
     ds.SliceLocation = _ds_float(float(np.array(ds.ImagePositionPatient, float) @ volume.direction[:, 2]))
+
+
+def _valid_ds(ds: Dataset, keyword: str) -> bool:
+    """Whether the source's own decimal strings of ``keyword`` are valid DS (at most 16 characters each; scanners in the
+    wild write 17, which pydicom would drop on writing) and so may be copied as they are."""
+    if keyword not in ds:
+        return False
+    values = ds[keyword].value
+    values = values if isinstance(values, (list, tuple, pydicom.multival.MultiValue)) else [values]
+    return all(len(str(getattr(v, "original_string", None) or v)) <= 16 for v in values)
 
 
 def _ds_float(value: float) -> str:
