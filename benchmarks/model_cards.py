@@ -56,14 +56,41 @@ def real_pairs_text(rows: list[dict], source: str, target: str) -> str:
             "on one region and tested on the other: " + "; ".join(parts) + ". The shipped gap uses both regions' profiles")
 
 
-def simulated_text(reports: list[dict], folder: Path) -> str:
+def summary(rows: list[dict], reports: list[dict], folder: Path, source: str, target: str) -> str:
+    """One line for `diffusionct info`: the held-out real-pairs shares beside the filter's, and the simulated share."""
+    gap = f"{source} -> {target}"
+    mine = [r for r in rows if r["gap"] == gap and r["method"] == "DiffusionCT (held-out)"]
+    filters = {r["calibrated_on"]: r["reproducible"] for r in rows if r["gap"] == gap and r["method"] == "kernel-filter"}
+    if mine:
+        shares = ", ".join(f"{r['reproducible']:.2f}" for r in mine)
+        baseline = ", ".join(f"{filters[r['calibrated_on']]:.2f}" for r in mine)
+        line = f"held-out real pairs {shares} (calibrated filter {baseline})"
+    else:
+        line = "no real pairs of these kernels here"
+    simulated = simulated_shares(reports, folder)
+    if simulated:
+        line += f"; simulated test set {simulated[0]:.3f} (calibrated filter {simulated[1]:.3f})"
+    return line
+
+
+def simulated_shares(reports: list[dict], folder: Path) -> tuple[float, float] | None:
+    """(this model's, the kernel filter's) share of tumour features within RE < 0.15 in the evaluate report holding it."""
     for report in reports:
-        rows = report.get("methods", report.get("rows", []))
-        if isinstance(rows, dict):
-            rows = [{"name": k, **v} for k, v in rows.items()]
-        mine = [r for r in rows if Path(str(r.get("model", r.get("name", "")))).name == folder.name]
-        if mine:
-            return json.dumps(mine[0])
+        methods = [m for m in report.get("methods", []) if m.get("status") == "ok"]
+        mine = [m for m in methods if Path(str(m.get("model", ""))).name == folder.name]
+        filters = [m for m in methods if m.get("method") == "kernel-filter"]
+        if mine and filters:
+            return mine[0]["reproducible_share"], filters[0]["reproducible_share"]
+    return None
+
+
+def simulated_text(reports: list[dict], folder: Path) -> str:
+    """Every method's share in the evaluate report that holds this model (the baselines trained on the same pairs)."""
+    for report in reports:
+        methods = [m for m in report.get("methods", []) if m.get("status") == "ok"]
+        if any(Path(str(m.get("model", ""))).name == folder.name for m in methods):
+            shares = ", ".join(f"{m['method']} {m['reproducible_share']:.3f}" for m in methods)
+            return f"share of tumour features within RE < 0.15 on the simulated 5 mm test set (docs/results.md): {shares}"
     return "not measured on the simulated test set in this run"
 
 
@@ -84,6 +111,7 @@ def main() -> None:
         source, target = profiles["source"], profiles["target"]
         card = {
             "kernels": f"{source['vendor']} {source['name']} -> {target['vendor']} {target['name']}",
+            "summary": summary(rows, reports, entry.folder, source["name"], target["name"]),
             "method": METHOD,
             "training_data": training_data(meta),
             "licence": LICENCE.format(profiles="; ".join(f"{p['name']}: {p['provenance']}" for p in (source, target))),

@@ -10,7 +10,7 @@ BIN=${BIN:-.venv/bin}
 DATA=${DATA:-/work/data/train-measured-wide}
 STEPS=${STEPS:-1000}
 SHARED=${SHARED:-src/diffusionct/data/models}  # the shared networks (and one gap whose settings the new ones take)
-DONOR=${DONOR:-sim-b30-b70}
+DONOR=${DONOR:-siemens-b30f-b70f}  # a gap of $SHARED whose settings the new gaps take (the earlier library's: sim-b30-b70)
 GAPS=${*:-"B30f:B70f B30f:B50f B10f:B70f B10f:B50f B10f:B30f B50f:B30f B50f:B70f B70f:B30f B70f:B50f FC13:FC51 FC51:FC13"}
 [ -f "$DATA/manifest.json" ] || $BIN/diffusionct simulate -o "$DATA" --cases 12 --kernels B10f,B30f,B50f,B70f,FC13,FC51 \
     --thickness 1,3 --slices 12 --seed 1 --dose-range 50,250 --pixel-range 0.5,1.0 --kernel-jitter 0.05

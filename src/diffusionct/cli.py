@@ -43,7 +43,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         card = dict(entry.card)
         print(f"  {entry}{'  [default]' if entry.gap == default.gap else ''}")
         if card:
-            print(f"      {card.get('kernels', '')}; real pairs: {card.get('real_pairs', 'not measured')}")
+            print(f"      {card.get('kernels', '')}: {card.get('summary', 'no measured numbers')}")
     print("  each model's card (training data, licence, measured numbers, intended use): diffusionct info --card NAME")
     shared = sorted(path.name for path in shipped_library().glob("*.safetensors"))
     if shared:

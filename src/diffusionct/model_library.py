@@ -31,7 +31,7 @@ SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; 
 GAP_PREDICTOR_PREFIX = "predictor_"
 
 MODEL_CARD = "model_card"  # config.json key: what the gap is for, what it was trained on and how it measured
-CARD_FIELDS = ("kernels", "method", "training_data", "licence", "simulated", "real_pairs", "intended_use", "remake")
+CARD_FIELDS = ("kernels", "summary", "method", "training_data", "licence", "simulated", "real_pairs", "intended_use", "remake")
 TRAINED_PIXEL_MM = "trained_pixel_mm"  # config.json key: [smallest, largest] pixel size of the training pairs (mm)
 PIXEL_TOLERANCE = 0.005  # a series 0.5 % outside a model's training range counts as in it (spacing rounding)
 
