@@ -50,7 +50,7 @@ def test_bad_geometry_or_rescale_is_refused_by_every_command(tiny_series, tmp_pa
     before = tree_digest(folder)
     code, err = run_cli(["scan", folder], capsys)  # scan reads headers only: it lists, and must not crash
     assert code == 0, err
-    for command in (["standardize", "-i", folder, "-o", tmp_path / "out"],
+    for command in (["standardize", "-i", folder, "-o", tmp_path / "out", "--from", "B30f"],  # its kernel: SMOOTH
                     ["features", "-i", folder, "-m", mask, "-o", tmp_path / "f.csv"]):
         code, err = run_cli(command, capsys)
         assert_clean_error(code, err, target.name, words)
