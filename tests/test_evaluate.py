@@ -232,3 +232,16 @@ def test_report_in_a_real_browser_offline(tiny_report):
         assert any("CCC per feature class" in h for h in headers)
     finally:
         driver.quit()
+
+
+def test_untrusted_text_is_escaped_in_the_report():
+    """Kernel names, notes and titles come from the user's files: the page template escapes every one of them."""
+    from diffusionct.report.html import _PAGE
+
+    hostile = "<img src=x onerror=alert(1)>"
+    table = {"columns": ["method", hostile], "rows": [[hostile, "0.5"]]}
+    gap = {"name": f"{hostile} -> B70", "slug": hostile, "count": 1, "summary": [hostile], "ccc": table, "headline": table,
+           "re_curve": "data:image/png;base64,AAAA", "images": table, "nps": "data:image/png;base64,AAAA",
+           "panels": [(hostile, "data:image/png;base64,AAAA")]}
+    page = _PAGE.render(title=hostile, style="", version="0", gaps=[gap, gap], many=True, notes=[hostile])
+    assert "onerror" in page and "<img src=x" not in page and page.count("&lt;img src=x onerror=alert(1)&gt;") >= 10

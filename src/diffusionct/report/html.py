@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 from pathlib import Path
 
 import numpy as np
+from jinja2 import Environment
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
@@ -145,10 +145,9 @@ def tumour_panels(cases, results, max_tumours: int = 6) -> list[tuple[str, str]]
     return panels
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _table(rows: list[dict], columns: list[str]) -> dict:
+    """A table for the page template: its header and its cells, each formatted by :func:`fmt`."""
+    return {"columns": columns, "rows": [[fmt(row.get(c)) for c in columns] for row in rows]}
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -202,30 +201,57 @@ def summary_lines(rows: list[dict], results) -> list[str]:
     return lines
 
 
-def _gap_section(out: Path, gap, rows: list[dict], level: int, many: bool) -> list[str]:
-    """The tables, figures and tumour panels of one kernel gap (``level``: its headings' HTML level)."""
+def _gap_section(out: Path, gap, rows: list[dict], many: bool) -> dict:
+    """The tables, figures and tumour panels of one kernel gap, for the page template."""
     from diffusionct.evaluate import target_nps_curve
 
-    h = f"h{level}"
     ccc = ccc_rows(gap.results)
     prefix = f"{gap.slug}-" if many else ""
     write_csv(out / f"{prefix}ccc_table.csv", ccc, ["method", *FEATURE_CLASSES])
     for r in gap.results:
         if r.comparison is not None:
             write_comparison_files(r.comparison, out / "methods" / (f"{gap.slug}/{r.name}" if many else r.name))
-    target_nps = target_nps_curve(gap.cases)
     image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "nps_correlation",
                      "interslice_ratio", "seconds_per_slice"]
-    return [
-        f"<{h}>CCC per feature class (mean ± SD over tumours; paper Table 1)</{h}>", _table(ccc, ["method", *FEATURE_CLASSES]),
-        f"<{h}>Reproducible features (RE &lt; 0.15) and all headline numbers</{h}>",
-        _table(rows, [c for c in COLUMNS if c not in ("model", "source_kernel", "target_kernel")]),
-        f"<{h}>Reproducible features over RE thresholds</{h}><img src='{re_curve_figure(gap.results)}'>",
-        f"<{h}>Image metrics in HU (body; high-pass ratio and NPS in soft tissue)</{h}>", _table(rows, image_columns),
-        f"<img src='{nps_figure(gap.results, target_nps)}'>",
-        f"<{h}>Tumours (window [-800, 600] HU; paper Fig. 5)</{h}>",
-        "".join(f"<h{level + 1}>{html.escape(k)}</h{level + 1}><img src='{src}'>" for k, src in tumour_panels(gap.cases, gap.results)),
-    ]
+    return {"name": gap.name, "slug": gap.slug, "count": len(gap.cases), "summary": summary_lines(rows, gap.results),
+            "ccc": _table(ccc, ["method", *FEATURE_CLASSES]),
+            "headline": _table(rows, [c for c in COLUMNS if c not in ("model", "source_kernel", "target_kernel")]),
+            "re_curve": re_curve_figure(gap.results), "images": _table(rows, image_columns),
+            "nps": nps_figure(gap.results, target_nps_curve(gap.cases)), "panels": tumour_panels(gap.cases, gap.results)}
+
+
+# Every value reaches the page through this template, which escapes it (kernel names, series descriptions, paths and
+# notes come from the user's files); the figures are data URIs of PNGs made here.
+_PAGE = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string("""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title><style>{{ style }}</style></head><body>
+<h1>{{ title }}</h1>
+<p>diffusionct {{ version }};
+{%- for gap in gaps %} {{ gap.name }}: {{ gap.count }} test series{{ "," if not loop.last }}{% endfor -%}
+; tumours and features per method in the tables below.</p>
+<div class="summary">
+{% for gap in gaps %}{% if many %}<p><b>{{ gap.name }}</b> ({{ gap.count }} test series)</p>{% endif %}
+{% for line in gap.summary %}<p>{{ line }}</p>{% endfor %}
+{% endfor %}</div>
+{% for note in notes %}<p class="note">{{ note }}</p>{% endfor %}
+{% macro table(t) %}<table><thead><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in t.rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>{% endmacro %}
+{% set h = "h3" if many else "h2" %}{% set h_panel = "h4" if many else "h3" %}
+{% for gap in gaps %}
+{% if many %}<h2 id="{{ gap.slug }}">Kernel gap {{ gap.name }}</h2>{% endif %}
+<{{ h }}>CCC per feature class (mean ± SD over tumours; paper Table 1)</{{ h }}>{{ table(gap.ccc) }}
+<{{ h }}>Reproducible features (RE &lt; 0.15) and all headline numbers</{{ h }}>{{ table(gap.headline) }}
+<{{ h }}>Reproducible features over RE thresholds</{{ h }}><img src="{{ gap.re_curve }}">
+<{{ h }}>Image metrics in HU (body; high-pass ratio and NPS in soft tissue)</{{ h }}>{{ table(gap.images) }}
+<img src="{{ gap.nps }}">
+<{{ h }}>Tumours (window [-800, 600] HU; paper Fig. 5)</{{ h }}>
+{% for name, src in gap.panels %}<{{ h_panel }}>{{ name }}</{{ h_panel }}><img src="{{ src }}">{% endfor %}
+{% endfor %}
+</body></html>
+""")
+STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+         "font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+         "th{background:#eee}.note{color:#444}img{max-width:100%}"
+         ".summary{background:#f4f8ff;border-left:4px solid #36c;padding:0.3em 1em}")
 
 
 def write_report(out: Path, gaps, rows: dict[str, list[dict]], title: str, notes: list[str]) -> Path:
@@ -234,25 +260,7 @@ def write_report(out: Path, gaps, rows: dict[str, list[dict]], title: str, notes
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "methods.csv", [row for gap in gaps for row in rows[gap.name]], COLUMNS)
     many = len(gaps) > 1
-    summary = "".join((f"<p><b>{html.escape(gap.name)}</b> ({len(gap.cases)} test series)</p>" if many else "")
-                      + "".join(f"<p>{html.escape(line)}</p>" for line in summary_lines(rows[gap.name], gap.results))
-                      for gap in gaps)
-    parts = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>diffusionct {__version__}; " + ", ".join(f"{gap.name}: {len(gap.cases)} test series" for gap in gaps)
-        + "; tumours and features per method in the tables below.</p>",
-        f"<div class='summary'>{summary}</div>",
-        "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
-    ]
-    for gap in gaps:
-        if many:
-            parts.append(f"<h2 id='{gap.slug}'>Kernel gap {html.escape(gap.name)}</h2>")
-        parts.extend(_gap_section(out, gap, rows[gap.name], 3 if many else 2, many))
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
-             "font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             "th{background:#eee}.note{color:#444}img{max-width:100%}"
-             ".summary{background:#f4f8ff;border-left:4px solid #36c;padding:0.3em 1em}")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
-            f"</head><body>{''.join(parts)}</body></html>")
+    sections = [_gap_section(out, gap, rows[gap.name], many) for gap in gaps]
+    page = _PAGE.render(title=title, style=STYLE, version=__version__, gaps=sections, many=many, notes=notes)
     write_text_atomic(out / "report.html", page)
     return out / "report.html"
