@@ -245,3 +245,20 @@ def test_untrusted_text_is_escaped_in_the_report():
            "panels": [(hostile, "data:image/png;base64,AAAA")]}
     page = _PAGE.render(title=hostile, style="", version="0", gaps=[gap, gap], many=True, notes=[hostile])
     assert "onerror" in page and "<img src=x" not in page and page.count("&lt;img src=x onerror=alert(1)&gt;") >= 10
+
+
+def test_evaluate_whose_every_model_failed_exits_2_and_writes_nothing(tiny_data, tiny_model, tmp_path, capsys,
+                                                                      monkeypatch):
+    """A model that loads and then fails on the test set is reported beside the others; when it is the only one,
+    there is no result: exit 2 and no report."""
+    from diffusionct.standardize import Standardizer
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Standardizer, "standardize_slices", fail)
+    report = tmp_path / "report"
+    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(report), "--device", "cpu",
+                 "--workers", "1", "--max-cases", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "every model failed (run: RuntimeError: out of memory)" in err and not report.exists()

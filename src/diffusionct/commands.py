@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from diffusionct.config import FEATURE_PRESETS, METHODS
@@ -209,6 +210,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_to_report(args.data, args.model, tmp, steps=args.steps, seed=args.seed, device=args.device,
                                     workers=args.workers, max_cases=args.max_cases, params=args.params,
                                     temperature=args.temperature)
+        models = [m for m in json.loads((tmp / "results.json").read_text())["methods"] if m["method"] != "input"]
+        if models and all(m["status"] != "ok" for m in models):  # a report of nothing is no result
+            raise DiffusionCTError(f"every model failed ({models[0]['method']}: {models[0]['error']}); nothing was written")
     print(f"report: {args.output / report.name}")
     return 0
 
