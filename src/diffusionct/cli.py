@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         if getattr(args, "output", None) is not None:
-            from diffusionct.io.files import check_output_location
+            from diffusionct.io.files import check_output_apart, check_output_location
 
             check_output_location(args.output)
+            check_output_apart(args.output, _input_paths(args), Path(__file__).parent)
         code = args.func(args)
     except DiffusionCTError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -148,6 +149,21 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
     log.debug("%s finished in %.1f s", args.command, time.perf_counter() - start)
     return code
+
+
+INPUT_OPTIONS = ("input", "data", "reference", "test", "masks", "mask", "model", "config", "params", "profiles",
+                 "from_ct", "from_mask")  # what commands read (scan may write its manifest into the folder it lists)
+
+
+def _input_paths(args: argparse.Namespace) -> list[Path]:
+    """The paths a command reads, as its options give them (one path or a list)."""
+    paths = []
+    for name in INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)):
+                paths.append(Path(item))
+    return paths
 
 
 class Terminated(BaseException):

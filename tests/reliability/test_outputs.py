@@ -38,6 +38,26 @@ def test_overwrite_onto_the_input_is_refused_and_the_input_kept(series, tiny_mod
     assert tree_digest(series) == before
 
 
+def test_no_command_writes_onto_what_it_reads_or_into_the_package(series, tiny_data, tiny_model, tmp_path, capsys):
+    """One guard for every command: an output that is, holds or lies inside an input (images, masks, references,
+    manifests, models) or the installed package is refused before any work."""
+    import diffusionct
+
+    mask = tmp_path / "mask.nii.gz"
+    shutil.copy(tiny_data.parent / "case_000" / "2mm" / "tumours.nii.gz", mask)
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    before = {path: tree_digest(path) if path.is_dir() else path.read_bytes() for path in (series, mask, model)}
+    package = diffusionct.__path__[0]
+    for command in (["compare", "--reference", series, "--test", series, "--masks", mask, "-o", series, "--overwrite"],
+                    ["features", "-i", series, "-m", mask, "-o", mask],
+                    ["train", "--method", "kernel-filter", "--from", "B30f", "--to", "B70f", "-o", f"{package}/data/mine"],
+                    ["evaluate", "--data", tiny_data, "--model", model, "-o", model, "--overwrite"]):
+        code, err = run_cli(command, capsys)
+        assert code == 2 and ("must not be the input" in err or "inside the installed diffusionct package" in err), err
+    assert before == {path: tree_digest(path) if path.is_dir() else path.read_bytes() for path in (series, mask, model)}
+    assert not os.path.exists(f"{package}/data/mine")
+
+
 @pytest.mark.parametrize("kind", ["empty folder", "unrelated files", "regular file", "other seed"])
 def test_existing_output_is_not_taken_as_done(series, tiny_model, tmp_path, capsys, kind):
     output = tmp_path / "out"
