@@ -219,4 +219,9 @@ def test_a_gap_trained_on_profiles_keeps_the_calibrated_filter(tiny_data, tiny_m
     knots = np.linspace(0, predictor.kernel_filter.max_cycles_per_mm, predictor.kernel_filter.gain.shape[-1])
     expected = transfer_gain(find_profile(f"{source}f"), find_profile(f"{target}f"), knots)
     assert np.allclose(predictor.kernel_filter.gain.detach().numpy(), expected[None], rtol=1e-6)
-    assert (np.abs(predictor.net[-1].weight.detach().numpy()).max() > 0) == learns
+    learned = np.abs(predictor.net[-1].weight.detach().numpy()).max() > 0
+    if learns:  # trained, then kept only where it beats the calibrated filter on the held-out crops
+        verdict = meta["training"]["predictor"]["learned_part"]
+        assert verdict["kept"] == learned == (verdict["validation_rmse_hu"] < 0.99 * verdict["calibrated_filter_rmse_hu"])
+    else:
+        assert not learned and "learned_part" not in meta["training"]["predictor"]

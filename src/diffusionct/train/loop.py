@@ -203,9 +203,9 @@ class TrainerBase:
         return history
 
     # ----------------------------------------------------------------------------- phase 1
-    def _validation_pairs(self, crop: int, seed: int):
-        """Eight fixed (source, target, pixel size) crops of the validation cases (of the training ones when none)."""
+    def _validation_pairs(self, crop: int, seed: int, count: int = 8):
+        """``count`` fixed (source, target, pixel size) crops of the validation cases (of the training ones when none)."""
         pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
-        return tuple(self._tensor(x) for x in sample_pair_crops(pairs, 8, crop, np.random.default_rng([self.config.seed, seed])))
+        return tuple(self._tensor(x) for x in sample_pair_crops(pairs, count, crop, np.random.default_rng([self.config.seed, seed])))
 
 

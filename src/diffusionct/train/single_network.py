@@ -18,6 +18,9 @@ from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_
 
 log = logging.getLogger(__name__)
 
+LEARNED_PART_MARGIN = 0.01  # a learned correction beside a calibrated filter must lower the validation RMSE by 1 %
+LEARNED_PART_CROPS, LEARNED_PART_CROP = 32, 128  # held-out crops that decide it
+
 
 class SingleNetworkRegime(TrainerBase):
     def train_residual_cnn(self):
@@ -59,7 +62,32 @@ class SingleNetworkRegime(TrainerBase):
             self._save_state(phase, step, {"network": network}, optimizer, history)
 
         self._loop(phase, pc, state, optimizer, step_fn, validate_fn, save_fn)
-        return network.eval()
+        network.eval()
+        if getattr(network, "kernel_filter", None) is not None and not network.kernel_filter_trainable:
+            self._keep_learned_part_if_it_helps(network, phase)
+        return network
+
+    @torch.no_grad()
+    def _keep_learned_part_if_it_helps(self, network, phase: str) -> None:
+        """A network held at a calibrated filter keeps what it learned beside it only where that lowers the error on
+        held-out crops (the validation cases, else the training ones) by ``LEARNED_PART_MARGIN``: the filter is the
+        physics, and a correction learned from the simulator must earn its place on data it was not fitted to."""
+        crop = min(LEARNED_PART_CROP, *self.data.pairs.source.shape[-2:])
+        a, b, pixel_mm = self._validation_pairs(crop, 96, count=LEARNED_PART_CROPS)
+        learned = validation_rmse(network, a, b, pixel_mm)["val_rmse_hu"]
+        last = network.net[-1]
+        weight, bias = last.weight.clone(), last.bias.clone()
+        last.weight.zero_()
+        last.bias.zero_()
+        physics = validation_rmse(network, a, b, pixel_mm)["val_rmse_hu"]
+        kept = learned < (1 - LEARNED_PART_MARGIN) * physics
+        if kept:
+            last.weight.copy_(weight)
+            last.bias.copy_(bias)
+        self.learned_part = {"validation_rmse_hu": round(learned, 4), "calibrated_filter_rmse_hu": round(physics, 4),
+                             "kept": kept}
+        log.info("%s: validation RMSE %.3f HU with the learned part, %.3f HU with the calibrated filter alone: %s", phase,
+                 learned, physics, "kept" if kept else "dropped (the predictor is the filter)")
 
     def _filter_fitting_slices(self, count: int = 48) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Up to ``count`` whole training pairs (evenly spaced) and their pixel sizes, to fit a linear kernel filter."""

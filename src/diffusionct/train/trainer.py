@@ -130,6 +130,8 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
         history = trainer.train_autoencoder() if name == "autoencoder" else trainer.train_diffusion()
         done.append("diffusion" if name == "predictor" else name)
         record[name] = {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:]}
+        if getattr(trainer, "learned_part", None) is not None:  # the predictor beside a calibrated filter: kept or not
+            record[name]["learned_part"] = trainer.learned_part
         if rank == 0:
             save_model(trainer.model, run_dir, done, {"training": record, "manifest": str(manifest),
                                                       **trained_pixel_range(data)})
