@@ -190,7 +190,8 @@ def test_unwritable_output_is_refused_before_any_work(series, tiny_model, tmp_pa
 
 def test_features_output_that_is_a_folder(tmp_path, capsys):
     (tmp_path / "out").mkdir()
-    code, err = run_cli(["features", "-i", tmp_path, "-m", tmp_path, "-o", tmp_path / "out"], capsys)
+    (tmp_path / "in").mkdir()
+    code, err = run_cli(["features", "-i", tmp_path / "in", "-m", tmp_path / "in", "-o", tmp_path / "out"], capsys)
     assert_clean_error(code, err, "is a folder")
 
 
