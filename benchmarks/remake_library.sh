@@ -16,7 +16,8 @@ GAPS=${*:-"B30f:B70f B30f:B50f B10f:B70f B10f:B50f B10f:B30f B50f:B30f B50f:B70f
     --thickness 1,3 --slices 12 --seed 1 --dose-range 50,250 --pixel-range 0.5,1.0 --kernel-jitter 0.05
 if [ ! -d "$OUT" ]; then
   mkdir -p "$OUT.partial"
-  cp -r "$SHARED"/{autoencoder.safetensors,unet.safetensors,$DONOR} "$OUT.partial/"
+  cp -r "$SHARED"/{autoencoder.safetensors,unet.safetensors} "$OUT.partial/"
+  cp -r "$SHARED/$DONOR" "$OUT.partial/donor"  # under its own name: the donor's gap is remade too
   mv "$OUT.partial" "$OUT"
 fi
 for gap in $GAPS; do
@@ -27,4 +28,4 @@ for gap in $GAPS; do
       --from "SIM_${src^^}" --to "SIM_${dst^^}" --set diffusion.predictor_kernel_filter_from=profiles \
       --set diffusion.predictor_training.steps=$STEPS --resume
 done
-rm -rf "${OUT:?}/$DONOR"  # the donor's predictor is the old kernels'; its settings live on in every new gap
+rm -rf "${OUT:?}/donor"  # the donor's predictor is the earlier one; its settings live on in every new gap

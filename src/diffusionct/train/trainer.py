@@ -19,6 +19,7 @@ from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import replaced_on_success
 from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, find_profile, transfer_gain
+from diffusionct.model_library import MODEL_CARD
 from diffusionct.model_store import load_model, read_model_meta, save_model
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
@@ -119,6 +120,7 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
                               config.data.validation_fraction, need_pairs=phase != "autoencoder", pairing=config.data.pairing)
     trainer = Trainer(config, run_dir, data, device, model)
+    trainer.model.info.pop(MODEL_CARD, None)  # a card describes the trained model it came with (a donor's), not this one
     if phase != "autoencoder":
         hold_calibrated_filter(trainer.model, profiles)
     rank, _ = world_rank_and_size()
