@@ -94,6 +94,14 @@ def simulated_text(reports: list[dict], folder: Path) -> str:
     return "not measured on the simulated test set in this run"
 
 
+def learned_part_text(meta: dict) -> str:
+    verdict = meta.get("training", {}).get("predictor", {}).get("learned_part")
+    if verdict is None:
+        return "Learned part: none (a smoother target: the calibrated filter is the whole map)"
+    return (f"Learned part: {'kept' if verdict['kept'] else 'dropped'} (held-out RMSE {verdict['validation_rmse_hu']:.2f} HU "
+            f"against the calibrated filter's {verdict['calibrated_filter_rmse_hu']:.2f} HU)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("library", type=Path)
@@ -112,7 +120,7 @@ def main() -> None:
         card = {
             "kernels": f"{source['vendor']} {source['name']} -> {target['vendor']} {target['name']}",
             "summary": summary(rows, reports, entry.folder, source["name"], target["name"]),
-            "method": METHOD,
+            "method": f"{METHOD}. {learned_part_text(meta)}",
             "training_data": training_data(meta),
             "licence": LICENCE.format(profiles="; ".join(f"{p['name']}: {p['provenance']}" for p in (source, target))),
             "simulated": simulated_text(reports, entry.folder),
