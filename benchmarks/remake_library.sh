@@ -7,7 +7,7 @@
 set -euo pipefail
 OUT=${1:?usage: $0 OUT [GAP ...]}; shift
 BIN=${BIN:-.venv/bin}
-DATA=${DATA:-/work/data/train-measured-wide}
+DATA=${DATA:-runs/data/train-measured-wide}  # the simulated training pairs (made when missing; runs/ is ignored)
 STEPS=${STEPS:-1000}
 SHARED=${SHARED:-src/diffusionct/data/models}  # the shared networks (and one gap whose settings the new ones take)
 DONOR=${DONOR:-siemens-b30f-b70f}  # a gap of $SHARED whose settings the new gaps take (the earlier library's: sim-b30-b70)
