@@ -262,3 +262,10 @@ def test_evaluate_whose_every_model_failed_exits_2_and_writes_nothing(tiny_data,
                  "--workers", "1", "--max-cases", "1"]) == 2
     err = capsys.readouterr().err
     assert "every model failed (run: RuntimeError: out of memory)" in err and not report.exists()
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_evaluate_refuses_a_max_cases_below_one(tiny_data, tiny_model, tmp_path, capsys, count):
+    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(tmp_path / "r"),
+                 "--max-cases", count]) == 2
+    assert "--max-cases must be at least 1" in capsys.readouterr().err and not (tmp_path / "r").exists()

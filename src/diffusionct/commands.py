@@ -206,6 +206,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from diffusionct.io.files import atomic_output_dir
     from diffusionct.report.evaluation_report import evaluate_to_report
 
+    if args.max_cases is not None and args.max_cases < 1:
+        raise DiffusionCTError(f"--max-cases must be at least 1, got {args.max_cases} (leave it out for every test pair)")
     with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
         report = evaluate_to_report(args.data, args.model, tmp, steps=args.steps, seed=args.seed, device=args.device,
                                     workers=args.workers, max_cases=args.max_cases, params=args.params,

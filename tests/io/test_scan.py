@@ -45,3 +45,13 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert main(["scan", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "empty" in err and "\n" not in err
+
+
+def test_scan_to_csv_writes_both_files_or_neither(tmp_path, tiny_data, capsys):
+    out = tmp_path / "scan.csv"
+    out.with_suffix(".pairs.csv").mkdir()  # the pairs file cannot be written: nothing may be left
+    assert main(["scan", str(tiny_data.parent), "-o", str(out)]) == 2
+    assert not out.exists()
+    out.with_suffix(".pairs.csv").rmdir()
+    assert main(["scan", str(tiny_data.parent), "-o", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".pairs.csv").is_file()

@@ -187,8 +187,14 @@ def write_manifest(path: str | Path, series: list[SeriesInfo], pairs: list[Serie
     """Write the scan as JSON (``.json``) or as a CSV of series (``.csv``; pairs in ``*.pairs.csv``)."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        write_text_atomic(path, _csv([{k: v for k, v in asdict(s).items() if k != "positions"} for s in series]))
-        write_text_atomic(path.with_suffix(".pairs.csv"), _csv([asdict(p) for p in pairs], list(SeriesPair.__dataclass_fields__)))
+        pairs_path = path.with_suffix(".pairs.csv")
+        # the pairs first: a series file without its pairs file would read as a scan that found none
+        write_text_atomic(pairs_path, _csv([asdict(p) for p in pairs], list(SeriesPair.__dataclass_fields__)))
+        try:
+            write_text_atomic(path, _csv([{k: v for k, v in asdict(s).items() if k != "positions"} for s in series]))
+        except BaseException:
+            pairs_path.unlink(missing_ok=True)
+            raise
     else:
         write_text_atomic(path, json.dumps(manifest_dict(series, pairs), indent=2))
     return path
