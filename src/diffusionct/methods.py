@@ -34,7 +34,7 @@ from diffusionct.config import METHODS, RunConfig, image_ddpm_diffusion_config, 
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file
-from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, KernelProfile, apply_transfer, transfer_gain
+from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, KernelProfile, apply_transfer, find_profile, transfer_gain
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.units import HU_RANGE
 from diffusionct.model_store import (CONFIG_NAME, FORMAT_VERSION, load_model, load_weights, read_model_meta, read_tensors,
@@ -463,8 +463,6 @@ def kernel_filter_method(config: RunConfig, device: torch.device, manifest: Path
                          profiles: tuple = ()) -> KernelFilterMethod:
     """The kernel-filter method of ``config``'s kernel pair: measured on the manifest's same-scan pairs, else from the
     kernels' profiles."""
-    from diffusionct.kernels.profiles import find_profile
-
     source, target = config.data.source_kernel, config.data.target_kernel
     if manifest is None:
         return KernelFilterMethod(config, device, find_profile(source, profiles), find_profile(target, profiles))

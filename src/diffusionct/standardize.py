@@ -26,7 +26,7 @@ from scipy import ndimage
 from diffusionct.config import check_seed
 from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.files import read_json
+from diffusionct.io.files import check_output_apart, read_json
 from diffusionct.io.records import read_record, remove_record, write_record
 from diffusionct.kernels.names import KernelSet, kernel_among
 from diffusionct.io.volume import Volume
@@ -256,14 +256,6 @@ def _finished_outputs(records: dict[Path, dict], overwrite: bool) -> set[Path]:
     return finished
 
 
-def _check_not_overlapping(input_path: Path, output: Path) -> None:
-    """Refuse an output that is the input, lies inside it (a re-run would read its own output) or holds it."""
-    source, target = input_path.resolve(), output.resolve()
-    if target == source or source in target.parents or target in source.parents:
-        raise DiffusionCTError(f"{output}: the output must not be the input {input_path}, lie inside it or contain "
-                               "it; choose an output folder outside the input")
-
-
 @dataclass(frozen=True)
 class SeriesJob:
     """One series to standardize: everything a worker (this process or a Dask worker) needs, no loaded model."""
@@ -324,8 +316,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     if output_format is None:
         output_format = "nifti" if is_itk_image(input_path) or is_itk_image(output) else "dicom"
     jobs = _jobs(input_path, output, output_format, series_uid, pixel_mm)
-    for source in {input_path, *(job[0] for job in jobs)}:  # a DICOM file's series is its folder
-        _check_not_overlapping(source, output)
+    check_output_apart(output, [input_path, *(job[0] for job in jobs)])  # a DICOM file's series is its folder
     model_folders = _model_per_series(jobs, model_dir, source_kernel, target_kernel)
     import torch
 

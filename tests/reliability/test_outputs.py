@@ -50,6 +50,7 @@ def test_no_command_writes_onto_what_it_reads_or_into_the_package(series, tiny_d
     package = diffusionct.__path__[0]
     for command in (["compare", "--reference", series, "--test", series, "--masks", mask, "-o", series, "--overwrite"],
                     ["features", "-i", series, "-m", mask, "-o", mask],
+                    ["calibrate", "-i", series, "-o", series / "profiles.json"],
                     ["train", "--method", "kernel-filter", "--from", "B30f", "--to", "B70f", "-o", f"{package}/data/mine"],
                     ["evaluate", "--data", tiny_data, "--model", model, "-o", model, "--overwrite"]):
         code, err = run_cli(command, capsys)

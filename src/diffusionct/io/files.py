@@ -43,15 +43,16 @@ def check_output_location(path: Path) -> None:
         raise InputError(ancestor, f"cannot write here ({exc.strerror or exc}); choose another output") from None
 
 
-def check_output_apart(output: Path, inputs: list[Path], package: Path) -> None:
+def check_output_apart(output: Path, inputs: list[Path], package: Path | None = None) -> None:
     """Before any work: the output is none of the inputs, holds none of them and lies inside none of them (a
-    re-run would read its own output, an --overwrite would delete the input), nor inside the installed package."""
+    re-run would read its own output, an --overwrite would delete the input), nor inside ``package`` (the installed
+    package, for the command line)."""
     target = Path(output).resolve()
     for source in inputs:
         source = Path(source).resolve()
         if source.exists() and (target == source or source in target.parents or target in source.parents):
             raise InputError(output, f"must not be the input {source}, lie inside it or contain it; choose another output")
-    if Path(package).resolve() in [target, *target.parents]:
+    if package is not None and Path(package).resolve() in [target, *target.parents]:
         raise InputError(output, "lies inside the installed diffusionct package; choose an output of your own "
                                  "(to add a gap to the shipped models, copy them first: README)")
 

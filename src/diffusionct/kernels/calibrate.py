@@ -2,9 +2,8 @@
 
 Same-scan pairs (found by ``scan``: shared UIDs, or the same acquisition time and slice geometry when the
 reconstructions were anonymized apart) give each kernel's transfer to a reference kernel directly
-(:mod:`diffusionct.kernels.measure`). Without pairs, two sets of series of different patients give the transfer
-between their kernels from the ratio of their mean noise spectra (:func:`diffusionct.kernels.transfer.estimate_transfer`),
-with its spread from a bootstrap over series.
+(:mod:`diffusionct.kernels.measure`). Calibration from unpaired sets is not built: training without pairs fits the
+transfer between the sets itself (``data.pairing=unpaired``, :func:`diffusionct.kernels.transfer.estimate_transfer`).
 """
 
 from __future__ import annotations
@@ -53,8 +52,8 @@ def paired_scans(folders: list[Path]) -> tuple[list[dict[str, SeriesInfo]], str]
     if not scans:
         kernels = sorted({s.kernel for s in series})
         raise DiffusionCTError(f"no same-scan kernel pairs under {', '.join(map(str, folders))} (kernels found: "
-                               f"{', '.join(kernels) or 'none'}); calibrate needs two reconstructions of one scan, "
-                               "or use --unpaired with a set per kernel")
+                               f"{', '.join(kernels) or 'none'}); calibrate needs two reconstructions of one scan "
+                               "(without pairs, train with --set data.pairing=unpaired: docs/unpaired.md)")
     manufacturers = sorted({s.manufacturer for g in scans for s in g.values() if s.manufacturer})
     return scans, manufacturers[0] if manufacturers else ""
 

@@ -2,7 +2,7 @@
 
 A library's gaps share one encoder-decoder and one U-Net; each gap has its own predictor (the kernel pair's
 conditional mean) and diffusion scale. docs/history/results-analytic-library.md (tenth run) measured that a U-Net trained on one gap serves
-the others, so a gap costs its predictor alone: 1,000 steps, about 7 minutes on a 2-core CPU, 0.2 MB. The gap is
+the others, so a gap costs its predictor alone: 1,000 steps, 2-7 minutes on a 2-core CPU (docs/benchmarks.md), 0.2 MB. The gap is
 trained in a staging folder beside the library (``--resume`` continues it) and moved in only when complete, so the
 library never lists a half-trained gap.
 """

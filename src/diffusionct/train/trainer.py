@@ -85,7 +85,7 @@ def hold_calibrated_filter(model: DiffusionCTModel, profiles: tuple = ()) -> Non
     exceeds 1 somewhere: a smoother source). Towards a smoother target the filter is the whole map (filtered
     back-projection is linear and the source holds every frequency the target keeps), so a learned correction could
     only add the simulator's differences from real scanners: measured on the real Canon pairs, FC51 -> FC13 with one
-    kept 0.74 of the features where the filter alone keeps 0.85 (docs/results.md, "Real kernels")."""
+    kept 0.74 of the features where the filter alone keeps 0.85 (docs/results.md, section 3)."""
     model.info.pop(KERNEL_PROFILES_KEY, None)  # a donor's (another gap's) would be wrong
     if model.config.diffusion.predictor_kernel_filter_from != "profiles" or not isinstance(model.predictor, ResidualCNN):
         return
