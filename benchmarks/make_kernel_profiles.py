@@ -5,6 +5,9 @@
   through their measured transfer to B30f; B10f's bins on the stored images' noise floor are extrapolated.
 * ``canon.json``: FC13 and FC51 measured by ``diffusionct calibrate`` on both regions of
   ``../shared/data/canon-phantom-pairs`` (the real-pairs benchmark calibrates on one region only).
+* ``ge.json``: SOFT and STANDARD measured by ``diffusionct calibrate --unpaired`` on the six series of
+  ``../shared/data/sts-ct`` (different patients, no pairs: each series' window with its noise level removed, averaged
+  over patients; the spread is over patients).
 
     .venv/bin/python benchmarks/make_kernel_profiles.py
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.io.files import write_text_atomic
-from diffusionct.kernels.calibrate import calibrate_paired
+from diffusionct.kernels.calibrate import calibrate_paired, calibrate_unpaired
 from diffusionct.kernels.measure import PairedMeasurement, profiles_from_measurement
 from diffusionct.kernels.profiles import SHIPPED, profiles_document
 
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SIEMENS = SHARED / "calibration" / "siemens-chest-b10f-b70f.json"
 CANON = SHARED / "data" / "canon-phantom-pairs"
+GE = SHARED / "data" / "sts-ct"
 
 
 def siemens() -> list:
@@ -53,6 +57,8 @@ def main() -> None:
     write_text_atomic(SHIPPED / "siemens.json", profiles_document(siemens()) + "\n")
     canon = calibrate_paired([CANON], reference="FC13", vendor="Canon", anchor_on_known=False)  # not on itself
     write_text_atomic(SHIPPED / "canon.json", profiles_document(canon.profiles) + "\n")
+    ge = calibrate_unpaired([GE], vendor="GE")
+    write_text_atomic(SHIPPED / "ge.json", profiles_document(ge.profiles, pairing="unpaired") + "\n")
     for path in sorted(SHIPPED.glob("*.json")):
         print(f"written {path.relative_to(ROOT)}")
 

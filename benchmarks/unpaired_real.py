@@ -35,7 +35,7 @@ from diffusionct.radiomics.set_comparison import compare_sets, measure_series
 from diffusionct.standardize import Standardizer
 
 ROI_NAME = "GTV_Mass_CT"
-METHODS = ("histogram", "cyclegan", "predictor-cnn", "diffusionct")
+METHODS = ("histogram", "kernel-filter", "cyclegan", "predictor-cnn", "diffusionct")
 
 
 def cases(shared: Path) -> list[tuple[str, Path, Path, str]]:

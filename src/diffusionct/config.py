@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,6 +293,7 @@ class RunConfig:
 
     def validate(self) -> None:
         check_seed(self.seed, "seed")
+        self._check_ranges()
         if self.autoencoder.downsample not in (2, 4, 8):
             raise DiffusionCTError(f"autoencoder.downsample must be 2, 4 or 8, got {self.autoencoder.downsample}")
         if self.autoencoder.space_to_depth and self.autoencoder.latent_channels < self.autoencoder.downsample**2:
@@ -345,6 +347,28 @@ class RunConfig:
                     f"{name}.crop {phase.crop} must be a multiple of {self.autoencoder.downsample * 2 ** (len(self.unet.channels) - 1)}"
                     " (latent down-sampling times the U-Net's)")
 
+    def _check_ranges(self) -> None:
+        """Every number finite and in its range, named by its key (a NaN rate or a zero batch would train nothing)."""
+        for key, value in _numbers(self.to_dict()):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DiffusionCTError(f"{key} must be a finite number, got {value}")
+            leaf = key.rsplit(".", 1)[-1].split("[")[0]
+            if leaf in POSITIVE and not value > 0:
+                raise DiffusionCTError(f"{key} must be > 0, got {value}")
+            if leaf in NON_NEGATIVE and value < 0:
+                raise DiffusionCTError(f"{key} must be >= 0, got {value}")
+        d, a = self.diffusion, self.autoencoder
+        if not 0 < d.beta_start < d.beta_end < 1:
+            raise DiffusionCTError(f"diffusion.beta_start and beta_end must satisfy 0 < beta_start < beta_end < 1, "
+                                   f"got {d.beta_start} and {d.beta_end}")
+        for key, value in (("diffusion.ema_decay", d.ema_decay), ("data.validation_fraction", self.data.validation_fraction)):
+            if not 0 <= value < 1:
+                raise DiffusionCTError(f"{key} must be in [0, 1), got {value}")
+        if not a.hu_min < a.hu_max:
+            raise DiffusionCTError(f"autoencoder.hu_min must be below autoencoder.hu_max, got {a.hu_min} and {a.hu_max}")
+        if not self.unet.channels or not self.baselines.ddpm_channels:
+            raise DiffusionCTError("unet.channels and baselines.ddpm_channels must list one or more widths")
+
     def phases(self) -> dict[str, PhaseConfig]:
         """Every phase's optimisation settings by their config key."""
         b = self.baselines
@@ -378,7 +402,12 @@ class RunConfig:
             diffusion.setdefault("temperature", 1.0)
             if isinstance(diffusion.get("predictor_training"), dict):
                 diffusion["predictor_training"].setdefault("lr_schedule", "constant")
-        return cls.from_dict(data, source)
+        try:
+            return cls.from_dict(data, source)
+        except DiffusionCTError as exc:
+            if str(exc).startswith(source):
+                raise
+            raise DiffusionCTError(f"{source}: {exc}; re-copy or retrain the model") from None
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "RunConfig":
@@ -450,6 +479,26 @@ def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:
                                residual_cnn_kernel_filter=d.predictor_kernel_filter,
                                residual_cnn_kernel_filter_size=d.predictor_kernel_filter_size,
                                residual_cnn_kernel_filter_pixel_anchors=list(d.predictor_kernel_filter_pixel_anchors))
+
+
+POSITIVE = {"base_channels", "latent_channels", "blocks_per_stage", "decoder_channels", "channels", "num_res_blocks",
+            "num_head_channels", "norm_num_groups", "batch_size", "crop", "lr", "validate_every", "checkpoint_every",
+            "timesteps", "predictor_channels", "residual_cnn_channels", "residual_cnn_layers", "histogram_quantiles",
+            "pix2pix_channels", "pix2pix_depth", "ddpm_channels", "ddpm_hu_scale"}
+NON_NEGATIVE = {"steps", "eta", "structure_weight", "frequency_weight", "pix2pix_l1_weight", "pix2pix_latent_weight",
+                "cyclegan_cycle_weight", "cyclegan_identity_weight"}
+
+
+def _numbers(data: dict, prefix: str = ""):
+    """(key, number) of every number in a nested config dict, list items as ``key[i]``."""
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield from _numbers(value, key + ".")
+        elif isinstance(value, list):
+            yield from ((f"{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, (int, float)) and not isinstance(v, bool))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield key, value
 
 
 def image_ddpm_unet_config(config: RunConfig) -> UNetConfig:

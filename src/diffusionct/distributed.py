@@ -11,6 +11,7 @@ Workers must see the input and output paths (a shared file system on a cluster).
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from diffusionct.errors import DiffusionCTError
 
@@ -36,21 +37,16 @@ def _client(scheduler: str):
         raise DiffusionCTError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
 
 
-def _run_job(job):
-    from diffusionct.standardize import standardize_series
-
-    return standardize_series(job, progress=False)
-
-
-def run_on_cluster(jobs: list, scheduler: str) -> list:
-    """Results of :func:`diffusionct.standardize.standardize_series` for every job, computed on the cluster."""
+def run_on_cluster(jobs: list, scheduler: str, task: Callable) -> list:
+    """``task(job)`` for every job, computed on the cluster (``task`` is pickled to the workers: a module-level
+    function, or a partial of one). The caller passes its own task, so this module imports nothing of it."""
     from distributed import as_completed
     from tqdm import tqdm
 
     client, cluster = _client(scheduler)
     try:
         log.info("%d series on %d Dask workers (%s)", len(jobs), len(client.scheduler_info()["workers"]), scheduler)
-        futures = client.map(_run_job, jobs, pure=False)
+        futures = client.map(task, jobs, pure=False)
         results = []
         with tqdm(total=len(futures), desc="series", unit="series", disable=None) as bar:
             for future in as_completed(futures):

@@ -339,9 +339,11 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
         if job.target in finished:
             log.info("%s is finished (its record matches), skipped", job.target)
     if scheduler is not None and todo:
+        from functools import partial
+
         from diffusionct.distributed import run_on_cluster
 
-        results += run_on_cluster(todo, scheduler)
+        results += run_on_cluster(todo, scheduler, partial(standardize_series, progress=False))
     else:
         results += [standardize_series(job) for job in todo]
     order = {job.target: i for i, job in enumerate(series_jobs)}

@@ -55,3 +55,28 @@ def test_scan_to_csv_writes_both_files_or_neither(tmp_path, tiny_data, capsys):
     out.with_suffix(".pairs.csv").rmdir()
     assert main(["scan", str(tiny_data.parent), "-o", str(out)]) == 0
     assert out.is_file() and out.with_suffix(".pairs.csv").is_file()
+
+
+def test_two_reconstructions_under_one_series_uid_are_listed_apart_and_not_read_as_one(tiny_series, tmp_path):
+    """An export that gave two kernels one SeriesInstanceUID: scan lists each kernel from its own folder; reading both
+    as one series is refused, each folder alone reads."""
+    import pydicom
+
+    import pytest
+
+    from diffusionct.errors import InputError
+    from diffusionct.io.dicom import read_dicom_series
+
+    study = make_study("P3")
+    smooth, _ = tiny_series("root/smooth", kernel="B30F", study=study)
+    sharp, _ = tiny_series("root/sharp", kernel="B70F", study=study, seed=2)
+    uid = pydicom.dcmread(next(smooth.iterdir())).SeriesInstanceUID
+    for path in sharp.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = uid
+        ds.save_as(path)
+    series = scan_folder(tmp_path / "root")
+    assert sorted((s.kernel, s.path.rsplit("/", 1)[-1]) for s in series) == [("B30F", "smooth"), ("B70F", "sharp")]
+    assert read_dicom_series(sharp).kernel == "B70F"
+    with pytest.raises(InputError, match="2 reconstructions under one SeriesInstanceUID"):
+        read_dicom_series(tmp_path / "root")

@@ -77,6 +77,15 @@ def test_checkpoint_of_an_older_version_resumes(tiny_data, tmp_path):
                      "baselines.residual_cnn.steps=9"), torch.device("cpu"), resume=True)
 
 
+def test_a_loss_that_is_not_finite_stops_training_without_a_model(tiny_data, tmp_path):
+    from diffusionct.errors import DiffusionCTError
+
+    with pytest.raises(DiffusionCTError, match="residual-cnn step .*the training loss is (nan|inf)"):
+        train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config("baselines.residual_cnn.lr=1e30"),
+                     torch.device("cpu"))
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_standardize_tiny_series_deterministic(tiny_data, tmp_path):
     """The same seed gives the same bytes; at temperature 1 another seed another sample, at 0 (the default) the
     zero start makes the seed irrelevant."""
@@ -180,9 +189,15 @@ def test_corrupt_or_foreign_model_folders(tmp_path, tiny_data):
     (tmp_path / "run" / "unet.safetensors").write_bytes(b"garbage")
     with pytest.raises(DiffusionCTError, match="does not match the checksum"):
         Standardizer.load(tmp_path / "run")
-    del meta["weights_sha256"]  # a model saved before checksums were recorded: the reader still refuses garbage
-    (tmp_path / "run" / "config.json").write_text(json.dumps(meta))
+    from diffusionct.model_store import file_sha256
+
+    meta["weights_sha256"]["unet.safetensors"] = file_sha256(tmp_path / "run" / "unet.safetensors")
+    (tmp_path / "run" / "config.json").write_text(json.dumps(meta))  # garbage under its own checksum: still refused
     with pytest.raises(DiffusionCTError, match="cannot read weights"):
+        Standardizer.load(tmp_path / "run")
+    del meta["weights_sha256"]  # without checksums nothing could tell damaged weights: refused
+    (tmp_path / "run" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(DiffusionCTError, match="records no weights_sha256"):
         Standardizer.load(tmp_path / "run")
 
 

@@ -36,13 +36,20 @@ def _damage(folder, kind):
         weights.write_bytes(bytes(data))
     elif kind == "missing weights":
         (folder / "unet.safetensors").unlink()
+    elif kind in ("checksums removed", "infinite x0_scale"):
+        meta = json.loads(config.read_text())
+        if kind == "checksums removed":
+            del meta["weights_sha256"]
+        else:
+            meta["config"]["diffusion"]["x0_scale"] = float("inf")
+        config.write_text(json.dumps(meta))
     elif kind == "truncated weights":
         weights = folder / "autoencoder.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
 
 
 MODEL_DAMAGE = ["config is a list", "config not utf-8", "config lacks its section", "flipped bit", "missing weights",
-                "truncated weights"]
+                "truncated weights", "checksums removed", "infinite x0_scale"]
 
 
 @pytest.mark.parametrize("kind", MODEL_DAMAGE)
@@ -75,9 +82,6 @@ def test_damaged_histogram_model(tiny_data, series, tmp_path, capsys, kind):
     model = tmp_path / "hist"
     train_method("histogram", tiny_data, model, RunConfig(), device=__import__("torch").device("cpu"))
     weights = model / "histogram.safetensors"
-    meta = json.loads((model / "config.json").read_text())
-    meta.pop("weights_sha256")  # also without a checksum to catch it, the loader must refuse
-    (model / "config.json").write_text(json.dumps(meta))
     if kind == "missing":
         weights.unlink()
     elif kind == "truncated":
@@ -87,6 +91,12 @@ def test_damaged_histogram_model(tiny_data, series, tmp_path, capsys, kind):
         import torch
 
         save_file({"source_quantiles": torch.tensor([3.0, 1.0])}, str(weights))
+    if weights.exists():  # the damage under its own checksum: the loader's own checks must refuse it too
+        from diffusionct.model_store import file_sha256
+
+        meta = json.loads((model / "config.json").read_text())
+        meta["weights_sha256"]["histogram.safetensors"] = file_sha256(weights)
+        (model / "config.json").write_text(json.dumps(meta))
     code, err = run_cli(["standardize", "-i", series, "-o", tmp_path / "out", "--model", model], capsys)
     assert_clean_error(code, err, "histogram.safetensors")
 

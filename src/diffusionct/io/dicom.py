@@ -147,11 +147,30 @@ def select_series(folder: Path, series_uid: str | None = None) -> list[SliceHead
         if series_uid not in series:
             listing = "; ".join(describe_series(uid, h) for uid, h in series.items())
             raise InputError(folder, f"series {series_uid} not found; series present: {listing}")
-        return series[series_uid]
+        return _one_reconstruction(folder, series_uid, series[series_uid])
     if len(series) > 1:
         listing = "; ".join(describe_series(uid, h) for uid, h in series.items())
         raise InputError(folder, f"holds {len(series)} series; choose one with --series UID: {listing}")
-    return next(iter(series.values()))
+    return _one_reconstruction(folder, *next(iter(series.items())))
+
+
+def reconstructions(headers: Sequence[SliceHeader]) -> dict[tuple, list[SliceHeader]]:
+    """The headers of one SeriesInstanceUID by reconstruction (kernel and matrix): more than one when two
+    reconstructions were given one UID, as some exports and anonymizers do."""
+    parts: dict[tuple, list[SliceHeader]] = {}
+    for header in headers:
+        ds = header.dataset
+        parts.setdefault((kernel_name(ds), ds.get("Rows"), ds.get("Columns")), []).append(header)
+    return parts
+
+
+def _one_reconstruction(folder: Path, uid: str, headers: list[SliceHeader]) -> list[SliceHeader]:
+    """``headers`` when they are of one kernel (slices of other sizes are refused with their own message later)."""
+    kernels = sorted({kernel for kernel, _, _ in reconstructions(headers)})
+    if len(kernels) > 1:
+        raise InputError(folder, f"series {uid} holds {len(kernels)} reconstructions under one SeriesInstanceUID (kernels "
+                                 f"{', '.join(k or '?' for k in kernels)}); put each in a folder of its own and give that folder")
+    return headers
 
 
 MAX_RESCALE_SLOPE = 1000.0  # CT scanners store HU at slope 1 (sometimes 0.5 or 2); larger is a broken header

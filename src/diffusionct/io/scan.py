@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.errors import InputError
-from diffusionct.io.dicom import kernel_name, folder_series, header_numbers, slice_size
+from diffusionct.io.dicom import folder_series, header_numbers, kernel_name, reconstructions, slice_size
 from diffusionct.io.files import write_text_atomic
 from diffusionct.io.volume import in_plane_pixel_mm
 
@@ -129,7 +129,13 @@ def _common_parent(paths: list[str]) -> str:
 def scan_folder(folder: str | Path) -> list[SeriesInfo]:
     """Every image series under ``folder``, sorted by patient, study and series description."""
     series, _ = folder_series(Path(folder))
-    infos = [_series_info(uid, headers) for uid, headers in series.items()]
+    infos = []
+    for uid, headers in series.items():
+        parts = reconstructions(headers)
+        if len(parts) > 1:  # listed apart; each is read from its own folder (reading refuses them mixed in one)
+            log.warning("series %s holds %d reconstructions under one SeriesInstanceUID (kernels %s): listed apart",
+                        uid, len(parts), ", ".join(sorted({k or "?" for k, _, _ in parts})))
+        infos += [_series_info(uid, part) for part in parts.values()]
     return sorted(infos, key=lambda s: (s.patient_id, s.study_uid, s.kernel, s.series_uid))
 
 

@@ -2,8 +2,10 @@
 
 Same-scan pairs (found by ``scan``: shared UIDs, or the same acquisition time and slice geometry when the
 reconstructions were anonymized apart) give each kernel's transfer to a reference kernel directly
-(:mod:`diffusionct.kernels.measure`). Calibration from unpaired sets is not built: training without pairs fits the
-transfer between the sets itself (``data.pairing=unpaired``, :func:`diffusionct.kernels.transfer.estimate_transfer`).
+(:mod:`diffusionct.kernels.measure`). Without pairs (``--unpaired``: series of different patients, each with one
+kernel) each series' own noise spectrum gives its kernel's window up to its noise level, which is removed series by
+series before the patients are averaged (:mod:`diffusionct.kernels.unpaired`); the spread over patients decides
+whether the result is worth more than the patients' own differences.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_slice_stack
 from diffusionct.io.scan import SeriesInfo, find_pairs, scan_folder
 from diffusionct.kernels.names import kernel_family
-from diffusionct.kernels.measure import PairedMeasurement, measure_pairs, profiles_from_measurement
+from diffusionct.kernels.measure import FIRST_FIT_BIN, PairedMeasurement, measure_pairs, profiles_from_measurement
 from diffusionct.kernels.profiles import KernelProfile, UnknownProfile, find_profile
+from diffusionct.kernels.unpaired import (UnpairedMeasurement, log_windows, measure_unpaired, profiles_from_unpaired,
+                                          transfer_spread, uncertain_transfers)
 
 log = logging.getLogger(__name__)
 PIXEL_TOLERANCE = 0.02  # relative: series pooled in one measurement share the pixel size this closely
@@ -53,7 +57,7 @@ def paired_scans(folders: list[Path]) -> tuple[list[dict[str, SeriesInfo]], str]
         kernels = sorted({s.kernel for s in series})
         raise DiffusionCTError(f"no same-scan kernel pairs under {', '.join(map(str, folders))} (kernels found: "
                                f"{', '.join(kernels) or 'none'}); calibrate needs two reconstructions of one scan "
-                               "(without pairs, train with --set data.pairing=unpaired: docs/unpaired.md)")
+                               "(without pairs: `calibrate --unpaired` measures each kernel on its own series, docs/unpaired.md)")
     manufacturers = sorted({s.manufacturer for g in scans for s in g.values() if s.manufacturer})
     return scans, manufacturers[0] if manufacturers else ""
 
@@ -87,6 +91,43 @@ def calibrate_paired(folders: list[Path], reference: str | None = None, vendor: 
                   + (f"; {reference}'s own window from the profile '{known.label}'" if known else
                      f"; {reference}'s own window from its noise spectrum"))
     return Calibration(profiles_from_measurement(measurement, vendor, provenance, known), measurement, len(scans))
+
+
+@dataclass
+class UnpairedCalibration:
+    profiles: list[KernelProfile]
+    measurement: UnpairedMeasurement
+    draws: list[dict[str, np.ndarray]]  # bootstrap draws over patients (kernel -> patient indices)
+    uncertain: list[str]  # transfers no larger than their spread over patients (written only with force)
+
+
+def calibrate_unpaired(folders: list[Path], vendor: str | None = None, seed: int = 0, force: bool = False,
+                       progress=None) -> UnpairedCalibration:
+    """Profiles of every kernel of the CT series under ``folders`` (series of different patients, no pairs needed).
+    Refused when a transfer between two kernels is no larger than its spread over patients, unless ``force``.
+    ``progress(done, total)`` is called after each series is read."""
+    series = [info for folder in folders for info in scan_folder(folder) if info.modality == "CT"]
+    if not series:
+        raise DiffusionCTError(f"no CT series under {', '.join(map(str, folders))}")
+    sets: dict[str, list[tuple[str, np.ndarray, float]]] = {}
+    for done, info in enumerate(series, 1):
+        hu, _, pixel_mm = read_slice_stack(info.path, info.series_uid)
+        sets.setdefault(info.kernel, []).append((info.patient_id or info.series_uid, hu, pixel_mm))
+        if progress:
+            progress(done, len(series))
+    measurement = measure_unpaired(sets)
+    draws = measurement.draws(seed)
+    problems = uncertain_transfers(measurement, draws)
+    if problems and not force:
+        raise DiffusionCTError(f"{problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; add "
+                               "patients of each kernel, or pass --force to write the profiles with their spread")
+    manufacturers = sorted({s.manufacturer for s in series if s.manufacturer})
+    vendor = vendor or (manufacturers[0] if manufacturers else "unknown")
+    provenance = (f"measured by diffusionct calibrate --unpaired on {len(series)} series"
+                  + (f" ({len(measurement.skipped)} without enough soft tissue left out)" if measurement.skipped else ""))
+    for problem in problems:
+        log.warning("%s", problem)
+    return UnpairedCalibration(profiles_from_unpaired(measurement, vendor, provenance, seed), measurement, draws, problems)
 
 
 def common_pixel_mm(pixel_sizes: list[float]) -> float:
@@ -151,6 +192,48 @@ def plot_calibration(calibration: Calibration, path: Path) -> None:
         right.axvline(profile.measured_up_to, color="grey", lw=0.5)
     right.set(xlabel="cycles/mm", ylabel="window W(f)", title="profiles (grey: end of the measured band)")
     right.legend()
+    fig.tight_layout()
+    with atomic_output_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+
+
+def plot_unpaired(calibration: UnpairedCalibration, path: Path) -> None:
+    """Each kernel's window with its spread over patients (+- 2 SD) and each patient's own spectrum (its level
+    removed); the transfers between the kernels with their spread."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from diffusionct.io.files import atomic_output_file
+
+    m = calibration.measurement
+    f = m.frequencies
+    windows = log_windows(m)
+    drawn = [log_windows(m, d) for d in calibration.draws]
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    for kernel in sorted(m.series):
+        log_w, spread = windows[kernel], np.nanstd([d[kernel] for d in drawn], axis=0)
+        line, = left.plot(f, np.exp(log_w), "o-", ms=3, label=f"{kernel} ({m.patients(kernel)} patients)")
+        left.fill_between(f, np.exp(log_w - 2 * spread), np.exp(log_w + 2 * spread), alpha=0.2, color=line.get_color())
+        for series in m.series[kernel]:  # from the first fitted bin: below, the box mean leaves mostly anatomy
+            left.plot(f[FIRST_FIT_BIN:], np.exp(series.log_amplitude - series.level)[FIRST_FIT_BIN:], lw=0.6,
+                      color=line.get_color())
+    left.set_yscale("log")
+    left.set(xlabel="cycles/mm", ylabel="window W(f)", title="kernels (thin: each patient's spectrum, level removed)")
+    left.legend()
+    kernels = sorted(m.series)
+    for i, source in enumerate(kernels):
+        for target in kernels[i + 1:]:
+            fit, spread = transfer_spread(m, source, target, calibration.draws)
+            line, = right.plot(f, np.exp(fit.per_bin), "o-", ms=3, label=f"{target} / {source}")
+            right.fill_between(f, np.exp(fit.per_bin - 2 * spread), np.exp(fit.per_bin + 2 * spread), alpha=0.2,
+                               color=line.get_color())
+    right.axhline(1.0, color="grey", lw=0.5)
+    right.set_yscale("log")
+    right.set(xlabel="cycles/mm", ylabel="transfer (ratio of windows)", title="transfers, +- 2 SD over patients")
+    if len(kernels) > 1:
+        right.legend()
     fig.tight_layout()
     with atomic_output_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

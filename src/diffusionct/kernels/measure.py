@@ -139,17 +139,37 @@ def kernel_band(nps: np.ndarray) -> np.ndarray:
     return np.arange(len(nps)) < (np.argmin(good) if not good.all() else len(nps))
 
 
-def window_from_nps(frequencies: np.ndarray, nps: np.ndarray, band: np.ndarray | None = None) -> np.ndarray:
-    """An absolute window from a noise spectrum: FBP noise power is proportional to |f| W(f)^2 once the procedure's
-    own response is divided out. Anatomy and the box mean disturb single bins, so log W is fitted as a smooth
-    a f^2 + b f^4 (W(0) = 1 by construction) over the bins from the third to the end of ``band``."""
-    use = np.arange(len(frequencies)) >= 2
+FIRST_FIT_BIN = 2  # the box mean and the anatomy left in soft tissue dominate the two lowest bins
+
+
+def noise_amplitude(frequencies: np.ndarray, nps: np.ndarray) -> np.ndarray:
+    """log sqrt(NPS / (|f| x the procedure's response)): log W(f) plus the series' own noise level (FBP noise power
+    is proportional to |f| W(f)^2 times the dose, size and thickness terms, which do not depend on f)."""
+    return 0.5 * np.log(nps / (frequencies * procedure_response()))
+
+
+def fit_log_window(frequencies: np.ndarray, nps: np.ndarray, band: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(level, a, b) of log sqrt(NPS / (|f| response)) = level + a f^2 + b f^4: see :func:`fit_log_amplitude`."""
+    return fit_log_amplitude(frequencies, noise_amplitude(frequencies, nps), band)
+
+
+def fit_log_amplitude(frequencies: np.ndarray, log_amplitude: np.ndarray,
+                      band: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(level, a, b) of a log noise amplitude = level + a f^2 + b f^4, fitted over the bins from the third to the end
+    of ``band``: W(0) = 1 by construction, so ``level`` is the series' noise level and a, b its window."""
+    use = np.arange(len(frequencies)) >= FIRST_FIT_BIN
     if band is not None:
         use &= band
     f = frequencies[use]
-    log_power = 0.5 * np.log(nps[use] / (f * procedure_response()[use]))
     design = np.column_stack([np.ones_like(f), f**2, f**4])
-    _, a, b = np.linalg.lstsq(design, log_power, rcond=None)[0]
+    level, a, b = np.linalg.lstsq(design, log_amplitude[use], rcond=None)[0]
+    return float(level), float(a), float(b)
+
+
+def window_from_nps(frequencies: np.ndarray, nps: np.ndarray, band: np.ndarray | None = None) -> np.ndarray:
+    """An absolute window from a noise spectrum. Anatomy and the box mean disturb single bins, so log W is the
+    smooth a f^2 + b f^4 of :func:`fit_log_window`."""
+    _, a, b = fit_log_window(frequencies, nps, band)
     return np.exp(a * frequencies**2 + b * frequencies**4)
 
 

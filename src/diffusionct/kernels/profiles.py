@@ -14,8 +14,8 @@ smooth kernel's spectrum flattens at high frequency, as B10f's does above 0.6 cy
 
 A profile file (``diffusionct calibrate`` writes one; ``simulate``, ``train`` and the ``kernel-filter`` method
 read them) is JSON: ``{"format": "diffusionct-kernel-profiles", "version": 1, "profiles": [...]}``. The shipped
-profiles (``kernels/data/*.json``) are Siemens B10f-B70f and Canon FC13 / FC51; the commands that remake them are in
-``docs/kernels.md``.
+profiles (``kernels/data/*.json``) are Siemens B10f-B70f, Canon FC13 / FC51 and GE SOFT / STANDARD (unpaired); the
+commands that remake them are in ``docs/kernels.md``.
 """
 
 from __future__ import annotations

@@ -189,6 +189,10 @@ class TrainerBase:
             for opt in _optimizers(optimizer).values():
                 set_learning_rate(opt, pc, step)
             metrics = step_fn(step)
+            if not math.isfinite(metrics["loss"]):  # every later step would be NaN too: stop before a model is written
+                bar.close()
+                raise DiffusionCTError(f"{phase} step {step + 1}: the training loss is {metrics['loss']}; lower the "
+                                       "phase's learning rate (lr) or check the training images; no model was written")
             bar.update()
             bar.set_postfix(loss=f"{metrics['loss']:.4g}")
             done = step + 1
