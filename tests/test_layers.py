@@ -49,6 +49,39 @@ def test_layer_rule(prefix, forbidden, why):
     assert not offences, f"{why}: " + "; ".join(offences)
 
 
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports anywhere (function bodies and type-only imports included)."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in imported_modules(path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and not name.startswith(imported + "."):  # its own package: already loading
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_circles():
+    """No module reaches itself through its imports, lazy ones included: each concept sits in one layer."""
+    graph = import_graph()
+    circles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            module, path = stack.pop()
+            for target in graph[module]:
+                if target == start:
+                    circles.append(" -> ".join(path + [start]))
+                elif target not in seen:
+                    seen.add(target)
+                    stack.append((target, path + [target]))
+    assert not circles, "import circles: " + "; ".join(sorted(circles)[:5])
+
+
 def test_rule_checker_sees_an_offence(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from diffusionct.cli import main\n    import torch.nn\n")

@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-INPUT_OPTIONS = ("input", "data", "reference", "test", "masks", "mask", "model", "config", "params", "profiles",
-                 "from_ct", "from_mask")  # what commands read (scan may write its manifest into the folder it lists)
+INPUT_OPTIONS = ("input", "image", "batch", "data", "reference", "test", "masks", "mask", "model", "config", "params",
+                 "profiles", "from_ct", "from_mask")  # what commands read (scan may write its manifest into the folder it lists)
 
 
 def _input_paths(args: argparse.Namespace) -> list[Path]:

@@ -63,15 +63,45 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _case_jobs(name: str, image_path: Path, mask_path: Path, roi: str | None, settings, series: str | None = None):
+def _case_jobs(name: str, image_path: Path, mask_path: Path, roi: str | None, settings, series: str | None = None,
+               label: int | None = None):
     from diffusionct.io.image import read_label_map, read_volume
     from diffusionct.radiomics.batch import tumour_jobs
 
     volume = read_volume(image_path, series)
     labels = read_label_map(mask_path, volume, roi)
+    if label is not None:
+        if not (labels == label).any():
+            raise DiffusionCTError(f"{mask_path}: no voxel of label {label} (labels: {sorted(set(labels[labels > 0].tolist()))})")
+        labels = labels * (labels == label)
     if not labels.any():
         raise DiffusionCTError(f"{mask_path}: the mask is empty")
     return tumour_jobs(name, volume.hu, labels, volume.spacing, settings)
+
+
+def _feature_jobs(args: argparse.Namespace, settings) -> list:
+    """The tumours of ``-i/-m``, or of every row of a pyradiomics batch file (a row that cannot be read is a
+    warning, as in pyradiomics' batch mode, unless every row fails)."""
+    single = args.image is not None or args.mask is not None
+    if (args.batch is not None and single) or (args.batch is None and (args.image is None or args.mask is None)):
+        raise DiffusionCTError("give -i IMAGE -m MASK, or --batch CASES.csv (pyradiomics' Image,Mask[,Label] file), not both")
+    if args.batch is None:
+        return _case_jobs(args.image.name, args.image, args.mask, args.roi, settings, args.series)
+    from diffusionct.io.items import read_batch_csv
+
+    rows = read_batch_csv(args.batch)
+    names = [image.name for image, _, _ in rows]
+    jobs, failures = [], []
+    for number, (image, mask, label) in enumerate(rows, 1):
+        name = image.name if names.count(image.name) == 1 else f"{number}:{image.name}"
+        try:
+            jobs += _case_jobs(name, image, mask, args.roi, settings, args.series, label)
+        except DiffusionCTError as exc:
+            failures.append(f"row {number + 1}: {exc}")
+            print(f"warning: {args.batch}: {failures[-1]}")
+    if not jobs:
+        raise DiffusionCTError(f"{args.batch}: no case could be read ({failures[0] if failures else 'no rows'})")
+    return jobs
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
@@ -84,14 +114,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if args.output.is_dir():
         raise DiffusionCTError(f"{args.output}: is a folder; give a CSV file name for the features")
     settings = FeatureSettings.load(args.params)
-    jobs = _case_jobs(args.image.name, args.image, args.mask, args.roi, settings, args.series)
+    jobs = _feature_jobs(args, settings)
     if not jobs:
         raise DiffusionCTError(f"{args.mask}: every labelled region is smaller than the minimum ROI size")
     features, errors = extract_many(jobs, settings, workers=args.workers)
     for key, message in errors.items():
         print(f"warning: {key}: {message}")
     if not features:
-        raise DiffusionCTError(f"{args.image}: no features computed: {'; '.join(errors.values())}")
+        raise DiffusionCTError(f"{args.image or args.batch}: no features computed: {'; '.join(errors.values())}")
     write_text_atomic(args.output, features_csv(features))
     ibsi = args.output.with_name(args.output.stem + ".ibsi.csv")  # the same tumours, IBSI tags and definitions
     write_text_atomic(ibsi, features_csv({key: ibsi_values(values) for key, values in features.items()}))
@@ -221,6 +251,33 @@ def _print_profile_use(output: Path, picture: Path) -> None:
           f"`diffusionct simulate --profiles {output} --kernels K,K`")
 
 
+def _cmd_harmonize(args: argparse.Namespace) -> int:
+    from diffusionct.harmonization import ComBat, FeatureTable
+    from diffusionct.io.files import check_output_free
+
+    check_output_free(args.output, args.overwrite)
+    covariates = [c.strip() for c in args.covariates.split(",") if c.strip()] if args.covariates else []
+    if args.action == "fit":
+        if args.model:
+            raise DiffusionCTError("--model is what `harmonize apply` reads; `harmonize fit` writes its model to -o")
+        table = FeatureTable.read(args.input, args.batch, covariates)
+        combat = ComBat.fit(table.values, table.batches, table.features, table.covariates, covariates)
+        combat.save(args.output)
+        print(f"ComBat fitted on {len(table.ids)} samples of {len(combat.batches)} batches ({', '.join(combat.batches)}), "
+              f"{len(combat.features)} features; written to {args.output}; apply it with `diffusionct harmonize apply "
+              f"-i TABLE --batch {args.batch} --model {args.output} -o OUT.csv`")
+        return 0
+    if not args.model:
+        raise DiffusionCTError("harmonize apply needs --model, the file `harmonize fit` wrote")
+    if covariates:
+        raise DiffusionCTError("--covariates is fixed when fitting; harmonize apply reads the fitted model's")
+    combat = ComBat.load(args.model)
+    table = FeatureTable.read(args.input, args.batch, combat.covariates, combat.features)
+    table.write(args.output, combat.apply(table.values, table.batches, table.covariates))
+    print(f"{len(table.ids)} samples x {len(combat.features)} features harmonized to {args.output}")
+    return 0
+
+
 def _cmd_standardize(args: argparse.Namespace) -> int:
     from diffusionct.standardize import run_standardize
 
@@ -311,15 +368,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("features", help="radiomic features (six classes) of the tumours in a mask",
                        description="Features of every labelled tumour (NIfTI label map) or of one RTSTRUCT ROI.")
-    p.add_argument("-i", "--image", type=Path, required=True, help="CT: DICOM series folder or NIfTI/NRRD/MHA")
-    p.add_argument("-m", "--mask", type=Path, required=True, help="label map on the image grid, or an RTSTRUCT file")
+    p.add_argument("-i", "--image", type=Path, help="CT: DICOM series folder or NIfTI/NRRD/MHA")
+    p.add_argument("-m", "--mask", type=Path, help="label map on the image grid, or an RTSTRUCT file")
+    p.add_argument("--batch", type=Path, metavar="CASES.csv",
+                   help="instead of -i/-m: pyradiomics' batch file, columns Image, Mask and optionally Label (paths relative "
+                        "to the file); a row that cannot be read is a warning")
     p.add_argument("-o", "--output", type=Path, required=True, help="CSV: one row per tumour")
     p.add_argument("--roi", help="RTSTRUCT ROI name")
     p.add_argument("--series", help="series UID when the image folder holds several")
     p.add_argument("--params", type=Path, help="feature settings YAML (default: the shipped params), or a preset name")
     p.add_argument("--preset", dest="params", choices=FEATURE_PRESETS,
                    help="IBSI 1 configuration A-E (interpolation, re-segmentation, discretisation; docs/features.md)")
-    p.add_argument("--workers", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--workers", "--jobs", "-j", type=int, help="parallel processes (default: all cores)")
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("compare", help="feature reproducibility of test images against standard ones (RE, CCC)",
@@ -384,6 +444,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap that gives the spread")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("harmonize", help="ComBat on feature tables: fit on one, apply to others (docs/harmonization.md)",
+                       description="Feature-level harmonization (ComBat, empirical Bayes), beside image standardization. "
+                                   "`fit` estimates each batch's (scanner's, kernel's) location and scale per feature on a "
+                                   "training table and writes them as JSON; `apply` harmonizes new tables of those batches.")
+    p.add_argument("action", choices=["fit", "apply"])
+    p.add_argument("-i", "--input", type=Path, required=True, help="feature CSV: an id column first, a batch column, features")
+    p.add_argument("-o", "--output", type=Path, required=True, help="fit: the ComBat file (.json); apply: the harmonized CSV")
+    p.add_argument("--batch", required=True, metavar="COLUMN", help="the column naming each sample's batch (e.g. kernel)")
+    p.add_argument("--covariates", metavar="A,B", help="fit: numeric columns whose effects ComBat keeps (e.g. age)")
+    p.add_argument("--model", type=Path, help="apply: the file `harmonize fit` wrote")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_harmonize)
 
     p = sub.add_parser("standardize", help="standardize CT series to the model's target kernel",
                        description="Standardize a DICOM series folder, a folder tree of series (the model is loaded "

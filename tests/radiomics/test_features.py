@@ -147,6 +147,34 @@ def test_features_and_compare_cli(tmp_path, capsys):
     assert not (tmp_path / "cmp2").exists()
 
 
+def test_features_from_a_pyradiomics_batch_file(tmp_path, capsys):
+    """pyradiomics' batch CSV as it is (Image, Mask, optional Label, other columns ignored): one row per tumour, a row
+    naming a missing image is a warning, the same tumours as -i/-m give."""
+    from tests.conftest import make_volume
+
+    params = tmp_path / "params.yaml"
+    params.write_text("setting: {binWidth: 25, padDistance: 2}\nimageType: {original: {}}\ndimensions: [3D]\n")
+    image, mask = _blob(0)
+    volume = make_volume(shape=image.shape).with_hu(image)
+    labels = mask.astype(np.uint8)
+    labels[:, :, :10] *= 2  # two tumours: labels 1 and 2
+    write_nifti(volume, tmp_path / "ct.nii.gz")
+    write_nifti(volume, tmp_path / "seg.nii.gz", array=labels)
+    batch = tmp_path / "cases.csv"
+    batch.write_text("ID,Image,Mask,Label\np1,ct.nii.gz,seg.nii.gz,2\np2,ct.nii.gz,seg.nii.gz,\np3,gone.nii.gz,seg.nii.gz,1\n")
+    out = tmp_path / "batch.csv"
+    assert main(["features", "--batch", str(batch), "-o", str(out), "--params", str(params), "--jobs", "1"]) == 0
+    assert "row 4" in capsys.readouterr().out  # the missing image, warned about
+    rows = out.read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1:ct.nii.gz:2", "2:ct.nii.gz:1", "2:ct.nii.gz:2"]
+    single = tmp_path / "single.csv"
+    assert main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "seg.nii.gz"), "-o", str(single),
+                 "--params", str(params), "--workers", "1"]) == 0
+    assert single.read_text().splitlines()[2].split(",")[1:] == rows[1].split(",")[1:]  # label 2, the same values
+    code = main(["features", "--batch", str(batch), "-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "x.csv")])
+    assert code == 2 and "not both" in capsys.readouterr().err
+
+
 def test_intensity_histogram_follows_bin_count_as_the_texture_classes_do():
     """With binCount the IH class is discretised into that many bins (IBSI fixed bin number), as pyradiomics
     discretises the texture classes of the same run; binWidth then plays no part."""

@@ -44,3 +44,30 @@ def match_items(**folders: str | Path) -> dict[str, dict[str, Path]]:
         if missing:
             raise InputError(folders[label], f"has no item for {', '.join(missing)} (present in the {first_label} folder)")
     return {name: {label: listings[label][name] for label in listings} for name in first}
+
+
+def read_batch_csv(path: str | Path) -> list[tuple[Path, Path, int | None]]:
+    """The rows of a pyradiomics batch file: ``Image`` and ``Mask`` paths (relative to the file's folder, or absolute)
+    and an optional ``Label`` (empty: every label of the mask); other columns are ignored."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="") as stream:
+            rows = list(csv.DictReader(stream))
+    except FileNotFoundError:
+        raise InputError(path, "no such batch file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a readable CSV ({exc})") from None
+    if not rows or not {"Image", "Mask"} <= set(rows[0]):
+        raise InputError(path, "a batch file needs the columns Image and Mask (and optionally Label), as pyradiomics' does")
+    out = []
+    for number, row in enumerate(rows, 2):
+        image, mask, label = ((row.get(column) or "").strip() for column in ("Image", "Mask", "Label"))
+        if not image or not mask:
+            raise InputError(path, f"row {number}: Image and Mask are both needed")
+        if label and not label.isdigit():
+            raise InputError(path, f"row {number}: Label '{label}' is not a whole number")
+        image_path, mask_path = (p if p.is_absolute() else path.parent / p for p in (Path(image), Path(mask)))
+        out.append((image_path, mask_path, int(label) if label else None))
+    return out

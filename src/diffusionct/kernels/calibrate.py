@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -105,17 +106,17 @@ def calibrate_unpaired(folders: list[Path], vendor: str | None = None, seed: int
                        progress=None) -> UnpairedCalibration:
     """Profiles of every kernel of the CT series under ``folders`` (series of different patients, no pairs needed).
     Refused when a transfer between two kernels is no larger than its spread over patients, unless ``force``.
-    ``progress(done, total)`` is called after each series is read."""
+    ``progress(done, total)`` is called after each series is measured (one series in memory at a time)."""
     series = [info for folder in folders for info in scan_folder(folder) if info.modality == "CT"]
     if not series:
         raise DiffusionCTError(f"no CT series under {', '.join(map(str, folders))}")
-    sets: dict[str, list[tuple[str, np.ndarray, float]]] = {}
-    for done, info in enumerate(series, 1):
-        hu, _, pixel_mm = read_slice_stack(info.path, info.series_uid)
-        sets.setdefault(info.kernel, []).append((info.patient_id or info.series_uid, hu, pixel_mm))
-        if progress:
-            progress(done, len(series))
-    measurement = measure_unpaired(sets)
+    sets: dict[str, list] = {}
+    for info in series:
+        if not info.pixel_mm:
+            raise DiffusionCTError(f"{info.path}: series {info.series_uid} states no PixelSpacing; a kernel is measured "
+                                   "in cycles/mm, so its pixel size is needed")
+        sets.setdefault(info.kernel, []).append((info.patient_id or info.series_uid, partial(_slices, info), info.pixel_mm))
+    measurement = measure_unpaired(sets, progress)
     draws = measurement.draws(seed)
     problems = uncertain_transfers(measurement, draws)
     if problems and not force:
@@ -128,6 +129,10 @@ def calibrate_unpaired(folders: list[Path], vendor: str | None = None, seed: int
     for problem in problems:
         log.warning("%s", problem)
     return UnpairedCalibration(profiles_from_unpaired(measurement, vendor, provenance, seed), measurement, draws, problems)
+
+
+def _slices(info: SeriesInfo) -> np.ndarray:
+    return read_slice_stack(info.path, info.series_uid)[0]
 
 
 def common_pixel_mm(pixel_sizes: list[float]) -> float:

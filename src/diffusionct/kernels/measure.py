@@ -27,6 +27,10 @@ ROLL_OFF = 1.4  # beyond the measured band a window falls to zero (raised cosine
 MIN_WINDOW = 1e-3
 
 
+class NoSoftTissue(DiffusionCTError):
+    """A series without one soft-tissue ROI: nothing of its kernel's noise to measure."""
+
+
 _WINDOW = np.hanning(ROI_PX)[:, None] * np.hanning(ROI_PX)[None, :]
 _FREQUENCY = np.fft.fftfreq(ROI_PX)
 _RINGS = np.rint(np.hypot(*np.meshgrid(_FREQUENCY, _FREQUENCY, indexing="ij")) * ROI_PX).astype(int)
@@ -61,7 +65,7 @@ def roi_spectra(volumes: list[np.ndarray], pixel_mm: float) -> np.ndarray:
         for y, x in soft_tissue_rois(volumes[0][i]):
             out.append([_ring_mean(_power(volume[i, y:y + ROI_PX, x:x + ROI_PX]), _norm(pixel_mm)) for volume in volumes])
     if not out:
-        raise DiffusionCTError("no soft-tissue region (32 x 32 pixels in -100..150 HU, inside the body) in the reference "
+        raise NoSoftTissue("no soft-tissue region (32 x 32 pixels in -100..150 HU, inside the body) in the reference "
                                "series: calibration needs uniform soft tissue")
     return np.asarray(out)
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from diffusionct.errors import DiffusionCTError
 
-if TYPE_CHECKING:
-    from diffusionct.io.manifest import SeriesEntry
+
+class Labelled(Protocol):
+    """What a kernel set is matched against: a series' kernel and manufacturer (a manifest entry, a scan's series)."""
+
+    kernel: str
+    manufacturer: str
 
 
 def kernel_family(name: str) -> str:
@@ -51,7 +55,7 @@ class KernelSet:
         """Several sets separated by commas (``GE:SOFT,GE:LUNG``: a many-to-one model's sources)."""
         return [cls.parse(part) for part in text.split(",") if part.strip()]
 
-    def matches(self, entry: "SeriesEntry") -> bool:
+    def matches(self, entry: Labelled) -> bool:
         return (kernel_family(entry.kernel) == kernel_family(self.kernel)
                 and entry.manufacturer.upper().startswith(self.manufacturer.upper()))
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.kernels.measure import (BINS, FIRST_FIT_BIN, extend_window, fit_log_amplitude, fit_log_window, kernel_band,
-                                         noise_amplitude, roi_spectra, white_floor)
+from diffusionct.kernels.measure import (BINS, FIRST_FIT_BIN, NoSoftTissue, extend_window, fit_log_amplitude, fit_log_window,
+                                         kernel_band, noise_amplitude, roi_spectra, white_floor)
 from diffusionct.kernels.profiles import KernelProfile
 from diffusionct.kernels.spectra import ROI_PX
 
@@ -131,20 +132,27 @@ def series_spectrum(hu: np.ndarray, pixel_mm: float, frequencies: np.ndarray, pa
     return SeriesSpectrum(patient, on_grid, level, len(spectra), white_floor(nps))
 
 
-def measure_unpaired(sets: dict[str, list[tuple[str, np.ndarray, float]]]) -> UnpairedMeasurement:
-    """Spectra of every kernel of ``sets`` (kernel -> ``(patient, slices, pixel_mm)`` per series). Series of one
-    patient and kernel are pooled into one (a patient counts once); series without enough soft tissue are left out."""
+def measure_unpaired(sets: dict[str, list[tuple[str, np.ndarray | Callable[[], np.ndarray], float]]],
+                     progress: Callable[[int, int], None] | None = None) -> UnpairedMeasurement:
+    """Spectra of every kernel of ``sets`` (kernel -> ``(patient, slices, pixel_mm)`` per series; the slices may be a
+    function that reads them, so that an archive is read one series at a time). Series of one patient and kernel are
+    pooled into one (a patient counts once); series without enough soft tissue are left out. ``progress(done,
+    total)`` after each series."""
     pixel = max(px for series in sets.values() for _, _, px in series)
     frequencies = np.arange(1, BINS + 1) / (ROI_PX * pixel)
+    total, done = sum(len(series) for series in sets.values()), 0
     measured: dict[str, list[SeriesSpectrum]] = {}
     skipped = []
     for kernel, series in sets.items():
         by_patient: dict[str, list[SeriesSpectrum]] = {}
-        for patient, hu, pixel_mm in series:
+        for patient, slices, pixel_mm in series:
             try:
-                spectrum = series_spectrum(hu, pixel_mm, frequencies, patient)
-            except DiffusionCTError:
+                spectrum = series_spectrum(slices() if callable(slices) else slices, pixel_mm, frequencies, patient)
+            except NoSoftTissue:
                 spectrum = None
+            done += 1
+            if progress:
+                progress(done, total)
             if spectrum is None or spectrum.rois < MIN_ROIS:
                 skipped.append(f"{kernel} {patient}: {spectrum.rois if spectrum else 0} soft-tissue ROIs (need {MIN_ROIS})")
                 log.warning("left out %s", skipped[-1])
