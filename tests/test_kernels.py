@@ -181,7 +181,7 @@ def test_calibrate_without_pairs_is_one_line(shared_data, tmp_path, capsys):
     damaged.write_text("{")
     code, err = run_cli(["calibrate", "-i", shared_data / "canon-phantom-pairs", "-o", tmp_path / "p.json", "--profiles", damaged],
                         capsys)
-    assert_clean_error(code, err, "not a readable kernel profile file")  # not silently measured without it
+    assert_clean_error(code, err, "corrupt kernel profile file")  # not silently measured without it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.json"]
 
 

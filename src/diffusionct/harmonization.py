@@ -105,14 +105,11 @@ class ComBat:
 
     @classmethod
     def load(cls, path: str | Path) -> "ComBat":
+        from diffusionct.io.files import read_json
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DiffusionCTError(f"{path}: no such ComBat file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DiffusionCTError(f"{path}: not a readable ComBat file ({exc})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+        data = read_json(path, "ComBat file")
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise DiffusionCTError(f"{path}: not a ComBat file of this version; make one with `diffusionct harmonize fit`")
         try:
             combat = cls(**{k: v for k, v in data.items() if k not in ("format", "version")})

@@ -191,8 +191,12 @@ def read_json(path: Path, what: str) -> dict:
     """A JSON file's content; a clear error names the file and what it should have been."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, f"no such {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(path, f"corrupt {what}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read the {what} ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise InputError(path, f"corrupt {what}: expected a JSON object, got a {type(data).__name__}")
     return data

@@ -134,14 +134,11 @@ class KernelProfile:
 
 def read_profiles(path: str | Path) -> list[KernelProfile]:
     """The profiles of a profile file (one-line errors for a missing, damaged or foreign file)."""
+    from diffusionct.io.files import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DiffusionCTError(f"{path}: no such kernel profile file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DiffusionCTError(f"{path}: not a readable kernel profile file ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    data = read_json(path, "kernel profile file")
+    if data.get("format") != FORMAT:
         raise DiffusionCTError(f"{path}: not a kernel profile file (expected \"format\": \"{FORMAT}\"); "
                                "make one with `diffusionct calibrate`")
     if data.get("version") != VERSION:
