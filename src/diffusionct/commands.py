@@ -378,7 +378,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", help="series UID when the image folder holds several")
     p.add_argument("--params", type=Path, help="feature settings YAML (default: the shipped params), or a preset name")
     p.add_argument("--preset", dest="params", choices=FEATURE_PRESETS,
-                   help="IBSI 1 configuration A-E (interpolation, re-segmentation, discretisation; docs/features.md)")
+                   help="IBSI 1 configuration A-E (interpolation, re-segmentation, discretisation; docs/radiomics.md)")
     p.add_argument("--workers", "--jobs", "-j", type=int, help="parallel processes (default: all cores)")
     p.set_defaults(func=_cmd_features)
 
@@ -502,7 +502,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="the end-to-end demo on the built-in default (what `make demo` runs)")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="demo folder")
-    p.add_argument("--quick", action="store_true", help="a small version (under 3 minutes)")
+    p.add_argument("--quick", action="store_true", help="a small version (its time budget 2.5 minutes, see --budget-minutes)")
     p.add_argument("--budget-minutes", type=float, help="time to fit the demo into on this machine (default 8, --quick 2.5): "
                    "the machine's speed is measured first and the demo scaled down when it would not fit")
     p.add_argument("--device", default="cpu")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diffusionct.radiomics.compare import compare_features
-from diffusionct.radiomics.metrics import ccc, class_ccc, mean_std, relative_error, reproducible_counts, reproducible_fraction
+from diffusionct.radiomics.metrics import ccc, class_ccc, mean_std, relative_error, reproducible_counts, reproducible_mask
 
 
 def test_relative_error_by_hand():
@@ -17,11 +17,11 @@ def test_relative_error_by_hand():
     assert math.isnan(re[5]) and math.isnan(re[6])  # undefined
 
 
-def test_reproducible_counts_and_fraction():
+def test_reproducible_counts_and_mask():
     re = np.array([0.0, 0.1, 0.149, 0.15, 0.5, np.inf, np.nan])
     counts = reproducible_counts(re, thresholds=[0.0, 0.15, 1.0])
     assert counts.tolist() == [1, 4, 5]  # RE <= threshold; inf and NaN never count
-    assert reproducible_fraction(re) == pytest.approx(3 / 7)  # strictly below 0.15, over all 7
+    assert reproducible_mask(re).tolist() == [True, True, True, False, False, False, False]  # strictly below 0.15
 
 
 def test_ccc_by_hand():

@@ -105,7 +105,7 @@ def test_resimulate_real_ct(sts_case, tmp_path):
     volume, mask = full.slab(middle - 3, middle + 3), full_mask[middle - 3:middle + 3]
     np.testing.assert_array_equal(read_mask(root / "dicom" / "mask" / "RS.dcm", volume, "GTV_Mass_CT"), mask)
     cfg = SimulationConfig(kernels=["b30", "b70"], thicknesses_mm=[volume.spacing[2]], seed=0)
-    manifest = json.loads(Simulator(cfg).run_from_ct(volume, tmp_path / "re", mask=mask).read_text())
+    manifest = json.loads(Simulator(cfg).run_from_cts([(volume, mask)], tmp_path / "re").read_text())
     assert len(manifest["pairs"]) == 1 and len(manifest["masks"]) == 2
     pair = manifest["pairs"][0]
     sim_mask = read_image(tmp_path / "re" / next(iter(manifest["masks"].values()))).hu > 0

@@ -24,11 +24,6 @@ def is_dicom_seg(ds) -> bool:
     return str(ds.get("Modality", "")) == "SEG" or str(ds.get("SOPClassUID", "")) == SEG_STORAGE
 
 
-def seg_segment_names(path: str | Path) -> dict[int, str]:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])}
-
-
 def _choose_segment(path: Path, names: dict[int, str], roi: str | None) -> int:
     if not names:
         raise InputError(path, "DICOM-SEG without segments (empty SegmentSequence)")

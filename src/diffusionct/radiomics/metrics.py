@@ -53,12 +53,6 @@ def reproducible_mask(re: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.asarray(re, dtype=np.float64), nan=np.inf) < REPRODUCIBLE_RE
 
 
-def reproducible_fraction(re: np.ndarray) -> float:
-    """Share of features with RE < 0.15 among all features (undefined ones count as not reproducible)."""
-    re = np.asarray(re, dtype=np.float64).ravel()
-    return float(reproducible_mask(re).sum() / re.size) if re.size else float("nan")
-
-
 def ccc(standard, test) -> tuple[float, int]:
     """Concordance correlation coefficient (eq. 2) of two vectors; returns (CCC, pairs left out as undefined)."""
     x = np.asarray(standard, dtype=np.float64).ravel()

@@ -255,10 +255,6 @@ class Simulator:
             _write_manifest(root, cfg, entries, cases)
         return Path(out_dir) / "manifest.json"
 
-    def run_from_ct(self, volume: Volume, out_dir: Path, mask: np.ndarray | None = None, overwrite: bool = False) -> Path:
-        """Re-simulate one real CT; see :meth:`run_from_cts`."""
-        return self.run_from_cts([(volume, mask)], out_dir, overwrite=overwrite)
-
     def run_from_cts(self, sources: list[tuple[Volume, np.ndarray | None]], out_dir: Path, overwrite: bool = False) -> Path:
         """Re-simulate real CTs, one case each: their (smoothed) HU is the object, the kernels are simulated.
 
