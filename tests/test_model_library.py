@@ -151,6 +151,7 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     listed = capsys.readouterr().out
     assert all(m.folder.name in listed for m in models)
     assert "siemens-b30f-b70f (SIM_B30F -> SIM_B70F, pixels 0.5" in listed and listed.count("[default]") == 1
+    assert "GE SOFT, STANDARD" in listed and "Canon FC13, FC51" in listed  # the shipped kernel profiles
     # the target B30 from two kernels: each series gets the model from its own kernel, Siemens or Canon
     for source, target in (("B50f", "B30"), ("B70f", "B30"), ("B50f", "B70"), ("B70f", "B50"), ("B10f", "B30"), ("B10f", "B50")):
         chosen = choose_model(models, source, target, "series").folder.name

@@ -48,6 +48,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     shared = sorted(path.name for path in shipped_library().glob("*.safetensors"))
     if shared:
         print(f"  shared by these models (each has its own predictor): {', '.join(shared)}")
+    from diffusionct.kernels.profiles import shipped_profiles
+
+    vendors: dict[str, list[str]] = {}
+    for profile in shipped_profiles():
+        vendors.setdefault(profile.vendor, []).append(profile.name)
+    print("shipped kernel profiles (the calibrated filter without training: train --method kernel-filter --from K --to K; "
+          "measure your own with calibrate; docs/kernels.md): " + "; ".join(f"{v} {', '.join(n)}" for v, n in vendors.items()))
     return 0
 
 
