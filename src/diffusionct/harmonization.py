@@ -187,19 +187,13 @@ class FeatureTable:
     def read(cls, path: str | Path, batch_column: str, covariate_columns: list[str] = (),
              features: list[str] | None = None) -> "FeatureTable":
         """The table at ``path``; ``features``: these columns (a fitted ComBat's), else every other column."""
-        import csv
+        from diffusionct.io.files import read_csv_rows
 
         path = Path(path)
-        try:
-            with open(path, newline="") as stream:
-                rows = list(csv.reader(stream))
-        except FileNotFoundError:
-            raise DiffusionCTError(f"{path}: no such feature table") from None
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DiffusionCTError(f"{path}: not a readable CSV ({exc})") from None
+        rows = read_csv_rows(path, "feature table")
         if len(rows) < 2:
             raise DiffusionCTError(f"{path}: no rows below the header")
-        header, body = rows[0], [r for r in rows[1:] if any(cell.strip() for cell in r)]
+        header, body = rows[0], rows[1:]
         missing = [c for c in [batch_column, *covariate_columns, *(features or [])] if c not in header]
         if missing:
             raise DiffusionCTError(f"{path}: no column(s) {', '.join(missing)}; columns: {', '.join(header[:12])}"
@@ -213,17 +207,11 @@ class FeatureTable:
 
     def write(self, path: str | Path, values: np.ndarray) -> None:
         """The table with ``values`` in place of its features (id and batch columns first)."""
-        import csv
-        import io
+        from diffusionct.io.files import csv_text, write_text_atomic
 
-        from diffusionct.io.files import write_text_atomic
-
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow([self.id_column, self.batch_column, *self.features])
-        for i, row in enumerate(values):
-            writer.writerow([self.ids[i], self.batches[i], *(repr(float(v)) for v in row)])
-        write_text_atomic(Path(path), text.getvalue())
+        write_text_atomic(Path(path), csv_text([self.id_column, self.batch_column, *self.features],
+                                               ([i, b, *(repr(float(v)) for v in row)]
+                                                for i, b, row in zip(self.ids, self.batches, values))))
 
 
 def _numbers(path: Path, rows: list[list[str]], columns: list[int], names: list[str]) -> np.ndarray:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
+import io
 import json
 import os
 import shutil
@@ -185,6 +187,29 @@ def write_text_atomic(path: Path, text: str) -> Path:
     with atomic_output_file(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def read_csv_rows(path: Path, what: str) -> list[list[str]]:
+    """A CSV file's rows, the header first, blank rows left out; a clear error names the file and what it should be."""
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = list(csv.reader(stream))
+    except FileNotFoundError:
+        raise InputError(path, f"no such {what}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"corrupt {what}: not a readable CSV ({exc})") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read the {what} ({exc.strerror or exc})") from None
+    return [row for row in rows if any(cell.strip() for cell in row)]
+
+
+def csv_text(header: list[str], rows) -> str:
+    """A CSV file's text: the header, then ``rows`` (iterables of cells)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def read_json(path: Path, what: str) -> dict:

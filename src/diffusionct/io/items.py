@@ -49,17 +49,12 @@ def match_items(**folders: str | Path) -> dict[str, dict[str, Path]]:
 def read_batch_csv(path: str | Path) -> list[tuple[Path, Path, int | None]]:
     """The rows of a pyradiomics batch file: ``Image`` and ``Mask`` paths (relative to the file's folder, or absolute)
     and an optional ``Label`` (empty: every label of the mask); other columns are ignored."""
-    import csv
+    from diffusionct.io.files import read_csv_rows
 
     path = Path(path)
-    try:
-        with open(path, newline="") as stream:
-            rows = list(csv.DictReader(stream))
-    except FileNotFoundError:
-        raise InputError(path, "no such batch file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(path, f"not a readable CSV ({exc})") from None
-    if not rows or not {"Image", "Mask"} <= set(rows[0]):
+    header, *body = read_csv_rows(path, "batch file") or [[]]
+    rows = [dict(zip(header, row)) for row in body]
+    if not rows or not {"Image", "Mask"} <= set(header):
         raise InputError(path, "a batch file needs the columns Image and Mask (and optionally Label), as pyradiomics' does")
     out = []
     for number, row in enumerate(rows, 2):

@@ -15,13 +15,12 @@ A training or test set is then chosen by (kernel, manufacturer), not only by sam
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.kernels.names import KernelSet, kernel_family
-from diffusionct.io.files import read_json, write_text_atomic
+from diffusionct.io.files import csv_text, read_json, write_text_atomic
 from diffusionct.io.image import read_volume
 from diffusionct.io.volume import Volume
 
@@ -155,11 +154,8 @@ class Manifest:
 
 def write_set_csv(path: str | Path, entries: list[SeriesEntry], masks: dict[str, str] | None = None) -> Path:
     """Write a set CSV (path, kernel, manufacturer, case, mask) that :meth:`Manifest.read` reads back."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["path", "kernel", "manufacturer", "case", "mask"])
-    for entry in entries:
-        writer.writerow([entry.path, entry.kernel, entry.manufacturer, entry.case, (masks or {}).get(entry.path, "")])
-    write_text_atomic(Path(path), buffer.getvalue())
+    write_text_atomic(Path(path), csv_text(["path", "kernel", "manufacturer", "case", "mask"],
+                                           ([e.path, e.kernel, e.manufacturer, e.case, (masks or {}).get(e.path, "")]
+                                            for e in entries)))
     return Path(path)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.files import atomic_output_dir, write_text_atomic
+from diffusionct.io.files import atomic_output_dir, csv_text, write_text_atomic
 from diffusionct.radiomics.features import FEATURE_CLASSES, feature_class
 from diffusionct.radiomics.metrics import (
     DEFAULT_THRESHOLDS, REPRODUCIBLE_RE, class_ccc, mean_std, per_feature_ccc, relative_error, reproducible_counts,
@@ -82,14 +80,6 @@ def compare_features(standard: dict[str, dict[str, float]], test: dict[str, dict
     return Comparison(tumours, names, s, x, re, np.asarray(thresholds), curve, share, per_tumour, table, pf, undefined)
 
 
-def _csv_text(header: list[str], rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def exact_number(value) -> str:
     """A number in full (round-trip) precision, as any CSV reader parses it: ``nan``, ``inf``, never numpy's
     ``np.float64(...)`` repr."""
@@ -99,7 +89,7 @@ def exact_number(value) -> str:
 def features_csv(features: dict[str, dict[str, float]]) -> str:
     """One row per tumour, one column per feature (the union of names; empty where absent)."""
     names = sorted(set().union(*(f.keys() for f in features.values()))) if features else []
-    return _csv_text(["tumour", *names], ([key, *(exact_number(f[n]) if n in f else "" for n in names)]
+    return csv_text(["tumour", *names], ([key, *(exact_number(f[n]) if n in f else "" for n in names)]
                                            for key, f in features.items()))
 
 
@@ -112,18 +102,18 @@ def write_comparison(result: Comparison, out_dir: Path, overwrite: bool = False,
 
 def write_comparison_files(result: Comparison, folder: Path, extra: dict | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "re_curve.csv", _csv_text(
+    write_text_atomic(folder / "re_curve.csv", csv_text(
         ["threshold", "mean_reproducible_features", "share"],
         ([f"{t:.2f}", f"{c:.3f}", f"{c / len(result.feature_names):.4f}"] for t, c in zip(result.thresholds, result.curve))))
-    write_text_atomic(folder / "ccc_table.csv", _csv_text(
+    write_text_atomic(folder / "ccc_table.csv", csv_text(
         ["class", "mean", "std", "tumours", "undefined", "features"],
         ([c, f"{v['mean']:.4f}", f"{v['std']:.4f}", v["tumours"], v["undefined"], v["features"]] for c, v in result.ccc_table.items())))
-    write_text_atomic(folder / "ccc_per_tumour.csv", _csv_text(
+    write_text_atomic(folder / "ccc_per_tumour.csv", csv_text(
         ["tumour", *FEATURE_CLASSES], ([t, *(exact_number(result.ccc_per_tumour[t][c]) for c in FEATURE_CLASSES)] for t in result.tumours)))
-    write_text_atomic(folder / "relative_error.csv", _csv_text(
+    write_text_atomic(folder / "relative_error.csv", csv_text(
         ["tumour", "feature", "standard", "test", "re"],
         ([t, n, exact_number(result.standard[i, j]), exact_number(result.test[i, j]), exact_number(result.re[i, j])]
          for i, t in enumerate(result.tumours) for j, n in enumerate(result.feature_names))))
-    write_text_atomic(folder / "per_feature_ccc.csv", _csv_text(
+    write_text_atomic(folder / "per_feature_ccc.csv", csv_text(
         ["feature", "class", "ccc"], ([n, feature_class(n), exact_number(v)] for n, v in zip(result.feature_names, result.per_feature_ccc))))
     write_text_atomic(folder / "summary.json", json.dumps({**result.summary(), **(extra or {})}, indent=2, allow_nan=True))

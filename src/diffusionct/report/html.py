@@ -7,7 +7,6 @@ so the two always agree.
 from __future__ import annotations
 
 import base64
-import csv
 import io
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
 from diffusionct import __version__
-from diffusionct.io.files import write_text_atomic
+from diffusionct.io.files import csv_text, write_text_atomic
 from diffusionct.radiomics.compare import write_comparison_files
 from diffusionct.radiomics.features import FEATURE_CLASSES
 
@@ -151,12 +150,7 @@ def _table(rows: list[dict], columns: list[str]) -> dict:
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([fmt(row.get(c)) for c in columns])
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, csv_text(columns, ([fmt(row.get(c)) for c in columns] for row in rows)))
 
 
 def ccc_rows(results) -> list[dict]:
