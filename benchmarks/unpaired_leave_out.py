@@ -18,6 +18,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -37,7 +38,7 @@ SOURCE, TARGET = "SOFT", "STANDARD"
 METRICS = ("noise_sd_error", "nps_frequency_error", "feature_means_within_15pct")
 
 
-def kernel_filter(training: dict[str, list]) -> tuple[callable, list[str]]:
+def kernel_filter(training: dict[str, list]) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
     """The filter W_target / W_source of the windows measured on ``training`` (kernel -> [(case, hu, pixel_mm)]), and
     why ``calibrate --unpaired`` would refuse it without --force (empty: it would not)."""
     measurement = measure_unpaired(training)

@@ -100,7 +100,8 @@ def _feature_jobs(args: argparse.Namespace, settings) -> list:
             failures.append(f"row {number + 1}: {exc}")
             print(f"warning: {args.batch}: {failures[-1]}")
     if not jobs:
-        raise DiffusionCTError(f"{args.batch}: no case could be read ({failures[0] if failures else 'no rows'})")
+        why = failures[0] if failures else "every labelled region is smaller than the minimum ROI size"
+        raise DiffusionCTError(f"{args.batch}: no tumour to describe ({why})")
     return jobs
 
 

@@ -128,7 +128,7 @@ def calibrate_unpaired(folders: list[Path], vendor: str | None = None, seed: int
                   + (f" ({len(measurement.skipped)} without enough soft tissue left out)" if measurement.skipped else ""))
     for problem in problems:
         log.warning("%s", problem)
-    return UnpairedCalibration(profiles_from_unpaired(measurement, vendor, provenance, seed), measurement, draws, problems)
+    return UnpairedCalibration(profiles_from_unpaired(measurement, vendor, provenance, draws), measurement, draws, problems)
 
 
 def _slices(info: SeriesInfo) -> np.ndarray:

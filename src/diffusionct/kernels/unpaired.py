@@ -219,10 +219,12 @@ def log_windows(measurement: UnpairedMeasurement, draw: dict | None = None) -> d
             for k in measurement.series}
 
 
-def profiles_from_unpaired(measurement: UnpairedMeasurement, vendor: str, provenance: str, seed: int = 0) -> list[KernelProfile]:
-    """A profile per kernel, with the bootstrap SD over patients of its log window as its spread."""
+def profiles_from_unpaired(measurement: UnpairedMeasurement, vendor: str, provenance: str,
+                           draws: list[dict] | None = None) -> list[KernelProfile]:
+    """A profile per kernel, with the bootstrap SD over patients (``draws``, default :meth:`UnpairedMeasurement.draws`)
+    of its log window as its spread."""
     windows = log_windows(measurement)
-    drawn = [log_windows(measurement, d) for d in measurement.draws(seed)]
+    drawn = [log_windows(measurement, d) for d in (draws if draws is not None else measurement.draws())]
     f = measurement.frequencies
     profiles = []
     for kernel in sorted(measurement.series):
