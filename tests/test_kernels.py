@@ -99,6 +99,37 @@ def test_paired_measurement_recovers_a_known_filter():
     np.testing.assert_allclose(filtered, gain(measurement.frequencies[inner]), rtol=0.06)
 
 
+def test_a_window_from_a_spectrum_follows_its_high_frequencies():
+    """Past the anatomy's bins the window is the spectrum's own, not the two-term fit: a spectrum that keeps 1.6x more
+    power at 0.5-0.6 cycles/mm than a Gaussian window gives that back."""
+    from diffusionct.kernels.measure import FIRST_NOISE_BIN, bin_frequencies, procedure_response, window_from_nps
+
+    f = bin_frequencies(0.7)
+    truth = np.exp(-(f / 0.35) ** 2) * (1 + 0.3 * np.exp(-((f - 0.55) / 0.08) ** 2))
+    window = window_from_nps(f, 500 * f * procedure_response() * truth**2)
+    join = FIRST_NOISE_BIN
+    np.testing.assert_allclose(window[join:-1] / window[join], truth[join:-1] / truth[join], rtol=0.05)
+
+
+def test_a_kernel_on_the_stored_images_floor_keeps_its_own_share():
+    """A smooth kernel's measured transfer includes the images' white floor; its window must not (the simulator adds the
+    floor again): measured power = T^2 x reference + floor gives the window T."""
+    from diffusionct.kernels.measure import PairedMeasurement, bin_frequencies
+
+    f = bin_frequencies(0.7)
+    reference = 2000 * np.exp(-(f / 0.6) ** 2)
+    own = np.exp(-(f / 0.2) ** 2)
+    floor = 0.4
+    smooth = own**2 * reference + floor
+    measurement = PairedMeasurement(0.7, f, "SHARP", {"SHARP": reference, "SMOOTH": smooth},
+                                    {"SMOOTH": np.sqrt(smooth / reference)}, {"SMOOTH": np.zeros(len(f))}, 30)
+    profiles = {p.name: p for p in profiles_from_measurement(measurement, "Acme", "test")}
+    assert profiles["SMOOTH"].noise_floor_hu2_mm2 == pytest.approx(floor, rel=0.01)
+    inside = f <= profiles["SMOOTH"].measured_up_to + 1e-4  # the band's last bin, where the floor weighs most
+    gain = transfer_gain(profiles["SHARP"], profiles["SMOOTH"], f[inside])
+    np.testing.assert_allclose(gain, own[inside], rtol=0.01)
+
+
 def test_kernel_filter_method_saves_loads_and_filters(tmp_path):
     config = RunConfig.from_dict({"data": {"source_kernel": "B30f", "target_kernel": "B70f"}})
     method = train_method("kernel-filter", None, tmp_path / "kf", config, torch.device("cpu"))

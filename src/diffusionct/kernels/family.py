@@ -52,6 +52,8 @@ class Kernel:
         like: the vendor kernels it imitates.
         window: W(f) -> gain, f in cycles/mm.
         noise_floor_hu2_mm2: white noise power of the stored images (a measured profile's floor; 0: none).
+        of_images: the window is measured on a scanner's images (a profile), so it already holds the scanner's whole
+            response: the simulator divides its own back-projection interpolation out (the analytic family does not).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Kernel:
     like: str
     window: Callable[[np.ndarray], np.ndarray]
     noise_floor_hu2_mm2: float = 0.0
+    of_images: bool = False
 
     def stretched(self, factor: float) -> "Kernel":
         """The same kernel with its frequency axis scaled by ``factor`` (> 1: sharper), same names.
@@ -68,7 +71,7 @@ class Kernel:
         """
         window = self.window
         return Kernel(self.name, self.dicom_name, self.like, lambda f: window(np.asarray(f) / factor),
-                      self.noise_floor_hu2_mm2)
+                      self.noise_floor_hu2_mm2, self.of_images)
 
 
 def gaussian_window(half_gain_frequency: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -103,7 +106,8 @@ ALIASES = {"smooth": "b30", "medium": "b50", "sharp": "b70"}
 def kernel_from_profile(profile: KernelProfile) -> Kernel:
     """The simulator's kernel of a measured profile, written to DICOM as ``SIM_`` and the kernel's name (``SIM_B30F``:
     of the B30 family, so a model of B30f series takes it)."""
-    return Kernel(profile.name, f"SIM_{profile.name.upper()}", profile.label, profile.window_at, profile.noise_floor_hu2_mm2)
+    return Kernel(profile.name, f"SIM_{profile.name.upper()}", profile.label, profile.window_at, profile.noise_floor_hu2_mm2,
+                  of_images=True)
 
 
 def get_kernel(name: str, profile_files: list | tuple = ()) -> Kernel:

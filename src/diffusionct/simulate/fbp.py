@@ -33,7 +33,12 @@ def filter_sinograms(sinos: np.ndarray, kernels: list[Kernel], spacing_mm: float
     """
     n_det = sinos.shape[-1]
     ramp, freqs, size = ramp_filter(n_det, spacing_mm)
+    # The back-projection interpolates each view linearly between bins: the noise it carries loses power as sinc^2(f d)
+    # (measured: 10-12 % at 0.45-0.55 cycles/mm for 0.35 mm bins). A measured window is the images' own, so for it that
+    # loss is divided out, in amplitude sinc(f d); the simulated noise then follows |f| W^2 within 5 % to 0.6 cycles/mm.
+    interpolation = np.sinc(freqs * spacing_mm)
     spectrum = rfft(np.ascontiguousarray(sinos), n=size, axis=-1, workers=-1)
-    filtered = [irfft(spectrum * (ramp * kernel.window(freqs)), n=size, axis=-1, workers=-1)[..., :n_det]
+    filtered = [irfft(spectrum * (ramp * kernel.window(freqs) / (interpolation if kernel.of_images else 1.0)),
+                      n=size, axis=-1, workers=-1)[..., :n_det]
                 for kernel in kernels]
     return np.concatenate(filtered)
