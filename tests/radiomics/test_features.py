@@ -295,6 +295,30 @@ def test_ibsi_presets_apply_their_processing(preset):
         assert np.isfinite(features[name]), name
     # the morphological mask (before re-segmentation) gives the volume: about the blob's (12 x 2 mm slices, 0.8 mm pixels)
     assert features["MORPH_3D_original_MeshVolume"] == pytest.approx(_ibsi_like_tumour()[1].sum() * 0.8 * 0.8 * 2.0, rel=0.15)
+    _check_aggregations_and_diagnostics(features, preset, image, mask)
+
+
+def _check_aggregations_and_diagnostics(features, preset, image, mask):
+    """Every IBSI aggregation of the configuration is written; the diagnostics trace each processing step."""
+    two_d = preset in ("ibsi-a", "ibsi-b")
+    dims = ("2D", "2Dmerged", "2Dslice", "2Dslicemerged") if two_d else ("3D", "3Dmerged")
+    for dim in dims:
+        assert np.isfinite(features[f"GLCM_{dim}_original_Contrast"]) and np.isfinite(features[f"GLRLM_{dim}_original_RunEntropy"])
+    if two_d:  # per slice: every class without directions too
+        for name in ("NID_2Dslice_original_Coarseness", "GLSZM_2Dslice_original_ZoneEntropy", "NGLDM_2Dslice_original_dc_entr",
+                     "GLDZM_2Dslice_original_sde"):
+            assert np.isfinite(features[name]), name
+        assert features["GLCM_2Dslice_original_Contrast"] != features["GLCM_2D_original_Contrast"]
+    assert features["GLCM_3Dmerged_original_Contrast"] != features["GLCM_3D_original_Contrast"]
+    diag = {k.split("_", 3)[3]: v for k, v in features.items() if k.startswith("DIAG_")}
+    assert [diag[f"img_dim_{a}_init_img"] for a in "xyz"] == [40, 40, 12] and diag["int_mask_vox_count_init_roi"] == mask.sum()
+    assert diag["mean_int_init_img"] == pytest.approx(image.mean()) and diag["int_mask_min_int_init_roi"] == -939
+    new = {"ibsi-a": (0.8, 0.8, 2.0), "ibsi-b": (2, 2, 2.0)}.get(preset, (2, 2, 2))
+    assert [diag[f"vox_dim_{a}_interp_img"] for a in "xyz"] == list(new)
+    assert diag["img_dim_x_interp_img"] == np.ceil(40 * 0.8 / new[0])
+    assert diag["morph_mask_vox_count_reseg_roi"] == diag["int_mask_vox_count_interp_roi"] >= diag["int_mask_vox_count_reseg_roi"]
+    if preset != "ibsi-d":
+        assert diag["int_mask_min_int_reseg_roi"] >= (-500 if two_d else -1000) and diag["int_mask_max_int_reseg_roi"] <= 400
 
 
 def test_features_cli_preset(tmp_path, capsys):

@@ -6,23 +6,31 @@ from diffusionct.radiomics.ibsi import compare_to_reference, read_reference
 
 IBSI_SETTINGS = FeatureSettings(
     setting={"binWidth": 1, "voxelArrayShift": 0, "symmetricalGLCM": True, "distances": [1], "padDistance": 0},
-    image_types={"original": {}}, dimensions=["3D", "2D"], dimensions_2d_image_types=["original"],
-    classes=["ID", "IH", "GLCM", "GLRLM", "NID", "GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH"],
+    image_types={"original": {}}, dimensions=["3D", "2D", "2Dslice"], dimensions_2d_image_types=["original"],
+    classes=["ID", "IH", "GLCM", "GLRLM", "NID", "GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH", "STAT"],
+    aggregations=["average", "merged"],
 )
 
 
 @pytest.fixture(scope="module")
-def checks(shared_data):
+def reference(shared_data):
+    return read_reference(shared_data / "ibsi-digital-phantom" / "reference_values.csv")
+
+
+@pytest.fixture(scope="module")
+def checks(shared_data, reference):
     root = shared_data / "ibsi-digital-phantom"
     image, mask = read_image(root / "phantom.nii.gz"), read_image(root / "mask.nii.gz")
     features = extract_features(image.hu, mask.hu > 0, image.spacing, IBSI_SETTINGS)
-    return compare_to_reference(features, read_reference(root / "reference_values.csv"))
+    return compare_to_reference(features, reference)
 
 
-def test_every_class_is_checked(checks):
-    prefixes = {c.tag.split("_")[0] for c in checks}
-    assert prefixes == {"stat", "ih", "cm", "rlm", "ngt", "szm", "ngl", "dzm", "morph", "loc", "ivh"}
-    assert len(checks) >= 120 + 32 + 34 + 32 + 23 + 2 + 6  # + 3D and 2.5D GLSZM, NGLDM, GLDZM; morphology, peaks, IVH
+def test_every_reference_value_is_checked(checks, reference):
+    """Every aggregation IBSI 1 defines (2D, 2.5D and 3D; averaged and merged) and every family: each of the
+    phantom's reference values has a value of ours."""
+    assert {c.tag for c in checks} == set(reference)
+    assert {c.tag.rsplit("_", 1)[-1] for c in checks if c.tag.startswith("cm_")} == {"avg", "comb"}
+    assert len({c.tag for c in checks if c.tag.endswith("_2D")}) == 54  # per slice: NGTDM, GLSZM, NGLDM, GLDZM
 
 
 def test_features_match_ibsi_reference(checks):

@@ -31,8 +31,13 @@ FEATURE_CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")  # the paper's six
 # IBSI 1 families beyond them (off by default; `classes:` in the params or the ibsi-* presets turn them on):
 # GLSZM (pyradiomics), NGLDM, GLDZM, local intensity, intensity-volume histogram (radiomics/families.py), and
 # morphology (pyradiomics' shape class plus families.py); our own families' features are named by their IBSI tags
-IBSI_FAMILIES = ("GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH")
+# STAT: IBSI statistics pyradiomics lacks; DIAG: IBSI's diagnostic features of each processing step
+IBSI_FAMILIES = ("GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH", "STAT", "DIAG")
 _PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm", "GLSZM": "glszm"}
+DIRECTIONAL = ("GLCM", "GLRLM")  # classes with a matrix per direction, which IBSI also merges (``aggregations``)
+# 3D; 2D = per in-plane direction over the slices (IBSI 2.5D); 2Dslice = each slice on its own, averaged (IBSI 2D)
+DIMENSIONS = ("3D", "2D", "2Dslice")
+AGGREGATIONS = ("average", "merged")
 DEFAULT_PARAMS = "radiomics_params.yaml"
 
 
@@ -52,6 +57,7 @@ class FeatureSettings:
     dimensions_2d_image_types: list[str] = field(default_factory=lambda: ["original"])
     classes: list[str] = field(default_factory=lambda: list(FEATURE_CLASSES))
     goh: dict[str, Any] = field(default_factory=lambda: {"bins_2D": 16, "bins_elevation": 8, "image_types": ["original"]})
+    aggregations: list[str] = field(default_factory=lambda: ["average"])
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "FeatureSettings":
@@ -79,11 +85,11 @@ class FeatureSettings:
             raise DiffusionCTError(f"{source}: expected a YAML mapping of settings (setting:, imageType:, ...), "
                                    f"got a {type(raw).__name__}")
         for key, kind in (("setting", dict), ("imageType", dict), ("goh", dict), ("dimensions", list),
-                          ("dimensions_2D_image_types", list), ("classes", list)):
+                          ("dimensions_2D_image_types", list), ("classes", list), ("aggregations", list)):
             if raw.get(key) is not None and not isinstance(raw[key], kind):
                 raise DiffusionCTError(f"{source}: '{key}' must be a {'mapping' if kind is dict else 'list'}, "
                                        f"got {raw[key]!r}")
-        known = {"setting", "imageType", "dimensions", "dimensions_2D_image_types", "classes", "goh"}
+        known = {"setting", "imageType", "dimensions", "dimensions_2D_image_types", "classes", "goh", "aggregations"}
         unknown = set(raw) - known
         if unknown:
             raise DiffusionCTError(f"{source}: unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
@@ -94,6 +100,7 @@ class FeatureSettings:
             dimensions_2d_image_types=list(raw.get("dimensions_2D_image_types") or ["original"]),
             classes=list(raw.get("classes") or FEATURE_CLASSES),
             goh={"bins_2D": 16, "bins_elevation": 8, "image_types": ["original"], **(raw.get("goh") or {})},
+            aggregations=list(raw.get("aggregations") or ["average"]),
         )
         settings.validate(source)
         return settings
@@ -102,9 +109,12 @@ class FeatureSettings:
         bad = [c for c in self.classes if c not in FEATURE_CLASSES + IBSI_FAMILIES]
         if bad:
             raise DiffusionCTError(f"{source}: unknown feature classes {bad}; known: {', '.join(FEATURE_CLASSES + IBSI_FAMILIES)}")
-        bad = [d for d in self.dimensions if d not in ("2D", "3D")]
+        bad = [d for d in self.dimensions if d not in DIMENSIONS]
         if bad:
-            raise DiffusionCTError(f"{source}: dimensions must be 2D and/or 3D, got {bad}")
+            raise DiffusionCTError(f"{source}: dimensions must be among {', '.join(DIMENSIONS)}, got {bad}")
+        bad = [a for a in self.aggregations if a not in AGGREGATIONS]
+        if bad or "average" not in self.aggregations:
+            raise DiffusionCTError(f"{source}: aggregations must be [average] or [average, merged], got {self.aggregations}")
         bad = [t for t in self.image_types if t not in ("original", "LoG", "wavelet")]
         if bad:
             raise DiffusionCTError(f"{source}: image types must be original, LoG or wavelet, got {bad}")
@@ -347,6 +357,9 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
 
     settings = settings or FeatureSettings.load()
     image, mask = check_inputs(image, mask, int(settings.setting.get("minimumROISize", 2)))
+    out: dict[str, float] = {}
+    if "DIAG" in settings.classes:
+        out.update({f"DIAG_3D_original_{k}": v for k, v in preprocess.diagnostics(image, mask, spacing, settings.setting).items()})
     pad = int(settings.setting.get("padDistance", 8))
     image, mask, morphological, spacing = _preprocess(image, mask, spacing, settings.setting, pad)
     image, morphological, mask = crop_to_mask(image, morphological, pad, mask)
@@ -361,26 +374,35 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
         kwargs["binLowerBound"] = lower_bound  # IBSI grey-level numbering in pyradiomics too (pyradiomics_classes)
     bbox, _ = imageoperations.checkMask(sitk_image, sitk_mask, minimumROIDimensions=1, minimumROISize=1, label=1)
     # GLDZM's distances to the tumour's edge: of the mask alone, so once per dimension, and only when asked for
-    edge_distances = ({dim: _bbox_crop(families.edge_distance(morphological, dim), bbox) for dim in settings.dimensions}
-                      if "GLDZM" in settings.classes else {})
-    out: dict[str, float] = {}
+    edge_distances = ({dim: _bbox_crop(families.edge_distance(morphological, "3D" if dim == "3D" else "2D"), bbox)
+                       for dim in settings.dimensions} if "GLDZM" in settings.classes else {})
+    merged = "merged" in settings.aggregations
     for family, name, derived in _image_types(sitk_image, sitk_mask, settings):
         cropped, cropped_mask = imageoperations.cropToTumorMask(derived, sitk_mask, bbox)
         array = sitk.GetArrayFromImage(cropped).astype(np.float64)
         array_mask = sitk.GetArrayFromImage(cropped_mask).astype(bool)
+        levels = np.zeros(array.shape, dtype=np.int64)  # the grey levels of the texture classes, over the whole ROI
+        levels[array_mask] = discretise(array[array_mask], bin_width, bin_count, lower_bound)
         for dim in settings.dimensions:
-            if dim == "2D" and family not in settings.dimensions_2d_image_types:
+            if dim != "3D" and family not in settings.dimensions_2d_image_types:
+                continue
+            if dim == "2Dslice":
+                out.update(_per_slice(settings.classes, name, levels, array_mask, edge_distances.get(dim), merged))
                 continue
             dim_kwargs = {**kwargs, "force2D": dim == "2D", "force2Ddimension": 0}
             for cls in settings.classes:
                 if cls in _PYRADIOMICS_CLASSES and not (cls == "ID" and dim == "2D"):
                     values = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], cropped, cropped_mask, dim_kwargs)
                     out.update({f"{cls}_{dim}_{name}_{k}": float(v) for k, v in values.items()})
+                if cls in DIRECTIONAL and merged:  # pyradiomics sums the directions' matrices under this weighting
+                    values = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], cropped, cropped_mask,
+                                                         {**dim_kwargs, "weightingNorm": "no_weighting"})
+                    out.update({f"{cls}_{dim}merged_{name}_{k}": float(v) for k, v in values.items()})
             if "IH" in settings.classes and dim == "3D":
-                levels = discretise(array[array_mask], bin_width, bin_count, lower_bound)  # as the texture classes
-                out.update({f"IH_3D_{name}_{k}": float(v) for k, v in intensity_histogram_features(levels).items()})
-            out.update(_ibsi_texture_families(settings.classes, dim, name, array, array_mask, edge_distances.get(dim),
-                                              bin_width, bin_count, lower_bound))
+                out.update({f"IH_3D_{name}_{k}": float(v) for k, v in intensity_histogram_features(levels[array_mask]).items()})
+            if "STAT" in settings.classes and dim == "3D":
+                out.update({f"STAT_3D_{name}_{k}": v for k, v in extra_statistics(array[array_mask]).items()})
+            out.update(_ibsi_texture_families(settings.classes, dim, name, levels, array_mask, edge_distances.get(dim)))
             if "GOH" in settings.classes and family in settings.goh.get("image_types", ["original"]):
                 goh = gradient_orientation_features(array, array_mask, spacing, int(settings.goh["bins_2D"]),
                                                     int(settings.goh["bins_elevation"]), dimension=dim)
@@ -394,20 +416,52 @@ def _bbox_crop(array: np.ndarray, bbox) -> np.ndarray:
     return array[bbox[4]:bbox[5] + 1, bbox[2]:bbox[3] + 1, bbox[0]:bbox[1] + 1]
 
 
-def _ibsi_texture_families(classes, dim: str, name: str, array: np.ndarray, array_mask: np.ndarray, distance: np.ndarray | None,
-                           bin_width: float, bin_count: int | None, lower_bound: float | None) -> dict[str, float]:
+def _ibsi_texture_families(classes, dim: str, name: str, levels: np.ndarray, mask: np.ndarray,
+                           distance: np.ndarray | None) -> dict[str, float]:
     """NGLDM and GLDZM of one image type, on the grey levels of this run (as GLCM's)."""
-    wanted = [cls for cls in ("NGLDM", "GLDZM") if cls in classes]
-    if not wanted:
-        return {}
-    levels = np.zeros(array.shape, dtype=np.int64)
-    levels[array_mask] = discretise(array[array_mask], bin_width, bin_count, lower_bound)
     out = {}
-    if "NGLDM" in wanted:
-        out.update({f"NGLDM_{dim}_{name}_{k}": v for k, v in families.ngldm_features(levels, array_mask, dim).items()})
-    if "GLDZM" in wanted:
-        out.update({f"GLDZM_{dim}_{name}_{k}": v for k, v in families.gldzm_features(levels, array_mask, distance, dim).items()})
+    if "NGLDM" in classes:
+        out.update({f"NGLDM_{dim}_{name}_{k}": v for k, v in families.ngldm_features(levels, mask, dim).items()})
+    if "GLDZM" in classes:
+        out.update({f"GLDZM_{dim}_{name}_{k}": v for k, v in families.gldzm_features(levels, mask, distance, dim).items()})
     return out
+
+
+def _per_slice(classes, name: str, levels: np.ndarray, mask: np.ndarray, distance: np.ndarray | None,
+               merged: bool) -> dict[str, float]:
+    """IBSI's 2D aggregation: every texture class of each slice on its own, the features averaged over the slices.
+    The grey levels are the whole ROI's (a slice never re-discretises), handed to pyradiomics as they are."""
+    from diffusionct.radiomics import pyradiomics_classes
+
+    identity = {"binWidth": 1, "binLowerBound": 0.5, "force2D": True, "force2Ddimension": 0, "label": 1}
+    per_slice: dict[str, list[float]] = {}
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        plane, plane_mask = levels[z:z + 1].astype(np.float32), mask[z:z + 1]
+        image, roi = _to_sitk(plane, (1.0, 1.0, 1.0)), _to_sitk(plane_mask.astype(np.uint8), (1.0, 1.0, 1.0))
+        values: dict[str, float] = {}
+        for cls in classes:
+            if cls in _PYRADIOMICS_CLASSES and cls != "ID":
+                runs = [("2Dslice", identity)] + ([("2Dslicemerged", {**identity, "weightingNorm": "no_weighting"})]
+                                                   if merged and cls in DIRECTIONAL else [])
+                for dim, kwargs in runs:
+                    computed = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], image, roi, kwargs)
+                    values.update({f"{cls}_{dim}_{name}_{k}": v for k, v in computed.items()})
+        for key, value in _ibsi_texture_families(classes, "2D", name, levels[z:z + 1], plane_mask,
+                                                 None if distance is None else distance[z:z + 1]).items():
+            values[key.replace("_2D_", "_2Dslice_", 1)] = value
+        for key, value in values.items():
+            per_slice.setdefault(key, []).append(value)
+    with np.errstate(all="ignore"):
+        return {key: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for key, v in per_slice.items()}
+
+
+def extra_statistics(values: np.ndarray) -> dict[str, float]:
+    """IBSI 1's intensity statistics that pyradiomics' first order lacks (3.3.15-17), under their IBSI names."""
+    x = np.asarray(values, np.float64)
+    median, (p25, p75), mean = np.median(x), np.percentile(x, [25, 75]), x.mean()
+    return {"medad": float(np.abs(x - median).mean()),
+            "cov": float(x.std() / mean) if mean != 0 else float("nan"),
+            "qcod": float((p75 - p25) / (p75 + p25)) if p75 + p25 != 0 else float("nan")}
 
 
 def _ibsi_whole_roi_families(settings: FeatureSettings, image: np.ndarray, mask: np.ndarray, morphological: np.ndarray,

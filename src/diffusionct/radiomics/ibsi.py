@@ -1,8 +1,20 @@
 """Mapping of our feature names to IBSI reference tags, and the comparison against reference values.
 
-Our ``3D`` texture features are IBSI's ``3D_avg`` (GLCM, GLRLM: matrices per direction, features
-averaged) and ``3D`` (NGTDM). Our ``2D`` ones come from pyradiomics' ``force2D``, which merges the
-slices' matrices per direction: IBSI's ``2_5D_avg`` (GLCM, GLRLM) and ``2_5D`` (NGTDM).
+The dimension part of a texture feature's name says how IBSI 1 aggregates it (section 3.1.1 of its manual):
+
+========================  ===================================================  ==========================
+our dimension             matrices                                             IBSI tag suffix
+========================  ===================================================  ==========================
+``3D``                    one per direction over the volume, features averaged  ``3D_avg`` / ``3D``
+``3Dmerged``              the directions' matrices summed, then features        ``3D_comb``
+``2D``                    one per in-plane direction over all slices (merged     ``2_5D_avg`` / ``2_5D``
+                          slices, pyradiomics' ``force2D``), features averaged
+``2Dmerged``              every slice and direction summed                      ``2_5D_comb``
+``2Dslice``               one per slice and direction, features averaged        ``2D_avg`` / ``2D``
+``2Dslicemerged``         per slice the directions summed, features averaged    ``2D_comb``
+========================  ===================================================  ==========================
+
+The second suffix is that of the classes without directions (NGTDM, GLSZM, NGLDM, GLDZM).
 """
 
 from __future__ import annotations
@@ -60,9 +72,15 @@ _MORPH = {  # pyradiomics' shape class; the other morphology features are named 
     "MeshVolume": "morph_volume", "VoxelVolume": "morph_vol_approx", "SurfaceArea": "morph_area_mesh",
     "SurfaceVolumeRatio": "morph_av", "Sphericity": "morph_sphericity", "Maximum3DDiameter": "morph_diam",
 }
-_OWN_PREFIX = {"NGLDM": "ngl", "GLDZM": "dzm", "LI": "loc", "IVH": "ivh", "MORPH": "morph"}  # our features named by IBSI tag
+_OWN_PREFIX = {"NGLDM": "ngl", "GLDZM": "dzm", "LI": "loc", "IVH": "ivh", "MORPH": "morph", "STAT": "stat"}  # named by IBSI tag
 _NID = {"Coarseness": "ngt_coarseness", "Contrast": "ngt_contrast", "Busyness": "ngt_busyness",
         "Complexity": "ngt_complexity", "Strength": "ngt_strength"}
+
+# IBSI features that are another of its features by definition (IBSI 1, 3.6.7 and 3.6.15)
+SAME_AS = {"cm_diff_avg": "cm_dissimilarity", "cm_clust_tend": "cm_sum_var"}
+_SUFFIXES = {"3D": ("3D_avg", "3D"), "3Dmerged": ("3D_comb", None), "2D": ("2_5D_avg", "2_5D"),
+             "2Dmerged": ("2_5D_comb", None), "2Dslice": ("2D_avg", "2D"), "2Dslicemerged": ("2D_comb", None)}
+_WHOLE_ROI = ("ID", "IH", "MORPH", "LI", "IVH", "STAT", "DIAG")  # one value per ROI, no aggregation
 
 # Known, documented deviations of our values from the IBSI definitions (docs/radiomics.md); none at present.
 KNOWN_DEVIATIONS: dict[str, str] = {}
@@ -70,31 +88,36 @@ KNOWN_DEVIATIONS: dict[str, str] = {}
 IBSI_CONVERSIONS = {"stat_kurt": lambda value: value - 3.0}  # pyradiomics' kurtosis -> IBSI's excess kurtosis
 
 
-def ibsi_tag(name: str) -> str | None:
-    """The IBSI tag of one of our feature names (original image only), or None when unmapped."""
+def ibsi_tags(name: str) -> list[str]:
+    """The IBSI tags of one of our feature names (original image only; two where IBSI names one feature twice), or
+    none when unmapped."""
     parts = name.split("_", 3)
-    if len(parts) != 4 or parts[2] != "original":
-        return None
+    if len(parts) != 4 or parts[2] != "original" or parts[1] not in _SUFFIXES:
+        return []
     cls, dim, _, feature = parts
     table = {"ID": _ID, "IH": _IH, "GLCM": _GLCM, "GLRLM": _GLRLM, "NID": _NID, "GLSZM": _GLSZM, "MORPH": _MORPH}.get(cls, {})
     if feature in table:
         base = table[feature]
+    elif cls == "DIAG" and feature.islower():  # named by the whole tag
+        base = feature
     elif cls in _OWN_PREFIX and feature.islower():
         base = f"{_OWN_PREFIX[cls]}_{feature}"
     else:
-        return None
-    if cls in ("ID", "IH", "MORPH", "LI", "IVH"):
-        return base
-    suffix = {"3D": "3D", "2D": "2_5D"}[dim]
-    return f"{base}_{suffix}" if cls in ("NID", "GLSZM", "NGLDM", "GLDZM") else f"{base}_{suffix}_avg"
+        return []
+    if cls in _WHOLE_ROI:
+        return [base] if dim == "3D" else []
+    with_directions, without = _SUFFIXES[dim]
+    suffix = with_directions if cls in ("GLCM", "GLRLM") else without
+    if suffix is None:
+        return []
+    return [f"{b}_{suffix}" for b in (base, SAME_AS.get(base)) if b]
 
 
 def ibsi_values(features: dict[str, float]) -> dict[str, float]:
     """The features that map to IBSI tags, under those tags, with IBSI's definitions (e.g. excess kurtosis)."""
     out = {}
     for name, value in features.items():
-        tag = ibsi_tag(name)
-        if tag is not None:
+        for tag in ibsi_tags(name):
             out[tag] = float(IBSI_CONVERSIONS[tag](value)) if tag in IBSI_CONVERSIONS else float(value)
     return out
 
@@ -129,11 +152,9 @@ def compare_to_reference(features: dict[str, float], reference: dict[str, tuple[
     """Every mapped feature that has a reference value, with whether it matches within tolerance."""
     checks = []
     for name in sorted(features):
-        tag = ibsi_tag(name)
-        if tag is None or tag not in reference:
-            continue
-        value = ibsi_values({name: features[name]})[tag]
-        ref, tol = reference[tag]
-        ok = abs(value - ref) <= rounding_tolerance(ref, tol)
-        checks.append(ReferenceCheck(name, tag, value, ref, tol, ok, KNOWN_DEVIATIONS.get(tag)))
+        for tag, value in ibsi_values({name: features[name]}).items():
+            if tag in reference:
+                ref, tol = reference[tag]
+                ok = abs(value - ref) <= rounding_tolerance(ref, tol)
+                checks.append(ReferenceCheck(name, tag, value, ref, tol, ok, KNOWN_DEVIATIONS.get(tag)))
     return checks

@@ -94,3 +94,43 @@ def _range(value_range) -> tuple[float | None, float | None]:
 def lower_bound(value_range) -> float | None:
     """The re-segmentation's lower bound: IBSI numbers fixed-bin-size grey levels from it."""
     return None if value_range is None else _range(value_range)[0]
+
+
+def diagnostics(image: np.ndarray, mask: np.ndarray, spacing_xyz, setting: dict) -> dict[str, float]:
+    """IBSI 1's diagnostic features (the ``img_*``, ``vox_*`` and ``*_mask_*`` tags of its reference tables): the
+    image and the ROI after each processing step (initial, interpolated, re-segmented), so that a difference from a
+    reference can be traced to the step that made it. The whole image is interpolated here (features interpolate the
+    ROI's neighbourhood only); the morphological mask is the interpolated one, the intensity mask is re-segmented."""
+    spacing_xyz = tuple(float(s) for s in spacing_xyz)
+    out = {**_image_diagnostics("init_img", image, spacing_xyz), **_roi_diagnostics("init_roi", image, mask, mask)}
+    if setting.get("resampledPixelSpacing"):
+        image, mask, spacing_xyz = resample(image, mask, spacing_xyz, setting["resampledPixelSpacing"],
+                                            setting.get("interpolator", "sitkLinear"))
+    out.update(_image_diagnostics("interp_img", image, spacing_xyz))
+    out.update(_roi_diagnostics("interp_roi", image, mask, mask))
+    outliers = setting.get("outlierFilter")
+    intensity = (resegment(image, mask, setting.get("resegmentRange"), None if outliers is None else float(outliers))
+                 if "resegmentRange" in setting or outliers is not None else mask)
+    out.update(_roi_diagnostics("reseg_roi", image, intensity, mask))
+    return out
+
+
+def _image_diagnostics(step: str, image: np.ndarray, spacing_xyz) -> dict[str, float]:
+    out = {f"img_dim_{axis}_{step}": float(n) for axis, n in zip("xyz", reversed(image.shape))}
+    out.update({f"vox_dim_{axis}_{step}": float(s) for axis, s in zip("xyz", spacing_xyz)})
+    out.update({f"mean_int_{step}": float(image.mean()), f"min_int_{step}": float(image.min()),
+                f"max_int_{step}": float(image.max())})
+    return out
+
+
+def _roi_diagnostics(step: str, image: np.ndarray, intensity_mask: np.ndarray, morphological_mask: np.ndarray) -> dict[str, float]:
+    out = {f"int_mask_dim_{axis}_{step}": float(n) for axis, n in zip("xyz", reversed(image.shape))}
+    for name, mask in (("int_mask", intensity_mask), ("morph_mask", morphological_mask)):
+        inside = np.nonzero(mask)
+        extent = [int(i.max()) - int(i.min()) + 1 if i.size else 0 for i in inside]
+        out.update({f"{name}_bb_dim_{axis}_{step}": float(n) for axis, n in zip("xyz", reversed(extent))})
+        out[f"{name}_vox_count_{step}"] = float(mask.sum())
+    values = image[intensity_mask]
+    out.update({f"int_mask_mean_int_{step}": float(values.mean()), f"int_mask_min_int_{step}": float(values.min()),
+                f"int_mask_max_int_{step}": float(values.max())})
+    return out
