@@ -29,21 +29,24 @@ _TEXTURE_2D = {"glcm_spatial_method": ["2d_average", "2d_slice_merge", "2.5d_dir
                **{f"{family}_spatial_method": ["2d", "2.5d"] for family in ("glszm", "gldzm", "ngtdm", "ngldm")}}
 _TEXTURE_3D = {"glcm_spatial_method": ["3d_average", "3d_volume_merge"], "glrlm_spatial_method": ["3d_average", "3d_volume_merge"],
                **{f"{family}_spatial_method": ["3d"] for family in ("glszm", "gldzm", "ngtdm", "ngldm")}}
-_COMMON = {"image_modality": "CT", "base_feature_families": "all", "ivh_discretisation_method": "none",
+_COMMON = {"image_modality": "CT", "base_feature_families": "all",
            "anti_aliasing": False, "roi_spline_order": 1, "roi_interpolation_mask_inclusion_threshold": 0.5}
 # each IBSI 1 configuration in mirp's terms, as the presets in src/diffusionct/data/ibsi/ set it
 MIRP_SETTINGS = {
-    "ibsi-a": {**_TEXTURE_2D, "by_slice": True, "resegmentation_intensity_range": [-500.0, 400.0],
+    "ibsi-a": {**_TEXTURE_2D, "ivh_discretisation_method": "none", "by_slice": True, "resegmentation_intensity_range": [-500.0, 400.0],
                "base_discretisation_method": "fixed_bin_size", "base_discretisation_bin_width": 25.0},
-    "ibsi-b": {**_TEXTURE_2D, "by_slice": True, "new_spacing": 2.0, "spline_order": 1,
+    "ibsi-b": {**_TEXTURE_2D, "ivh_discretisation_method": "none", "by_slice": True, "new_spacing": 2.0, "spline_order": 1,
                "resegmentation_intensity_range": [-500.0, 400.0],
                "base_discretisation_method": "fixed_bin_number", "base_discretisation_n_bins": 32},
     "ibsi-c": {**_TEXTURE_3D, "new_spacing": 2.0, "spline_order": 1, "resegmentation_intensity_range": [-1000.0, 400.0],
-               "base_discretisation_method": "fixed_bin_size", "base_discretisation_bin_width": 25.0},
+               "base_discretisation_method": "fixed_bin_size", "base_discretisation_bin_width": 25.0,
+               "ivh_discretisation_method": "fixed_bin_size", "ivh_discretisation_bin_width": 2.5},
     "ibsi-d": {**_TEXTURE_3D, "new_spacing": 2.0, "spline_order": 1, "resegmentation_sigma": 3.0,
-               "base_discretisation_method": "fixed_bin_number", "base_discretisation_n_bins": 32},
+               "base_discretisation_method": "fixed_bin_number", "base_discretisation_n_bins": 32,
+               "ivh_discretisation_method": "fixed_bin_number", "ivh_discretisation_n_bins": 1000},
     "ibsi-e": {**_TEXTURE_3D, "new_spacing": 2.0, "spline_order": 3, "resegmentation_intensity_range": [-1000.0, 400.0],
-               "resegmentation_sigma": 3.0, "base_discretisation_method": "fixed_bin_number", "base_discretisation_n_bins": 32},
+               "resegmentation_sigma": 3.0, "base_discretisation_method": "fixed_bin_number", "base_discretisation_n_bins": 32,
+               "ivh_discretisation_method": "fixed_bin_number", "ivh_discretisation_n_bins": 1000},
 }
 _AGGREGATION = {"2d_avg": "2D_avg", "2d_s_mrg": "2D_comb", "2.5d_d_mrg": "2_5D_avg", "2.5d_v_mrg": "2_5D_comb",
                 "3d_avg": "3D_avg", "3d_v_mrg": "3D_comb", "2d": "2D", "2.5d": "2_5D", "3d": "3D"}

@@ -149,27 +149,46 @@ def local_intensity_features(image: np.ndarray, mask: np.ndarray, spacing) -> di
 # ------------------------------------------------------------------------------------ IVH
 
 
-def intensity_volume_features(values: np.ndarray, bin_width: float = 1.0, value_range=None) -> dict[str, float]:
-    """IBSI 3.5: the fraction V(i) of the ROI with intensity >= i, i from the minimum to the maximum in steps of
-    ``bin_width`` (or over ``value_range``, a re-segmentation range); V_x at intensity fraction x, I_x the
-    lowest intensity present in at most a fraction x of the volume, their differences and the area under V."""
-    values = np.asarray(values, dtype=np.float64)
-    low, high = (values.min(), values.max()) if value_range is None or None in value_range else map(float, value_range)
-    grid = np.arange(low, high + bin_width / 2, bin_width)
+def intensity_volume_features(values: np.ndarray, bin_width: float | None = None, value_range=None,
+                              bin_count: int | None = None) -> dict[str, float]:
+    """IBSI 3.5: the fraction V(i) of the ROI with intensity >= i on the histogram's grid; V_x at intensity fraction x,
+    I_x the lowest intensity present in at most a fraction x of the volume, their differences and the area under V.
+    The grid (IBSI 3.5's three cases): without discretisation the integer intensities from the minimum to the maximum
+    (or over ``value_range``, a re-segmentation range); with ``bin_width`` the centres of fixed-size bins numbered from
+    the range's (or the minimum's) lower bound; with ``bin_count`` the grey levels 1..N over the ROI's minimum to
+    maximum, so that I_x is a grey level."""
+    values, low, high, step = _ivh_grid(np.asarray(values, dtype=np.float64), value_range, bin_width, bin_count)
+    grid = np.arange(low, high + step / 2, step)
     fraction = np.array([(values >= i).mean() for i in grid])
     span = high - low if high > low else 1.0
     gamma = (grid - low) / span
 
     def volume_at(x: float) -> float:
-        return float((values >= low + x * span).mean())
+        return float((values >= low + x * span - step * 1e-9).mean())
 
     def intensity_at(x: float) -> float:
         below = grid[fraction <= x]
-        return float(below.min()) if below.size else float(high + bin_width)
+        return float(below.min()) if below.size else float(high + step)
 
     v10, v90, i10, i90 = volume_at(0.1), volume_at(0.9), intensity_at(0.1), intensity_at(0.9)
     return {"v10": v10, "v90": v90, "i10": i10, "i90": i90, "diff_v10_v90": v10 - v90, "diff_i10_i90": i10 - i90,
             "auc": float(np.trapezoid(fraction, gamma)) if grid.size > 1 else 0.0}
+
+
+def _ivh_grid(values: np.ndarray, value_range, bin_width: float | None, bin_count: int | None):
+    """(values on the grid, the grid's first and last point, its step) of IBSI 3.5's discretisation."""
+    if bin_count is not None:
+        low, high = values.min(), values.max()
+        levels = np.ones_like(values) if high == low else np.floor(bin_count * (values - low) / (high - low)) + 1
+        return np.clip(levels, 1, bin_count), 1.0, float(bin_count), 1.0
+    ranged = value_range is not None and value_range[0] is not None
+    low = float(value_range[0]) if ranged else float(values.min())
+    high = float(value_range[1]) if value_range is not None and value_range[1] is not None else float(values.max())
+    if bin_width is None:
+        return values, low, high, 1.0
+    levels = np.maximum(np.floor((values - low) / bin_width) + 1, 1)
+    last = np.ceil((high - low) / bin_width) + 1
+    return low + (levels - 0.5) * bin_width, low + 0.5 * bin_width, low + (last - 0.5) * bin_width, float(bin_width)
 
 
 # ------------------------------------------------------------------------------------ morphology

@@ -128,8 +128,11 @@ class FeatureSettings:
             raise DiffusionCTError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SETTINGS))}")
         if float(self.setting.get("binWidth", 25)) <= 0:
             raise DiffusionCTError(f"{source}: binWidth must be positive")
-        if "binCount" in self.setting and (int(self.setting["binCount"]) != self.setting["binCount"] or self.setting["binCount"] < 1):
-            raise DiffusionCTError(f"{source}: binCount must be a positive integer, got {self.setting['binCount']!r}")
+        for key in ("binCount", "ivhBinCount"):
+            if key in self.setting and not (isinstance(self.setting[key], int) and self.setting[key] >= 1):
+                raise DiffusionCTError(f"{source}: {key} must be a positive integer, got {self.setting[key]!r}")
+        if "ivhBinWidth" in self.setting and not (isinstance(self.setting["ivhBinWidth"], (int, float)) and self.setting["ivhBinWidth"] > 0):
+            raise DiffusionCTError(f"{source}: ivhBinWidth must be a positive number, got {self.setting['ivhBinWidth']!r}")
         try:
             preprocess.lower_bound(self.setting.get("resegmentRange"))
             if "outlierFilter" in self.setting and not float(self.setting["outlierFilter"]) > 0:
@@ -151,6 +154,7 @@ PREPROCESSING_SETTINGS = {"resampledPixelSpacing", "interpolator", "resegmentRan
 # error instead of being ignored without a word.
 KNOWN_SETTINGS = {"binWidth", "binCount", "padDistance", "minimumROISize", "voxelArrayShift", "symmetricalGLCM",
                   "distances", "weightingNorm", "gldm_a", "sigma", "wavelet", "start_level", "level", "label",
+                  "ivhBinWidth", "ivhBinCount",  # the intensity-volume histogram's own discretisation (IBSI 3.5)
                   *PREPROCESSING_SETTINGS}
 # pyradiomics' extractor pre-processing keys, which this engine does not apply (it calls the feature classes)
 UNSUPPORTED_SETTINGS = {"resegmentMode", "resegmentShape",
@@ -479,6 +483,7 @@ def _ibsi_whole_roi_families(settings: FeatureSettings, image: np.ndarray, mask:
     if "LI" in settings.classes:
         out.update({f"LI_3D_original_{k}": v for k, v in families.local_intensity_features(image, mask, spacing).items()})
     if "IVH" in settings.classes:
-        ivh = families.intensity_volume_features(image[mask], value_range=settings.setting.get("resegmentRange"))
+        ivh = families.intensity_volume_features(image[mask], settings.setting.get("ivhBinWidth"), settings.setting.get("resegmentRange"),
+                                                 settings.setting.get("ivhBinCount"))
         out.update({f"IVH_3D_original_{k}": v for k, v in ivh.items()})
     return out
