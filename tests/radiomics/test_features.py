@@ -341,3 +341,19 @@ def test_features_cli_preset(tmp_path, capsys):
         main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "mask.nii.gz"), "-o", str(tmp_path / "g.csv"),
               "--preset", "ibsi-z"])
     assert "invalid choice: 'ibsi-z'" in capsys.readouterr().err
+
+
+def test_intensity_volume_histogram_discretisations():
+    """IBSI 3.5's three grids: integer intensities, fixed-size bins (their centres, numbered from the range's lower
+    bound) and a fixed number of bins (grey levels 1..N)."""
+    from diffusionct.radiomics.families import intensity_volume_features
+
+    values = np.arange(-100, 100, dtype=float)  # 200 voxels, one per HU
+    plain = intensity_volume_features(values)
+    assert plain["v10"] == pytest.approx(0.9, abs=0.01) and plain["i10"] == 80  # 10 % of the volume at >= 80 HU
+    sized = intensity_volume_features(values, bin_width=2.5, value_range=[-1000, 400])
+    assert (sized["i10"] + 1000) % 2.5 == pytest.approx(1.25)  # a bin centre
+    assert sized["v10"] == pytest.approx(1.0)  # 10 % of [-1000, 400] is -860 HU: every voxel lies above
+    counted = intensity_volume_features(values, bin_count=1000)
+    assert counted["i10"] == int(counted["i10"]) and 1 <= counted["i90"] < counted["i10"] <= 1000
+    assert counted["v10"] == pytest.approx(0.9, abs=0.01)
