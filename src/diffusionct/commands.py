@@ -123,7 +123,13 @@ def _cmd_features(args: argparse.Namespace) -> int:
         print(f"warning: {key}: {message}")
     if not features:
         raise DiffusionCTError(f"{args.image or args.batch}: no features computed: {'; '.join(errors.values())}")
-    write_text_atomic(args.output, features_csv(features))
+    if args.names == "pyradiomics":
+        from diffusionct.radiomics.features import pyradiomics_names
+
+        written = {key: pyradiomics_names(values) for key, values in features.items()}
+    else:
+        written = features
+    write_text_atomic(args.output, features_csv(written))
     ibsi = args.output.with_name(args.output.stem + ".ibsi.csv")  # the same tumours, IBSI tags and definitions
     write_text_atomic(ibsi, features_csv({key: ibsi_values(values) for key, values in features.items()}))
     print(f"{len(features)} tumour(s) x {len(next(iter(features.values())))} features written to {args.output} "
@@ -368,7 +374,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("features", help="radiomic features (six classes) of the tumours in a mask",
-                       description="Features of every labelled tumour (NIfTI label map) or of one RTSTRUCT ROI.")
+                       description="Features of every labelled tumour (NIfTI label map) or of one RTSTRUCT ROI. --params takes "
+                                   "this tool's params YAML or pyradiomics' own (featureClass, imageType, setting).")
     p.add_argument("-i", "--image", type=Path, help="CT: DICOM series folder or NIfTI/NRRD/MHA")
     p.add_argument("-m", "--mask", type=Path, help="label map on the image grid, or an RTSTRUCT file")
     p.add_argument("--batch", type=Path, metavar="CASES.csv",
@@ -381,6 +388,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", dest="params", choices=FEATURE_PRESETS,
                    help="IBSI 1 configuration A-E (interpolation, re-segmentation, discretisation; docs/radiomics.md)")
     p.add_argument("--workers", "--jobs", "-j", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--names", choices=("diffusionct", "pyradiomics"), default="diffusionct",
+                   help="column names: this tool's (GLCM_3D_original_Contrast) or pyradiomics' (original_glcm_Contrast) where "
+                        "pyradiomics computes the feature")
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("compare", help="feature reproducibility of test images against standard ones (RE, CCC)",

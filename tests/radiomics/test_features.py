@@ -1,4 +1,6 @@
+import csv
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -331,7 +333,6 @@ def test_features_cli_preset(tmp_path, capsys):
     assert main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "mask.nii.gz"), "-o", str(tmp_path / "f.csv"),
                  "--preset", "ibsi-c", "--workers", "1"]) == 0
     assert "ID_3D_original_Minimum" in (tmp_path / "f.csv").read_text()
-    import csv
 
     ours = next(csv.DictReader(open(tmp_path / "f.csv")))
     ibsi = next(csv.DictReader(open(tmp_path / "f.ibsi.csv")))
@@ -357,3 +358,51 @@ def test_intensity_volume_histogram_discretisations():
     counted = intensity_volume_features(values, bin_count=1000)
     assert counted["i10"] == int(counted["i10"]) and 1 <= counted["i90"] < counted["i10"] <= 1000
     assert counted["v10"] == pytest.approx(0.9, abs=0.01)
+
+
+PYRADIOMICS_PARAMS = """\
+# pyradiomics' own params format, as its users write it
+imageType:
+  Original: {}
+featureClass:
+  shape:
+  firstorder:
+  glcm: [Contrast, Correlation, JointEntropy]
+  glrlm:
+  glszm:
+  gldm:
+  ngtdm:
+setting:
+  binWidth: 25
+  label: 1
+"""
+
+
+def test_a_pyradiomics_params_file_runs_unchanged_with_pyradiomics_values(sts_case, tmp_path):
+    """A pyradiomics params file and pyradiomics' column names: every value equals pyradiomics' own extractor's on the
+    same file, and a featureClass list keeps only the features it names."""
+    from radiomics import featureextractor
+
+    params = tmp_path / "params.yaml"
+    params.write_text(PYRADIOMICS_PARAMS)
+    case = sts_case() / "nifti"
+    image, mask, out = case / "CT_image.nii.gz", case / "CT_mask.nii.gz", tmp_path / "f.csv"
+    assert main(["features", "-i", str(image), "-m", str(mask), "-o", str(out), "--params", str(params),
+                 "--names", "pyradiomics", "--workers", "1"]) == 0
+    ours = {k: float(v) for k, v in next(csv.DictReader(open(out))).items() if k != "tumour" and v}
+    theirs = {k: float(v) for k, v in featureextractor.RadiomicsFeatureExtractor(str(params)).execute(str(image), str(mask)).items()
+              if not k.startswith("diagnostics_")}
+    assert len(theirs) > 80 and set(theirs) <= set(ours)
+    for name, value in theirs.items():
+        assert ours[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+    assert {k for k in ours if "_glcm_" in k} == {"original_glcm_Contrast", "original_glcm_Correlation", "original_glcm_JointEntropy"}
+
+
+def test_pyradiomics_params_that_this_engine_does_not_compute_are_one_line(tmp_path):
+    params = tmp_path / "p.yaml"
+    for text, words in (("imageType: {Square: {}}", "image types ['Square'] are not computed"),
+                        ("featureClass: {shape2D: }", "featureClass ['shape2D'] is not computed"),
+                        ("featureClass: {glcm: }\nclasses: [GLCM]", "either 'featureClass' (pyradiomics) or 'classes'")):
+        params.write_text(text)
+        with pytest.raises(DiffusionCTError, match=re.escape(words)):
+            FeatureSettings.load(params)

@@ -33,7 +33,13 @@ FEATURE_CLASSES = ("ID", "IH", "GLCM", "GLRLM", "NID", "GOH")  # the paper's six
 # morphology (pyradiomics' shape class plus families.py); our own families' features are named by their IBSI tags
 # STAT: IBSI statistics pyradiomics lacks; DIAG: IBSI's diagnostic features of each processing step
 IBSI_FAMILIES = ("GLSZM", "NGLDM", "GLDZM", "MORPH", "LI", "IVH", "STAT", "DIAG")
-_PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm", "GLSZM": "glszm"}
+OTHER_CLASSES = ("GLDM",)  # pyradiomics' grey level dependence matrix (a pyradiomics params file may ask for it)
+_PYRADIOMICS_CLASSES = {"ID": "firstorder", "GLCM": "glcm", "GLRLM": "glrlm", "NID": "ngtdm", "GLSZM": "glszm", "GLDM": "gldm"}
+# a pyradiomics params file's featureClass names, as this engine's classes (shape: pyradiomics' shape class, which
+# MORPH computes beside IBSI's other morphology features)
+PYRADIOMICS_FEATURE_CLASSES = {"firstorder": "ID", "glcm": "GLCM", "glrlm": "GLRLM", "glszm": "GLSZM", "ngtdm": "NID",
+                               "gldm": "GLDM", "shape": "MORPH"}
+_PYRADIOMICS_IMAGE_TYPES = {"Original": "original", "LoG": "LoG", "Wavelet": "wavelet"}
 DIRECTIONAL = ("GLCM", "GLRLM")  # classes with a matrix per direction, which IBSI also merges (``aggregations``)
 # 3D; 2D = per in-plane direction over the slices (IBSI 2.5D); 2Dslice = each slice on its own, averaged (IBSI 2D)
 DIMENSIONS = ("3D", "2D", "2Dslice")
@@ -58,6 +64,7 @@ class FeatureSettings:
     classes: list[str] = field(default_factory=lambda: list(FEATURE_CLASSES))
     goh: dict[str, Any] = field(default_factory=lambda: {"bins_2D": 16, "bins_elevation": 8, "image_types": ["original"]})
     aggregations: list[str] = field(default_factory=lambda: ["average"])
+    selected: dict[str, list[str]] = field(default_factory=dict)  # class -> the only features wanted (featureClass)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "FeatureSettings":
@@ -84,13 +91,15 @@ class FeatureSettings:
         if not isinstance(raw, dict):
             raise DiffusionCTError(f"{source}: expected a YAML mapping of settings (setting:, imageType:, ...), "
                                    f"got a {type(raw).__name__}")
+        raw = _from_pyradiomics_format(raw, source)
         for key, kind in (("setting", dict), ("imageType", dict), ("goh", dict), ("dimensions", list),
                           ("dimensions_2D_image_types", list), ("classes", list), ("aggregations", list)):
             if raw.get(key) is not None and not isinstance(raw[key], kind):
                 raise DiffusionCTError(f"{source}: '{key}' must be a {'mapping' if kind is dict else 'list'}, "
                                        f"got {raw[key]!r}")
-        known = {"setting", "imageType", "dimensions", "dimensions_2D_image_types", "classes", "goh", "aggregations"}
-        unknown = set(raw) - known
+        known = {"setting", "imageType", "dimensions", "dimensions_2D_image_types", "classes", "goh", "aggregations",
+                 "featureClass"}
+        unknown = set(raw) - known - {"selected"}
         if unknown:
             raise DiffusionCTError(f"{source}: unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
         settings = cls(
@@ -101,14 +110,16 @@ class FeatureSettings:
             classes=list(raw.get("classes") or FEATURE_CLASSES),
             goh={"bins_2D": 16, "bins_elevation": 8, "image_types": ["original"], **(raw.get("goh") or {})},
             aggregations=list(raw.get("aggregations") or ["average"]),
+            selected=dict(raw.get("selected") or {}),
         )
         settings.validate(source)
         return settings
 
     def validate(self, source: str = "settings") -> None:
-        bad = [c for c in self.classes if c not in FEATURE_CLASSES + IBSI_FAMILIES]
+        known = FEATURE_CLASSES + IBSI_FAMILIES + OTHER_CLASSES
+        bad = [c for c in self.classes if c not in known]
         if bad:
-            raise DiffusionCTError(f"{source}: unknown feature classes {bad}; known: {', '.join(FEATURE_CLASSES + IBSI_FAMILIES)}")
+            raise DiffusionCTError(f"{source}: unknown feature classes {bad}; known: {', '.join(known)}")
         bad = [d for d in self.dimensions if d not in DIMENSIONS]
         if bad:
             raise DiffusionCTError(f"{source}: dimensions must be among {', '.join(DIMENSIONS)}, got {bad}")
@@ -146,6 +157,70 @@ class FeatureSettings:
                 raise DiffusionCTError(f"interpolator must be one of {', '.join(preprocess.INTERPOLATORS)}")
         except DiffusionCTError as exc:
             raise DiffusionCTError(f"{source}: {exc}") from None
+
+
+def _from_pyradiomics_format(raw: dict, source: str) -> dict:
+    """A pyradiomics params file (``featureClass``, ``imageType: {Original: {}}``, ``setting: {force2D: true}``) as
+    this engine's keys; a file in this engine's own format passes unchanged. Without ``featureClass`` the classes
+    are this engine's defaults (the paper's six), not pyradiomics' every class."""
+    raw = dict(raw)
+    image_types = raw.get("imageType")
+    if isinstance(image_types, dict):
+        unsupported = sorted(set(image_types) - set(_PYRADIOMICS_IMAGE_TYPES) - set(_PYRADIOMICS_IMAGE_TYPES.values()))
+        if unsupported:
+            raise DiffusionCTError(f"{source}: image types {unsupported} are not computed by this engine; it has Original "
+                                   "(original), LoG and Wavelet (wavelet)")
+        raw["imageType"] = {_PYRADIOMICS_IMAGE_TYPES.get(k, k): v for k, v in image_types.items()}
+    setting = raw.get("setting")
+    if isinstance(setting, dict) and "force2D" in setting:
+        setting = dict(setting)
+        if setting.pop("force2D"):
+            if int(setting.pop("force2Ddimension", 0)) != 0:
+                raise DiffusionCTError(f"{source}: force2Ddimension must be 0 (axial slices) in this engine")
+            raw["dimensions"] = ["2D"]
+            raw["dimensions_2D_image_types"] = list(raw.get("imageType") or {"original": {}})
+        raw["setting"] = setting
+    classes = raw.pop("featureClass", None)
+    if classes is None:
+        return raw
+    if not isinstance(classes, dict):
+        raise DiffusionCTError(f"{source}: 'featureClass' must be a mapping of pyradiomics classes to feature lists (or null)")
+    unknown = sorted(set(classes) - set(PYRADIOMICS_FEATURE_CLASSES))
+    if unknown:
+        raise DiffusionCTError(f"{source}: featureClass {unknown} is not computed by this engine; it has "
+                               f"{', '.join(PYRADIOMICS_FEATURE_CLASSES)}")
+    if raw.get("classes"):
+        raise DiffusionCTError(f"{source}: give either 'featureClass' (pyradiomics) or 'classes', not both")
+    raw["classes"] = [PYRADIOMICS_FEATURE_CLASSES[c] for c in classes]
+    raw["selected"] = {PYRADIOMICS_FEATURE_CLASSES[c]: list(names) for c, names in classes.items() if names}
+    return raw
+
+
+def select_features(features: dict[str, float], selected: dict[str, list[str]]) -> dict[str, float]:
+    """Only the features a pyradiomics ``featureClass`` list names, for the classes that have such a list."""
+    if not selected:
+        return features
+    return {name: value for name, value in features.items()
+            if (cls := feature_class(name)) not in selected or name.split("_", 3)[-1] in selected[cls]}
+
+
+def pyradiomics_names(features: dict[str, float]) -> dict[str, float]:
+    """The features under pyradiomics' column names (``original_glcm_Contrast``) where pyradiomics computes them; the
+    engine's own classes keep their names. pyradiomics' names do not say 2D or 3D, so one run may hold only one."""
+    classes = {**_PYRADIOMICS_CLASSES, "MORPH": "shape"}
+    renamed: dict[str, float] = {}
+    dims = set()
+    for name, value in features.items():
+        cls, dim, image_type, feature = name.split("_", 3)
+        pyradiomics_class = classes.get(cls)
+        if pyradiomics_class and dim in ("2D", "3D") and not feature.islower():  # lower case: IBSI-tag names of ours
+            dims.add(dim)
+            name = f"{image_type}_{pyradiomics_class}_{feature}"
+        renamed[name] = value
+    if len(dims) > 1:
+        raise DiffusionCTError("pyradiomics' column names do not say 2D or 3D, and these settings compute both; use "
+                               "dimensions: [3D] (or setting: force2D: true) with --names pyradiomics")
+    return renamed
 
 
 # IBSI pre-processing (radiomics/preprocess.py); outlierFilter is ours (pyradiomics has no range + SD combination)
@@ -412,7 +487,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
                                                     int(settings.goh["bins_elevation"]), dimension=dim)
                 out.update({f"GOH_{dim}_{name}_{k}": float(v) for k, v in goh.items()})
     out.update(_ibsi_whole_roi_families(settings, image, mask, morphological, spacing))
-    return out
+    return select_features(out, settings.selected)
 
 
 def _bbox_crop(array: np.ndarray, bbox) -> np.ndarray:
