@@ -81,9 +81,12 @@ def mirp_values(image: Path, mask: Path, preset: str) -> dict[str, float]:
     out = {}
     for column in table.columns:
         tag = mirp_tag(column)
-        value = table[column].iloc[0]
-        if tag is not None and isinstance(value, (int, float)) and math.isfinite(float(value)):
-            out[tag] = float(value)
+        try:
+            value = float(table[column].iloc[0])  # mirp writes most features as numpy float32
+        except (TypeError, ValueError):
+            continue
+        if tag is not None and math.isfinite(value):
+            out[tag] = value
     return out
 
 
