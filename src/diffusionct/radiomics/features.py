@@ -466,7 +466,7 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
             if dim != "3D" and family not in settings.dimensions_2d_image_types:
                 continue
             if dim == "2Dslice":
-                out.update(_per_slice(settings.classes, name, levels, array_mask, edge_distances.get(dim), merged))
+                out.update(_per_slice(settings.classes, name, levels, array_mask, edge_distances.get(dim), merged, kwargs))
                 continue
             dim_kwargs = {**kwargs, "force2D": dim == "2D", "force2Ddimension": 0}
             for cls in settings.classes:
@@ -507,12 +507,15 @@ def _ibsi_texture_families(classes, dim: str, name: str, levels: np.ndarray, mas
 
 
 def _per_slice(classes, name: str, levels: np.ndarray, mask: np.ndarray, distance: np.ndarray | None,
-               merged: bool) -> dict[str, float]:
+               merged: bool, kwargs: dict) -> dict[str, float]:
     """IBSI's 2D aggregation: every texture class of each slice on its own, the features averaged over the slices.
-    The grey levels are the whole ROI's (a slice never re-discretises), handed to pyradiomics as they are."""
+    The grey levels are the whole ROI's (a slice never re-discretises), handed to pyradiomics as they are; the other
+    settings (distances, symmetry, ...) are the run's."""
     from diffusionct.radiomics import pyradiomics_classes
 
-    identity = {"binWidth": 1, "binLowerBound": 0.5, "force2D": True, "force2Ddimension": 0, "label": 1}
+    binning = ("binWidth", "binCount", "binLowerBound")
+    identity = {**{k: v for k, v in kwargs.items() if k not in binning},
+                "binWidth": 1, "binLowerBound": 0.5, "force2D": True, "force2Ddimension": 0, "label": 1}
     per_slice: dict[str, list[float]] = {}
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
         plane, plane_mask = levels[z:z + 1].astype(np.float32), mask[z:z + 1]
