@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         where = exc.filename or getattr(args, "output", None) or ""
         print(f"error: {where}{': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"error: {args.command} ran out of memory; use smaller inputs or settings (fewer grey levels, a smaller "
+              "batch or crop) or a machine with more memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

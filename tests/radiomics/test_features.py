@@ -406,3 +406,25 @@ def test_pyradiomics_params_that_this_engine_does_not_compute_are_one_line(tmp_p
         params.write_text(text)
         with pytest.raises(DiffusionCTError, match=re.escape(words)):
             FeatureSettings.load(params)
+
+
+def test_a_bin_width_that_makes_millions_of_grey_levels_is_one_line(tmp_path, capsys, monkeypatch):
+    """binWidth 1e-6 used to end in a MemoryError deep in pyradiomics; any MemoryError is one line too."""
+    with pytest.raises(DiffusionCTError, match="grey levels over this ROI"):
+        discretise(np.array([-100.0, 250.0]), bin_width=1e-6)
+    assert discretise(np.array([-100.0, 250.0]), bin_width=1.0).max() == 351  # 1 HU bins over 350 HU are fine
+    from tests.conftest import make_volume
+
+    image, mask = _ibsi_like_tumour()
+    volume = make_volume(shape=image.shape).with_hu(image.astype(np.float32))
+    write_nifti(volume, tmp_path / "i.nii.gz")
+    write_nifti(volume, tmp_path / "m.nii.gz", array=mask.astype(np.uint8))
+    import diffusionct.radiomics.batch as batch
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(batch, "extract_many", exhausted)
+    assert main(["features", "-i", str(tmp_path / "i.nii.gz"), "-m", str(tmp_path / "m.nii.gz"), "-o", str(tmp_path / "f.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: features ran out of memory") and err.count("\n") == 1 and not (tmp_path / "f.csv").exists()

@@ -45,7 +45,7 @@ def _run(job: TumourJob, settings: FeatureSettings) -> tuple[str, dict[str, floa
     try:
         return job.key, extract_features(job.image, job.mask, job.spacing, settings)
     except DiffusionCTError as exc:
-        return job.key, f"error: {exc}"
+        return job.key, str(exc)
 
 
 def extract_many(jobs: list[TumourJob], settings: FeatureSettings | None = None, workers: int | None = None,

@@ -272,6 +272,9 @@ def _image_types(image: sitk.Image, mask: sitk.Image, settings: FeatureSettings)
 # ------------------------------------------------------------------------------------ IH
 
 
+MAX_GREY_LEVELS = 2048  # a 3D GLCM of 2,048 levels and 13 directions takes 0.4 GB; beyond, a setting is wrong, not a tumour
+
+
 def discretise(values: np.ndarray, bin_width: float = 25.0, bin_count: int | None = None,
                lower_bound: float | None = None) -> np.ndarray:
     """Grey levels 1..N: a fixed bin width as pyradiomics (bins start at floor(min / width) * width; with a
@@ -284,6 +287,10 @@ def discretise(values: np.ndarray, bin_width: float = 25.0, bin_count: int | Non
         levels = np.floor(bin_count * (values - low) / (high - low)).astype(np.int64) + 1
         return np.minimum(levels, bin_count)
     low = np.floor(values.min() / bin_width) * bin_width if lower_bound is None else lower_bound
+    levels = (values.max() - low) / bin_width + 1
+    if levels > MAX_GREY_LEVELS:
+        raise DiffusionCTError(f"binWidth {bin_width:g} gives {levels:.3g} grey levels over this ROI's {values.max() - low:g} "
+                               f"units; texture matrices take at most {MAX_GREY_LEVELS}: use a larger binWidth or a binCount")
     return np.floor((values - low) / bin_width).astype(np.int64) + 1
 
 
