@@ -3,8 +3,8 @@ new grid, range re-segmentation and intensity-outlier filtering. Applied by ``ex
 settings ask for it (``resampledPixelSpacing``, ``interpolator``, ``resegmentRange``, ``outlierFilter``).
 
 Order, as in IBSI: interpolate image and mask; round CT intensities to integers; threshold the interpolated mask
-at 0.5; re-segment by range; then filter outliers (mean +- n SD of the voxels left); then discretise, with
-fixed-bin-size grey levels numbered from the re-segmentation's lower bound.
+at 0.5; re-segment by range and by outliers (mean +- n SD of the interpolated ROI), intersected; then discretise,
+with fixed-bin-size grey levels numbered from the re-segmentation's lower bound.
 """
 
 from __future__ import annotations
@@ -63,20 +63,20 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing_xyz, new_spacing_xyz, 
 
 
 def resegment(image: np.ndarray, mask: np.ndarray, value_range=None, outlier_sd: float | None = None) -> np.ndarray:
-    """The mask re-segmented: voxels inside ``value_range`` (inclusive; None for an open end), then, with
-    ``outlier_sd``, within mean +- outlier_sd x SD of the voxels left (IBSI 2.5)."""
+    """The mask re-segmented: voxels inside ``value_range`` (inclusive; None for an open end) and, with
+    ``outlier_sd``, within mean +- outlier_sd x SD of the whole ROI (IBSI 2.5: the two criteria are each taken on the
+    ROI before re-segmentation and intersected, as mirp, the reference implementation, does)."""
     out = mask.copy()
+    if outlier_sd is not None:
+        values = image[mask]
+        mean, sd = values.mean(), values.std()
+        out &= (image >= mean - outlier_sd * sd) & (image <= mean + outlier_sd * sd)
     if value_range is not None:
         low, high = _range(value_range)
         if low is not None:
             out &= image >= low
         if high is not None:
             out &= image <= high
-    if outlier_sd is not None:
-        values = image[out]
-        if values.size:
-            mean, sd = values.mean(), values.std()
-            out &= (image >= mean - outlier_sd * sd) & (image <= mean + outlier_sd * sd)
     if not out.any():
         raise DiffusionCTError("re-segmentation left no voxel in the mask; widen resegmentRange or outlierFilter")
     return out
