@@ -430,3 +430,16 @@ def test_a_bin_width_that_makes_millions_of_grey_levels_is_one_line(tmp_path, ca
     assert main(["features", "-i", str(tmp_path / "i.nii.gz"), "-m", str(tmp_path / "m.nii.gz"), "-o", str(tmp_path / "f.csv")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: features ran out of memory") and err.count("\n") == 1 and not (tmp_path / "f.csv").exists()
+
+
+def test_a_slice_counts_as_often_as_it_has_paired_directions():
+    """IBSI's 2D average runs over every slice's every directional GLCM that holds a pair: a one-row slice has one."""
+    from diffusionct.radiomics.features import _paired_directions
+
+    row = np.zeros((4, 4), bool)
+    row[1, :3] = True
+    square = np.zeros((4, 4), bool)
+    square[1:3, 1:3] = True
+    single = np.zeros((4, 4), bool)
+    single[2, 2] = True
+    assert (_paired_directions(row), _paired_directions(square), _paired_directions(single)) == (1, 4, 0)

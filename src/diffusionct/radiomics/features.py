@@ -517,13 +517,15 @@ def _per_slice(classes, name: str, levels: np.ndarray, mask: np.ndarray, distanc
                merged: bool, kwargs: dict) -> dict[str, float]:
     """IBSI's 2D aggregation: every texture class of each slice on its own, the features averaged over the slices.
     The grey levels are the whole ROI's (a slice never re-discretises), handed to pyradiomics as they are; the other
-    settings (distances, symmetry, ...) are the run's."""
+    settings (distances, symmetry, ...) are the run's. IBSI averages a GLCM feature over every slice's every
+    directional matrix that holds a pair, so a slice counts as many times as it has such directions (pyradiomics
+    averages a slice's directions first)."""
     from diffusionct.radiomics import pyradiomics_classes
 
     binning = ("binWidth", "binCount", "binLowerBound")
     identity = {**{k: v for k, v in kwargs.items() if k not in binning},
                 "binWidth": 1, "binLowerBound": 0.5, "force2D": True, "force2Ddimension": 0, "label": 1}
-    per_slice: dict[str, list[float]] = {}
+    per_slice: dict[str, list[tuple[float, float]]] = {}  # feature -> (value, weight) per slice
     for z in np.flatnonzero(mask.any(axis=(1, 2))):
         plane, plane_mask = levels[z:z + 1].astype(np.float32), mask[z:z + 1]
         image, roi = _to_sitk(plane, (1.0, 1.0, 1.0)), _to_sitk(plane_mask.astype(np.uint8), (1.0, 1.0, 1.0))
@@ -532,16 +534,28 @@ def _per_slice(classes, name: str, levels: np.ndarray, mask: np.ndarray, distanc
             if cls in _PYRADIOMICS_CLASSES and cls != "ID":
                 runs = [("2Dslice", identity)] + ([("2Dslicemerged", {**identity, "weightingNorm": "no_weighting"})]
                                                    if merged and cls in DIRECTIONAL else [])
-                for dim, kwargs in runs:
-                    computed = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], image, roi, kwargs)
+                for dim, run_settings in runs:
+                    computed = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], image, roi, run_settings, levels.max())
                     values.update({f"{cls}_{dim}_{name}_{k}": v for k, v in computed.items()})
         for key, value in _ibsi_texture_families(classes, "2D", name, levels[z:z + 1], plane_mask,
                                                  None if distance is None else distance[z:z + 1]).items():
             values[key.replace("_2D_", "_2Dslice_", 1)] = value
+        directions = _paired_directions(plane_mask[0])
         for key, value in values.items():
-            per_slice.setdefault(key, []).append(value)
-    with np.errstate(all="ignore"):
-        return {key: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for key, v in per_slice.items()}
+            per_slice.setdefault(key, []).append((value, directions if key.startswith("GLCM_2Dslice_") else 1.0))
+    out = {}
+    for key, pairs in per_slice.items():
+        value, weight = np.array(pairs, dtype=np.float64).T
+        finite = np.isfinite(value) & (weight > 0)
+        out[key] = float(np.average(value[finite], weights=weight[finite])) if finite.any() else float("nan")
+    return out
+
+
+def _paired_directions(plane: np.ndarray) -> int:
+    """How many of the four in-plane directions at distance 1 hold a pair of ROI voxels in ``plane`` (H, W)."""
+    pairs = (plane[:, :-1] & plane[:, 1:], plane[:-1, :] & plane[1:, :], plane[:-1, :-1] & plane[1:, 1:],
+             plane[:-1, 1:] & plane[1:, :-1])
+    return sum(bool(p.any()) for p in pairs)
 
 
 def extra_statistics(values: np.ndarray) -> dict[str, float]:

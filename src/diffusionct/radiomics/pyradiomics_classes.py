@@ -31,8 +31,12 @@ def _bin_edges(parameterValues, **kwargs):
 imageoperations.getBinEdges = _bin_edges
 
 
-def compute(class_name: str, image: sitk.Image, mask: sitk.Image, settings: dict) -> dict[str, float]:
-    """All features of one pyradiomics class (``firstorder``, ``glcm``, ``glrlm``, ``ngtdm``)."""
+def compute(class_name: str, image: sitk.Image, mask: sitk.Image, settings: dict, grey_levels: int | None = None) -> dict[str, float]:
+    """All features of one pyradiomics class (``firstorder``, ``glcm``, ``glrlm``, ``ngtdm``, ...). ``grey_levels``:
+    the number of grey levels N_g of the whole ROI when ``image`` is a part of it (one slice): pyradiomics takes the
+    part's highest level, which changes the features normalised by N_g (IDN, IDMN)."""
     feature_class = radiomics.getFeatureClasses()[class_name](image, mask, **settings)
+    if grey_levels is not None and "Ng" in feature_class.coefficients:
+        feature_class.coefficients["Ng"] = int(grey_levels)
     feature_class.enableAllFeatures()
     return {name: float(value) for name, value in feature_class.execute().items()}
