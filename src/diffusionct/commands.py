@@ -118,7 +118,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     jobs = _feature_jobs(args, settings)
     if not jobs:
         raise DiffusionCTError(f"{args.mask}: every labelled region is smaller than the minimum ROI size")
-    features, errors = extract_many(jobs, settings, workers=args.workers)
+    features, errors = extract_many(jobs, settings, workers=args.workers, scheduler=args.scheduler)
     for key, message in errors.items():
         print(f"warning: {key}: {message}")
     if not features:
@@ -388,6 +388,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", dest="params", choices=FEATURE_PRESETS,
                    help="IBSI 1 configuration A-E (interpolation, re-segmentation, discretisation; docs/radiomics.md)")
     p.add_argument("--workers", "--jobs", "-j", type=int, help="parallel processes (default: all cores)")
+    p.add_argument("--scheduler", help="one task per tumour on Dask: tcp://HOST:PORT (a running cluster) or local:N "
+                                       "(N worker processes here); workers must see the input paths")
     p.add_argument("--names", choices=("diffusionct", "pyradiomics"), default="diffusionct",
                    help="column names: this tool's (GLCM_3D_original_Contrast) or pyradiomics' (original_glcm_Contrast) where "
                         "pyradiomics computes the feature")

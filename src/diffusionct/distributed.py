@@ -1,7 +1,8 @@
-"""Standardizing many series on a Dask cluster: one task per series, each worker loading the model once.
+"""Standardizing many series (or describing many tumours) on a Dask cluster: one task per series or tumour.
 
     diffusionct standardize -i TREE -o OUT --scheduler tcp://HOST:PORT   # an existing cluster
     diffusionct standardize -i TREE -o OUT --scheduler local:4           # 4 worker processes on this machine
+    diffusionct features --batch cases.csv -o features.csv --scheduler tcp://HOST:PORT
 
 Every task writes its series atomically with its completion record, exactly as a local run does, so
 outputs are the same bytes and a stopped run resumes; a failing series fails the command with its error.
@@ -37,18 +38,19 @@ def _client(scheduler: str):
         raise DiffusionCTError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
 
 
-def run_on_cluster(jobs: list, scheduler: str, task: Callable) -> list:
+def run_on_cluster(jobs: list, scheduler: str, task: Callable, unit: str = "series") -> list:
     """``task(job)`` for every job, computed on the cluster (``task`` is pickled to the workers: a module-level
-    function, or a partial of one). The caller passes its own task, so this module imports nothing of it."""
+    function, or a partial of one). The caller passes its own task, so this module imports nothing of it; ``unit``
+    names the jobs in the log and the progress bar."""
     from distributed import as_completed
     from tqdm import tqdm
 
     client, cluster = _client(scheduler)
     try:
-        log.info("%d series on %d Dask workers (%s)", len(jobs), len(client.scheduler_info()["workers"]), scheduler)
+        log.info("%d %s on %d Dask workers (%s)", len(jobs), unit, len(client.scheduler_info()["workers"]), scheduler)
         futures = client.map(task, jobs, pure=False)
         results = []
-        with tqdm(total=len(futures), desc="series", unit="series", disable=None) as bar:
+        with tqdm(total=len(futures), desc=unit, unit=unit, disable=None) as bar:
             for future in as_completed(futures):
                 results.append(future.result())  # re-raises a worker's error here
                 bar.update()

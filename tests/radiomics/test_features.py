@@ -175,6 +175,10 @@ def test_features_from_a_pyradiomics_batch_file(tmp_path, capsys):
     assert single.read_text().splitlines()[2].split(",")[1:] == rows[1].split(",")[1:]  # label 2, the same values
     code = main(["features", "--batch", str(batch), "-i", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "x.csv")])
     assert code == 2 and "not both" in capsys.readouterr().err
+    pytest.importorskip("distributed")
+    cluster = tmp_path / "cluster.csv"  # one task per tumour on Dask: the same file, byte for byte
+    assert main(["features", "--batch", str(batch), "-o", str(cluster), "--params", str(params), "--scheduler", "local:1"]) == 0
+    assert cluster.read_bytes() == out.read_bytes()
 
 
 def test_intensity_histogram_follows_bin_count_as_the_texture_classes_do():

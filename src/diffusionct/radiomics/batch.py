@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -49,9 +50,14 @@ def _run(job: TumourJob, settings: FeatureSettings) -> tuple[str, dict[str, floa
 
 
 def extract_many(jobs: list[TumourJob], settings: FeatureSettings | None = None, workers: int | None = None,
-                 progress: bool = True) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Features of every job; returns (features by key, error message by key). Order is the jobs' order."""
+                 progress: bool = True, scheduler: str | None = None) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Features of every job; returns (features by key, error message by key). Order is the jobs' order. With
+    ``scheduler`` (a Dask address or ``local:N``) the tumours are computed on that cluster, one task each."""
     settings = settings or FeatureSettings.load()
+    if scheduler:
+        from diffusionct.distributed import run_on_cluster
+
+        return _split(jobs, dict(run_on_cluster(jobs, scheduler, functools.partial(_run, settings=settings), unit="tumours")))
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     results: dict[str, dict[str, float] | str] = {}
     bar = tqdm(total=len(jobs), desc="features", unit="tumour", disable=None if progress else True)
@@ -69,6 +75,10 @@ def extract_many(jobs: list[TumourJob], settings: FeatureSettings | None = None,
                 results[key] = value
                 bar.update()
     bar.close()
+    return _split(jobs, results)
+
+
+def _split(jobs: list[TumourJob], results: dict) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     features = {j.key: results[j.key] for j in jobs if isinstance(results[j.key], dict)}
     errors = {j.key: results[j.key] for j in jobs if isinstance(results[j.key], str)}
     return features, errors
