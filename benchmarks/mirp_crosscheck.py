@@ -140,7 +140,15 @@ def main() -> None:
         if by_tag:
             print("   disagree: " + ", ".join(f"{t} ({n})" for t, n in sorted(by_tag.items(), key=lambda kv: -kv[1])))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(summary(results), indent=1) + "\n")
+
+
+def summary(results: list[dict]) -> dict:
+    """Per preset and case the counts, and every feature that disagrees with both values (the agreeing ones are many)."""
+    return {"cases": [{"preset": r["preset"], "case": r["case"], "compared": len(r["rows"]),
+                       "agree": sum(x["agrees"] for x in r["rows"])} for r in results],
+            "disagree": [{"preset": r["preset"], "case": r["case"], **{k: x[k] for k in ("tag", "ours", "mirp")}}
+                         for r in results for x in r["rows"] if not x["agrees"]]}
 
 
 if __name__ == "__main__":
