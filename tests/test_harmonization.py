@@ -42,6 +42,26 @@ def test_fit_equals_the_reference_neurocombat():
     np.testing.assert_allclose(ours.apply(values, batches, age), reference["data"].T, rtol=1e-6, atol=1e-9)
 
 
+def test_a_reference_batch_equals_neurocombat_ref_batch(monkeypatch):
+    """Onto one batch (the standard kernel): neuroCombat's ref_batch numbers, and that batch's values unchanged."""
+    neurocombat = pytest.importorskip("neuroCombat")
+    pandas = pytest.importorskip("pandas")
+    monkeypatch.setattr(np, "int", int, raising=False)  # neuroCombat 0.2.12's ref_batch path spells np.int (gone in numpy 2)
+    values, batches, age = _study()
+    reference = neurocombat.neuroCombat(dat=values.T.copy(), covars=pandas.DataFrame({"batch": batches, "age": age[:, 0]}),
+                                        batch_col="batch", continuous_cols=["age"], ref_batch="B70f")
+    ours = ComBat.fit(values, batches, ["f0", "f1", "f2", "f3"], age, ["age"], reference="B70f")
+    estimates = reference["estimates"]
+    np.testing.assert_allclose(ours.gamma_star, estimates["gamma.star"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.delta_star, estimates["delta.star"], rtol=1e-6)
+    harmonized = ours.apply(values, batches, age)
+    np.testing.assert_allclose(harmonized, reference["data"].T, rtol=1e-6, atol=1e-9)
+    on_reference = np.array(batches) == "B70f"
+    np.testing.assert_allclose(harmonized[on_reference], values[on_reference], rtol=1e-12)
+    with pytest.raises(DiffusionCTError, match="reference batch GE:LUNG is not in the training table"):
+        ComBat.fit(values, batches, ["f0", "f1", "f2", "f3"], reference="GE:LUNG")
+
+
 def test_fitted_on_one_table_it_harmonizes_another():
     """New patients of the same batches: the batches' means per feature move together (what ComBat is for), and each
     new sample keeps its own covariate's effect."""

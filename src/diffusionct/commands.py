@@ -268,7 +268,7 @@ def _cmd_harmonize(args: argparse.Namespace) -> int:
         if args.model:
             raise DiffusionCTError("--model is what `harmonize apply` reads; `harmonize fit` writes its model to -o")
         table = FeatureTable.read(args.input, args.batch, covariates)
-        combat = ComBat.fit(table.values, table.batches, table.features, table.covariates, covariates)
+        combat = ComBat.fit(table.values, table.batches, table.features, table.covariates, covariates, args.reference)
         combat.save(args.output)
         print(f"ComBat fitted on {len(table.ids)} samples of {len(combat.batches)} batches ({', '.join(combat.batches)}), "
               f"{len(combat.features)} features; written to {args.output}; apply it with `diffusionct harmonize apply "
@@ -276,8 +276,8 @@ def _cmd_harmonize(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise DiffusionCTError("harmonize apply needs --model, the file `harmonize fit` wrote")
-    if covariates:
-        raise DiffusionCTError("--covariates is fixed when fitting; harmonize apply reads the fitted model's")
+    if covariates or args.reference:
+        raise DiffusionCTError("--covariates and --reference are fixed when fitting; harmonize apply reads the fitted model's")
     combat = ComBat.load(args.model)
     table = FeatureTable.read(args.input, args.batch, combat.covariates, combat.features)
     table.write(args.output, combat.apply(table.values, table.batches, table.covariates))
@@ -468,6 +468,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", required=True, metavar="COLUMN", help="the column naming each sample's batch (e.g. kernel)")
     p.add_argument("--covariates", metavar="A,B", help="fit: numeric columns whose effects ComBat keeps (e.g. age)")
     p.add_argument("--model", type=Path, help="apply: the file `harmonize fit` wrote")
+    p.add_argument("--reference", metavar="BATCH", help="fit: bring every batch onto this one (e.g. the standard kernel), "
+                                                      "which stays as it is; default: the pooled mean and variance")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_harmonize)
 

@@ -12,6 +12,11 @@ checks to 1e-6):
    posteriors iterated to a fixed point (relative change below 1e-4) give gamma* and delta*;
 4. harmonized y* = sigma (z - gamma*_i) / sqrt(delta*_i) + alpha + x beta.
 
+With a reference batch (neuroCombat's ``ref_batch``; M-ComBat), alpha is that batch's coefficient and sigma^2 its own
+residuals' mean square, and its gamma* = 0, delta* = 1: the other batches are brought onto the reference (e.g. the
+standard kernel), whose own values stay as they are. That is the comparison with image standardization, which also
+maps to one standard kernel.
+
 Unlike neuroCombat's ``neuroCombatFromTraining`` (marked under development; it replaces each sample's covariate
 effect by the training mean), :meth:`ComBat.apply` keeps each new sample's own covariates. The fitted parameters are
 stored as JSON (no pickle). A batch not seen in fitting cannot be harmonized: ComBat has no estimate for it.
@@ -47,12 +52,13 @@ class ComBat:
     gamma_star: list[list[float]]  # batches x features
     delta_star: list[list[float]]
     samples_per_batch: list[int]
+    reference: str | None = None  # the batch the others are brought onto (None: the pooled mean and variance)
 
     @classmethod
     def fit(cls, values: np.ndarray, batches: list[str], features: list[str], covariates: np.ndarray | None = None,
-            covariate_names: list[str] = ()) -> "ComBat":
+            covariate_names: list[str] = (), reference: str | None = None) -> "ComBat":
         """ComBat fitted on ``values`` (samples x features), with each sample's batch and covariates
-        (samples x covariates)."""
+        (samples x covariates); with ``reference``, onto that batch."""
         y = _checked_values(values, features, "the training table")
         if len(features) < 2:
             raise DiffusionCTError("ComBat pools its batch estimates over the features: give two or more features")
@@ -69,10 +75,13 @@ class ComBat:
         if np.linalg.matrix_rank(design) < design.shape[1]:
             raise DiffusionCTError("the covariates are collinear with the batches (e.g. constant within each batch): "
                                    "ComBat cannot tell a covariate's effect from a batch's; drop that covariate")
+        if reference is not None and str(reference) not in levels:
+            raise DiffusionCTError(f"reference batch {reference} is not in the training table (batches: {', '.join(levels)})")
+        ref = None if reference is None else int(np.flatnonzero(levels == str(reference))[0])
         coefficients = np.linalg.solve(design.T @ design, design.T @ y)  # (batches + covariates) x features
-        grand_mean = counts / len(y) @ coefficients[:len(levels)]
+        grand_mean = counts / len(y) @ coefficients[:len(levels)] if ref is None else coefficients[ref]
         residual = y - design @ coefficients
-        variance = (residual**2).mean(axis=0)
+        variance = (residual**2).mean(axis=0) if ref is None else (residual[index == ref] ** 2).mean(axis=0)
         constant = [f for f, v in zip(features, variance) if not v > 0]
         if constant:
             raise DiffusionCTError(f"feature(s) {', '.join(constant[:5])} do not vary beyond the batches and covariates "
@@ -80,8 +89,11 @@ class ComBat:
         beta = coefficients[len(levels):]
         z = (y - grand_mean - x @ beta) / np.sqrt(variance)
         gamma_star, delta_star = _empirical_bayes(z, index, len(levels))
+        if ref is not None:  # the reference is what the others are brought onto: left as it is
+            gamma_star[ref], delta_star[ref] = 0.0, 1.0
         return cls(list(features), [str(level) for level in levels], list(covariate_names), grand_mean.tolist(),
-                   beta.tolist(), np.sqrt(variance).tolist(), gamma_star.tolist(), delta_star.tolist(), counts.tolist())
+                   beta.tolist(), np.sqrt(variance).tolist(), gamma_star.tolist(), delta_star.tolist(), counts.tolist(),
+                   None if reference is None else str(reference))
 
     def apply(self, values: np.ndarray, batches: list[str], covariates: np.ndarray | None = None) -> np.ndarray:
         """Harmonized ``values`` (samples x features, in :attr:`features`' order) of samples of fitted batches."""
