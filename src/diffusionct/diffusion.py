@@ -134,7 +134,7 @@ class ConditionalDiffusion:
         seed gives the same output), times ``temperature`` (default: the config's; not in the sdedit mode, where the
         noise is added to Z_A).
         """
-        cfg, schedule = self.config, self.schedule
+        cfg = self.config
         sampler = sampler or cfg.sampler
         steps = self.first_timestep() + 1 if sampler == "ddpm" else (steps or cfg.steps)
         eta = 1.0 if sampler == "ddpm" else cfg.eta
@@ -154,21 +154,31 @@ class ConditionalDiffusion:
         for i, t in enumerate(timesteps):
             t_batch = torch.full((cond.shape[0],), t, device=cond.device, dtype=torch.long)
             output = denoiser(x, t_batch, cond)
-            x0, eps = self.predict_x0_eps(output, x, t_batch)
             if i + 1 == len(timesteps):
-                x = x0
-                break
-            t_next = timesteps[i + 1]
-            abar_t = schedule.alpha_bar[t].item()
-            abar_next = schedule.alpha_bar[t_next].item()
-            sigma = eta * ((1 - abar_next) / (1 - abar_t) * (1 - abar_t / abar_next)) ** 0.5
-            x = abar_next**0.5 * x0 + max(1 - abar_next - sigma**2, 0.0) ** 0.5 * eps
-            if sigma > 0:
-                z = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device,
-                                dtype=x.dtype).to(x.device)
-                x = x + sigma * z
+                return self.predict_x0_eps(output, x, t_batch)[0]
+            x = self.step(output, t, timesteps[i + 1], x, eta, generator)
             if progress is not None:
                 progress(i + 1)
+        return x
+
+    def step(self, output: torch.Tensor, t: int, t_next: int, x: torch.Tensor, eta: float = 0.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """One reverse step from x_t to x_{t'} (t' = ``t_next`` < t) given the network's ``output`` at t; DDIM (Song et
+        al. eq. 12):
+            sigma  = eta sqrt((1 - abar_t') / (1 - abar_t) (1 - abar_t / abar_t'))
+            x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
+        with (x0_hat, eps_hat) from :meth:`predict_x0_eps`. It is MONAI's ``DDIMScheduler.step`` (diffusers' too) for
+        the same schedule and prediction (tests/models/test_diffusion.py)."""
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        x0, eps = self.predict_x0_eps(output, x, t_batch)
+        abar_t = self.schedule.alpha_bar[t].item()
+        abar_next = self.schedule.alpha_bar[t_next].item()
+        sigma = eta * ((1 - abar_next) / (1 - abar_t) * (1 - abar_t / abar_next)) ** 0.5
+        x = abar_next**0.5 * x0 + max(1 - abar_next - sigma**2, 0.0) ** 0.5 * eps
+        if sigma > 0:
+            z = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device,
+                            dtype=x.dtype).to(x.device)
+            x = x + sigma * z
         return x
 
     def condition(self, z_source: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:

@@ -160,6 +160,23 @@ def test_x0_clip_bounds_the_estimate_and_keeps_x_t_consistent():
     assert unclipped.predict_x0_eps(wild, x_t, t)[0].abs().max() > 10
 
 
+@pytest.mark.parametrize("mode", ["paper", "refine"])  # epsilon and v prediction
+def test_the_reverse_step_is_monais_ddim_step(mode):
+    """step() against the reference: MONAI's DDIMScheduler.step on the same linear schedule, both predictions."""
+    from monai.networks.schedulers import DDIMScheduler
+
+    config = RunConfig.load(overrides=[f"diffusion.mode={mode}", "diffusion.x0_clip=0"]).diffusion
+    ours = ConditionalDiffusion.from_config(config)
+    monai = DDIMScheduler(num_train_timesteps=config.timesteps, schedule="linear_beta", beta_start=config.beta_start,
+                          beta_end=config.beta_end, clip_sample=False,
+                          prediction_type="v_prediction" if config.prediction == "v" else "epsilon")
+    monai.set_timesteps(10)  # MONAI's steps: 900, 800, ... 0 (t' = t - 100)
+    x, output = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    for t in (900, 500, 100):
+        expected, _ = monai.step(output, t, x, eta=0.0)
+        torch.testing.assert_close(ours.step(output, t, t - 100, x), expected, rtol=1e-4, atol=1e-5)  # MONAI keeps its alphas in float32
+
+
 def test_paper_mode_sampling_stays_in_range_with_clip():
     config = RunConfig.load(overrides=["diffusion.mode=paper", "diffusion.x0_clip=2.0", "diffusion.steps=10"]).diffusion
     out = ConditionalDiffusion.from_config(config).sample(lambda x, t, c: torch.randn_like(x) * 10, torch.zeros(1, 4, 8, 8),
