@@ -408,7 +408,10 @@ def test_pyradiomics_params_that_this_engine_does_not_compute_are_one_line(tmp_p
     params = tmp_path / "p.yaml"
     for text, words in (("imageType: {Square: {}}", "image types ['Square'] are not computed"),
                         ("featureClass: {shape2D: }", "featureClass ['shape2D'] is not computed"),
-                        ("featureClass: {glcm: }\nclasses: [GLCM]", "either 'featureClass' (pyradiomics) or 'classes'")):
+                        ("featureClass: {glcm: }\nclasses: [GLCM]", "either 'featureClass' (pyradiomics) or 'classes'"),
+                        ("featureClass: {glcm: Contrast}", "lists of feature names"),
+                        ("setting: {force2D: true, force2Ddimension: x}", "force2Ddimension must be 0"),
+                        ("selected: {GLCM: [Contrast]}", "unknown keys ['selected']")):
         params.write_text(text)
         with pytest.raises(DiffusionCTError, match=re.escape(words)):
             FeatureSettings.load(params)

@@ -91,7 +91,7 @@ class FeatureSettings:
         if not isinstance(raw, dict):
             raise DiffusionCTError(f"{source}: expected a YAML mapping of settings (setting:, imageType:, ...), "
                                    f"got a {type(raw).__name__}")
-        raw = _from_pyradiomics_format(raw, source)
+        raw, selected = _from_pyradiomics_format(raw, source)
         for key, kind in (("setting", dict), ("imageType", dict), ("goh", dict), ("dimensions", list),
                           ("dimensions_2D_image_types", list), ("classes", list), ("aggregations", list)):
             if raw.get(key) is not None and not isinstance(raw[key], kind):
@@ -99,7 +99,7 @@ class FeatureSettings:
                                        f"got {raw[key]!r}")
         known = {"setting", "imageType", "dimensions", "dimensions_2D_image_types", "classes", "goh", "aggregations",
                  "featureClass"}
-        unknown = set(raw) - known - {"selected"}
+        unknown = set(raw) - known
         if unknown:
             raise DiffusionCTError(f"{source}: unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
         settings = cls(
@@ -110,7 +110,7 @@ class FeatureSettings:
             classes=list(raw.get("classes") or FEATURE_CLASSES),
             goh={"bins_2D": 16, "bins_elevation": 8, "image_types": ["original"], **(raw.get("goh") or {})},
             aggregations=list(raw.get("aggregations") or ["average"]),
-            selected=dict(raw.get("selected") or {}),
+            selected=selected,
         )
         settings.validate(source)
         return settings
@@ -159,10 +159,11 @@ class FeatureSettings:
             raise DiffusionCTError(f"{source}: {exc}") from None
 
 
-def _from_pyradiomics_format(raw: dict, source: str) -> dict:
+def _from_pyradiomics_format(raw: dict, source: str) -> tuple[dict, dict[str, list[str]]]:
     """A pyradiomics params file (``featureClass``, ``imageType: {Original: {}}``, ``setting: {force2D: true}``) as
-    this engine's keys; a file in this engine's own format passes unchanged. Without ``featureClass`` the classes
-    are this engine's defaults (the paper's six), not pyradiomics' every class."""
+    this engine's keys, and the features each ``featureClass`` list keeps; a file in this engine's own format passes
+    unchanged. Without ``featureClass`` the classes are this engine's defaults (the paper's six), not pyradiomics'
+    every class."""
     raw = dict(raw)
     image_types = raw.get("imageType")
     if isinstance(image_types, dict):
@@ -175,16 +176,18 @@ def _from_pyradiomics_format(raw: dict, source: str) -> dict:
     if isinstance(setting, dict) and "force2D" in setting:
         setting = dict(setting)
         if setting.pop("force2D"):
-            if int(setting.pop("force2Ddimension", 0)) != 0:
+            if setting.pop("force2Ddimension", 0) not in (0, "0"):
                 raise DiffusionCTError(f"{source}: force2Ddimension must be 0 (axial slices) in this engine")
             raw["dimensions"] = ["2D"]
             raw["dimensions_2D_image_types"] = list(raw.get("imageType") or {"original": {}})
         raw["setting"] = setting
     classes = raw.pop("featureClass", None)
     if classes is None:
-        return raw
-    if not isinstance(classes, dict):
-        raise DiffusionCTError(f"{source}: 'featureClass' must be a mapping of pyradiomics classes to feature lists (or null)")
+        return raw, {}
+    if not isinstance(classes, dict) or not all(v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v))
+                                                for v in classes.values()):
+        raise DiffusionCTError(f"{source}: 'featureClass' must map pyradiomics classes to lists of feature names (or "
+                               "nothing, for all of a class)")
     unknown = sorted(set(classes) - set(PYRADIOMICS_FEATURE_CLASSES))
     if unknown:
         raise DiffusionCTError(f"{source}: featureClass {unknown} is not computed by this engine; it has "
@@ -192,8 +195,7 @@ def _from_pyradiomics_format(raw: dict, source: str) -> dict:
     if raw.get("classes"):
         raise DiffusionCTError(f"{source}: give either 'featureClass' (pyradiomics) or 'classes', not both")
     raw["classes"] = [PYRADIOMICS_FEATURE_CLASSES[c] for c in classes]
-    raw["selected"] = {PYRADIOMICS_FEATURE_CLASSES[c]: list(names) for c, names in classes.items() if names}
-    return raw
+    return raw, {PYRADIOMICS_FEATURE_CLASSES[c]: list(names) for c, names in classes.items() if names}
 
 
 def select_features(features: dict[str, float], selected: dict[str, list[str]]) -> dict[str, float]:
