@@ -12,17 +12,22 @@ import numpy as np
 from tqdm import tqdm
 
 from diffusionct.errors import DiffusionCTError
-from diffusionct.radiomics.features import FeatureSettings, crop_to_mask, extract_features
+from diffusionct.radiomics import preprocess
+from diffusionct.radiomics.features import FeatureSettings, check_inputs, extract_features, mask_region
 
 
 @dataclass
 class TumourJob:
-    """One tumour: an image crop around it, its mask, the voxel spacing (x, y, z) and an identifier."""
+    """One tumour: an image crop around it, its mask, the voxel spacing (x, y, z) and an identifier; where the crop
+    lies in the whole image (an IBSI interpolation uses the whole image's grid) and, when asked for, the IBSI
+    diagnostics measured on the whole image."""
 
     key: str
     image: np.ndarray
     mask: np.ndarray
     spacing: tuple[float, float, float]
+    whole: tuple | None = None  # (the whole image's shape, the crop's offset), z, y, x
+    diagnostics: dict | None = None
 
 
 def tumour_jobs(key: str, image: np.ndarray, labels: np.ndarray, spacing, settings: FeatureSettings,
@@ -37,14 +42,22 @@ def tumour_jobs(key: str, image: np.ndarray, labels: np.ndarray, spacing, settin
         mask = labels == label
         if mask.sum() < minimum:
             continue  # too small to describe (reported by the caller through the missing key)
-        crop_image, crop_mask = crop_to_mask(image, mask, pad)
-        jobs.append(TumourJob(f"{key}:{label}", np.ascontiguousarray(crop_image), crop_mask, tuple(spacing)))
+        # an interpolation reads 2 pad + 4 voxels around the mask (features._preprocess): the crop keeps them all
+        region = mask_region(mask, 2 * pad + 4 if settings.setting.get("resampledPixelSpacing") else pad)
+        diagnostics = None
+        if "DIAG" in settings.classes:
+            try:
+                diagnostics = preprocess.diagnostics(*check_inputs(image, mask), spacing, settings.setting)
+            except DiffusionCTError:
+                pass  # the tumour's own run reports the error
+        jobs.append(TumourJob(f"{key}:{label}", np.ascontiguousarray(image[region]), mask[region], tuple(spacing),
+                              (image.shape, tuple(r.start for r in region)), diagnostics))
     return jobs
 
 
 def _run(job: TumourJob, settings: FeatureSettings) -> tuple[str, dict[str, float] | str]:
     try:
-        return job.key, extract_features(job.image, job.mask, job.spacing, settings)
+        return job.key, extract_features(job.image, job.mask, job.spacing, settings, job.whole, job.diagnostics)
     except DiffusionCTError as exc:
         return job.key, str(exc)
 

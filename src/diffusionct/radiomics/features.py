@@ -248,12 +248,17 @@ def _to_sitk(array: np.ndarray, spacing) -> sitk.Image:
     return image
 
 
-def crop_to_mask(image: np.ndarray, mask: np.ndarray, pad: int, *others: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``image``, ``mask`` (and ``others`` on their grid) cut to the mask's bounding box plus ``pad`` voxels."""
+def mask_region(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
+    """The mask's bounding box plus ``pad`` voxels, within the array."""
     nz = np.nonzero(mask)
     lo = [max(0, int(i.min()) - pad) for i in nz]
     hi = [min(s, int(i.max()) + 1 + pad) for i, s in zip(nz, mask.shape)]
-    region = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+def crop_to_mask(image: np.ndarray, mask: np.ndarray, pad: int, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``image``, ``mask`` (and ``others`` on their grid) cut to the mask's bounding box plus ``pad`` voxels."""
+    region = mask_region(mask, pad)
     return (image[region], mask[region], *(other[region] for other in others))
 
 
@@ -410,12 +415,12 @@ def check_inputs(image: np.ndarray, mask: np.ndarray, minimum_voxels: int = 2) -
     return image, mask
 
 
-def _preprocess(image: np.ndarray, mask: np.ndarray, spacing, setting: dict, pad: int):
+def _preprocess(image: np.ndarray, mask: np.ndarray, spacing, setting: dict, pad: int, whole: tuple | None = None):
     """IBSI interpolation and re-segmentation when the settings ask for them (radiomics/preprocess.py); only the
-    tumour's neighbourhood is interpolated, on the grid of the whole image."""
+    tumour's neighbourhood is interpolated, on the grid of the whole image (``whole``: see preprocess.resample)."""
     if setting.get("resampledPixelSpacing"):
         image, mask, spacing = preprocess.resample(image, mask, spacing, setting["resampledPixelSpacing"],
-                                                   setting.get("interpolator", "sitkLinear"), margin=2 * pad + 4)
+                                                   setting.get("interpolator", "sitkLinear"), margin=2 * pad + 4, whole=whole)
         if not mask.any():
             raise DiffusionCTError("the mask vanished on the resampled grid (smaller than half a new voxel); use a finer "
                                    "resampledPixelSpacing")
@@ -426,7 +431,8 @@ def _preprocess(image: np.ndarray, mask: np.ndarray, spacing, setting: dict, pad
     return image, mask, morphological, spacing
 
 
-def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: FeatureSettings | None = None) -> dict[str, float]:
+def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: FeatureSettings | None = None,
+                     whole: tuple | None = None, diagnostics: dict[str, float] | None = None) -> dict[str, float]:
     """Every enabled feature of one tumour.
 
     Args:
@@ -434,6 +440,9 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
         mask: the tumour, same shape (non-zero = inside).
         spacing: voxel size (x, y, z) in mm.
         settings: feature settings; the shipped defaults when omitted.
+        whole: when ``image`` is a crop of a larger image, (that image's shape, the crop's offset): an IBSI
+            interpolation then uses the whole image's grid, as an uncropped run does.
+        diagnostics: the ``DIAG`` features, when the caller measured them on the whole image (a crop cannot).
 
     Returns:
         ``{name: value}``; values are floats and may be NaN or infinite where a feature is undefined
@@ -447,9 +456,11 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
     image, mask = check_inputs(image, mask, int(settings.setting.get("minimumROISize", 2)))
     out: dict[str, float] = {}
     if "DIAG" in settings.classes:
-        out.update({f"DIAG_3D_original_{k}": v for k, v in preprocess.diagnostics(image, mask, spacing, settings.setting).items()})
+        if diagnostics is None:
+            diagnostics = preprocess.diagnostics(image, mask, spacing, settings.setting)
+        out.update({f"DIAG_3D_original_{k}": v for k, v in diagnostics.items()})
     pad = int(settings.setting.get("padDistance", 8))
-    image, mask, morphological, spacing = _preprocess(image, mask, spacing, settings.setting, pad)
+    image, mask, morphological, spacing = _preprocess(image, mask, spacing, settings.setting, pad, whole)
     image, morphological, mask = crop_to_mask(image, morphological, pad, mask)
     sitk_image = _to_sitk(image.astype(np.float32), spacing)
     sitk_mask = _to_sitk(mask.astype(np.uint8), spacing)

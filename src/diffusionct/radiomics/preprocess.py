@@ -32,10 +32,12 @@ def new_grid(shape: tuple[int, ...], spacing: tuple[float, ...], new_spacing: tu
 
 
 def resample(image: np.ndarray, mask: np.ndarray, spacing_xyz, new_spacing_xyz, interpolator: str = "sitkLinear",
-             margin: int | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+             margin: int | None = None, whole: tuple | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Image and mask on the new grid; returns (image, mask, spacing x, y, z). A new spacing of 0 keeps that axis
-    (``[2, 2, 0]``: IBSI's slice-wise 2D configurations). The grid is the whole image's (its centre aligned);
-    with ``margin`` only its voxels within ``margin`` input voxels of the mask are computed (speed)."""
+    (``[2, 2, 0]``: IBSI's slice-wise 2D configurations). The grid is the whole image's (its centre aligned): with
+    ``whole`` = (shape, offset), ``image`` is the part of a larger image starting at ``offset`` (z, y, x), and the grid
+    is that image's, so a crop around a tumour gives the voxels the whole image would. With ``margin`` only the grid's
+    voxels within ``margin`` input voxels of the mask are computed (speed)."""
     if interpolator not in INTERPOLATORS:
         raise DiffusionCTError(f"interpolator must be one of {', '.join(INTERPOLATORS)}, got {interpolator!r}")
     if len(new_spacing_xyz) != 3 or any(float(s) < 0 for s in new_spacing_xyz):
@@ -43,7 +45,10 @@ def resample(image: np.ndarray, mask: np.ndarray, spacing_xyz, new_spacing_xyz, 
                                f"got {new_spacing_xyz!r}")
     spacing_zyx = tuple(float(s) for s in reversed(tuple(spacing_xyz)))
     target_zyx = tuple(float(s) for s in reversed(tuple(new_spacing_xyz)))
-    axes = new_grid(image.shape, spacing_zyx, target_zyx)
+    shape, offset = whole if whole is not None else (image.shape, (0, 0, 0))
+    axes = [a - o for a, o in zip(new_grid(tuple(shape), spacing_zyx, target_zyx), offset)]
+    if whole is not None:  # the grid's points that fall on this part
+        axes = [a[(a >= 0) & (a <= n - 1)] for a, n in zip(axes, image.shape)]
     if margin is not None:  # the new grid's voxels near the mask, and the input block they read from
         inside = np.nonzero(mask)
         low = [max(0, int(i.min()) - margin) for i in inside]
