@@ -6,7 +6,7 @@
 # steps (5 is in the comparison). Run after train_gaps.sh b30:b50 (it reuses its runs).
 # Usage: benchmarks/ablation_easy_gap.sh DATA_DIR RUNS_DIR REPORTS_DIR
 set -euo pipefail
-DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORTS=${3:-/work/reports}
+DATA=${1:-runs/data}; RUNS=${2:-runs}; REPORTS=${3:-runs/reports}
 BIN=${BIN:-.venv/bin}
 PHASE2_STEPS=${PHASE2_STEPS:-3000}
 CFG="--config configs/fourth-run.yaml"  # the recipe these modes were compared in (temperature 1: from pure noise)

@@ -1,6 +1,6 @@
 """Markdown tables of the kernel-gap evaluations (docs/history/results-analytic-library.md) from `diffusionct evaluate` results.
 
-    .venv/bin/python benchmarks/gap_table.py /work/reports/b30-b50 /work/reports/b10-b70 ...
+    .venv/bin/python benchmarks/gap_table.py REPORTS/b30-b50 REPORTS/b10-b70 ...
     .venv/bin/python benchmarks/gap_table.py --merge --digits 5 REPORT REPORT ...  [--cases case_000,case_001]
 
 One table per report folder: per method, the share of tumour features with RE < 0.15, the CCC per feature

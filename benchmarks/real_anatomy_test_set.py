@@ -5,8 +5,8 @@ slices, the sarcoma contour of each RTSTRUCT), each re-simulated at the simulato
 The models were trained on random chest phantoms at 0.6-0.9 mm pixels; this set shows them real anatomy, real
 tumour shapes and a pixel size outside that range, at kernels whose pairs are exact (one sinogram per case).
 
-    .venv/bin/python benchmarks/real_anatomy_test_set.py /work/data/sts-resim
-    .venv/bin/diffusionct evaluate --data /work/data/sts-resim -o REPORT --model src/diffusionct/data/models/sim-b30-b70
+    .venv/bin/python benchmarks/real_anatomy_test_set.py DATA/sts-resim
+    .venv/bin/diffusionct evaluate --data DATA/sts-resim -o REPORT --model src/diffusionct/data/models/sim-b30-b70
 """
 
 from __future__ import annotations

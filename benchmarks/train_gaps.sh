@@ -12,7 +12,7 @@
 # names the report folders (default: the gap's name).
 # Resumable: every step is skipped when its output exists, and training resumes from checkpoints.
 set -euo pipefail
-DATA=${1:-/work/data}; RUNS=${2:-/work/runs}; REPORTS=${3:-/work/reports}
+DATA=${1:-runs/data}; RUNS=${2:-runs}; REPORTS=${3:-runs/reports}
 shift $(( $# < 3 ? $# : 3 ))
 GAPS=${*:-"b30:b70 b30:b50 b10:b70 b70:b30"}
 BIN=${BIN:-.venv/bin}

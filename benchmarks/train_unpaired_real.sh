@@ -5,7 +5,7 @@
 # the standardized SOFT series with the STANDARD set (NPS, tumour features).
 # Usage: benchmarks/train_unpaired_real.sh RUNS_DIR [STEPS_SCALE]   (resumable; about an hour on the 2-core CPU)
 set -euo pipefail
-RUNS=${1:-/work/runs/real-soft-standard}
+RUNS=${1:-runs/real-soft-standard}
 BIN=${BIN:-.venv/bin}
 SHARED=${SHARED:-../shared/data/sts-ct}
 mkdir -p "$RUNS"
