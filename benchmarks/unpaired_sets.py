@@ -1,6 +1,6 @@
 """Unpaired training sets from a simulated (paired) manifest: the pairs hidden, as in a real multi-patient study.
 
-    .venv/bin/python benchmarks/unpaired_sets.py /work/data/train SIM_B30 SIM_B70 /work/data/unpaired-b30-b70.csv
+    .venv/bin/python benchmarks/unpaired_sets.py DATA/train SIM_B30 SIM_B70 DATA/unpaired-b30-b70.csv
 
 The source kernel's series are taken from the first half of the cases and the target kernel's from the other
 half, so no image of the source set has its twin in the target set. Train on the CSV with
