@@ -115,6 +115,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if args.output.is_dir():
         raise DiffusionCTError(f"{args.output}: is a folder; give a CSV file name for the features")
     settings = FeatureSettings.load(args.params)
+    if args.names == "pyradiomics" and {"2D", "3D"} <= set(settings.dimensions):  # before the work, not after
+        raise DiffusionCTError("pyradiomics' column names do not say 2D or 3D, and these settings compute both; use "
+                               "dimensions: [3D] (or setting: force2D: true) with --names pyradiomics")
     jobs = _feature_jobs(args, settings)
     if not jobs:
         raise DiffusionCTError(f"{args.mask}: every labelled region is smaller than the minimum ROI size")
