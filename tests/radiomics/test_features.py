@@ -468,3 +468,15 @@ def test_a_cropped_tumour_gives_the_whole_image_features(preset):
     assert not errors and cropped["t:1"].keys() == whole.keys()
     differ = [k for k in whole if not np.isclose(cropped["t:1"][k], whole[k], rtol=1e-9, atol=1e-12, equal_nan=True)]
     assert not differ, differ[:10]
+
+
+def test_pyradiomics_names_for_2d_and_3d_are_refused_before_the_work(tmp_path, capsys):
+    from tests.conftest import make_volume
+
+    image, mask = _blob(0)
+    volume = make_volume(shape=image.shape).with_hu(image)
+    write_nifti(volume, tmp_path / "ct.nii.gz")
+    write_nifti(volume, tmp_path / "seg.nii.gz", array=mask.astype(np.uint8))
+    code = main(["features", "-i", str(tmp_path / "ct.nii.gz"), "-m", str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "f.csv"),
+                 "--names", "pyradiomics"])  # the shipped settings compute 2D and 3D texture
+    assert code == 2 and "do not say 2D or 3D" in capsys.readouterr().err and not (tmp_path / "f.csv").exists()
