@@ -87,3 +87,23 @@ def test_seg_gives_the_features_of_the_rtstruct_and_nifti_masks(sts_case, tmp_pa
                      "--params", str(params), "--workers", "1"]) == 0
     seg_rows = outputs["seg"].read_text().splitlines()
     assert len(seg_rows) == 2 and seg_rows == outputs["rtstruct"].read_text().splitlines()
+
+
+@pytest.mark.parametrize("damage, words", [("segment", "has no SegmentNumber"), ("frame", "has no ReferencedSegmentNumber")])
+def test_a_seg_without_its_numbers_is_one_error(tiny_series, tmp_path, damage, words):
+    folder, _ = tiny_series()
+    volume = read_dicom_series(folder)
+    mask = np.zeros(volume.shape, bool)
+    mask[1:3, 4:8, 4:8] = True
+    _write_seg(folder, {"GTV": mask}, tmp_path / "seg.dcm")
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    if damage == "segment":
+        del ds.SegmentSequence[0].SegmentNumber
+    else:
+        groups = [*ds.get("PerFrameFunctionalGroupsSequence", []), *ds.get("SharedFunctionalGroupsSequence", [])]
+        for group in groups:  # wherever the SEG keeps it (one segment: often the shared group)
+            if "SegmentIdentificationSequence" in group:
+                del group.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+    ds.save_as(tmp_path / "damaged.dcm")
+    with pytest.raises(InputError, match=words):
+        read_label_map(tmp_path / "damaged.dcm", volume)

@@ -181,3 +181,25 @@ def test_rtstruct_of_another_patient_or_frame_is_refused(sts_case, tmp_path, cap
     code, err = run_cli(["features", "-i", sts_case("STS_003") / "dicom" / "image", "-m", other, "-o", tmp_path / "f.csv"],
                         capsys)
     assert_clean_error(code, err, "RS.dcm", "patient")
+
+
+def test_damaged_rtstruct_numbers_are_one_error(sts_case, tmp_path):
+    """ContourData that is not x, y, z triplets, and an ROI without its number: one error each (were tracebacks)."""
+    import pydicom
+
+    from diffusionct.errors import InputError
+    from diffusionct.io import read_dicom_series, read_rtstruct_mask
+
+    image = read_dicom_series(sts_case("STS_003") / "dicom" / "image")
+    own = sts_case("STS_003") / "dicom" / "mask" / "RS.dcm"
+    short = pydicom.dcmread(own)
+    contour = short.ROIContourSequence[0].ContourSequence[0]
+    contour.ContourData = list(contour.ContourData)[:-1]
+    short.save_as(tmp_path / "short.dcm")
+    with pytest.raises(InputError, match="not finite x, y, z triplets"):
+        read_rtstruct_mask(tmp_path / "short.dcm", image)
+    unnumbered = pydicom.dcmread(own)
+    del unnumbered.StructureSetROISequence[0].ROINumber
+    unnumbered.save_as(tmp_path / "unnumbered.dcm")
+    with pytest.raises(InputError, match="has no ROINumber"):
+        read_rtstruct_mask(tmp_path / "unnumbered.dcm", image)

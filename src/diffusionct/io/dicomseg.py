@@ -57,7 +57,10 @@ def read_seg_mask(path: str | Path, reference: Volume, roi: str | None = None) -
         raise InputError(path, f"cannot read the DICOM-SEG ({exc.__class__.__name__}: {exc})") from None
     if not is_dicom_seg(ds):
         raise InputError(path, f"not a DICOM-SEG (modality {ds.get('Modality', 'missing')})")
-    names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in ds.get("SegmentSequence", [])}
+    numbered = [item for item in ds.get("SegmentSequence", []) if str(item.get("SegmentNumber", "")).strip().isdigit()]
+    if len(numbered) != len(ds.get("SegmentSequence", [])):
+        raise InputError(path, "a segment of the SegmentSequence has no SegmentNumber; re-export the DICOM-SEG")
+    names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in numbered}
     number = _choose_segment(path, names, roi)
     check_same_patient_and_frame(path, str(ds.get("PatientID", "")), {str(ds.get("FrameOfReferenceUID", ""))}, reference)
     frames = frames.reshape(-1, int(ds.Rows), int(ds.Columns))
@@ -68,7 +71,12 @@ def read_seg_mask(path: str | Path, reference: Volume, roi: str | None = None) -
     mask = np.zeros(reference.shape, dtype=bool)
     for frame, groups in zip(frames, per_frame):
         identification = _group(ds, groups, "SegmentIdentificationSequence")
-        if identification is None or int(identification.ReferencedSegmentNumber) != number:
+        if identification is None:
+            continue
+        referenced = str(identification.get("ReferencedSegmentNumber", "")).strip()
+        if not referenced.isdigit():
+            raise InputError(path, "a frame's SegmentIdentificationSequence has no ReferencedSegmentNumber; re-export the DICOM-SEG")
+        if int(referenced) != number:
             continue
         _check_plane(path, ds, groups, reference)
         position = _group(ds, groups, "PlanePositionSequence")

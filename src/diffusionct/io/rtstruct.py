@@ -21,7 +21,7 @@ def _load(path: Path):
 
 def rtstruct_roi_names(path: str | Path) -> list[str]:
     """Names of the ROIs defined in an RTSTRUCT file."""
-    return [str(item.ROIName) for item in _load(Path(path)).StructureSetROISequence]
+    return [str(item.get("ROIName", "")) for item in _load(Path(path)).StructureSetROISequence]
 
 
 def check_same_patient_and_frame(path: Path, patient: str, frames: set[str], reference: Volume) -> None:
@@ -52,7 +52,10 @@ def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = No
     """
     path = Path(path)
     ds = _load(path)
-    names = {int(item.ROINumber): str(item.ROIName) for item in ds.StructureSetROISequence}
+    rois = ds.get("StructureSetROISequence", [])
+    names = {_integer(item.get("ROINumber")): str(item.get("ROIName", "")) for item in rois}
+    if None in names:
+        raise InputError(path, "an ROI of the StructureSetROISequence has no ROINumber; re-export the RTSTRUCT")
     if roi is None:
         if len(names) != 1:
             raise InputError(path, f"holds {len(names)} ROIs; choose one with --roi: {', '.join(names.values())}")
@@ -63,11 +66,11 @@ def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = No
             raise InputError(path, f"no ROI named '{roi}'; ROIs present: {', '.join(names.values())}")
         number = matches[0]
     check_same_patient_and_frame(path, str(ds.get("PatientID", "")),
-                                 {str(item.get("ReferencedFrameOfReferenceUID", "")) for item in ds.StructureSetROISequence
-                                  if int(item.ROINumber) == number}, reference)
+                                 {str(item.get("ReferencedFrameOfReferenceUID", "")) for item in rois
+                                  if _integer(item.get("ROINumber")) == number}, reference)
     contours = []
     for item in ds.get("ROIContourSequence", []):
-        if int(item.ReferencedROINumber) == number:
+        if _integer(item.get("ReferencedROINumber")) == number:
             contours.extend(item.get("ContourSequence", []))
     if not contours:
         raise InputError(path, f"ROI '{names[number]}' has no contours")
@@ -77,7 +80,7 @@ def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = No
     for contour in contours:
         if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) not in ("CLOSED_PLANAR", "POINT"):
             continue
-        points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
+        points = _contour_points(path, contour, names[number])
         index = (to_index @ np.c_[points, np.ones(len(points))].T)[:3].T  # (x, y, z) continuous indices
         slices = np.rint(index[:, 2]).astype(int)
         if np.ptp(index[:, 2]) > 0.5:
@@ -93,3 +96,23 @@ def read_rtstruct_mask(path: str | Path, reference: Volume, roi: str | None = No
     if drawn == 0 or not mask.any():
         raise InputError(path, f"ROI '{names[number]}' does not overlap the image")
     return mask
+
+
+def _contour_points(path: Path, contour, roi: str) -> np.ndarray:
+    """A contour's (x, y, z) points; damaged ContourData is one error naming the ROI."""
+    try:
+        values = np.asarray(contour.get("ContourData", []), dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise InputError(path, f"ROI '{roi}': a contour's ContourData is not a list of numbers; re-export the RTSTRUCT") from None
+    if values.size < 3 or values.size % 3 or not np.isfinite(values).all():
+        raise InputError(path, f"ROI '{roi}': a contour's ContourData holds {values.size} values, not finite x, y, z "
+                               "triplets; re-export the RTSTRUCT")
+    return values.reshape(-1, 3)
+
+
+def _integer(value) -> int | None:
+    """An IS value as an integer, or None when it is missing or not one."""
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None
