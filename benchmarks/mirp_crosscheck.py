@@ -19,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 
+from diffusionct.radiomics.ibsi import rounding_tolerance
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 PRESETS = ("ibsi-a", "ibsi-b", "ibsi-c", "ibsi-d", "ibsi-e")
@@ -100,8 +102,7 @@ def our_values(image: Path, mask: Path, preset: str) -> dict[str, float]:
 
 
 def agrees(ours: float, reference: float) -> bool:
-    tolerance = max(RELATIVE * abs(reference), 0.5 * 10 ** (math.floor(math.log10(abs(reference))) - 2) if reference else 5e-4)
-    return abs(ours - reference) <= tolerance
+    return abs(ours - reference) <= max(RELATIVE * abs(reference), rounding_tolerance(reference, 0.0))
 
 
 def compare(ours: dict[str, float], reference: dict[str, float]) -> list[dict]:

@@ -109,15 +109,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from diffusionct.io.files import write_text_atomic
     from diffusionct.radiomics.batch import extract_many
     from diffusionct.radiomics.compare import features_csv
-    from diffusionct.radiomics.features import FeatureSettings
+    from diffusionct.radiomics.features import FeatureSettings, check_pyradiomics_names, pyradiomics_names
     from diffusionct.radiomics.ibsi import ibsi_values
 
     if args.output.is_dir():
         raise DiffusionCTError(f"{args.output}: is a folder; give a CSV file name for the features")
     settings = FeatureSettings.load(args.params)
-    if args.names == "pyradiomics" and {"2D", "3D"} <= set(settings.dimensions):  # before the work, not after
-        raise DiffusionCTError("pyradiomics' column names do not say 2D or 3D, and these settings compute both; use "
-                               "dimensions: [3D] (or setting: force2D: true) with --names pyradiomics")
+    if args.names == "pyradiomics":  # before the work, not after
+        check_pyradiomics_names(settings.dimensions)
     jobs = _feature_jobs(args, settings)
     if not jobs:
         raise DiffusionCTError(f"{args.mask}: every labelled region is smaller than the minimum ROI size")
@@ -127,8 +126,6 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if not features:
         raise DiffusionCTError(f"{args.image or args.batch}: no features computed: {'; '.join(errors.values())}")
     if args.names == "pyradiomics":
-        from diffusionct.radiomics.features import pyradiomics_names
-
         written = {key: pyradiomics_names(values) for key, values in features.items()}
     else:
         written = features

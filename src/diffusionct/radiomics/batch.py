@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from diffusionct.errors import DiffusionCTError
 from diffusionct.radiomics import preprocess
-from diffusionct.radiomics.features import FeatureSettings, check_inputs, extract_features, mask_region
+from diffusionct.radiomics.features import (FeatureSettings, check_inputs, extract_features, interpolation_margin,
+                                             mask_region)
 
 
 @dataclass
@@ -42,8 +43,8 @@ def tumour_jobs(key: str, image: np.ndarray, labels: np.ndarray, spacing, settin
         mask = labels == label
         if mask.sum() < minimum:
             continue  # too small to describe (reported by the caller through the missing key)
-        # an interpolation reads 2 pad + 4 voxels around the mask (features._preprocess): the crop keeps them all
-        region = mask_region(mask, 2 * pad + 4 if settings.setting.get("resampledPixelSpacing") else pad)
+        # the crop keeps every voxel an interpolation reads
+        region = mask_region(mask, interpolation_margin(pad) if settings.setting.get("resampledPixelSpacing") else pad)
         diagnostics = None
         if "DIAG" in settings.classes:
             try:

@@ -206,6 +206,13 @@ def select_features(features: dict[str, float], selected: dict[str, list[str]]) 
             if (cls := feature_class(name)) not in selected or name.split("_", 3)[-1] in selected[cls]}
 
 
+def check_pyradiomics_names(dimensions) -> None:
+    """pyradiomics' column names do not say 2D or 3D: a run that computes both cannot be written under them."""
+    if {"2D", "3D"} <= set(dimensions):
+        raise DiffusionCTError("pyradiomics' column names do not say 2D or 3D, and these settings compute both; use "
+                               "dimensions: [3D] (or setting: force2D: true) with --names pyradiomics")
+
+
 def pyradiomics_names(features: dict[str, float]) -> dict[str, float]:
     """The features under pyradiomics' column names (``original_glcm_Contrast``) where pyradiomics computes them; the
     engine's own classes keep their names. pyradiomics' names do not say 2D or 3D, so one run may hold only one."""
@@ -219,9 +226,7 @@ def pyradiomics_names(features: dict[str, float]) -> dict[str, float]:
             dims.add(dim)
             name = f"{image_type}_{pyradiomics_class}_{feature}"
         renamed[name] = value
-    if len(dims) > 1:
-        raise DiffusionCTError("pyradiomics' column names do not say 2D or 3D, and these settings compute both; use "
-                               "dimensions: [3D] (or setting: force2D: true) with --names pyradiomics")
+    check_pyradiomics_names(dims)
     return renamed
 
 
@@ -415,20 +420,23 @@ def check_inputs(image: np.ndarray, mask: np.ndarray, minimum_voxels: int = 2) -
     return image, mask
 
 
+def interpolation_margin(pad: int) -> int:
+    """How many input voxels around the mask an IBSI interpolation reads (the new grid's voxels up to ``pad`` new voxels
+    out, and the interpolator's support)."""
+    return 2 * pad + 4
+
+
 def _preprocess(image: np.ndarray, mask: np.ndarray, spacing, setting: dict, pad: int, whole: tuple | None = None):
     """IBSI interpolation and re-segmentation when the settings ask for them (radiomics/preprocess.py); only the
     tumour's neighbourhood is interpolated, on the grid of the whole image (``whole``: see preprocess.resample)."""
     if setting.get("resampledPixelSpacing"):
         image, mask, spacing = preprocess.resample(image, mask, spacing, setting["resampledPixelSpacing"],
-                                                   setting.get("interpolator", "sitkLinear"), margin=2 * pad + 4, whole=whole)
+                                                   setting.get("interpolator", "sitkLinear"), margin=interpolation_margin(pad), whole=whole)
         if not mask.any():
             raise DiffusionCTError("the mask vanished on the resampled grid (smaller than half a new voxel); use a finer "
                                    "resampledPixelSpacing")
-    morphological = mask  # the shape of the tumour: morphology and GLDZM distances use it, not the re-segmented one
-    if "resegmentRange" in setting or "outlierFilter" in setting:
-        outliers = setting.get("outlierFilter")
-        mask = preprocess.resegment(image, mask, setting.get("resegmentRange"), None if outliers is None else float(outliers))
-    return image, mask, morphological, spacing
+    # the shape of the tumour (morphology and GLDZM distances use it), and the re-segmented intensity mask
+    return image, preprocess.resegment_by_settings(image, mask, setting), mask, spacing
 
 
 def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: FeatureSettings | None = None,
@@ -473,8 +481,11 @@ def extract_features(image: np.ndarray, mask: np.ndarray, spacing, settings: Fea
         kwargs["binLowerBound"] = lower_bound  # IBSI grey-level numbering in pyradiomics too (pyradiomics_classes)
     bbox, _ = imageoperations.checkMask(sitk_image, sitk_mask, minimumROIDimensions=1, minimumROISize=1, label=1)
     # GLDZM's distances to the tumour's edge: of the mask alone, so once per dimension, and only when asked for
-    edge_distances = ({dim: _bbox_crop(families.edge_distance(morphological, "3D" if dim == "3D" else "2D"), bbox)
-                       for dim in settings.dimensions} if "GLDZM" in settings.classes else {})
+    # (2D and 2Dslice share the in-plane distances)
+    geometry = {dim: "3D" if dim == "3D" else "2D" for dim in settings.dimensions}
+    by_geometry = ({g: _bbox_crop(families.edge_distance(morphological, g), bbox) for g in set(geometry.values())}
+                   if "GLDZM" in settings.classes else {})
+    edge_distances = {dim: by_geometry[g] for dim, g in geometry.items() if g in by_geometry}
     merged = "merged" in settings.aggregations
     for family, name, derived in _image_types(sitk_image, sitk_mask, settings):
         cropped, cropped_mask = imageoperations.cropToTumorMask(derived, sitk_mask, bbox)
@@ -516,13 +527,15 @@ def _bbox_crop(array: np.ndarray, bbox) -> np.ndarray:
 
 
 def _ibsi_texture_families(classes, dim: str, name: str, levels: np.ndarray, mask: np.ndarray,
-                           distance: np.ndarray | None) -> dict[str, float]:
-    """NGLDM and GLDZM of one image type, on the grey levels of this run (as GLCM's)."""
+                           distance: np.ndarray | None, label: str | None = None) -> dict[str, float]:
+    """NGLDM and GLDZM of one image type, on the grey levels of this run (as GLCM's); ``label`` names the dimension
+    in the feature names when it is not ``dim`` (one slice, computed as 2D, is ``2Dslice``)."""
+    label = label or dim
     out = {}
     if "NGLDM" in classes:
-        out.update({f"NGLDM_{dim}_{name}_{k}": v for k, v in families.ngldm_features(levels, mask, dim).items()})
+        out.update({f"NGLDM_{label}_{name}_{k}": v for k, v in families.ngldm_features(levels, mask, dim).items()})
     if "GLDZM" in classes:
-        out.update({f"GLDZM_{dim}_{name}_{k}": v for k, v in families.gldzm_features(levels, mask, distance, dim).items()})
+        out.update({f"GLDZM_{label}_{name}_{k}": v for k, v in families.gldzm_features(levels, mask, distance, dim).items()})
     return out
 
 
@@ -550,9 +563,8 @@ def _per_slice(classes, name: str, levels: np.ndarray, mask: np.ndarray, distanc
                 for dim, run_settings in runs:
                     computed = pyradiomics_classes.compute(_PYRADIOMICS_CLASSES[cls], image, roi, run_settings, levels.max())
                     values.update({f"{cls}_{dim}_{name}_{k}": v for k, v in computed.items()})
-        for key, value in _ibsi_texture_families(classes, "2D", name, levels[z:z + 1], plane_mask,
-                                                 None if distance is None else distance[z:z + 1]).items():
-            values[key.replace("_2D_", "_2Dslice_", 1)] = value
+        values.update(_ibsi_texture_families(classes, "2D", name, levels[z:z + 1], plane_mask,
+                                             None if distance is None else distance[z:z + 1], label="2Dslice"))
         directions = _paired_directions(plane_mask[0])
         for key, value in values.items():
             per_slice.setdefault(key, []).append((value, directions if key.startswith("GLCM_2Dslice_") else 1.0))

@@ -87,6 +87,15 @@ def resegment(image: np.ndarray, mask: np.ndarray, value_range=None, outlier_sd:
     return out
 
 
+def resegment_by_settings(image: np.ndarray, mask: np.ndarray, setting: dict) -> np.ndarray:
+    """The intensity mask as the settings re-segment it (``resegmentRange``, ``outlierFilter``); the mask itself when
+    they ask for neither."""
+    if "resegmentRange" not in setting and "outlierFilter" not in setting:
+        return mask
+    outliers = setting.get("outlierFilter")
+    return resegment(image, mask, setting.get("resegmentRange"), None if outliers is None else float(outliers))
+
+
 def _range(value_range) -> tuple[float | None, float | None]:
     if not isinstance(value_range, (list, tuple)) or len(value_range) != 2:
         raise DiffusionCTError(f"resegmentRange must be [low, high] (null for an open end), got {value_range!r}")
@@ -113,10 +122,7 @@ def diagnostics(image: np.ndarray, mask: np.ndarray, spacing_xyz, setting: dict)
                                             setting.get("interpolator", "sitkLinear"))
     out.update(_image_diagnostics("interp_img", image, spacing_xyz))
     out.update(_roi_diagnostics("interp_roi", image, mask, mask))
-    outliers = setting.get("outlierFilter")
-    intensity = (resegment(image, mask, setting.get("resegmentRange"), None if outliers is None else float(outliers))
-                 if "resegmentRange" in setting or outliers is not None else mask)
-    out.update(_roi_diagnostics("reseg_roi", image, intensity, mask))
+    out.update(_roi_diagnostics("reseg_roi", image, resegment_by_settings(image, mask, setting), mask))
     return out
 
 
