@@ -344,3 +344,15 @@ def test_without_to_a_series_goes_to_the_gap_from_its_own_kernel(tmp_path):
             chosen(kernel, target)
     with pytest.raises(DiffusionCTError, match="no single model fits"):
         chosen("FC13")  # no shipped gap from FC13 to B70: named, not guessed
+
+
+def test_a_gap_that_fails_before_its_first_checkpoint_leaves_nothing_beside_the_library(tiny_data, tiny_model, tmp_path):
+    from diffusionct.errors import DiffusionCTError
+    from diffusionct.train.library_gap import train_library_gap
+
+    library = _shared_library(tmp_path / "lib", tiny_model)
+    gap = ["data.source_kernel=NO_SUCH_KERNEL", "data.target_kernel=SIM_B30", "diffusion.predictor_training.steps=2"]
+    with pytest.raises(DiffusionCTError):  # the manifest holds no pairs of that kernel
+        train_library_gap(tiny_data, library / "failed", gap, "cpu")
+    assert not (library / "failed").exists()
+    assert not list(tmp_path.glob(".lib.*")), list(tmp_path.glob(".lib.*"))

@@ -376,6 +376,14 @@ class RunConfig:
                 "baselines.residual_cnn": b.residual_cnn, "baselines.pix2pix": b.pix2pix, "baselines.cyclegan": b.cyclegan,
                 "baselines.ddpm": b.ddpm}
 
+    def check_training_steps(self, what: str) -> None:
+        """Refuse to train ``what`` (a DiffusionCT phase or a baseline method) with 0 steps: it would write an
+        untrained model as if trained (a saved config may hold 0 for a phase it did not train itself)."""
+        for key in TRAINING_STEPS_KEYS.get(what, ()):
+            if self.phases()[key].steps < 1:
+                raise DiffusionCTError(f"{key}.steps is {self.phases()[key].steps}: training {what} needs at least 1 step "
+                                       "(0 would write an untrained model)")
+
     @property
     def size_multiple(self) -> int:
         """Images are padded to a multiple of this for the networks."""
@@ -424,9 +432,14 @@ class RunConfig:
             if not path.is_file():
                 raise DiffusionCTError(f"{path}: config file not found")
             try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except UnicodeDecodeError:
+                raise DiffusionCTError(f"{path}: not a text (YAML) file") from None
+            except (yaml.YAMLError, RecursionError) as exc:
                 raise DiffusionCTError(f"{path}: not valid YAML ({exc})") from None
+            if not isinstance(data, dict):
+                raise DiffusionCTError(f"{path}: expected a YAML mapping of settings (phase1:, unet:, ...), "
+                                       f"got a {type(data).__name__}")
         for item in overrides or []:
             apply_override(data, item)
         _default_sampling_steps(data)
@@ -481,6 +494,10 @@ def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:
                                residual_cnn_kernel_filter_pixel_anchors=list(d.predictor_kernel_filter_pixel_anchors))
 
 
+# the phase settings whose steps train each DiffusionCT phase (train --phase) or baseline method (train --method)
+TRAINING_STEPS_KEYS = {"all": ("phase1", "phase2"), "autoencoder": ("phase1",), "diffusion": ("phase2",),
+                       "predictor": ("diffusion.predictor_training",), "residual-cnn": ("baselines.residual_cnn",),
+                       "pix2pix": ("baselines.pix2pix",), "cyclegan": ("baselines.cyclegan",), "ddpm": ("baselines.ddpm",)}
 POSITIVE = {"base_channels", "latent_channels", "blocks_per_stage", "decoder_channels", "channels", "num_res_blocks",
             "num_head_channels", "norm_num_groups", "batch_size", "crop", "lr", "validate_every", "checkpoint_every",
             "timesteps", "predictor_channels", "residual_cnn_channels", "residual_cnn_layers", "histogram_quantiles",
@@ -543,10 +560,12 @@ def _coerce(hint, value, where):
                 raise ValueError
             return value
         if hint is str:
+            if isinstance(value, bool) or not isinstance(value, (str, int)):  # YAML may read a name such as 30 as a number
+                raise ValueError
             return str(value)
         if origin is list:
             (inner,) = typing.get_args(hint)
             return [_coerce(inner, v, where) for v in value]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DiffusionCTError(f"{where}: cannot use {value!r} as {getattr(hint, '__name__', hint)}") from None
     return value

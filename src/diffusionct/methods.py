@@ -443,6 +443,7 @@ def train_method(name: str, manifest: Path | None, run_dir: Path, config: RunCon
 
     if name not in METHODS:
         raise DiffusionCTError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
+    config.check_training_steps(phase if name == "diffusionct" else name)
     if name == "kernel-filter":
         from diffusionct.train.trainer import prepare_run
 

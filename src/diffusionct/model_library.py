@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.files import read_json
 from diffusionct.kernels.names import KernelSet, kernel_among, kernel_family
-from diffusionct.model_store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS,
-                                     file_sha256, model_weight_files, read_model_meta, weights_path, write_model_config)
+from diffusionct.model_store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS, file_sha256,
+                                     model_weight_files, read_model_config, read_model_meta, weights_path, write_model_config)
 
 SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; each keeps its predictor
 # the diffusion settings a gap owns (its predictor: width, depth, kernel filter, training); the rest are the U-Net's
@@ -60,16 +60,16 @@ class ModelEntry:
 
     @classmethod
     def read(cls, folder: Path) -> "ModelEntry":
-        meta = read_json(folder / CONFIG_NAME, "model config")
-        data = meta.get("config", {}).get("data", {}) if isinstance(meta, dict) else {}
-        if not data.get("target_kernel") or not data.get("source_kernel"):
+        meta = read_model_config(folder)
+        data = RunConfig.from_saved(meta["config"], str(folder / CONFIG_NAME)).data
+        if not data.target_kernel.strip() or not data.source_kernel.strip():
             raise DiffusionCTError(f"{folder / CONFIG_NAME}: names no source and target kernel; retrain or re-copy the model")
-        sources = tuple(str(s) for s in KernelSet.parse_list(data["source_kernel"]))
+        sources = tuple(str(s) for s in KernelSet.parse_list(data.source_kernel))
         trained = meta.get(TRAINED_PIXEL_MM)
-        pixel_mm = (float(trained[0]), float(trained[1])) if isinstance(trained, list) and len(trained) == 2 else None
-        card = meta.get(MODEL_CARD) if isinstance(meta, dict) else None
-        fields = tuple((k, str(card[k])) for k in CARD_FIELDS if k in card) if isinstance(card, dict) else ()
-        return cls(folder, sources, data["target_kernel"], pixel_mm, fields)
+        pixel_mm = (float(trained[0]), float(trained[1])) if trained else None
+        card = meta.get(MODEL_CARD, {})
+        fields = tuple((k, card[k]) for k in CARD_FIELDS if k in card)
+        return cls(folder, sources, data.target_kernel, pixel_mm, fields)
 
     def card_text(self) -> str:
         """The model card as lines of ``field: text`` (empty when the model has none)."""
@@ -190,8 +190,7 @@ def share_weights(library: Path) -> list[str]:
 
 def _recorded_digest(folder: Path, name: str) -> str | None:
     """The SHA-256 of weights file ``name`` that the model in ``folder`` records in its config.json (None: none)."""
-    digests = read_json(folder / CONFIG_NAME, "model config").get(WEIGHTS_DIGESTS)
-    return digests.get(name) if isinstance(digests, dict) else None
+    return read_model_config(folder).get(WEIGHTS_DIGESTS, {}).get(name)
 
 
 def shared_networks_model(library: Path) -> Path:
@@ -200,7 +199,7 @@ def shared_networks_model(library: Path) -> Path:
     library = Path(library)
     if is_library(library):
         for entry in library_models(library):
-            meta = read_json(entry.folder / CONFIG_NAME, "model config")
+            meta = read_model_config(entry.folder)
             if all(weights_path(entry.folder, name, meta) == library / name for name in SHARED_NETWORKS):
                 return entry.folder
     raise DiffusionCTError(f"{library}: not a model library whose models share {' and '.join(SHARED_NETWORKS)} in the "

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ from diffusionct import __version__
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
+from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, KernelProfile
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 
 FORMAT_VERSION = 1
@@ -162,6 +165,17 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", need_diff
 
 
 def read_model_meta(folder: Path, require_autoencoder: bool = True) -> dict:
+    """A model folder's config.json, checked, with the checksums of its weights verified."""
+    meta = read_model_config(folder)
+    if require_autoencoder and not weights_path(folder, AUTOENCODER_NAME, meta).is_file():
+        raise DiffusionCTError(f"{folder}: {AUTOENCODER_NAME} is missing")
+    _verify_digests(folder, meta)
+    return meta
+
+
+def read_model_config(folder: Path) -> dict:
+    """A model folder's config.json, checked against the schema (its weights not read: for listing and routing)."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise DiffusionCTError(f"{folder}: model folder not found")
     path = folder / CONFIG_NAME
@@ -172,11 +186,59 @@ def read_model_meta(folder: Path, require_autoencoder: bool = True) -> dict:
     version = meta.get("format_version")
     if version == FORMAT_VERSION and not isinstance(meta.get("config"), dict):
         raise DiffusionCTError(f"{path}: corrupt model config: no 'config' section; re-copy or retrain the model")
-    if version != FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version != FORMAT_VERSION:
         raise DiffusionCTError(
             f"{folder}: model format {version} was written by diffusionct {meta.get('diffusionct_version', '?')}; "
             f"this version ({__version__}) reads format {FORMAT_VERSION}: retrain or use a matching version")
-    if require_autoencoder and not weights_path(folder, AUTOENCODER_NAME, meta).is_file():
-        raise DiffusionCTError(f"{folder}: {AUTOENCODER_NAME} is missing")
-    _verify_digests(folder, meta)
+    check_model_meta(meta, path)
     return meta
+
+
+def _text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _number_pair(value) -> bool:
+    """[smallest, largest] pixel size in mm: two finite positive numbers in order."""
+    return (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value)
+            and value[0] <= value[1])
+
+
+def _text_mapping(value) -> bool:
+    return isinstance(value, dict) and all(_text(k) and _text(v) for k, v in value.items())
+
+
+def _digests(value) -> bool:
+    return isinstance(value, dict) and all(_text(k) and _text(v) and re.fullmatch(r"[0-9a-f]{64}", v) for k, v in value.items())
+
+
+# config.json's top-level keys besides "config" (RunConfig checks that one): what each must be, and the check.
+# Routing, loading and `info` read them, so a wrong type is refused here, naming the key, rather than
+# failing later in whatever code first touches it (or being ignored).
+MODEL_META_SCHEMA = {
+    "format_version": ("the integer format number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "diffusionct_version": ("a version text", _text),
+    "method": ("a method name (text)", _text),
+    "phases": ("a list of phase names", lambda v: isinstance(v, list) and all(_text(p) for p in v)),
+    "manifest": ("a path (text)", _text),
+    "unet_trained_on": ("a text such as 'B30f -> B70f'", _text),
+    "trained_pixel_mm": ("[smallest, largest] pixel size in mm, two positive numbers in order", _number_pair),
+    "model_card": ("a mapping of field names to texts", _text_mapping),
+    "training": ("a mapping (the training record)", lambda v: isinstance(v, dict)),
+    "kernel_profiles": ("a mapping with a 'source' and a 'target' kernel profile",
+                        lambda v: isinstance(v, dict) and set(v) == {"source", "target"}),
+    WEIGHTS_DIGESTS: ("a mapping of weights file names to SHA-256 digests (64 hex digits)", _digests),
+}
+
+
+def check_model_meta(meta: dict, path: Path) -> None:
+    """Each known key of a model's config.json of the type its readers expect (unknown keys are left to the
+    method that wrote them); the kernel profiles are checked as profiles."""
+    for key, (expected, valid) in MODEL_META_SCHEMA.items():
+        if key in meta and not valid(meta[key]):
+            shown = json.dumps(meta[key])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise DiffusionCTError(f"{path}: '{key}' must be {expected}, got {shown}; re-copy or retrain the model")
+    for role, profile in meta.get(KERNEL_PROFILES_KEY, {}).items():
+        KernelProfile.from_dict(profile, f"{path} ({KERNEL_PROFILES_KEY}.{role})")

@@ -89,7 +89,8 @@ def test_seg_gives_the_features_of_the_rtstruct_and_nifti_masks(sts_case, tmp_pa
     assert len(seg_rows) == 2 and seg_rows == outputs["rtstruct"].read_text().splitlines()
 
 
-@pytest.mark.parametrize("damage, words", [("segment", "has no SegmentNumber"), ("frame", "has no ReferencedSegmentNumber")])
+@pytest.mark.parametrize("damage, words", [("segment", r"has no \(readable\) SegmentNumber"),
+                                           ("frame", r"has no \(readable\) ReferencedSegmentNumber")])
 def test_a_seg_without_its_numbers_is_one_error(tiny_series, tmp_path, damage, words):
     folder, _ = tiny_series()
     volume = read_dicom_series(folder)
@@ -106,4 +107,59 @@ def test_a_seg_without_its_numbers_is_one_error(tiny_series, tmp_path, damage, w
                 del group.SegmentIdentificationSequence[0].ReferencedSegmentNumber
     ds.save_as(tmp_path / "damaged.dcm")
     with pytest.raises(InputError, match=words):
+        read_label_map(tmp_path / "damaged.dcm", volume)
+
+
+def _drop_everywhere(ds, keyword):
+    for item in ds:
+        if item.keyword == keyword:
+            del ds[item.tag]
+        elif item.VR == "SQ":
+            for nested in item.value:
+                _drop_everywhere(nested, keyword)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("empty shared groups", "overlap"), ("empty plane positions", "no PlanePositionSequence"),
+    ("no ImagePositionPatient", "no ImagePositionPatient"), ("no ImageOrientationPatient", None)])
+def test_a_seg_with_empty_or_missing_geometry_is_one_error(tiny_series, tmp_path, damage, words):
+    """Found by benchmarks/fuzz_dicom.py: these were IndexError / TypeError tracebacks."""
+    folder, _ = tiny_series()
+    volume = read_dicom_series(folder)
+    mask = np.zeros(volume.shape, bool)
+    mask[1:3, 4:8, 4:8] = True
+    _write_seg(folder, {"GTV": mask}, tmp_path / "seg.dcm")
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    if damage == "empty shared groups":
+        ds.SharedFunctionalGroupsSequence = []
+        for group in ds.PerFrameFunctionalGroupsSequence:
+            group.SegmentIdentificationSequence = []
+    elif damage == "empty plane positions":
+        for group in ds.PerFrameFunctionalGroupsSequence:
+            group.PlanePositionSequence = []
+    else:
+        _drop_everywhere(ds, damage.split()[1])
+    ds.save_as(tmp_path / "damaged.dcm")
+    if words is None:  # without its orientation the frames are placed as the image's own: the same voxels
+        assert np.array_equal(read_label_map(tmp_path / "damaged.dcm", volume), mask)
+        return
+    with pytest.raises(InputError, match=words):
+        read_label_map(tmp_path / "damaged.dcm", volume)
+
+
+def test_a_segment_number_of_the_wrong_length_is_one_error(tiny_series, tmp_path):
+    """Found by benchmarks/fuzz_dicom.py: a SegmentNumber (US) of 1 or 3 bytes was a pydicom exception."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    folder, _ = tiny_series()
+    volume = read_dicom_series(folder)
+    mask = np.zeros(volume.shape, bool)
+    mask[1:3, 4:8, 4:8] = True
+    _write_seg(folder, {"GTV": mask}, tmp_path / "seg.dcm")
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    tag = Tag("SegmentNumber")
+    ds.SegmentSequence[0][tag] = RawDataElement(tag, "US", 3, b":\x92\xbf", 0, False, True)
+    ds.save_as(tmp_path / "damaged.dcm")
+    with pytest.raises(InputError, match="SegmentNumber"):
         read_label_map(tmp_path / "damaged.dcm", volume)

@@ -80,3 +80,21 @@ def test_two_reconstructions_under_one_series_uid_are_listed_apart_and_not_read_
     assert read_dicom_series(sharp).kernel == "B70F"
     with pytest.raises(InputError, match="2 reconstructions under one SeriesInstanceUID"):
         read_dicom_series(tmp_path / "root")
+
+
+def test_a_slice_whose_size_cannot_be_parsed_is_listed_apart_not_a_traceback(tiny_series, caplog):
+    """Found by benchmarks/fuzz_dicom.py: Rows of one byte (US needs two) was a pydicom exception out of `scan`."""
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from diffusionct.io.scan import scan_folder
+
+    folder, _ = tiny_series()
+    victim = sorted(folder.glob("*.dcm"))[1]
+    ds = pydicom.dcmread(victim)
+    tag = Tag("Rows")
+    ds[tag] = RawDataElement(tag, "US", 1, b"R", 0, False, True)
+    ds.save_as(victim)
+    listed = scan_folder(folder)
+    assert sorted(s.slices for s in listed) == [1, len(list(folder.glob("*.dcm"))) - 1]

@@ -181,3 +181,95 @@ def test_copied_series_still_reads(tiny_series, tmp_path):
     folder, volume = tiny_series()
     shutil.copytree(folder, tmp_path / "copy")
     np.testing.assert_array_equal(read_dicom_series(tmp_path / "copy").hu, volume.hu)
+
+
+def _compress_series(folder, syntax):
+    import pydicom
+
+    for path in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.compress(syntax)
+        ds.save_as(path)
+
+
+def _cut_frame(path, keep):
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(path)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:int(len(frame) * keep)]])
+    ds.save_as(path)
+
+
+def test_jpeg2000_series_reads_as_the_uncompressed_one_and_a_slice_cut_short_is_refused(tiny_series, tmp_path, capsys):
+    """OpenJPEG decodes a JPEG 2000 codestream cut short without a word (its missing detail left out)."""
+    from pydicom.uid import JPEG2000Lossless
+
+    from diffusionct.io import read_dicom_series
+
+    folder, volume = tiny_series(shape=(4, 32, 32))
+    _compress_series(folder, JPEG2000Lossless)
+    np.testing.assert_array_equal(read_dicom_series(folder).hu, volume.hu)  # lossless: the same numbers
+    target = _middle(folder)
+    _cut_frame(target, 0.6)
+    code, err = run_cli(["features", "-i", folder, "-m", tmp_path / "absent.nii.gz", "-o", tmp_path / "f.csv"], capsys)
+    assert_clean_error(code, err, target.name, "cut short")
+
+
+@pytest.mark.parametrize("damage,words", [("cut", "cut short"), ("marker", "marker code inside"),
+                                          ("tile length", "tile-part"), ("no start", "start-of-codestream")])
+def test_jpeg2000_codestream_damage_is_named(damage, words):
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import generate_frames
+
+    from diffusionct.io.codestream import codestream_problem
+
+    ds = pydicom.dcmread(get_testdata_file("693_J2KI.dcm"))
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    code = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    assert codestream_problem(bytes(code), syntax) is None
+    sot = code.index(b"\xff\x90")
+    if damage == "cut":
+        code = code[: len(code) // 2]
+    elif damage == "marker":
+        middle = (sot + len(code)) // 2
+        code[middle:middle + 2] = b"\xff\xa0"
+    elif damage == "tile length":
+        code[sot + 6:sot + 10] = (len(code) * 2).to_bytes(4, "big")
+    else:
+        code[:2] = b"\x00\x00"
+    assert words in codestream_problem(bytes(code), syntax)
+
+
+def test_every_compressed_test_file_of_pydicom_passes_the_codestream_checks():
+    """No false alarm on real writers' files (GDCM, DCMTK, vendors): JPEG, JPEG-LS, JPEG 2000, a JP2 wrapper."""
+    import warnings
+    from pathlib import Path
+
+    import pydicom
+    import pydicom.data
+    from pydicom.encaps import generate_frames
+
+    from diffusionct.io.codestream import codestream_problem
+
+    checked = {}  # the files installed with pydicom (get_testdata_files would try to download more)
+    for path in sorted((Path(pydicom.data.__file__).parent / "test_files").rglob("*.dcm")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(path)
+            except Exception:
+                continue
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is None or not syntax.is_compressed or "PixelData" not in ds or syntax.name.startswith("RLE"):
+            continue
+        try:
+            frames = list(generate_frames(ds.PixelData, number_of_frames=int(getattr(ds, "NumberOfFrames", 1) or 1)))
+        except Exception:
+            continue
+        for frame in frames:
+            assert codestream_problem(frame, str(syntax)) is None, path
+        checked[syntax.name] = checked.get(syntax.name, 0) + 1
+    assert len(checked) >= 3 and sum(checked.values()) >= 20, checked

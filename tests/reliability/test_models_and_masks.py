@@ -43,13 +43,30 @@ def _damage(folder, kind):
         else:
             meta["config"]["diffusion"]["x0_scale"] = float("inf")
         config.write_text(json.dumps(meta))
+    elif kind in META_DAMAGE:
+        meta = json.loads(config.read_text())
+        META_DAMAGE[kind](meta)
+        config.write_text(json.dumps(meta))
+    elif kind == "nested 100,000 deep":
+        config.write_text("[" * 100_000 + "]" * 100_000)
     elif kind == "truncated weights":
         weights = folder / "autoencoder.safetensors"
         weights.write_bytes(weights.read_bytes()[:1000])
 
 
+# config.json values of the wrong type or range, each refused naming its key (they once crashed routing or were ignored)
+META_DAMAGE = {
+    "pixel range not numbers": lambda m: m.__setitem__("trained_pixel_mm", ["a", "b"]),
+    "pixel range reversed": lambda m: m.__setitem__("trained_pixel_mm", [0.9, 0.5]),
+    "format version as text": lambda m: m.__setitem__("format_version", "1"),
+    "method as a list": lambda m: m.__setitem__("method", ["diffusionct"]),
+    "phases as text": lambda m: m.__setitem__("phases", "autoencoder"),
+    "model card as text": lambda m: m.__setitem__("model_card", "x"),
+    "source kernel as a list": lambda m: m["config"]["data"].__setitem__("source_kernel", ["SIM_B30"]),
+    "kernel profiles as a list": lambda m: m.__setitem__("kernel_profiles", []),
+}
 MODEL_DAMAGE = ["config is a list", "config not utf-8", "config lacks its section", "flipped bit", "missing weights",
-                "truncated weights", "checksums removed", "infinite x0_scale"]
+                "truncated weights", "checksums removed", "infinite x0_scale", "nested 100,000 deep", *META_DAMAGE]
 
 
 @pytest.mark.parametrize("kind", MODEL_DAMAGE)
@@ -203,3 +220,56 @@ def test_damaged_rtstruct_numbers_are_one_error(sts_case, tmp_path):
     unnumbered.save_as(tmp_path / "unnumbered.dcm")
     with pytest.raises(InputError, match="has no ROINumber"):
         read_rtstruct_mask(tmp_path / "unnumbered.dcm", image)
+
+
+@pytest.mark.parametrize("kind", ["pixel range not numbers", "source kernel as a list", "nested 100,000 deep"])
+def test_damaged_model_in_a_library_is_named(series, tiny_model, tmp_path, capsys, kind):
+    """A library is routed from its models' config.json without loading weights: the same checks hold there."""
+    library = tmp_path / "library"
+    shutil.copytree(tiny_model, library / "gap")
+    _damage(library / "gap", kind)
+    code, err = run_cli(["standardize", "-i", series, "-o", tmp_path / "out", "--model", library, "--device", "cpu"], capsys)
+    assert_clean_error(code, err, "gap")
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_a_phase_with_zero_steps_is_refused(tiny_data, tmp_path, capsys):
+    code, err = run_cli(["train", "--data", tiny_data, "-o", tmp_path / "run", "--set", "phase1.steps=0"], capsys)
+    assert_clean_error(code, err, "phase1.steps")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["- a list\n", "5\n", "[" * 5000 + "]" * 5000])
+def test_training_config_that_is_not_a_mapping(tiny_data, tmp_path, capsys, text):
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    code, err = run_cli(["train", "--data", tiny_data, "-o", tmp_path / "run", "--config", config], capsys)
+    assert_clean_error(code, err, str(config))
+
+
+@pytest.mark.parametrize("text,words", [
+    ("setting: {binWidth: x}", "binWidth"), ("setting: {binWidth: 1.0e+308}", "binWidth"),
+    ("setting: {binWidth: [1, 2]}", "binWidth"), ("setting: {minimumROISize: .nan}", "minimumROISize"),
+    ("setting: {padDistance: null}", "padDistance"), ("setting: {padDistance: {a: 1}}", "padDistance"),
+    ("setting: {distances: []}", "distances"), ("setting: {weightingNorm: cosine}", "weightingNorm"),
+    ("setting: {symmetricalGLCM: 1}", "symmetricalGLCM"), ("imageType: {original: -1}", "imageType original"),
+    ("imageType: {LoG: {sigma: [0, 1]}}", "sigma"), ("goh: {bins_2D: 0}", "bins_2D")])
+def test_params_with_a_wrong_value_name_the_key(tmp_path, text, words):
+    """Found by benchmarks/fuzz_dicom.py: each was a traceback deep in the extraction."""
+    from diffusionct.errors import DiffusionCTError
+    from diffusionct.radiomics.features import FeatureSettings
+
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    with pytest.raises(DiffusionCTError, match=words):
+        FeatureSettings.load(params)
+
+
+def test_an_infinite_integer_setting_in_a_model_config_is_named(tiny_model, tmp_path, series, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    meta = json.loads((model / "config.json").read_text())
+    meta["config"]["phase1"]["validate_every"] = float("inf")
+    (model / "config.json").write_text(json.dumps(meta))
+    code, err = run_cli(["standardize", "-i", series, "-o", tmp_path / "out", "--model", model, "--device", "cpu"], capsys)
+    assert_clean_error(code, err, "phase1.validate_every")

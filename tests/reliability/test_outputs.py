@@ -362,3 +362,24 @@ def test_overwrite_writes_a_finished_output_again(series, tiny_model, tmp_path):
     assert run_standardize(series, output, model_dir=tiny_model, device="cpu")[0].skipped  # the record matches
     again = run_standardize(series, output, model_dir=tiny_model, device="cpu", overwrite=True)
     assert not again[0].skipped and (output / "CT00001.dcm").read_bytes() != b"damaged by hand"
+
+
+@pytest.mark.parametrize("method", ["diffusionct", "residual-cnn"])
+def test_train_on_a_full_disk_leaves_no_run_folder(tiny_data, tmp_path, capsys, monkeypatch, method):
+    import diffusionct.model_store as store
+    import diffusionct.train.loop as loop
+    from tests.model_fixtures import TINY_OVERRIDES
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "save_file", full_disk)  # every safetensors write: the model's and the checkpoints'
+    monkeypatch.setattr(loop, "save_file", full_disk)
+    run = tmp_path / "run"
+    args = ["train", "--method", method, "--data", tiny_data, "-o", run, "--device", "cpu"]
+    for item in TINY_OVERRIDES:
+        args += ["--set", item]
+    code, err = run_cli(args, capsys)
+    assert_clean_error(code, err, "No space left on device")
+    assert "Traceback" not in err
+    assert not run.exists() and leftovers(tmp_path) == []

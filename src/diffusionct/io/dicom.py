@@ -18,10 +18,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from diffusionct import __version__
 from diffusionct.errors import DiffusionCTError, InputError
+from diffusionct.io.codestream import codestream_problem
 from diffusionct.io.files import atomic_output_dir, iter_files
 from diffusionct.io.records import write_record
 from diffusionct.io.volume import Volume, in_plane_pixel_mm
@@ -159,14 +161,17 @@ def reconstructions(headers: Sequence[SliceHeader]) -> dict[tuple, list[SliceHea
     reconstructions were given one UID, as some exports and anonymizers do."""
     parts: dict[tuple, list[SliceHeader]] = {}
     for header in headers:
-        ds = header.dataset
-        parts.setdefault((kernel_name(ds), ds.get("Rows"), ds.get("Columns")), []).append(header)
+        try:
+            size = slice_size(header)
+        except InputError:  # a malformed size: a group of its own, refused with its message when read
+            size = None
+        parts.setdefault((kernel_name(header.dataset), size), []).append(header)
     return parts
 
 
 def _one_reconstruction(folder: Path, uid: str, headers: list[SliceHeader]) -> list[SliceHeader]:
     """``headers`` when they are of one kernel (slices of other sizes are refused with their own message later)."""
-    kernels = sorted({kernel for kernel, _, _ in reconstructions(headers)})
+    kernels = sorted({kernel for kernel, _ in reconstructions(headers)})
     if len(kernels) > 1:
         raise InputError(folder, f"series {uid} holds {len(kernels)} reconstructions under one SeriesInstanceUID (kernels "
                                  f"{', '.join(k or '?' for k in kernels)}); put each in a folder of its own and give that folder")
@@ -295,12 +300,24 @@ def _check_slices(headers: Sequence[SliceHeader], even: bool = True) -> tuple[li
     return headers, direction, positions
 
 
+def _compressed_problem(ds: Dataset) -> str | None:
+    """What the codestream of a compressed slice shows to be damaged (None: not compressed, or nothing shown)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed or "PixelData" not in ds:
+        return None
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(getattr(ds, "NumberOfFrames", 1) or 1)))
+    return next((p for p in (codestream_problem(f, str(syntax)) for f in frames) if p), None)
+
+
 def _pixels_hu(header: SliceHeader) -> np.ndarray:
     try:
         ds = pydicom.dcmread(header.path)
-        stored = ds.pixel_array
+        problem = _compressed_problem(ds)
+        stored = None if problem else ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad or undecodable pixel data
         raise InputError(header.path, f"cannot decode pixel data ({exc.__class__.__name__}: {exc})") from None
+    if problem:
+        raise InputError(header.path, f"damaged compressed pixel data: {problem}; re-export or re-copy this slice")
     if stored.ndim != 2:
         raise InputError(header.path, f"expected a single-frame greyscale slice, got pixel array {stored.shape}")
     slope = float(ds.RescaleSlope)

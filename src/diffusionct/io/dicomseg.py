@@ -37,18 +37,25 @@ def _choose_segment(path: Path, names: dict[int, str], roi: str | None) -> int:
     return matches[0]
 
 
+def _number_text(item, keyword: str) -> str:
+    """A segment number as text ('' when absent or unparsable: pydicom raises for bytes of the wrong length)."""
+    try:
+        return str(item.get(keyword, "")).strip()
+    except Exception:  # noqa: BLE001 - any parse failure is a damaged number
+        return ""
+
+
 def _group(ds, frame_group, name: str):
     """A functional group of one frame: its own, else the shared one."""
-    for groups in (frame_group, ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None):
-        if groups is not None and name in groups:
+    shared = ds.get("SharedFunctionalGroupsSequence") or [None]
+    for groups in (frame_group, shared[0]):
+        if groups is not None and groups.get(name):  # an empty sequence gives nothing, as an absent one
             return groups[name][0]
     return None
 
 
 def read_seg_mask(path: str | Path, reference: Volume, roi: str | None = None) -> np.ndarray:
     """The voxels of one segment (by label; may be omitted when the SEG holds one) on ``reference``'s grid."""
-    from diffusionct.io.rtstruct import check_same_patient_and_frame
-
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)
@@ -57,9 +64,20 @@ def read_seg_mask(path: str | Path, reference: Volume, roi: str | None = None) -
         raise InputError(path, f"cannot read the DICOM-SEG ({exc.__class__.__name__}: {exc})") from None
     if not is_dicom_seg(ds):
         raise InputError(path, f"not a DICOM-SEG (modality {ds.get('Modality', 'missing')})")
-    numbered = [item for item in ds.get("SegmentSequence", []) if str(item.get("SegmentNumber", "")).strip().isdigit()]
+    try:
+        return _segment_voxels(path, ds, frames, reference, roi)
+    except (pydicom.errors.BytesLengthException, ValueError, TypeError, OverflowError) as exc:
+        # a value pydicom cannot parse (bytes of the wrong length for its VR) or one that is not the number it must be
+        raise InputError(path, f"a malformed DICOM-SEG value ({exc.__class__.__name__}: {str(exc)[:120]}); "
+                               "re-export the DICOM-SEG") from None
+
+
+def _segment_voxels(path: Path, ds, frames: np.ndarray, reference: Volume, roi: str | None) -> np.ndarray:
+    from diffusionct.io.rtstruct import check_same_patient_and_frame
+
+    numbered = [item for item in ds.get("SegmentSequence", []) if _number_text(item, "SegmentNumber").isdigit()]
     if len(numbered) != len(ds.get("SegmentSequence", [])):
-        raise InputError(path, "a segment of the SegmentSequence has no SegmentNumber; re-export the DICOM-SEG")
+        raise InputError(path, "a segment of the SegmentSequence has no (readable) SegmentNumber; re-export the DICOM-SEG")
     names = {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in numbered}
     number = _choose_segment(path, names, roi)
     check_same_patient_and_frame(path, str(ds.get("PatientID", "")), {str(ds.get("FrameOfReferenceUID", ""))}, reference)
@@ -73,9 +91,10 @@ def read_seg_mask(path: str | Path, reference: Volume, roi: str | None = None) -
         identification = _group(ds, groups, "SegmentIdentificationSequence")
         if identification is None:
             continue
-        referenced = str(identification.get("ReferencedSegmentNumber", "")).strip()
+        referenced = _number_text(identification, "ReferencedSegmentNumber")
         if not referenced.isdigit():
-            raise InputError(path, "a frame's SegmentIdentificationSequence has no ReferencedSegmentNumber; re-export the DICOM-SEG")
+            raise InputError(path, "a frame's SegmentIdentificationSequence has no (readable) ReferencedSegmentNumber; "
+                                   "re-export the DICOM-SEG")
         if int(referenced) != number:
             continue
         _check_plane(path, ds, groups, reference)
@@ -83,6 +102,8 @@ def read_seg_mask(path: str | Path, reference: Volume, roi: str | None = None) -
         if position is None:
             raise InputError(path, "a frame has no PlanePositionSequence: cannot place it on the image")
         ipp = header_numbers(position, path, "ImagePositionPatient", 3)
+        if ipp is None:
+            raise InputError(path, "a frame has no ImagePositionPatient: cannot place it on the image")
         x, y, z = (to_index @ np.array([*ipp, 1.0]))[:3]
         if max(abs(x - round(x)), abs(y - round(y)), abs(z - round(z))) > 0.1:
             raise InputError(path, f"a frame at {ipp} does not lie on the image's voxel grid; resample the segmentation")
@@ -95,8 +116,9 @@ def read_seg_mask(path: str | Path, reference: Volume, roi: str | None = None) -
 def _check_plane(path: Path, ds, groups, reference: Volume) -> None:
     orientation = _group(ds, groups, "PlaneOrientationSequence")
     measures = _group(ds, groups, "PixelMeasuresSequence")
-    if orientation is not None:
-        iop = np.array(header_numbers(orientation, path, "ImageOrientationPatient", 6))
+    iop = None if orientation is None else header_numbers(orientation, path, "ImageOrientationPatient", 6)
+    if iop is not None:
+        iop = np.array(iop)
         own = np.concatenate([reference.direction[:, 0], reference.direction[:, 1]])
         if not np.allclose(iop, own, atol=1e-3):
             raise InputError(path, "the segmentation's orientation differs from the image's; resample it onto the image")

@@ -220,6 +220,8 @@ def read_json(path: Path, what: str) -> dict:
         raise InputError(path, f"no such {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(path, f"corrupt {what}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InputError(path, f"corrupt {what}: nested too deeply to be one") from None
     except OSError as exc:
         raise InputError(path, f"cannot read the {what} ({exc.strerror or exc})") from None
     if not isinstance(data, dict):

@@ -34,7 +34,7 @@ def read_record(output: Path) -> dict | None:
     path = record_path(output)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 

@@ -134,7 +134,7 @@ def scan_folder(folder: str | Path) -> list[SeriesInfo]:
         parts = reconstructions(headers)
         if len(parts) > 1:  # listed apart; each is read from its own folder (reading refuses them mixed in one)
             log.warning("series %s holds %d reconstructions under one SeriesInstanceUID (kernels %s): listed apart",
-                        uid, len(parts), ", ".join(sorted({k or "?" for k, _, _ in parts})))
+                        uid, len(parts), ", ".join(sorted({k or "?" for k, _ in parts})))
         infos += [_series_info(uid, part) for part in parts.values()]
     return sorted(infos, key=lambda s: (s.patient_id, s.study_uid, s.kernel, s.series_uid))
 

@@ -120,9 +120,14 @@ class KernelProfile:
         if unknown or missing:
             raise DiffusionCTError(f"{source}: kernel profile {data.get('name', '?')}: "
                                    + (f"unknown keys {unknown}" if unknown else f"missing keys {missing}"))
+        texts = [k for k in ("name", "vendor", "provenance") if not isinstance(data[k], str)]
+        aliases = data.get("aliases", [])
+        if texts or not (isinstance(aliases, (list, tuple)) and all(isinstance(a, str) for a in aliases)):
+            raise DiffusionCTError(f"{source}: kernel profile {data.get('name', '?')}: "
+                                   f"{', '.join(texts) or 'aliases'} must be text")
         try:
             values = {k: tuple(float(x) for x in v) if k in ("frequencies", "window", "spread") else v for k, v in data.items()}
-            values["aliases"] = tuple(str(a) for a in data.get("aliases", ()))
+            values["aliases"] = tuple(aliases)
             values["name"], values["vendor"] = str(data["name"]), str(data["vendor"])
             values["pixel_mm"], values["measured_up_to"] = float(data["pixel_mm"]), float(data["measured_up_to"])
             values["noise_floor_hu2_mm2"] = float(data.get("noise_floor_hu2_mm2", 0.0))

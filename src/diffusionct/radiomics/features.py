@@ -14,6 +14,7 @@ Settings come from a YAML file (``diffusionct/data/radiomics_params.yaml`` by de
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -86,7 +87,7 @@ class FeatureSettings:
                 raise DiffusionCTError(f"{path}: not a text (YAML) file") from None
         try:
             raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             raise DiffusionCTError(f"{source}: not valid YAML ({exc})") from None
         if not isinstance(raw, dict):
             raise DiffusionCTError(f"{source}: expected a YAML mapping of settings (setting:, imageType:, ...), "
@@ -104,7 +105,7 @@ class FeatureSettings:
             raise DiffusionCTError(f"{source}: unknown keys {sorted(unknown)}; known keys: {sorted(known)}")
         settings = cls(
             setting=dict(raw.get("setting") or {}),
-            image_types={k: dict(v or {}) for k, v in (raw.get("imageType") or {"original": {}}).items()},
+            image_types={k: v or {} for k, v in (raw.get("imageType") or {"original": {}}).items()},
             dimensions=list(raw.get("dimensions") or ["3D"]),
             dimensions_2d_image_types=list(raw.get("dimensions_2D_image_types") or ["original"]),
             classes=list(raw.get("classes") or FEATURE_CLASSES),
@@ -137,13 +138,13 @@ class FeatureSettings:
         unknown = sorted(set(self.setting) - KNOWN_SETTINGS - UNSUPPORTED_SETTINGS)
         if unknown:
             raise DiffusionCTError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SETTINGS))}")
-        if float(self.setting.get("binWidth", 25)) <= 0:
-            raise DiffusionCTError(f"{source}: binWidth must be positive")
-        for key in ("binCount", "ivhBinCount"):
-            if key in self.setting and not (isinstance(self.setting[key], int) and self.setting[key] >= 1):
-                raise DiffusionCTError(f"{source}: {key} must be a positive integer, got {self.setting[key]!r}")
-        if "ivhBinWidth" in self.setting and not (isinstance(self.setting["ivhBinWidth"], (int, float)) and self.setting["ivhBinWidth"] > 0):
-            raise DiffusionCTError(f"{source}: ivhBinWidth must be a positive number, got {self.setting['ivhBinWidth']!r}")
+        _check_values(self.setting, SETTING_VALUES, f"{source}: setting")
+        for family, options in self.image_types.items():
+            if not isinstance(options, dict):
+                raise DiffusionCTError(f"{source}: imageType {family} must be a mapping of its options (or empty), "
+                                       f"got {options!r:.40}")
+            _check_values(options, SETTING_VALUES, f"{source}: imageType {family}")
+        _check_values(self.goh, GOH_VALUES, f"{source}: goh")
         try:
             preprocess.lower_bound(self.setting.get("resegmentRange"))
             if "outlierFilter" in self.setting and not float(self.setting["outlierFilter"]) > 0:
@@ -242,6 +243,48 @@ KNOWN_SETTINGS = {"binWidth", "binCount", "padDistance", "minimumROISize", "voxe
 UNSUPPORTED_SETTINGS = {"resegmentMode", "resegmentShape",
                         "normalize", "normalizeScale", "removeOutliers", "preCrop", "correctMask", "geometryTolerance",
                         "minimumROIDimensions"}
+
+
+
+
+def _number(low: float, high: float, integer: bool = False, low_open: bool = False):
+    """A check that a value is a number (an integer with ``integer``) in [low, high] ((low, high] with ``low_open``)."""
+    def valid(value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return False
+        return math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
+    kind = "an integer" if integer else "a number"
+    return valid, f"{kind} in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+
+def _list_of(check):
+    valid, words = check
+    return (lambda v: isinstance(v, list) and len(v) > 0 and all(valid(x) for x in v)), f"a list of {words.replace('a ', '', 1)}s"
+
+
+# each setting's type and range, checked at load: a wrong one is refused naming its key, not met as a traceback deep
+# in the extraction (the upper bounds are far beyond any tumour's needs, below what would exhaust memory)
+SETTING_VALUES = {
+    "binWidth": _number(0, 1e6, low_open=True), "binCount": _number(1, 1e6, integer=True),
+    "ivhBinWidth": _number(0, 1e6, low_open=True), "ivhBinCount": _number(1, 100_000, integer=True),
+    "padDistance": _number(0, 1000, integer=True), "minimumROISize": _number(0, 1e12, integer=True),
+    "voxelArrayShift": _number(-1e6, 1e6), "symmetricalGLCM": ((lambda v: isinstance(v, bool)), "true or false"),
+    "distances": _list_of(_number(1, 100, integer=True)),
+    "weightingNorm": ((lambda v: v in (None, "manhattan", "euclidean", "infinity", "no_weighting")),
+                      "null, manhattan, euclidean, infinity or no_weighting"),
+    "gldm_a": _number(0, 1e6), "sigma": _list_of(_number(0, 100, low_open=True)),
+    "wavelet": ((lambda v: isinstance(v, str) and v != ""), "a wavelet name such as coif1"),
+    "start_level": _number(0, 10, integer=True), "level": _number(1, 10, integer=True),
+    "label": _number(1, 2**31 - 1, integer=True),
+}
+GOH_VALUES = {"bins_2D": _number(1, 360, integer=True), "bins_elevation": _number(1, 180, integer=True),
+              "image_types": ((lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)), "a list of image types")}
+
+
+def _check_values(values: dict, schema: dict, where: str) -> None:
+    for key, value in values.items():
+        if key in schema and not schema[key][0](value):
+            raise DiffusionCTError(f"{where} {key} must be {schema[key][1]}, got {value!r:.40}")
 
 
 # ------------------------------------------------------------------------------------ images

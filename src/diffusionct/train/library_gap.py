@@ -3,8 +3,8 @@
 A library's gaps share one encoder-decoder and one U-Net; each gap has its own predictor (the kernel pair's
 conditional mean) and diffusion scale. docs/history/results-analytic-library.md (tenth run) measured that a U-Net trained on one gap serves
 the others, so a gap costs its predictor alone: 1,000 steps, 2-7 minutes on a 2-core CPU (docs/benchmarks.md), 0.2 MB. The gap is
-trained in a staging folder beside the library (``--resume`` continues it) and moved in only when complete, so the
-library never lists a half-trained gap.
+trained in a staging folder beside the library and moved in only when complete, so the library never lists a
+half-trained gap; a run that fails is removed, unless it checkpointed (``--resume`` continues it).
 """
 
 from __future__ import annotations
@@ -49,7 +49,14 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
         copy_model_out(donor, staging)  # the donor's networks; its predictor is replaced by a fresh one
     log.info("training the predictor of %s -> %s beside %s's shared networks (in %s)", config.data.source_kernel,
              config.data.target_kernel, donor.name, staging)
-    train(manifest, staging, config, phase="predictor", device=device, resume=resume, profiles=profiles)
+    try:
+        train(manifest, staging, config, phase="predictor", device=device, resume=resume, profiles=profiles)
+    except BaseException:
+        if any((staging / "state").glob("*.json")):  # a checkpoint: --resume continues from it
+            log.warning("the unfinished gap is kept in %s for --resume (delete it to start over)", staging)
+        else:  # nothing trained yet: nothing worth leaving beside the library
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     _keep_shared_networks(staging, library)
     _move_into_library(staging, donor, gap_dir)
     return gap_dir

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from diffusionct.config import PhaseConfig, RunConfig
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.files import atomic_output_file
+from diffusionct.io.files import atomic_output_file, read_json
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import TrainingData, sample_pair_crops
 
@@ -157,7 +157,7 @@ class TrainerBase:
         tensors_path, meta_path = self._state_paths(phase)
         if not meta_path.is_file() or not tensors_path.is_file():
             return PhaseState(0, [])
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, "training checkpoint record")
         saved = RunConfig.from_saved(meta["config"], str(meta_path)).to_dict()  # settings added since: their defaults
         if _without_steps(saved) != _without_steps(self.config.to_dict()):
             raise DiffusionCTError(f"{meta_path}: the run was started with another config; resume without --config/--set "

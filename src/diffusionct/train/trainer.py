@@ -8,6 +8,7 @@ import copy
 import functools
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import replaced_on_success
 from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, find_profile, transfer_gain
 from diffusionct.model_library import MODEL_CARD
-from diffusionct.model_store import load_model, read_model_meta, save_model
+from diffusionct.model_store import CONFIG_NAME, load_model, read_model_meta, save_model
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.gan import GANRegime
@@ -59,11 +60,19 @@ def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, over
     return None
 
 
+@contextlib.contextmanager
 def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
-    """With --overwrite (not --resume) the old run is kept until the new one has succeeded."""
-    if overwrite and not resume and phase != "diffusion":
-        return replaced_on_success(Path(run_dir))
-    return contextlib.nullcontext()
+    """With --overwrite (not --resume) the old run is kept until the new one has succeeded; a run folder this run
+    created is removed when the run fails before its first checkpoint (a full disk, a bad setting found late)."""
+    run_dir = Path(run_dir)
+    fresh = not run_dir.exists()
+    try:
+        with replaced_on_success(run_dir) if overwrite and not resume and phase != "diffusion" else contextlib.nullcontext():
+            yield
+    except BaseException:
+        if fresh and run_dir.is_dir() and not any(run_dir.glob("state/*.json")) and not (run_dir / CONFIG_NAME).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", device: torch.device | None = None,
