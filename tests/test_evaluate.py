@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusionct.cli import main
-from diffusionct.methods import train_method
+from diffusionct.train.methods import train_method
 from diffusionct.radiomics import FEATURE_CLASSES
 from tests.model_fixtures import tiny_config
 

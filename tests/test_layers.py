@@ -82,6 +82,26 @@ def test_no_import_circles():
     assert not circles, "import circles: " + "; ".join(sorted(circles)[:5])
 
 
+# what `standardize`, `features`, `evaluate` and a loaded model run: none may reach training code, by any import path
+INFERENCE = ("diffusionct.standardize", "diffusionct.methods", "diffusionct.evaluate", "diffusionct.model_library",
+             "diffusionct.radiomics.batch")
+
+
+def test_no_module_on_the_inference_path_reaches_training_at_any_depth():
+    """Statically, function-level imports included (the runtime test below sees only the paths one run takes)."""
+    graph = import_graph()
+    for start in INFERENCE:
+        assert start in graph, f"{start} is not a module of the package: the rule would check nothing"
+        stack, seen = [(start, [start])], {start}
+        while stack:
+            module, path = stack.pop()
+            for target in graph[module]:
+                assert not target.startswith("diffusionct.train"), " -> ".join(path + [target])
+                if target not in seen:
+                    seen.add(target)
+                    stack.append((target, path + [target]))
+
+
 def test_rule_checker_sees_an_offence(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from diffusionct.cli import main\n    import torch.nn\n")

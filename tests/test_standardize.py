@@ -173,7 +173,7 @@ def test_image_ddpm_output_states_the_temperature_it_sampled_at(tiny_data, tmp_p
     config's default of 0."""
     import torch
 
-    from diffusionct.methods import train_method
+    from diffusionct.train.methods import train_method
     from tests.model_fixtures import tiny_config
 
     train_method("ddpm", tiny_data, tmp_path / "ddpm", tiny_config(), torch.device("cpu"))

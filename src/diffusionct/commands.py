@@ -166,7 +166,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from diffusionct.config import RunConfig
     from diffusionct.devices import training_device
-    from diffusionct.methods import train_method
+    from diffusionct.train.methods import train_method
     from diffusionct.train.trainer import init_distributed
 
     overrides = [*args.set, *(f"data.{key}_kernel={kernel}" for key, kernel in (("source", args.source), ("target", args.target))

@@ -21,7 +21,7 @@ import torch
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_dir
-from diffusionct.methods import train_method
+from diffusionct.train.methods import train_method
 from diffusionct.simulate.scanner import ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator
 from diffusionct.standardize import default_model_dir, run_standardize

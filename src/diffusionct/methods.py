@@ -2,7 +2,8 @@
 
 A method folder holds ``config.json`` (``method``, kernels, settings) and safetensors weights.
 ``load_method(folder)`` returns an object with ``standardize_slices(hu, steps, seed, batch_size,
-progress) -> hu``; ``train_method(name, ...)`` trains one from a manifest.
+progress) -> hu``; ``diffusionct.train.methods.train_method(name, ...)`` trains one from a manifest (inference
+never imports training).
 
 Methods (``diffusionct train --method NAME``):
 
@@ -434,32 +435,6 @@ def load_method(folder: str | Path, device: torch.device = torch.device("cpu")) 
     return REGISTRY[name].load(folder, config, device, meta)  # meta: read and verified once
 
 
-def train_method(name: str, manifest: Path | None, run_dir: Path, config: RunConfig, device: torch.device,
-                 resume: bool = False, overwrite: bool = False, phase: str = "all", profiles: tuple = ()) -> Method:
-    """Train ``name`` on a manifest into ``run_dir`` (``diffusionct`` trains its phases, see trainer). ``kernel-filter``
-    is calibrated on the manifest's same-scan pairs, or without a manifest made from the kernels' profiles (``profiles``:
-    profile files, searched before the shipped ones)."""
-    from diffusionct.train.trainer import overwrite_guard, train
-
-    if name not in METHODS:
-        raise DiffusionCTError(f"unknown method '{name}'; known methods: {', '.join(METHODS)}")
-    config.check_training_steps(phase if name == "diffusionct" else name)
-    if name == "kernel-filter":
-        from diffusionct.train.trainer import prepare_run
-
-        with overwrite_guard(run_dir, "all", resume, overwrite):
-            prepare_run(run_dir, config, "all", resume, overwrite)  # an existing run folder needs --overwrite
-            method = kernel_filter_method(config, device, manifest, profiles)
-            method.save(Path(run_dir), {"manifest": str(manifest)} if manifest else None)
-            return method
-    if name == "diffusionct":
-        model = train(manifest, run_dir, config, phase=phase, device=device, resume=resume, overwrite=overwrite,
-                      profiles=profiles)
-        return DiffusionCTMethod(config, device, model) if phase != "autoencoder" else AutoencoderMethod(config, device, model)
-    with overwrite_guard(run_dir, "all", resume, overwrite):
-        return _train_baseline(name, manifest, Path(run_dir), config, device, resume, overwrite)
-
-
 def kernel_filter_method(config: RunConfig, device: torch.device, manifest: Path | None = None,
                          profiles: tuple = ()) -> KernelFilterMethod:
     """The kernel-filter method of ``config``'s kernel pair: measured on the manifest's same-scan pairs, else from the
@@ -487,34 +462,3 @@ def kernel_filter_method(config: RunConfig, device: torch.device, manifest: Path
     return KernelFilterMethod(config, device, by_name[source], by_name[target])
 
 
-def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig, device: torch.device, resume: bool,
-                    overwrite: bool) -> Method:
-    from diffusionct.train.data import load_training_data
-    from diffusionct.train.trainer import Trainer, prepare_run
-
-    torch.manual_seed(config.seed)  # the networks' initial weights: the same seed gives the same model's bytes
-    prepare_run(run_dir, config, "all", resume, overwrite)
-    data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
-                              config.data.validation_fraction, need_pairs=name != "autoencoder", pairing=config.data.pairing)
-    if name == "identity":
-        method: Method = IdentityMethod(config, device)
-    elif name == "histogram":
-        method = HistogramMethod(config, device)
-        if data.unpaired_target:  # without pairs: the real sets' distributions, not the synthesized pairs
-            method.fit(*(np.concatenate([v.ravel() for v in images]) for images in (data.unpaired_source, data.unpaired_target)))
-        else:
-            method.fit(data.pairs.source, data.pairs.target)
-    elif name == "autoencoder":
-        trainer = Trainer(config, run_dir, data, device)
-        trainer.train_autoencoder()
-        method = AutoencoderMethod(config, device, trainer.model)
-    elif name == "residual-cnn":
-        method = ResidualCNNMethod(config, device, Trainer(config, run_dir, data, device).train_residual_cnn())
-    elif name == "pix2pix":
-        method = Pix2PixMethod(config, device, Trainer(config, run_dir, data, device).train_pix2pix())
-    elif name == "cyclegan":
-        method = CycleGANMethod(config, device, Trainer(config, run_dir, data, device).train_cyclegan())
-    else:
-        method = ImageDDPMMethod(config, device, Trainer(config, run_dir, data, device).train_image_ddpm())
-    method.save(Path(run_dir), {"manifest": str(manifest), **({"training": data.notes} if data.notes else {})})
-    return method

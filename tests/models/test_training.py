@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series
-from diffusionct.methods import load_method, train_method
+from diffusionct.methods import load_method
+from diffusionct.train.methods import train_method
 from diffusionct.model_store import load_model
 from diffusionct.standardize import Standardizer
 from diffusionct.train.trainer import train

@@ -94,7 +94,7 @@ def test_flipped_bit_is_named_as_a_checksum_mismatch(tiny_model, tmp_path):
 @pytest.mark.parametrize("kind", ["missing", "truncated", "wrong tensors"])
 def test_damaged_histogram_model(tiny_data, series, tmp_path, capsys, kind):
     from diffusionct.config import RunConfig
-    from diffusionct.methods import train_method
+    from diffusionct.train.methods import train_method
 
     model = tmp_path / "hist"
     train_method("histogram", tiny_data, model, RunConfig(), device=__import__("torch").device("cpu"))
