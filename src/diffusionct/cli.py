@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 INPUT_OPTIONS = ("input", "image", "batch", "data", "reference", "test", "masks", "mask", "model", "config", "params",
-                 "profiles", "from_ct", "from_mask")  # what commands read (scan may write its manifest into the folder it lists)
+                 "profiles", "from_ct", "from_mask", "before", "after")  # what commands read (scan may write its manifest into the folder it lists)
 
 
 def _input_paths(args: argparse.Namespace) -> list[Path]:
