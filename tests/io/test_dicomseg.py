@@ -89,15 +89,20 @@ def test_seg_gives_the_features_of_the_rtstruct_and_nifti_masks(sts_case, tmp_pa
     assert len(seg_rows) == 2 and seg_rows == outputs["rtstruct"].read_text().splitlines()
 
 
-@pytest.mark.parametrize("damage, words", [("segment", r"has no \(readable\) SegmentNumber"),
-                                           ("frame", r"has no \(readable\) ReferencedSegmentNumber")])
-def test_a_seg_without_its_numbers_is_one_error(tiny_series, tmp_path, damage, words):
+def _box_seg(tiny_series, tmp_path):
+    """A tiny series, a box tumour and its SEG, read back to be damaged: (volume, mask, dataset)."""
     folder, _ = tiny_series()
     volume = read_dicom_series(folder)
     mask = np.zeros(volume.shape, bool)
     mask[1:3, 4:8, 4:8] = True
     _write_seg(folder, {"GTV": mask}, tmp_path / "seg.dcm")
-    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    return volume, mask, pydicom.dcmread(tmp_path / "seg.dcm")
+
+
+@pytest.mark.parametrize("damage, words", [("segment", r"has no \(readable\) SegmentNumber"),
+                                           ("frame", r"has no \(readable\) ReferencedSegmentNumber")])
+def test_a_seg_without_its_numbers_is_one_error(tiny_series, tmp_path, damage, words):
+    volume, mask, ds = _box_seg(tiny_series, tmp_path)
     if damage == "segment":
         del ds.SegmentSequence[0].SegmentNumber
     else:
@@ -124,12 +129,7 @@ def _drop_everywhere(ds, keyword):
     ("no ImagePositionPatient", "no ImagePositionPatient"), ("no ImageOrientationPatient", None)])
 def test_a_seg_with_empty_or_missing_geometry_is_one_error(tiny_series, tmp_path, damage, words):
     """Found by benchmarks/fuzz_dicom.py: these were IndexError / TypeError tracebacks."""
-    folder, _ = tiny_series()
-    volume = read_dicom_series(folder)
-    mask = np.zeros(volume.shape, bool)
-    mask[1:3, 4:8, 4:8] = True
-    _write_seg(folder, {"GTV": mask}, tmp_path / "seg.dcm")
-    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    volume, mask, ds = _box_seg(tiny_series, tmp_path)
     if damage == "empty shared groups":
         ds.SharedFunctionalGroupsSequence = []
         for group in ds.PerFrameFunctionalGroupsSequence:
@@ -152,12 +152,7 @@ def test_a_segment_number_of_the_wrong_length_is_one_error(tiny_series, tmp_path
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
-    folder, _ = tiny_series()
-    volume = read_dicom_series(folder)
-    mask = np.zeros(volume.shape, bool)
-    mask[1:3, 4:8, 4:8] = True
-    _write_seg(folder, {"GTV": mask}, tmp_path / "seg.dcm")
-    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    volume, mask, ds = _box_seg(tiny_series, tmp_path)
     tag = Tag("SegmentNumber")
     ds.SegmentSequence[0][tag] = RawDataElement(tag, "US", 3, b":\x92\xbf", 0, False, True)
     ds.save_as(tmp_path / "damaged.dcm")
