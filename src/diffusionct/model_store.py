@@ -183,14 +183,14 @@ def read_model_config(folder: Path) -> dict:
         raise DiffusionCTError(f"{folder}: not a DiffusionCT model folder (no {CONFIG_NAME}); give the folder that "
                                "`diffusionct train` wrote")
     meta = read_json(path, "model config")
+    check_model_meta(meta, path)  # a key of the wrong type is named first
     version = meta.get("format_version")
-    if version == FORMAT_VERSION and not isinstance(meta.get("config"), dict):
-        raise DiffusionCTError(f"{path}: corrupt model config: no 'config' section; re-copy or retrain the model")
-    if isinstance(version, int) and not isinstance(version, bool) and version != FORMAT_VERSION:
+    if version != FORMAT_VERSION:
         raise DiffusionCTError(
             f"{folder}: model format {version} was written by diffusionct {meta.get('diffusionct_version', '?')}; "
             f"this version ({__version__}) reads format {FORMAT_VERSION}: retrain or use a matching version")
-    check_model_meta(meta, path)
+    if not isinstance(meta.get("config"), dict):
+        raise DiffusionCTError(f"{path}: corrupt model config: no 'config' section; re-copy or retrain the model")
     return meta
 
 

@@ -59,6 +59,7 @@ META_DAMAGE = {
     "pixel range not numbers": lambda m: m.__setitem__("trained_pixel_mm", ["a", "b"]),
     "pixel range reversed": lambda m: m.__setitem__("trained_pixel_mm", [0.9, 0.5]),
     "format version as text": lambda m: m.__setitem__("format_version", "1"),
+    "format version missing": lambda m: m.pop("format_version"),
     "method as a list": lambda m: m.__setitem__("method", ["diffusionct"]),
     "phases as text": lambda m: m.__setitem__("phases", "autoencoder"),
     "model card as text": lambda m: m.__setitem__("model_card", "x"),
