@@ -16,7 +16,7 @@ from diffusionct.io.dicom import read_dicom_series
 from diffusionct.io import read_image, write_nifti
 from diffusionct.kernels.names import kernel_family
 from diffusionct.model_library import choose_model, for_pixel_size, library_models, share_weights, shipped_library
-from diffusionct.model_store import weights_path
+from diffusionct.model_store import FORMAT_VERSION, weights_path
 from diffusionct.standardize import SeriesInput, Standardizer, _model_per_series, run_standardize
 
 
@@ -38,7 +38,7 @@ def _library(root: Path, gaps: dict[str, tuple], weights_from: Path | None = Non
             meta = json.loads((folder / "config.json").read_text())
         else:
             folder.mkdir(parents=True)
-            meta = {"config": {"data": {}}}
+            meta = {"format_version": FORMAT_VERSION, "config": {"data": {}}}  # what routing reads, and no weights
         meta["config"]["data"].update(source_kernel=source, target_kernel=target)
         meta.pop("trained_pixel_mm", None)
         meta.update({"trained_pixel_mm": trained[0]} if trained else {})
