@@ -31,7 +31,7 @@ from diffusionct.io.image import read_label_map
 from diffusionct.io.manifest import Manifest
 from diffusionct.radiomics.features import FeatureSettings, extract_features
 from diffusionct.radiomics.metrics import relative_error
-from diffusionct.radiomics.reliability import CHANGE_THRESHOLD
+from diffusionct.radiomics.reliability import CHANGE_THRESHOLD, feature_reliability
 from diffusionct.standardize import Standardizer
 
 MIN_VOXELS = 50
@@ -78,9 +78,15 @@ def score(features: dict) -> dict:
     out = {"tumours": len(tumours), "features": len(names), "samples": len(sample_kinds),
            "share_within_re_0_15": float(1 - miss.mean())}
     per_feature_miss = miss.mean(0) > 0.5
-    median_change = np.array([np.median(c[~np.isnan(c)]) if (~np.isnan(c)).any() else np.nan for c in change.T])
+
+    def median_change(chosen: list[str]) -> np.ndarray:
+        """Per feature (in ``names``' order), the median change that `diffusionct reliability` flags on."""
+        rows = feature_reliability({t: features[t]["input"] for t in chosen}, {t: features[t]["standardized"] for t in chosen})
+        by_name = {r.feature: r.median_change for r in rows}
+        return np.array([by_name.get(n, np.nan) for n in names])
+
     out["change"] = {"auc_tumour_feature": roc_auc(miss.ravel(), change.ravel()),
-                     "auc_feature": roc_auc(per_feature_miss, median_change)}
+                     "auc_feature": roc_auc(per_feature_miss, median_change(tumours))}
     if len(sample_kinds) >= 2:
         stack = np.stack([table[k] for k in sample_kinds])
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -100,7 +106,7 @@ def score(features: dict) -> dict:
     for label, chosen in halves.items():
         rows = np.array([t.rsplit("_", 1)[0] in chosen for t in tumours])
         share = miss[rows].mean(0)
-        medians = np.array([np.median(c[~np.isnan(c)]) if (~np.isnan(c)).any() else np.nan for c in change[rows].T])
+        medians = median_change([t for t, row in zip(tumours, rows) if row])
         flagged = ~(medians <= CHANGE_THRESHOLD)
         out["flag"][label] = {"tumours": int(rows.sum()), "flagged_share": float(flagged.mean()),
                               "miss_share_flagged": float(share[flagged].mean()) if flagged.any() else None,

@@ -101,8 +101,6 @@ def _verify_digests(folder: Path, meta: dict) -> None:
     if digests is None:  # without the record, a damaged or swapped weights file would load and change every output
         raise DiffusionCTError(f"{folder / CONFIG_NAME}: records no {WEIGHTS_DIGESTS} (the checksums of its weights), so "
                                "damaged weights could not be told; re-copy the model folder or retrain it")
-    if not isinstance(digests, dict):
-        raise DiffusionCTError(f"{folder / CONFIG_NAME}: corrupt {WEIGHTS_DIGESTS}; re-copy the model folder")
     for name, expected in digests.items():
         path = weights_path(folder, name, meta)
         if not path.is_file():

@@ -13,8 +13,6 @@ The judge's own module: it reads feature tables, never the methods that made the
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.errors import DiffusionCTError
+from diffusionct.io.files import csv_text, read_csv_rows
 from diffusionct.radiomics.features import feature_class
 from diffusionct.radiomics.metrics import relative_error
 
@@ -45,10 +44,7 @@ class FeatureReliability:
 def read_feature_csv(path: str | Path) -> dict[str, dict[str, float]]:
     """A feature table as `diffusionct features` writes it (a tumour column, then one column per feature)."""
     path = Path(path)
-    try:
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DiffusionCTError(f"{path}: cannot read the feature table ({exc.__class__.__name__})") from None
+    rows = read_csv_rows(path, "feature table")
     if len(rows) < 2 or len(rows[0]) < 2:
         raise DiffusionCTError(f"{path}: not a feature table (a header of tumour and feature names, then one row a tumour)")
     names = rows[0][1:]
@@ -88,9 +84,5 @@ def feature_reliability(before: dict[str, dict[str, float]], after: dict[str, di
 
 
 def reliability_csv(rows: list[FeatureReliability]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["feature", "class", "median_change", "tumours", "trusted"])
-    for r in rows:
-        writer.writerow([r.feature, r.feature_class, repr(r.median_change), r.tumours, "no" if r.flagged else "yes"])
-    return out.getvalue()
+    return csv_text(["feature", "class", "median_change", "tumours", "trusted"],
+                    ([r.feature, r.feature_class, repr(r.median_change), r.tumours, "no" if r.flagged else "yes"] for r in rows))

@@ -22,6 +22,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.model_library import (GAP_PREDICTOR_PREFIX, SHARED_NETWORKS, assemble_gap_model, copy_model_out,
                                        shared_networks_model)
 from diffusionct.model_store import file_sha256, read_model_meta, read_tensors
+from diffusionct.train.loop import has_checkpoint
 from diffusionct.train.trainer import train
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
     try:
         train(manifest, staging, config, phase="predictor", device=device, resume=resume, profiles=profiles)
     except BaseException:
-        if any((staging / "state").glob("*.json")):  # a checkpoint: --resume continues from it
+        if has_checkpoint(staging):
             log.warning("the unfinished gap is kept in %s for --resume (delete it to start over)", staging)
         else:  # nothing trained yet: nothing worth leaving beside the library
             shutil.rmtree(staging, ignore_errors=True)

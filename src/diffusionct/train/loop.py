@@ -116,6 +116,14 @@ def validation_rmse(network: torch.nn.Module, source: torch.Tensor, target: torc
     return {"val_rmse_hu": (converted - target).pow(2).mean().sqrt().item()}
 
 
+STATE_FOLDER = "state"  # a run folder's checkpoints: per phase, tensors and a JSON record
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a checkpoint that ``--resume`` continues from."""
+    return any((Path(run_dir) / STATE_FOLDER).glob("*.json"))
+
+
 class TrainerBase:
     """Data, device, checkpoints and the step loop of one run folder; the regimes add their phases."""
 
@@ -131,7 +139,7 @@ class TrainerBase:
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state_paths(self, phase: str) -> tuple[Path, Path]:
-        folder = self.run_dir / "state"
+        folder = Path(self.run_dir) / STATE_FOLDER
         return folder / f"{phase}.safetensors", folder / f"{phase}.json"
 
     def _save_state(self, phase: str, step: int, modules: dict[str, torch.nn.Module],

@@ -26,7 +26,7 @@ from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.gan import GANRegime
 from diffusionct.train.latent_diffusion import LatentDiffusionRegime
-from diffusionct.train.loop import world_rank_and_size
+from diffusionct.train.loop import has_checkpoint, world_rank_and_size
 from diffusionct.train.single_network import SingleNetworkRegime
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
         with replaced_on_success(run_dir) if overwrite and not resume and phase != "diffusion" else contextlib.nullcontext():
             yield
     except BaseException:
-        if fresh and run_dir.is_dir() and not any(run_dir.glob("state/*.json")) and not (run_dir / CONFIG_NAME).exists():
+        if fresh and run_dir.is_dir() and not has_checkpoint(run_dir) and not (run_dir / CONFIG_NAME).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
