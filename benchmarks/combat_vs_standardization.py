@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from diffusionct.evaluate import load_test_cases, tumour_features
-from diffusionct.harmonization import ComBat
+from diffusionct.harmonization import ComBat, harmonizable_columns
 from diffusionct.radiomics.features import FEATURE_CLASSES, FeatureSettings, feature_class
-from diffusionct.radiomics.metrics import REPRODUCIBLE_RE, per_feature_ccc, relative_error
+from diffusionct.radiomics.metrics import CONCORDANT_CCC, REPRODUCIBLE_RE, per_feature_ccc, relative_error
 from diffusionct.standardize import Standardizer
 
 ROOT = Path(__file__).resolve().parents[1]
-CCC_BAR = 0.85  # Choe et al. 2019
 ARMS = ("unchanged", "standardized", "ComBat", "both")
 
 
@@ -47,21 +46,15 @@ def table(features: dict[str, dict[str, float]], keys: list[str], names: list[st
     return np.array([[features[k][n] for n in names] for k in keys], dtype=np.float64)
 
 
-def usable(names: list[str], *tables: np.ndarray) -> list[int]:
-    """Columns finite everywhere that vary within every table (ComBat scales each feature by its spread)."""
-    stacked = np.vstack(tables)
-    return [j for j in range(len(names)) if np.isfinite(stacked[:, j]).all() and all(np.ptp(t[:, j]) > 0 for t in tables)]
-
-
 def scores(test: np.ndarray, standard: np.ndarray, names: list[str]) -> dict:
     re = relative_error(standard, test)
     ccc = per_feature_ccc(standard, test)
-    out = {"re_share": float((re < REPRODUCIBLE_RE).mean()), "ccc_share": float(np.mean(ccc >= CCC_BAR))}
+    out = {"re_share": float((re < REPRODUCIBLE_RE).mean()), "ccc_share": float(np.mean(ccc >= CONCORDANT_CCC))}
     for cls in FEATURE_CLASSES:
         columns = [j for j, n in enumerate(names) if feature_class(n) == cls]
         if columns:
             out[cls] = {"re_share": float((re[:, columns] < REPRODUCIBLE_RE).mean()),
-                        "ccc_share": float(np.mean(ccc[columns] >= CCC_BAR)), "features": len(columns)}
+                        "ccc_share": float(np.mean(ccc[columns] >= CONCORDANT_CCC)), "features": len(columns)}
     return out
 
 
@@ -91,7 +84,7 @@ def main() -> None:
         tables[split] = {arm: np.vstack([table(sets[s, split][i], keys[s], names) for s in sources])
                          for arm, i in (("unchanged", 0), ("standardized", 1), ("target", 2))}
         tables[split]["batch"] = [s for s in sources for _ in keys[s]]
-    columns = usable(names, *(tables[split][arm] for split in tables for arm in ("unchanged", "standardized", "target")))
+    columns = harmonizable_columns([tables[split][arm] for split in tables for arm in ("unchanged", "standardized", "target")])
     names = [names[j] for j in columns]
     for split in tables:
         for arm in ("unchanged", "standardized", "target"):

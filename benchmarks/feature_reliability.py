@@ -25,25 +25,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 from diffusionct.io.image import read_label_map
 from diffusionct.io.manifest import Manifest
 from diffusionct.radiomics.features import FeatureSettings, extract_features
 from diffusionct.radiomics.metrics import relative_error
-from diffusionct.radiomics.reliability import CHANGE_THRESHOLD, feature_reliability
+from diffusionct.radiomics.reliability import CHANGE_THRESHOLD, feature_reliability, roc_auc
 from diffusionct.standardize import Standardizer
 
 MIN_VOXELS = 50
-
-
-def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC of ``score`` for ``positive`` (the Mann-Whitney statistic over the pairs), NaN scores left out."""
-    keep = np.isfinite(score)
-    positive, score = positive[keep].astype(bool), score[keep]
-    if positive.all() or not positive.any():
-        return float("nan")
-    return float(mannwhitneyu(score[positive], score[~positive]).statistic / (positive.sum() * (~positive).sum()))
 
 
 def extract_all(data: Path, model: Path | None, source: str, target: str, samples: int) -> dict:

@@ -9,11 +9,17 @@ models' training pairs are made with) and by histogram matching, and compared wi
 project's set comparison (radiomics/set_comparison.py: noise SD and NPS mean frequency by the fixed procedure, tumour
 feature means). One patient against another: the spread over splits is the patients', and it is reported. The
 in-sample row (fitted on all six, measured on the same six) is printed beside it, not as a result.
+
+ComBat arms (issue 37's four arms on real scans): ComBat onto STANDARD fitted on the split's other four patients'
+tumours (two a kernel, the least ComBat accepts) and applied to the held-out SOFT tumour, on its unchanged features and
+on top of the kernel filter. Different patients: only the distance between feature distributions is measured (the
+held-out SOFT tumour's features against the held-out STANDARD patient's), never a per-tumour error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -24,6 +30,7 @@ import numpy as np
 
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
+from diffusionct.harmonization import combat_onto_reference
 from diffusionct.io.image import read_label_map, read_volume
 from diffusionct.kernels.profiles import apply_transfer, transfer_gain
 from diffusionct.kernels.unpaired import measure_unpaired, profiles_from_unpaired, uncertain_transfers
@@ -35,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from unpaired_real import ROI_NAME, cases  # noqa: E402
 
 SOURCE, TARGET = "SOFT", "STANDARD"
+INPUT, FILTER = "input (SOFT)", "kernel filter (unpaired calibration)"
+COMBAT_ON = {INPUT: "ComBat", FILTER: "kernel filter + ComBat"}  # ComBat arms: on the features of these
 METRICS = ("noise_sd_error", "nps_frequency_error", "feature_means_within_15pct")
 
 
@@ -52,10 +61,13 @@ def histogram(training: dict[str, list]) -> HistogramMethod:
     return method
 
 
-def standardized(volume, training: dict[str, list]) -> tuple[dict[str, np.ndarray], list[str]]:
+def fit_methods(training: dict[str, list]) -> tuple[dict[str, Callable], list[str]]:
+    """The unpaired methods fitted on ``training``, each a function of a SOFT volume, and why `calibrate --unpaired`
+    would refuse the kernel filter's calibration."""
     gain, uncertain = kernel_filter(training)
-    return {"input (SOFT)": volume.hu, "histogram matching": histogram(training).standardize_slices(volume.hu),
-            "kernel filter (unpaired calibration)": apply_transfer(volume.hu, gain, volume.pixel_mm)}, uncertain
+    matching = histogram(training)
+    return {INPUT: lambda volume: volume.hu, "histogram matching": lambda volume: matching.standardize_slices(volume.hu),
+            FILTER: lambda volume: apply_transfer(volume.hu, gain, volume.pixel_mm)}, uncertain
 
 
 def score(test: list, standard: list) -> dict:
@@ -77,28 +89,55 @@ def run(shared: Path) -> dict:
     def training(excluded: set[str]) -> dict[str, list]:
         return {k: [(c, data[c][1].hu, data[c][1].pixel_mm) for c in cases_ if c not in excluded] for k, cases_ in by_kernel.items()}
 
-    def measured(case: str, hu: np.ndarray):
+    cache: dict[str, object] = {}
+
+    def measured(case: str, hu: np.ndarray | None = None):  # None: the series as it is (measured once)
         _, volume, labels = data[case]
-        return measure_series(hu, labels, volume.spacing, settings)
+        if hu is None and case in cache:
+            return cache[case]
+        result = measure_series(volume.hu if hu is None else hu, labels, volume.spacing, settings)
+        if hu is None:
+            cache[case] = result
+        return result
 
     splits = []
     for soft, standard in itertools.product(by_kernel[SOURCE], by_kernel[TARGET]):
         try:
-            outputs, uncertain = standardized(data[soft][1], training({soft, standard}))
+            methods, uncertain = fit_methods(training({soft, standard}))
         except DiffusionCTError as exc:  # e.g. the only other SOFT patient has no soft tissue to measure
             splits.append({"held_out": [soft, standard], "skipped": str(exc)})
             continue
-        target = [measured(standard, data[standard][1].hu)]
+        held_out = {name: measured(soft, method(data[soft][1])) for name, method in methods.items()}
+        held_out.update(combat_arms(held_out, methods, [c for c in by_kernel[SOURCE] if c != soft],
+                                    [c for c in by_kernel[TARGET] if c != standard], data, measured))
+        target = [measured(standard)]
         splits.append({"held_out": [soft, standard], "calibrate_would_refuse": uncertain,
-                       "methods": {name: score([measured(soft, hu)], target) for name, hu in outputs.items()}})
-    everyone = training(set())
-    in_sample = {}
-    target = [measured(c, data[c][1].hu) for c in by_kernel[TARGET]]
-    for case in by_kernel[SOURCE]:
-        for name, hu in standardized(data[case][1], everyone)[0].items():
-            in_sample.setdefault(name, []).append(measured(case, hu))
-    return {"splits": splits, "summary": summarize(splits),
-            "in_sample": {name: score(rows, target) for name, rows in in_sample.items()}}
+                       "methods": {name: score([m], target) for name, m in held_out.items()}})
+    methods = fit_methods(training(set()))[0]
+    target = [measured(c) for c in by_kernel[TARGET]]
+    in_sample = {name: score([measured(case, method(data[case][1])) for case in by_kernel[SOURCE]], target)
+                 for name, method in methods.items()}
+    return {"splits": splits, "summary": summarize(splits), "in_sample": in_sample}
+
+
+def combat_arms(held_out: dict, methods: dict[str, Callable], train_soft: list[str], train_standard: list[str], data: dict,
+                measured: Callable) -> dict:
+    """ComBat onto STANDARD fitted on the split's other patients' tumours (their SOFT features, unchanged or kernel
+    filtered, beside their STANDARD features) and applied to the held-out SOFT tumour. ComBat changes features, not
+    images: its noise numbers are those of the images it was applied to."""
+    standard_features = {c: measured(c).features for c in train_standard}
+    arms = {}
+    for base, name in COMBAT_ON.items():
+        soft_features = {c: (measured(c) if base == INPUT else measured(c, methods[base](data[c][1]))).features
+                         for c in train_soft}
+        try:
+            harmonized, _ = combat_onto_reference({SOURCE: soft_features, TARGET: standard_features}, TARGET,
+                                                  {"held-out": held_out[base].features}, SOURCE)
+        except DiffusionCTError as exc:  # one training patient of a kernel: ComBat has no variance to estimate
+            print(f"{name}: {exc}", file=sys.stderr)
+            continue
+        arms[name] = dataclasses.replace(held_out[base], features=harmonized["held-out"])
+    return arms
 
 
 def summarize(splits: list[dict]) -> dict:
@@ -123,9 +162,10 @@ def table(result: dict) -> str:
             m = metrics[metric]
             cells.append("n/a" if m is None else f"{100 * m['mean']:.1f} % ({100 * m['min']:.1f}-{100 * m['max']:.1f}, "
                                                   f"{m['splits']} splits)")
-        s = result["in_sample"][name]
-        lines.append(f"| {name} | {' | '.join(cells)} | {100 * s['noise_sd_error']:.1f} / "
-                     f"{100 * s['nps_frequency_error']:.1f} / {100 * s['feature_means_within_15pct']:.1f} % |")
+        s = result["in_sample"].get(name)
+        in_sample = "n/a" if s is None else (f"{100 * s['noise_sd_error']:.1f} / {100 * s['nps_frequency_error']:.1f} / "
+                                              f"{100 * s['feature_means_within_15pct']:.1f} %")
+        lines.append(f"| {name} | {' | '.join(cells)} | {in_sample} |")
     refused = [s for s in result["splits"] if s.get("calibrate_would_refuse")]
     lines += ["", f"`calibrate --unpaired` would refuse {len(refused)} of {len(result['splits'])} splits' calibrations without "
               f"--force ({refused[0]['calibrate_would_refuse'][0] if refused else ''})"]

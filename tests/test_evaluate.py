@@ -79,6 +79,12 @@ def test_evaluate_report(tiny_report):
     results = json.loads((report / "results.json").read_text())
     assert [m["method"] for m in results["methods"]] == ["input", "run", "histogram", "missing"]
     assert results["temperature"] == 0.5
+    assert [rows[n]["arm"] for n in ("input", "run")] == ["unchanged", "image standardization"]
+    for name in ("run", "histogram"):  # which features each standardization can be trusted on, with the check
+        flags = _read_csv(report / "methods" / name / "reliability.csv")
+        assert int(rows[name]["trusted_features"]) == sum(f["trusted"] == "yes" for f in flags) and flags
+        assert 0.0 <= float(rows[name]["concordant_share"]) <= 1.0
+    assert rows["input"]["trusted_features"] == "" and "Features a study can trust" in (report / "report.html").read_text()
 
 
 def test_models_of_two_gaps_get_a_section_each(tiny_data, tiny_model, tmp_path):
@@ -104,6 +110,36 @@ def test_models_of_two_gaps_get_a_section_each(tiny_data, tiny_model, tmp_path):
     assert (report / "sim_b70-sim_b30-ccc_table.csv").is_file() and (report / "methods" / "sim_b70-sim_b30" / "reverse").is_dir()
     results = json.loads((report / "results.json").read_text())
     assert [(g["source_kernel"], len(g["cases"])) for g in results["gaps"]] == [("SIM_B30", 1), ("SIM_B70", 1)]
+
+
+def test_combat_arms_beside_the_standardization(tiny_data, tiny_model, tmp_path, capsys):
+    """--combat-train: ComBat onto the target kernel fitted on other patients' tumours, alone and on top of the model;
+    the test set itself as training set is refused."""
+    from diffusionct.simulate.scanner import ScannerSettings
+    from diffusionct.simulate.simulator import SimulationConfig, Simulator
+
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS)
+    training = Simulator(SimulationConfig(cases=2, thicknesses_mm=[2.0], slices=4, seed=11, n_tumours=2,
+                                          scanner=ScannerSettings(size=96, pixel_mm=2.0, n_views=128))).run_phantoms(tmp_path / "train")
+    report = tmp_path / "report"
+    assert main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(report), "--device", "cpu",
+                 "--workers", "1", "--params", str(params), "--combat-train", str(training)]) == 0
+    rows = {r["method"]: r for r in _read_csv(report / "methods.csv")}
+    assert [(name, rows[name]["arm"], rows[name]["status"]) for name in rows] == [
+        ("input", "unchanged", "ok"), ("run", "image standardization", "ok"), ("ComBat", "ComBat", "ok"),
+        ("run + ComBat", "both", "ok")]
+    input_errors = {(r["tumour"], r["feature"]): r for r in _read_csv(report / "methods" / "input" / "relative_error.csv")}
+    combat_errors = _read_csv(report / "methods" / "ComBat" / "relative_error.csv")
+    moved = [r for r in combat_errors if r["test"] != input_errors[r["tumour"], r["feature"]]["test"]]
+    assert len(moved) > len(combat_errors) // 2  # ComBat changed most features (the rest: constant in training)
+    assert all(r["standard"] == input_errors[r["tumour"], r["feature"]]["standard"] for r in combat_errors)
+    page = (report / "report.html").read_text()
+    assert "fitted on" in page and "run + ComBat" in page
+    capsys.readouterr()
+    code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(tmp_path / "same"),
+                 "--device", "cpu", "--workers", "1", "--params", str(params), "--combat-train", str(tiny_data)])
+    assert code == 2 and "is the test set" in capsys.readouterr().err and not (tmp_path / "same").exists()
 
 
 def test_evaluate_empty_test_set(tiny_model, tmp_path, capsys):
@@ -162,7 +198,7 @@ def test_report_figures_keep_a_diverged_method_off_the_nps_axis():
     freq = np.linspace(0, 0.7, 20)
     target = {"frequency": freq.tolist(), "nps": (100 * np.exp(-((freq - 0.3) ** 2) / 0.02)).tolist()}
     close = SimpleNamespace(name="diffusionct", nps={"frequency": freq.tolist(), "nps": (np.array(target["nps"]) * 1.1).tolist()},
-                            comparison=None)
+                            comparison=None, flag_check=None)
     wild = SimpleNamespace(name="paper", nps={"frequency": freq.tolist(), "nps": (np.array(target["nps"]) * 1e6).tolist()},
                            comparison=None)
     assert nps_outliers([close, wild], target) == {"paper": "peak 1e+06x the target's"}
@@ -242,9 +278,10 @@ def test_untrusted_text_is_escaped_in_the_report():
     table = {"columns": ["method", hostile], "rows": [[hostile, "0.5"]]}
     gap = {"name": f"{hostile} -> B70", "slug": hostile, "count": 1, "summary": [hostile], "ccc": table, "headline": table,
            "re_curve": "data:image/png;base64,AAAA", "images": table, "nps": "data:image/png;base64,AAAA",
-           "panels": [(hostile, "data:image/png;base64,AAAA")]}
+           "panels": [(hostile, "data:image/png;base64,AAAA")], "shares": table, "shares_figure": "data:image/png;base64,AAAA",
+           "reliability": table, "trusted": [(hostile, {"GLCM": hostile})], "notes": [hostile]}
     page = _PAGE.render(title=hostile, style="", version="0", gaps=[gap, gap], many=True, notes=[hostile])
-    assert "onerror" in page and "<img src=x" not in page and page.count("&lt;img src=x onerror=alert(1)&gt;") >= 10
+    assert "onerror" in page and "<img src=x" not in page and page.count("&lt;img src=x onerror=alert(1)&gt;") >= 20
 
 
 def test_evaluate_whose_every_model_failed_exits_2_and_writes_nothing(tiny_data, tiny_model, tmp_path, capsys,

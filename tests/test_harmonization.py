@@ -42,6 +42,19 @@ def test_fit_equals_the_reference_neurocombat():
     np.testing.assert_allclose(ours.apply(values, batches, age), reference["data"].T, rtol=1e-6, atol=1e-9)
 
 
+def test_a_feature_whose_batch_means_agree_converges_as_neurocombat():
+    """Features 0 and 1 have equal batch means (gamma exactly 0 in our arithmetic, 1e-17 in neuroCombat's): the
+    empirical Bayes iteration must still run to its fixed point (a 0 / 0 change once stopped it after one step)."""
+    neurocombat = pytest.importorskip("neuroCombat")
+    pandas = pytest.importorskip("pandas")
+    values = np.array([[1.0, 1, 6, 0], [3, 5, 8, 2], [2, 3, 7, 1], [0, 2, 0, 6], [4, 4, 2, 8], [2, 3, 1, 7]])
+    batches = ["A"] * 3 + ["B"] * 3
+    reference = neurocombat.neuroCombat(dat=values.T.copy(), covars=pandas.DataFrame({"batch": batches}), batch_col="batch")
+    ours = ComBat.fit(values, batches, ["f0", "f1", "f2", "f3"])
+    np.testing.assert_allclose(ours.gamma_star, reference["estimates"]["gamma.star"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours.apply(values, batches), reference["data"].T, rtol=1e-6, atol=1e-9)
+
+
 def test_a_reference_batch_equals_neurocombat_ref_batch(monkeypatch):
     """Onto one batch (the standard kernel): neuroCombat's ref_batch numbers, and that batch's values unchanged."""
     neurocombat = pytest.importorskip("neuroCombat")
@@ -128,3 +141,36 @@ def test_cli_fit_and_apply_round_trip(tmp_path, capsys):
                         capsys)
     assert_clean_error(code, err, "damaged ComBat file")
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.csv").exists()
+
+
+def test_feature_dicts_onto_a_reference_kernel_pass_constant_features_through():
+    """What `evaluate --combat-train` runs: dicts by batch and tumour, onto the target kernel; a feature ComBat cannot
+    scale (constant within a batch) or that is not finite stays as it was, and is counted."""
+    from diffusionct.harmonization import combat_onto_reference
+
+    values, batches, _ = _study(samples=(30, 30, 30), seed=3)
+    names = ["f0", "f1", "f2", "f3"]
+
+    def dicts(rows):
+        return {f"t{i}": {**dict(zip(names, map(float, row))), "shape_volume": 7.0, "odd": float("nan") if i == 0 else 1.0}
+                for i, row in enumerate(rows)}
+
+    index = np.asarray(batches)
+    training = {b: dicts(values[index == b]) for b in ("B30f", "B70f")}
+    new_values, new_batches, _ = _study(samples=(30, 30, 30), seed=4)
+    new = dicts(new_values[np.asarray(new_batches) == "B30f"])
+    harmonized, passed = combat_onto_reference(training, "B70f", new, "B30f")
+    assert passed == 2  # shape_volume (constant) and odd (NaN in a training tumour)
+    assert all(harmonized[t]["shape_volume"] == 7.0 for t in new)
+    assert np.array_equal([harmonized[t]["odd"] for t in new], [new[t]["odd"] for t in new], equal_nan=True)
+    reference = ComBat.fit(np.vstack([values[index == "B30f"], values[index == "B70f"]]), ["B30f"] * 30 + ["B70f"] * 30,
+                           names, reference="B70f")
+    expected = reference.apply(new_values[np.asarray(new_batches) == "B30f"], ["B30f"] * 30)
+    np.testing.assert_allclose([[harmonized[t][n] for n in names] for t in sorted(new)],
+                               expected[np.argsort([f"t{i}" for i in range(30)])], rtol=1e-12)
+    target_mean = values[index == "B70f"].mean(0)
+    moved = np.array([[harmonized[t][n] for n in names] for t in new]).mean(0)
+    assert np.abs(moved - target_mean)[[0, 2]].max() < 0.35 * np.abs(new_values[np.asarray(new_batches) == "B30f"].mean(0)
+                                                                      - target_mean)[[0, 2]].max()
+    with pytest.raises(DiffusionCTError, match="two or more training tumours"):
+        combat_onto_reference({"B30f": dict(list(training["B30f"].items())[:1]), "B70f": training["B70f"]}, "B70f", new, "B30f")

@@ -322,8 +322,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     with atomic_output_dir(args.output, overwrite=args.overwrite) as tmp:
         report = evaluate_to_report(args.data, args.model, tmp, steps=args.steps, seed=args.seed, device=args.device,
                                     workers=args.workers, max_cases=args.max_cases, params=args.params,
-                                    temperature=args.temperature)
-        models = [m for m in json.loads((tmp / "results.json").read_text())["methods"] if m["method"] != "input"]
+                                    temperature=args.temperature, combat_train=args.combat_train)
+        models = [m for m in json.loads((tmp / "results.json").read_text())["methods"] if m["arm"] == "image standardization"]
         if models and all(m["status"] != "ok" for m in models):  # a report of nothing is no result
             raise DiffusionCTError(f"every model failed ({models[0]['method']}: {models[0]['error']}); nothing was written")
     print(f"report: {args.output / report.name}")
@@ -540,6 +540,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="feature extraction processes")
     p.add_argument("--max-cases", type=int, help="evaluate at most this many test pairs")
     p.add_argument("--params", type=Path, help="feature settings YAML (default: the shipped params)")
+    p.add_argument("--combat-train", type=Path, metavar="MANIFEST",
+                   help="a paired set of other patients: fit ComBat on its tumours (onto the target kernel) and add "
+                        "the arms ComBat and METHOD + ComBat beside the unchanged input and each method")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -88,9 +88,7 @@ class ComBat:
                                    "(zero pooled variance): ComBat cannot scale them; leave them out")
         beta = coefficients[len(levels):]
         z = (y - grand_mean - x @ beta) / np.sqrt(variance)
-        gamma_star, delta_star = _empirical_bayes(z, index, len(levels))
-        if ref is not None:  # the reference is what the others are brought onto: left as it is
-            gamma_star[ref], delta_star[ref] = 0.0, 1.0
+        gamma_star, delta_star = _empirical_bayes(z, index, len(levels), ref)  # the reference is left as it is
         return cls(list(features), [str(level) for level in levels], list(covariate_names), grand_mean.tolist(),
                    beta.tolist(), np.sqrt(variance).tolist(), gamma_star.tolist(), delta_star.tolist(), counts.tolist(),
                    None if reference is None else str(reference))
@@ -136,6 +134,40 @@ class ComBat:
         return combat
 
 
+def harmonizable_columns(batch_tables: list[np.ndarray], others: list[np.ndarray] = ()) -> list[int]:
+    """Columns ComBat can fit and apply: finite in every table and varying within each batch's training table
+    (ComBat scales a feature by its spread within the batches; a constant one has none)."""
+    stacked = np.vstack([*batch_tables, *others])
+    return [j for j in range(stacked.shape[1])
+            if np.isfinite(stacked[:, j]).all() and all(np.ptp(t[:, j]) > 0 for t in batch_tables)]
+
+
+def combat_onto_reference(training: dict[str, dict[str, dict[str, float]]], reference: str,
+                          new: dict[str, dict[str, float]], batch: str) -> tuple[dict[str, dict[str, float]], int]:
+    """ComBat fitted on feature dicts of the training tumours, by batch (``training[batch][tumour][feature]``), onto the
+    ``reference`` batch, applied to ``new`` tumours of ``batch``. Features ComBat cannot fit (constant within a batch,
+    missing or not finite somewhere) pass through unchanged; returns the harmonized dicts and how many passed through."""
+    batches = sorted(training)
+    short = [b for b in batches if len(training[b]) < 2]
+    if short:
+        raise DiffusionCTError(f"ComBat needs two or more training tumours of each batch; {', '.join(short)} has fewer: "
+                               "give a training set with more tumours")
+    names = sorted(set.intersection(*(set(f) for tumours in (*training.values(), new) for f in tumours.values())))
+    tables = {b: np.array([[f[n] for n in names] for f in training[b].values()], dtype=np.float64) for b in batches}
+    keys = sorted(new)
+    test = np.array([[new[k][n] for n in names] for k in keys], dtype=np.float64)
+    columns = harmonizable_columns(list(tables.values()), [test])
+    chosen = [names[j] for j in columns]
+    model = ComBat.fit(np.vstack([tables[b][:, columns] for b in batches]),
+                       [b for b in batches for _ in range(len(tables[b]))], chosen, reference=reference)
+    harmonized = model.apply(test[:, columns], [batch] * len(keys))
+    out = {k: dict(new[k]) for k in keys}
+    for i, k in enumerate(keys):
+        out[k].update(zip(chosen, harmonized[i].tolist()))
+    passed = len(set().union(*(set(f) for f in new.values()))) - len(chosen)
+    return out, passed
+
+
 def _checked_values(values: np.ndarray, features: list[str], what: str) -> np.ndarray:
     y = np.asarray(values, dtype=np.float64)
     if y.ndim != 2 or y.shape[1] != len(features):
@@ -157,10 +189,16 @@ def _covariates(covariates: np.ndarray | None, names, samples: int) -> np.ndarra
     return x
 
 
-def _empirical_bayes(z: np.ndarray, index: np.ndarray, batches: int) -> tuple[np.ndarray, np.ndarray]:
-    """gamma* and delta* (batches x features): the posterior of each batch's location and scale, features pooled."""
+def _empirical_bayes(z: np.ndarray, index: np.ndarray, batches: int, reference: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """gamma* and delta* (batches x features): the posterior of each batch's location and scale, features pooled.
+    The reference batch is left as it is (gamma* 0, delta* 1): its z has mean 0 by construction, which the
+    iteration's relative change would divide by."""
     gamma_star, delta_star = [], []
     for i in range(batches):
+        if i == reference:
+            gamma_star.append(np.zeros(z.shape[1]))
+            delta_star.append(np.ones(z.shape[1]))
+            continue
         batch = z[index == i]
         gamma_hat = batch.mean(axis=0)
         delta_hat = batch.var(axis=0, ddof=1)
@@ -173,13 +211,21 @@ def _empirical_bayes(z: np.ndarray, index: np.ndarray, batches: int) -> tuple[np
         for _ in range(MAX_ITERATIONS):
             gamma_new = (tau2 * n * gamma_hat + delta * gamma_bar) / (tau2 * n + delta)
             delta_new = (0.5 * ((batch - gamma_new) ** 2).sum(axis=0) + b) / (n / 2.0 + a - 1.0)
-            change = max((np.abs(gamma_new - gamma) / gamma).max(), (np.abs(delta_new - delta) / delta).max())
+            change = max(_relative_change(gamma_new, gamma).max(), _relative_change(delta_new, delta).max())
             gamma, delta = gamma_new, delta_new
             if change <= CONVERGENCE:
                 break
         gamma_star.append(gamma)
         delta_star.append(delta)
     return np.array(gamma_star), np.array(delta_star)
+
+
+def _relative_change(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """neuroCombat's convergence measure |new - old| / old (signed by old, as it is), with no change where a value
+    stays what it was: a gamma of exactly 0 (a feature whose batch means agree) would make it 0 / 0, and a NaN
+    change would never converge (neuroCombat's own float noise keeps its gammas off 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(new == old, 0.0, np.abs(new - old) / old)
 
 
 @dataclass

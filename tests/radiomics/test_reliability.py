@@ -50,3 +50,37 @@ def test_command_reads_feature_tables_and_writes_the_flags(tmp_path, capsys):
     before.write_text("tumour,ID_mean\nt1,abc\n")
     assert main(["reliability", "--before", str(before), "--after", str(after), "-o", str(tmp_path / "x.csv")]) == 2
     assert "not a number" in capsys.readouterr().err
+
+
+def test_flags_are_checked_against_the_target():
+    """With the target known: the flagged feature misses on every tumour, the trusted ones on none; the AUC ranks
+    the one that misses above the others."""
+    from diffusionct.radiomics.reliability import check_flags
+
+    standard = {t: {**BEFORE[t], "GLCM_contrast": BEFORE[t]["GLCM_contrast"]} for t in BEFORE}
+    standard["t2"]["IH_entropy"] = 1.0  # t2's entropy: 0 -> 1 is a hit for the standardization
+    for t in standard:
+        standard[t]["ID_mean"] = AFTER[t]["ID_mean"]
+    rows = feature_reliability(BEFORE, AFTER)
+    check = check_flags(rows, standard, AFTER)
+    assert (check.features, check.flagged) == (3, 1)
+    # GLCM_contrast (flagged) is off its source value, which the target keeps, on t1 and t3 (RE 2) and on t2 (0.1):
+    assert check.miss_share_flagged == pytest.approx(2 / 3)
+    assert check.miss_share_trusted == pytest.approx(0.0)  # ID_mean equals the target; entropy 0 = 0 and 1 = 1
+    assert check.auc == 1.0
+    with pytest.raises(DiffusionCTError, match="shares no tumour"):
+        check_flags(rows, {"other": standard["t1"]}, AFTER)
+
+
+def test_roc_auc_is_the_mann_whitney_statistic():
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    from diffusionct.radiomics.reliability import roc_auc
+
+    rng = np.random.default_rng(0)
+    positive = rng.random(300) < 0.3
+    score = np.round(rng.normal(size=300) + positive, 1)  # rounded: ties count half
+    expected = mannwhitneyu(score[positive], score[~positive]).statistic / (positive.sum() * (~positive).sum())
+    assert roc_auc(positive, score) == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(roc_auc(np.ones(4, bool), np.arange(4.0)))

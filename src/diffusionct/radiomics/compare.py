@@ -12,7 +12,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_dir, csv_text, write_text_atomic
 from diffusionct.radiomics.features import FEATURE_CLASSES, feature_class
 from diffusionct.radiomics.metrics import (
-    DEFAULT_THRESHOLDS, REPRODUCIBLE_RE, class_ccc, mean_std, per_feature_ccc, relative_error, reproducible_counts,
+    CONCORDANT_CCC, DEFAULT_THRESHOLDS, REPRODUCIBLE_RE, class_ccc, mean_std, per_feature_ccc, relative_error, reproducible_counts,
     reproducible_mask,
 )
 
@@ -34,6 +34,18 @@ class Comparison:
     per_feature_ccc: np.ndarray
     undefined: dict[str, int] = field(default_factory=dict)
 
+    def concordant_share(self, cls: str | None = None) -> float:
+        """Share of the features (of one class, or all) whose CCC across tumours is >= 0.85; NaN with one tumour."""
+        columns = [j for j, n in enumerate(self.feature_names) if cls is None or feature_class(n) == cls]
+        if len(self.tumours) < 2 or not columns:
+            return float("nan")
+        return float(np.mean(self.per_feature_ccc[columns] >= CONCORDANT_CCC))
+
+    def reproducible_share_of(self, cls: str) -> float:
+        """Share of one class's (tumour, feature) pairs with RE < 0.15."""
+        columns = [j for j, n in enumerate(self.feature_names) if feature_class(n) == cls]
+        return float(reproducible_mask(self.re[:, columns]).mean()) if columns else float("nan")
+
     def summary(self) -> dict:
         return {
             "tumours": len(self.tumours),
@@ -42,6 +54,9 @@ class Comparison:
             "reproducible_features_mean_count": float(self.curve[np.searchsorted(self.thresholds, REPRODUCIBLE_RE)]),
             "ccc_table": self.ccc_table,
             "per_feature_ccc_median": float(np.nanmedian(self.per_feature_ccc)) if len(self.tumours) > 1 else None,
+            "concordant_share_ccc_0_85": self.concordant_share(),
+            "per_class": {cls: {"reproducible_share": self.reproducible_share_of(cls),
+                                "concordant_share": self.concordant_share(cls)} for cls in FEATURE_CLASSES},
             "undefined": self.undefined,
         }
 

@@ -25,6 +25,7 @@ import numpy as np
 from diffusionct.radiomics.features import FEATURE_CLASSES, feature_class
 
 REPRODUCIBLE_RE = 0.15
+CONCORDANT_CCC = 0.85  # a feature agrees across tumours when its CCC reaches this (Choe et al. 2019)
 DEFAULT_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import csv_text, read_csv_rows
 from diffusionct.radiomics.features import feature_class
-from diffusionct.radiomics.metrics import relative_error
+from diffusionct.radiomics.metrics import REPRODUCIBLE_RE, relative_error
 
 # a feature whose median relative change across tumours exceeds this is flagged; chosen on half of the simulated
 # test set's cases (B30f -> B70f, the shipped default gap) and measured on the other half (docs/results.md)
@@ -81,6 +81,49 @@ def feature_reliability(before: dict[str, dict[str, float]], after: dict[str, di
         median = float(np.median(values)) if values.size else math.nan
         result.append(FeatureReliability(name, median, int(values.size), not (median <= threshold)))
     return result
+
+
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of ``score`` for ``positive`` (the Mann-Whitney statistic: the chance that a positive scores above a
+    negative, ties counting half), NaN scores left out; NaN when one side is empty."""
+    keep = np.isfinite(score)
+    positive, score = np.asarray(positive)[keep].astype(bool), np.asarray(score)[keep]
+    if positive.all() or not positive.any():
+        return float("nan")
+    pos, neg = np.sort(score[positive]), np.sort(score[~positive])
+    below = np.searchsorted(neg, pos, side="left")
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below + 0.5 * ties).sum() / (pos.size * neg.size))
+
+
+@dataclass(frozen=True)
+class FlagCheck:
+    """How the flags fare where the target kernel's values are known (a paired test set)."""
+
+    features: int
+    flagged: int
+    miss_share_flagged: float  # share of the flagged features' (tumour, feature) pairs off the target by RE >= 0.15
+    miss_share_trusted: float
+    auc: float  # ROC AUC of the median change for "misses on most tumours", per feature
+
+
+def check_flags(rows: list[FeatureReliability], standard: dict[str, dict[str, float]],
+                after: dict[str, dict[str, float]]) -> FlagCheck:
+    """The flags of ``rows`` judged against the target kernel's features of the same tumours (``standard``)."""
+    tumours = sorted(set(standard) & set(after))
+    rows = [r for r in rows if all(r.feature in standard[t] and r.feature in after[t] for t in tumours)]
+    if not tumours or not rows:
+        raise DiffusionCTError("the target's feature table shares no tumour or feature with the flagged ones")
+    s = np.array([[standard[t][r.feature] for r in rows] for t in tumours], dtype=np.float64)
+    a = np.array([[after[t][r.feature] for r in rows] for t in tumours], dtype=np.float64)
+    miss = ~(relative_error(s, a) < REPRODUCIBLE_RE)  # an undefined RE counts as a miss, as the evaluation counts it
+    flagged = np.array([r.flagged for r in rows])
+
+    def share(columns: np.ndarray) -> float:
+        return float(miss[:, columns].mean()) if columns.any() else math.nan
+
+    return FlagCheck(len(rows), int(flagged.sum()), share(flagged), share(~flagged),
+                     roc_auc(miss.mean(axis=0) > 0.5, np.array([r.median_change for r in rows])))
 
 
 def reliability_csv(rows: list[FeatureReliability]) -> str:

@@ -20,9 +20,11 @@ from diffusionct import __version__
 from diffusionct.io.files import csv_text, write_text_atomic
 from diffusionct.radiomics.compare import write_comparison_files
 from diffusionct.radiomics.features import FEATURE_CLASSES
+from diffusionct.radiomics.reliability import reliability_csv
 
 WINDOW = (-800, 600)  # the paper's display window (Figure 5)
-COLUMNS = ["method", "source_kernel", "target_kernel", "status", "reproducible_share",
+COLUMNS = ["method", "arm", "source_kernel", "target_kernel", "status", "reproducible_share", "concordant_share",
+           "trusted_features", "reliability_auc",
            *[f"ccc_{c}_{s}" for c in FEATURE_CLASSES for s in ("mean", "std")],
            "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "nps_correlation", "interslice_ratio", "seconds_per_slice",
            "tumours", "features",
@@ -61,6 +63,60 @@ def re_curve_figure(results) -> str:
     ax.set_title("Reproducible features vs RE threshold (paper Fig. 4)")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def class_shares_figure(results) -> str:
+    """Per feature class and result: the share of (tumour, feature) pairs within RE < 0.15 and the share of features
+    with CCC >= 0.85 across tumours, side by side (the four arms of a study that pools kernels, when ComBat ran)."""
+    ok = [r for r in results if r.comparison is not None]
+    fig = _figure(11, 3.6)
+    axes = fig.subplots(1, 2, sharey=True)
+    width = 0.8 / max(1, len(ok))
+    x = np.arange(len(FEATURE_CLASSES))
+    for panel, (title, share) in zip(axes, (("RE < 0.15 (per tumour and feature)", lambda c, cls: c.reproducible_share_of(cls)),
+                                            ("CCC >= 0.85 (per feature, across tumours)", lambda c, cls: c.concordant_share(cls)))):
+        for i, r in enumerate(ok):
+            panel.bar(x + (i - (len(ok) - 1) / 2) * width, [share(r.comparison, cls) for cls in FEATURE_CLASSES], width,
+                      label=r.name)
+        panel.set_xticks(x, FEATURE_CLASSES)
+        panel.set_ylim(0, 1)
+        panel.set_title(title, fontsize=10)
+    axes[0].set_ylabel("share")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="upper center", ncol=min(4, max(1, len(ok))), bbox_to_anchor=(0.5, 0.0))
+    return _png(fig)
+
+
+def class_share_rows(results) -> list[dict]:
+    """One row per result: its arm, then per class "RE share / CCC share" (what :func:`class_shares_figure` draws)."""
+    rows = []
+    for r in results:
+        row = {"method": r.name, "arm": r.arm}
+        for cls in [None, *FEATURE_CLASSES]:
+            key = cls or "all"
+            if r.comparison is None:
+                row[key] = "failed"
+            elif cls is None:
+                row[key] = f"{fmt(r.comparison.reproducible_share)} / {fmt(r.comparison.concordant_share())}"
+            else:
+                row[key] = f"{fmt(r.comparison.reproducible_share_of(cls))} / {fmt(r.comparison.concordant_share(cls))}"
+        rows.append(row)
+    return rows
+
+
+def reliability_rows(results) -> list[dict]:
+    """Per standardization: the features it can be trusted on, and how the flags fare against the target here."""
+    rows = []
+    for r in results:
+        if r.flag_check is None:
+            continue
+        check = r.flag_check
+        rows.append({"method": r.name, "features": check.features, "trusted": check.features - check.flagged,
+                     "flagged": check.flagged, "miss_share_trusted": check.miss_share_trusted,
+                     "miss_share_flagged": check.miss_share_flagged, "auc": check.auc,
+                     "trusted_by_class": {cls: [f.feature for f in r.reliability if not f.flagged and f.feature_class == cls]
+                                          for cls in FEATURE_CLASSES}})
+    return rows
 
 
 DIVERGED_FACTOR = 10.0  # a method whose noise power is this far from the target's is drawn apart, not on the axis
@@ -112,7 +168,7 @@ def nps_figure(results, target_nps: dict | None) -> str:
 def tumour_panels(cases, results, max_tumours: int = 6) -> list[tuple[str, str]]:
     """Per tumour: standard, input and each method in [-800, 600] HU, the tumour magnified, GLCM CCC below."""
     panels = []
-    ok = [r for r in results if r.comparison is not None]
+    ok = [r for r in results if r.comparison is not None and r.outputs]  # ComBat changes features, not images
     for case in cases:
         for label in np.unique(case.labels[case.labels > 0]):
             if len(panels) >= max_tumours:
@@ -181,6 +237,14 @@ def summary_lines(rows: list[dict], results) -> list[str]:
                      f"{100 * (best['reproducible_share'] - ours['reproducible_share']):.1f} points behind {best['method']}.")
     if baseline is not None:
         lines.append(f"Unchanged input: {100 * baseline['reproducible_share']:.1f} %.")
+    combat = [row for row in ok if row.get("arm") in ("ComBat", "both")]
+    if combat:
+        lines.append("With ComBat (fitted on other patients): " + ", ".join(
+            f"{row['method']} {100 * row['reproducible_share']:.1f} %" for row in combat) + ".")
+    trusted = [r for r in results if r.flag_check is not None]
+    if trusted:
+        lines.append("Features to trust (moved by at most 0.15): " + ", ".join(
+            f"{r.name} {r.flag_check.features - r.flag_check.flagged} of {r.flag_check.features}" for r in trusted) + ".")
     winners = []
     for cls in FEATURE_CLASSES:
         values = [(row.get(f"ccc_{cls}_mean", np.nan), row["method"]) for row in ok]
@@ -204,14 +268,25 @@ def _gap_section(out: Path, gap, rows: list[dict], many: bool) -> dict:
     write_csv(out / f"{prefix}ccc_table.csv", ccc, ["method", *FEATURE_CLASSES])
     for r in gap.results:
         if r.comparison is not None:
-            write_comparison_files(r.comparison, out / "methods" / (f"{gap.slug}/{r.name}" if many else r.name))
+            folder = out / "methods" / (f"{gap.slug}/{r.name}" if many else r.name)
+            write_comparison_files(r.comparison, folder)
+            if r.reliability:
+                write_text_atomic(folder / "reliability.csv", reliability_csv(r.reliability))
+    reliability = reliability_rows(gap.results)
+    reliability_columns = ["method", "features", "trusted", "flagged", "miss_share_trusted", "miss_share_flagged", "auc"]
     image_columns = ["method", "status", "rmse_hu", "psnr_db", "ssim", "high_pass_ratio", "nps_correlation",
                      "interslice_ratio", "seconds_per_slice"]
     return {"name": gap.name, "slug": gap.slug, "count": len(gap.cases), "summary": summary_lines(rows, gap.results),
             "ccc": _table(ccc, ["method", *FEATURE_CLASSES]),
             "headline": _table(rows, [c for c in COLUMNS if c not in ("model", "source_kernel", "target_kernel")]),
             "re_curve": re_curve_figure(gap.results), "images": _table(rows, image_columns),
-            "nps": nps_figure(gap.results, target_nps_curve(gap.cases)), "panels": tumour_panels(gap.cases, gap.results)}
+            "nps": nps_figure(gap.results, target_nps_curve(gap.cases)), "panels": tumour_panels(gap.cases, gap.results),
+            "shares": _table(class_share_rows(gap.results), ["method", "arm", "all", *FEATURE_CLASSES]),
+            "shares_figure": class_shares_figure(gap.results),
+            "reliability": _table(reliability, reliability_columns),
+            "trusted": [(row["method"], {cls: ", ".join(names) or "none" for cls, names in row["trusted_by_class"].items()})
+                        for row in reliability],
+            "notes": [note for r in gap.results for note in r.notes]}
 
 
 # Every value reaches the page through this template, which escapes it (kernel names, series descriptions, paths and
@@ -234,6 +309,21 @@ _PAGE = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_
 {% if many %}<h2 id="{{ gap.slug }}">Kernel gap {{ gap.name }}</h2>{% endif %}
 <{{ h }}>CCC per feature class (mean ± SD over tumours; paper Table 1)</{{ h }}>{{ table(gap.ccc) }}
 <{{ h }}>Reproducible features (RE &lt; 0.15) and all headline numbers</{{ h }}>{{ table(gap.headline) }}
+{% for note in gap.notes %}<p class="note">{{ note }}</p>{% endfor %}
+<{{ h }}>Shares per feature class: RE &lt; 0.15 / CCC &ge; 0.85</{{ h }}>
+<p class="note">RE: share of (tumour, feature) pairs within 0.15 of the target kernel's value. CCC: share of features
+whose concordance across tumours with the target kernel's values is at least 0.85 (Choe et al. 2019). ComBat rows,
+when present, are fitted on the training set's tumours (other patients) and applied to these.</p>
+{{ table(gap.shares) }}<img src="{{ gap.shares_figure }}">
+{% if gap.reliability.rows %}<{{ h }}>Features a study can trust</{{ h }}>
+<p class="note">A feature is flagged when the standardization moved it by more than 0.15 of its source value (median
+over the tumours; decided from the source and standardized images alone, as on a study without target images). Here
+the target is known, so the flags are checked: the share of (tumour, feature) pairs off the target by RE &ge; 0.15
+among trusted and flagged features, and the ROC AUC of the median change for a feature that misses on most tumours.</p>
+{{ table(gap.reliability) }}
+{% for method, classes in gap.trusted %}<details><summary>{{ method }}: trusted features by class</summary>
+{% for cls, names in classes.items() %}<p class="note"><b>{{ cls }}</b>: {{ names }}</p>{% endfor %}</details>
+{% endfor %}{% endif %}
 <{{ h }}>Reproducible features over RE thresholds</{{ h }}><img src="{{ gap.re_curve }}">
 <{{ h }}>Image metrics in HU (body; high-pass ratio and NPS in soft tissue)</{{ h }}>{{ table(gap.images) }}
 <img src="{{ gap.nps }}">
