@@ -1,0 +1,52 @@
+"""The shipped models give the same output as when this file's reference was recorded: code moves (packages, config
+readers, routing) must not change what a user gets. Remake the reference only when a model itself is retrained:
+
+    .venv/bin/python -m tests.test_shipped_outputs
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffusionct.model_library import shipped_library
+from diffusionct.standardize import Standardizer
+
+REFERENCE = Path(__file__).parent / "data" / "shipped_outputs.npz"
+PIXEL_MM = 0.7
+TOLERANCE_HU = 0.01  # the same bytes on one machine; another CPU's float rounding stays far below this
+
+
+def slices() -> np.ndarray:
+    """Two 64 x 64 slices: a soft-tissue body with noise and a lung-like patch, air around it."""
+    rng = np.random.default_rng(20261207)
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) / 28) ** 2 + ((xx - 32) / 30) ** 2 < 1
+    hu = np.where(body, 40.0, -1000.0)[None].repeat(2, 0) + np.where(body, rng.normal(0, 20, (2, 64, 64)), 0)
+    hu[:, 20:30, 15:25] = -800 + rng.normal(0, 30, (2, 10, 10))
+    return hu.astype(np.float32)
+
+
+def shipped_models() -> list[Path]:
+    return sorted(p for p in shipped_library().iterdir() if p.is_dir())
+
+
+def outputs() -> dict[str, np.ndarray]:
+    return {folder.name: Standardizer.load(folder, "cpu").standardize_slices(slices(), pixel_mm=PIXEL_MM)
+            for folder in shipped_models()}
+
+
+@pytest.mark.parametrize("folder", shipped_models(), ids=lambda p: p.name)
+def test_shipped_model_output_is_unchanged(folder):
+    with np.load(REFERENCE, allow_pickle=False) as reference:
+        expected = reference[folder.name]
+    got = Standardizer.load(folder, "cpu").standardize_slices(slices(), pixel_mm=PIXEL_MM)
+    assert np.abs(got - slices()).max() > 1.0  # the model changes the image: the check below is not of the input
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE_HU)
+
+
+if __name__ == "__main__":
+    np.savez_compressed(REFERENCE, **outputs())
+    print(f"wrote {REFERENCE}")
