@@ -22,7 +22,7 @@ import torch
 from diffusionct.devices import matmul_gflops  # the one machine-speed probe
 from diffusionct.simulate.scanner import ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator
-from diffusionct.standardize import run_standardize
+from diffusionct.standardize_runs import run_standardize
 
 
 def _digest(folder: Path) -> str:

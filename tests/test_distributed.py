@@ -22,7 +22,7 @@ def _files(folder):
 
 def test_local_cluster_of_two_workers_writes_the_local_bytes(tiny_data, tiny_model, tmp_path):
     pytest.importorskip("distributed")
-    from diffusionct.standardize import run_standardize
+    from diffusionct.standardize_runs import run_standardize
 
     tree = _tree(tiny_data, tmp_path / "tree")
     local = run_standardize(tree, tmp_path / "local", model_dir=tiny_model, device="cpu", seed=2)
@@ -39,7 +39,7 @@ def test_local_cluster_of_two_workers_writes_the_local_bytes(tiny_data, tiny_mod
 def test_bad_scheduler_is_a_clean_error(tiny_data, tiny_model, tmp_path):
     pytest.importorskip("distributed")
     from diffusionct.errors import DiffusionCTError
-    from diffusionct.standardize import run_standardize
+    from diffusionct.standardize_runs import run_standardize
 
     tree = _tree(tiny_data, tmp_path / "tree")
     with pytest.raises(DiffusionCTError, match="--scheduler must be an address"):

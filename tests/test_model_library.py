@@ -17,7 +17,8 @@ from diffusionct.io import read_image, write_nifti
 from diffusionct.kernels.names import kernel_family
 from diffusionct.model_library import choose_model, for_pixel_size, library_models, share_weights, shipped_library
 from diffusionct.model_store import FORMAT_VERSION, weights_path
-from diffusionct.standardize import SeriesInput, Standardizer, _model_per_series, run_standardize
+from diffusionct.standardize import Standardizer
+from diffusionct.standardize_runs import SeriesInput, _model_per_series, run_standardize
 
 
 
@@ -95,7 +96,7 @@ def test_a_gap_with_several_models_takes_the_one_trained_on_the_series_pixel_siz
 
 def test_standardize_routes_a_series_by_its_pixel_size_and_warns_outside_the_training_range(tiny_data, tiny_model,
                                                                                            tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="diffusionct.standardize")
+    caplog.set_level(logging.INFO, logger="diffusionct.standardize_runs")
     series = tiny_data.parent / "case_000" / "2mm" / "sim_b30"  # 2 mm pixels
     assert read_dicom_series(series).pixel_mm == pytest.approx(2.0)
     library = _library(tmp_path / "lib", {"near": ("SIM_B30", "SIM_B70", [1.5, 2.5]), "far": ("SIM_B30", "SIM_B70", [0.5, 1.0])},

@@ -8,7 +8,9 @@ import pytest
 from diffusionct.cli import main
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series, read_image, write_nifti
-from diffusionct.standardize import Standardizer, default_model_dir, run_standardize
+from diffusionct.model_library import default_model_dir
+from diffusionct.standardize import Standardizer
+from diffusionct.standardize_runs import run_standardize
 from tests.conftest import dciodvfy_errors
 
 

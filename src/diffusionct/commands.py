@@ -300,7 +300,7 @@ def _cmd_harmonize(args: argparse.Namespace) -> int:
 
 
 def _cmd_standardize(args: argparse.Namespace) -> int:
-    from diffusionct.standardize import run_standardize
+    from diffusionct.standardize_runs import run_standardize
 
     results = run_standardize(args.input, args.output, model_dir=args.model, steps=args.steps, seed=args.seed,
                               device=args.device, batch_size=args.batch_size, output_format=args.format,

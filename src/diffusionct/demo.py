@@ -24,7 +24,8 @@ from diffusionct.io.files import atomic_output_dir
 from diffusionct.train.methods import train_method
 from diffusionct.simulate.scanner import ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator
-from diffusionct.standardize import default_model_dir, run_standardize
+from diffusionct.model_library import default_model_dir
+from diffusionct.standardize_runs import run_standardize
 
 log = logging.getLogger(__name__)
 

@@ -99,7 +99,7 @@ def test_text_file_named_like_the_nifti_output_is_not_done(series, tiny_model, t
 
 def test_finished_output_is_skipped_and_a_crash_before_its_record_is_not(series, tiny_model, tmp_path, capsys):
     from diffusionct.io.records import record_path
-    from diffusionct.standardize import run_standardize
+    from diffusionct.standardize_runs import run_standardize
 
     output = tmp_path / "out"
     first = run_standardize(series, output, model_dir=tiny_model, device="cpu")
@@ -141,7 +141,7 @@ def test_short_dicom_file_is_caught_before_the_rename(series, tiny_model, tmp_pa
             path.write_bytes(path.read_bytes()[:-100])
 
     monkeypatch.setattr(dicom, "_save", short_save)
-    from diffusionct.standardize import run_standardize
+    from diffusionct.standardize_runs import run_standardize
 
     with pytest.raises(DiffusionCTError, match="incomplete"):
         run_standardize(series, tmp_path / "out", model_dir=tiny_model, device="cpu")
@@ -197,7 +197,7 @@ def test_features_output_that_is_a_folder(tmp_path, capsys):
 
 
 def test_outputs_follow_the_umask(series, tiny_model, tmp_path):
-    from diffusionct.standardize import run_standardize
+    from diffusionct.standardize_runs import run_standardize
 
     old = os.umask(0o022)
     try:
@@ -354,7 +354,7 @@ def test_slices_of_other_studies_in_one_series_are_refused(tiny_series):
 
 
 def test_overwrite_writes_a_finished_output_again(series, tiny_model, tmp_path):
-    from diffusionct.standardize import run_standardize
+    from diffusionct.standardize_runs import run_standardize
 
     output = tmp_path / "out"
     run_standardize(series, output, model_dir=tiny_model, device="cpu")
