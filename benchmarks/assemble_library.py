@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffusionct.model_library import assemble_gap_model, share_weights
+from diffusionct.methods.library import assemble_gap_model, share_weights
 
 
 def main() -> None:

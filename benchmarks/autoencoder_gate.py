@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from diffusionct.evaluate import tumour_features, image_metrics_summary, load_test_cases
-from diffusionct.methods import AutoencoderMethod
-from diffusionct.model_store import load_model
+from diffusionct.methods.networks import AutoencoderMethod
+from diffusionct.methods.store import load_model
 from diffusionct.radiomics.compare import compare_features
 from diffusionct.radiomics.features import FeatureSettings
 

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from diffusionct.config import image_predictor_baseline_config
-from diffusionct.methods import AutoencoderMethod, ResidualCNNMethod
+from diffusionct.methods.networks import AutoencoderMethod, ResidualCNNMethod
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
-from diffusionct.model_store import load_model
+from diffusionct.methods.store import load_model
 
 
 def image_predictor(run: Path) -> tuple[DiffusionCTModel, ResidualCNN]:

@@ -341,7 +341,7 @@ def main() -> None:
     logging.disable(logging.WARNING)  # the commands' warnings about the damage are expected
     warnings.filterwarnings("ignore")  # and pydicom's about the values this script writes
     from diffusionct.config import RunConfig
-    from diffusionct.methods import HistogramMethod
+    from diffusionct.methods.classical import HistogramMethod
 
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

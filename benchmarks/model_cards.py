@@ -17,8 +17,8 @@ from pathlib import Path
 
 from diffusionct.kernels.names import kernel_family
 from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY
-from diffusionct.model_library import MODEL_CARD, library_models
-from diffusionct.model_store import CONFIG_NAME, read_model_meta, write_model_config
+from diffusionct.methods.library import MODEL_CARD, library_models
+from diffusionct.methods.store import CONFIG_NAME, read_model_meta, write_model_config
 
 METHOD = ("DiffusionCT refine mode: the calibrated linear filter W_target / W_source of the two kernels' measured profiles, "
           "held fixed, plus a convolution stack trained for what that filter misses, then the library's shared latent "

@@ -35,7 +35,7 @@ from diffusionct.config import RunConfig, image_predictor_baseline_config
 from diffusionct.io.dicom import read_slice_stack
 from diffusionct.kernels.calibrate import calibrate_paired
 from diffusionct.kernels.profiles import profiles_document
-from diffusionct.methods import HistogramMethod, KernelFilterMethod
+from diffusionct.methods.classical import HistogramMethod, KernelFilterMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -80,7 +80,7 @@ def heldout_models(heldout: Path, region: str, source: str, target: str) -> dict
     """DiffusionCT trained for this gap on the region's profiles alone, and its image predictor alone."""
     from export_predictor import image_predictor  # noqa: PLC0415 - the benchmarks' own helper, beside this file
 
-    from diffusionct.methods import ResidualCNNMethod
+    from diffusionct.methods.networks import ResidualCNNMethod
     from diffusionct.standardize import Standardizer
 
     folder = heldout / region / "library" / f"canon-{source.lower()}-{target.lower()}"
@@ -115,7 +115,7 @@ def main() -> None:
     slices = {r: region_slices(r) for r in REGIONS}
     shipped = {}
     if not args.skip_shipped:
-        from diffusionct.model_library import DEFAULT_MODEL, library_models, shipped_library
+        from diffusionct.methods.library import DEFAULT_MODEL, library_models, shipped_library
         from diffusionct.standardize import Standardizer
 
         models = library_models(shipped_library())

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from diffusionct.io.manifest import Manifest
-from diffusionct.methods import load_method
+from diffusionct.methods.registry import load_method
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from diffusionct.harmonization import combat_onto_reference
 from diffusionct.io.image import read_label_map, read_volume
 from diffusionct.kernels.profiles import apply_transfer, transfer_gain
 from diffusionct.kernels.unpaired import measure_unpaired, profiles_from_unpaired, uncertain_transfers
-from diffusionct.methods import HistogramMethod
+from diffusionct.methods.classical import HistogramMethod
 from diffusionct.radiomics.features import FeatureSettings
 from diffusionct.radiomics.set_comparison import compare_sets, measure_series
 

@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from diffusionct.io.manifest import Manifest
-from diffusionct.methods import load_method
+from diffusionct.methods.registry import load_method
 
 
 def main() -> None:

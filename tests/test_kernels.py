@@ -17,7 +17,8 @@ from diffusionct.kernels.measure import measure_pairs, profiles_from_measurement
 from diffusionct.kernels.names import KernelSet, kernel_family
 from diffusionct.kernels.profiles import (KernelProfile, apply_transfer, find_profile, profiles_document, read_profiles,
                                           shipped_profiles, transfer_gain)
-from diffusionct.methods import KernelFilterMethod, load_method
+from diffusionct.methods.classical import KernelFilterMethod
+from diffusionct.methods.registry import load_method
 from diffusionct.train.methods import train_method
 from tests.reliability.helpers import assert_clean_error, run_cli
 

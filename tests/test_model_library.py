@@ -15,8 +15,8 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.io.dicom import read_dicom_series
 from diffusionct.io import read_image, write_nifti
 from diffusionct.kernels.names import kernel_family
-from diffusionct.model_library import choose_model, for_pixel_size, library_models, share_weights, shipped_library
-from diffusionct.model_store import FORMAT_VERSION, weights_path
+from diffusionct.methods.library import choose_model, for_pixel_size, library_models, share_weights, shipped_library
+from diffusionct.methods.store import FORMAT_VERSION, weights_path
 from diffusionct.standardize import Standardizer
 from diffusionct.standardize_runs import SeriesInput, _model_per_series, run_standardize
 

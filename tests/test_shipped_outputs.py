@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffusionct.model_library import shipped_library
+from diffusionct.methods.library import shipped_library
 from diffusionct.standardize import Standardizer
 
 REFERENCE = Path(__file__).parent / "data" / "shipped_outputs.npz"

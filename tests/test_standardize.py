@@ -8,7 +8,7 @@ import pytest
 from diffusionct.cli import main
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series, read_image, write_nifti
-from diffusionct.model_library import default_model_dir
+from diffusionct.methods.library import default_model_dir
 from diffusionct.standardize import Standardizer
 from diffusionct.standardize_runs import run_standardize
 from tests.conftest import dciodvfy_errors
@@ -137,7 +137,7 @@ def test_output_uids_follow_the_model_content_not_its_folder_name(tiny_data, tin
     first = sorted(tensors)[0]
     tensors[first] = tensors[first] + 0.01  # another model in a folder of the same name
     save_file(tensors, str(weights))
-    from diffusionct.model_store import write_model_config
+    from diffusionct.methods.store import write_model_config
 
     write_model_config(copies[1], json.loads((copies[1] / "config.json").read_text()))  # as its training would
     uids = []

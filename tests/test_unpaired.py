@@ -13,7 +13,7 @@ from diffusionct.io.image import read_volume, write_nifti
 from diffusionct.io.manifest import Manifest, SeriesEntry, write_set_csv
 from diffusionct.kernels.names import KernelSet
 from diffusionct.io.volume import Volume
-from diffusionct.methods import load_method
+from diffusionct.methods.registry import load_method
 from diffusionct.train.methods import train_method
 from diffusionct.train.data import load_training_data
 from tests.model_fixtures import TINY_OVERRIDES, tiny_config

@@ -17,11 +17,10 @@ from typing import Any
 import yaml
 
 from diffusionct.errors import DiffusionCTError
+from diffusionct.methods import AUTOENCODER, CYCLEGAN, DDPM, PIX2PIX, RESIDUAL_CNN
 from diffusionct.units import HU_MAX, HU_MIN
 
-# Every standardization method (diffusionct.methods implements them; the CLI lists them).
 FEATURE_PRESETS = tuple(f"ibsi-{c}" for c in "abcde")  # IBSI 1 configurations A-E: diffusionct/data/ibsi/*.yaml
-METHODS = ("identity", "histogram", "kernel-filter", "autoencoder", "residual-cnn", "pix2pix", "cyclegan", "ddpm", "diffusionct")
 DIFFUSION_MODES = ("paper", "residual", "refine", "sdedit")
 KERNEL_FILTER_SOURCES = ("pairs", "profiles")  # diffusion.predictor_kernel_filter_from
 PREDICTOR_SPACES = ("latent", "image")
@@ -494,10 +493,14 @@ def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:
                                residual_cnn_kernel_filter_pixel_anchors=list(d.predictor_kernel_filter_pixel_anchors))
 
 
+# DiffusionCT's training phases (train --phase): the encoder-decoder (phase 1, itself the autoencoder method), the
+# latent diffusion (phase 2), the refine mode's predictor alone, or all of them
+DIFFUSION_PHASE, PREDICTOR_PHASE, ALL_PHASES = "diffusion", "predictor", "all"
+TRAINING_PHASES = (AUTOENCODER, DIFFUSION_PHASE, PREDICTOR_PHASE, ALL_PHASES)
 # the phase settings whose steps train each DiffusionCT phase (train --phase) or baseline method (train --method)
-TRAINING_STEPS_KEYS = {"all": ("phase1", "phase2"), "autoencoder": ("phase1",), "diffusion": ("phase2",),
-                       "predictor": ("diffusion.predictor_training",), "residual-cnn": ("baselines.residual_cnn",),
-                       "pix2pix": ("baselines.pix2pix",), "cyclegan": ("baselines.cyclegan",), "ddpm": ("baselines.ddpm",)}
+TRAINING_STEPS_KEYS = {ALL_PHASES: ("phase1", "phase2"), AUTOENCODER: ("phase1",), DIFFUSION_PHASE: ("phase2",),
+                       PREDICTOR_PHASE: ("diffusion.predictor_training",), RESIDUAL_CNN: ("baselines.residual_cnn",),
+                       PIX2PIX: ("baselines.pix2pix",), CYCLEGAN: ("baselines.cyclegan",), DDPM: ("baselines.ddpm",)}
 POSITIVE = {"base_channels", "latent_channels", "blocks_per_stage", "decoder_channels", "channels", "num_res_blocks",
             "num_head_channels", "norm_num_groups", "batch_size", "crop", "lr", "validate_every", "checkpoint_every",
             "timesteps", "predictor_channels", "residual_cnn_channels", "residual_cnn_layers", "histogram_quantiles",

@@ -21,11 +21,13 @@ import torch
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_dir
-from diffusionct.train.methods import train_method
+from diffusionct.methods import (AUTOENCODER, DDPM, DIFFUSIONCT, HISTOGRAM, IDENTITY, KERNEL_FILTER, PIX2PIX,
+                                 RESIDUAL_CNN)
+from diffusionct.methods.library import default_model_dir
 from diffusionct.simulate.scanner import ScannerSettings
 from diffusionct.simulate.simulator import SimulationConfig, Simulator
-from diffusionct.model_library import default_model_dir
 from diffusionct.standardize_runs import run_standardize
+from diffusionct.train.methods import train_method
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ def plan_for_budget(base: DemoPlan, gflops: float, budget_s: float) -> DemoPlan:
     return rungs[-1]
 
 
+# trained briefly on the demo's own data, in this order; DiffusionCT last (its brief run beside the shipped model)
+BRIEFLY_TRAINED = (IDENTITY, HISTOGRAM, RESIDUAL_CNN, PIX2PIX, DDPM, AUTOENCODER, DIFFUSIONCT)
 DEMO_KERNELS = ("B30f", "B70f")  # the shipped default gap's measured Siemens kernels (its source and target)
 
 
@@ -102,7 +106,7 @@ def _brief_config(plan: DemoPlan) -> RunConfig:
         *(f"diffusion.predictor_training.{key}={value}" for key, value in (
             ("steps", plan.cnn_steps), ("crop", plan.crop), ("batch_size", 4), ("checkpoint_every", plan.cnn_steps),
             ("validate_every", max(1, plan.cnn_steps // 2)))),
-        *(f"baselines.{name}.{key}={value}" for name in ("pix2pix", "ddpm")
+        *(f"baselines.{name}.{key}={value}" for name in (PIX2PIX, DDPM)
           for key, value in (("steps", plan.cnn_steps), ("crop", plan.crop), ("batch_size", 4),
                              ("checkpoint_every", plan.cnn_steps), ("validate_every", max(1, plan.cnn_steps // 2)))),
     ])
@@ -152,9 +156,9 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: st
         config = _brief_config(plan)
         models = [model_dir]
         with stage("the calibrated linear filter of the two kernels' profiles (the physics baseline)"):
-            train_method("kernel-filter", None, root / "models" / "kernel-filter", config, torch.device(device))
-            models.append(root / "models" / "kernel-filter")
-        for method in ("identity", "histogram", "residual-cnn", "pix2pix", "ddpm", "autoencoder", "diffusionct"):
+            train_method(KERNEL_FILTER, None, root / "models" / KERNEL_FILTER, config, torch.device(device))
+            models.append(root / "models" / KERNEL_FILTER)
+        for method in BRIEFLY_TRAINED:
             with stage(f"train {method} briefly"):
                 train_method(method, root / "data" / "train" / "manifest.json", root / "models" / method, config,
                              torch.device(device))
@@ -162,8 +166,7 @@ def run_demo(out: Path, quick: bool = False, overwrite: bool = False, device: st
         with stage("evaluate every method"):
             from diffusionct.report.evaluation_report import evaluate_to_report
 
-            names = ["diffusionct-shipped", "kernel-filter", "identity", "histogram", "residual-cnn", "pix2pix", "ddpm", "autoencoder",
-                     "diffusionct-brief"]
+            names = [f"{DIFFUSIONCT}-shipped", KERNEL_FILTER, *BRIEFLY_TRAINED[:-1], f"{DIFFUSIONCT}-brief"]
             report = evaluate_to_report(test_manifest, models, root / "report", names=names, seed=seed, device=device,
                                         paths_under=root,
                                         title="DiffusionCT demo", notes=[

@@ -27,8 +27,9 @@ from diffusionct.devices import resolve_device
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.volume import Volume
 from diffusionct.kernels.names import KernelSet, kernel_among
-from diffusionct.methods import Method, load_method
-from diffusionct.model_library import default_model_dir
+from diffusionct.methods.base import Method
+from diffusionct.methods.registry import load_method
+from diffusionct.methods.library import default_model_dir
 from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from diffusionct.config import check_seed
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import check_output_apart, read_json
 from diffusionct.io.records import read_record, remove_record, write_record
-from diffusionct.model_library import (ModelEntry, choose_model, default_model_dir, for_pixel_size, is_library,
+from diffusionct.methods.library import (ModelEntry, choose_model, default_model_dir, for_pixel_size, is_library,
                                       library_models, shipped_library)
-from diffusionct.model_store import CONFIG_NAME, model_weight_files
+from diffusionct.methods.store import CONFIG_NAME, model_weight_files
 from diffusionct.standardize import Standardizer
 
 log = logging.getLogger(__name__)

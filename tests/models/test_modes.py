@@ -11,7 +11,8 @@ from diffusionct.config import RunConfig
 from diffusionct.diffusion import ConditionalDiffusion, NoiseSchedule
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series
-from diffusionct.methods import DiffusionCTMethod, load_method
+from diffusionct.methods.diffusionct import DiffusionCTMethod
+from diffusionct.methods.registry import load_method
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.trainer import train
 from tests.model_fixtures import tiny_config
@@ -272,7 +273,7 @@ def test_unknown_predictor_is_refused():
 
 def test_models_saved_before_the_predictor_setting_load_as_latent(tiny_data, tmp_path):
     """A refine model whose config.json has no diffusion.predictor (saved before it existed) is a latent one."""
-    from diffusionct.model_store import write_model_config
+    from diffusionct.methods.store import write_model_config
 
     train(tiny_data, tmp_path / "run", tiny_config("diffusion.predictor=latent"), phase="all")
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -367,7 +368,7 @@ def test_image_predictor_is_the_residual_cnn_of_its_baseline_settings(tmp_path, 
     import dataclasses
 
     from diffusionct.config import image_predictor_baseline_config
-    from diffusionct.methods import ResidualCNNMethod
+    from diffusionct.methods.networks import ResidualCNNMethod
 
     config = tiny_config("diffusion.mode=refine", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3",
                          f"diffusion.predictor_kernel_filter={str(kernel_filter).lower()}")
@@ -391,7 +392,7 @@ def test_image_predictor_is_the_residual_cnn_of_its_baseline_settings(tmp_path, 
 def test_image_ddpm_baseline_samples_from_pure_noise():
     """The image-space DDPM baseline samples as SR3/Palette do (temperature 1) even when DiffusionCT's own default is
     0: with another seed it gives another sample, and the run's config is left as it was."""
-    from diffusionct.methods import ImageDDPMMethod
+    from diffusionct.methods.networks import ImageDDPMMethod
 
     config = tiny_config("diffusion.temperature=0.0")
     method = ImageDDPMMethod(config)

@@ -156,7 +156,7 @@ def test_saved_configs_without_the_pixel_size_setting_read_unconditioned():
 def test_saved_configs_without_pixel_anchors_keep_one_gain_and_new_ones_take_the_anchors():
     """Models saved before the anchors had one gain for every pixel size (their weights hold one row of knots);
     new ones default to the anchors; the exported predictor keeps them; bad anchors are refused with the key."""
-    from diffusionct.methods import ResidualCNNMethod
+    from diffusionct.methods.networks import ResidualCNNMethod
     from diffusionct.models.diffusionct_model import DiffusionCTModel
 
     saved = RunConfig().to_dict()
@@ -178,7 +178,7 @@ def test_saved_configs_without_pixel_anchors_keep_one_gain_and_new_ones_take_the
 def test_saved_configs_without_the_filter_size_read_the_cropped_kernel_and_new_ones_the_fourier_form():
     """Models saved before the Fourier form were trained with the 25 x 25 kernel and must run with it; the exported
     predictor (a residual-cnn model) alike. Sizes other than 0 or odd 3-63 are refused with the key's name."""
-    from diffusionct.methods import ResidualCNNMethod
+    from diffusionct.methods.networks import ResidualCNNMethod
     from diffusionct.models.diffusionct_model import DiffusionCTModel
 
     saved = RunConfig().to_dict()

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io import read_dicom_series
-from diffusionct.methods import load_method
+from diffusionct.methods.registry import load_method
 from diffusionct.train.methods import train_method
-from diffusionct.model_store import load_model
+from diffusionct.methods.store import load_model
 from diffusionct.standardize import Standardizer
 from diffusionct.train.trainer import train
 from tests.model_fixtures import TINY_OVERRIDES, tiny_config
@@ -190,7 +190,7 @@ def test_corrupt_or_foreign_model_folders(tmp_path, tiny_data):
     (tmp_path / "run" / "unet.safetensors").write_bytes(b"garbage")
     with pytest.raises(DiffusionCTError, match="does not match the checksum"):
         Standardizer.load(tmp_path / "run")
-    from diffusionct.model_store import file_sha256
+    from diffusionct.methods.store import file_sha256
 
     meta["weights_sha256"]["unet.safetensors"] = file_sha256(tmp_path / "run" / "unet.safetensors")
     (tmp_path / "run" / "config.json").write_text(json.dumps(meta))  # garbage under its own checksum: still refused

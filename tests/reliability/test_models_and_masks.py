@@ -110,7 +110,7 @@ def test_damaged_histogram_model(tiny_data, series, tmp_path, capsys, kind):
 
         save_file({"source_quantiles": torch.tensor([3.0, 1.0])}, str(weights))
     if weights.exists():  # the damage under its own checksum: the loader's own checks must refuse it too
-        from diffusionct.model_store import file_sha256
+        from diffusionct.methods.store import file_sha256
 
         meta = json.loads((model / "config.json").read_text())
         meta["weights_sha256"]["histogram.safetensors"] = file_sha256(weights)

@@ -211,7 +211,7 @@ def test_outputs_follow_the_umask(series, tiny_model, tmp_path):
 def test_model_with_nan_weights_writes_nothing(series, tiny_model, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
-    from diffusionct.model_store import write_model_config
+    from diffusionct.methods.store import write_model_config
 
     broken = tmp_path / "broken-model"
     shutil.copytree(tiny_model, broken)
@@ -366,7 +366,7 @@ def test_overwrite_writes_a_finished_output_again(series, tiny_model, tmp_path):
 
 @pytest.mark.parametrize("method", ["diffusionct", "residual-cnn"])
 def test_train_on_a_full_disk_leaves_no_run_folder(tiny_data, tmp_path, capsys, monkeypatch, method):
-    import diffusionct.model_store as store
+    import diffusionct.methods.store as store
     import diffusionct.train.loop as loop
     from tests.model_fixtures import TINY_OVERRIDES
 

@@ -1,6 +1,6 @@
 """DiffusionCT's networks as one object: the encoder-decoder, the conditional latent U-Net and the refine
 mode's predictor, built from a RunConfig. Tensors in, tensors out; reading and writing a model folder is
-``diffusionct.model_store``'s job."""
+``diffusionct.methods.store``'s job."""
 
 from __future__ import annotations
 

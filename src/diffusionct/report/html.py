@@ -18,6 +18,7 @@ from matplotlib.patches import Circle
 
 from diffusionct import __version__
 from diffusionct.io.files import csv_text, write_text_atomic
+from diffusionct.methods import DIFFUSIONCT, IDENTITY
 from diffusionct.radiomics.compare import write_comparison_files
 from diffusionct.radiomics.features import FEATURE_CLASSES
 from diffusionct.radiomics.reliability import reliability_csv
@@ -56,7 +57,7 @@ def re_curve_figure(results) -> str:
     ax = fig.add_subplot()
     for r in results:
         if r.comparison is not None:
-            ax.plot(r.comparison.thresholds, r.comparison.curve, label=r.name, lw=2.5 if "diffusionct" in r.name else 1.2)
+            ax.plot(r.comparison.thresholds, r.comparison.curve, label=r.name, lw=2.5 if DIFFUSIONCT in r.name else 1.2)
     ax.axvline(0.15, color="grey", linestyle=":", label="RE = 0.15")
     ax.set_xlabel("relative error threshold")
     ax.set_ylabel("reproducible features per tumour (mean)")
@@ -150,7 +151,7 @@ def nps_figure(results, target_nps: dict | None) -> str:
     apart = nps_outliers(results, target_nps)
     for r in results:
         if r.nps and r.name not in apart:
-            ax.plot(r.nps["frequency"], r.nps["nps"], label=r.name, lw=2.0 if "diffusionct" in r.name else 1.2)
+            ax.plot(r.nps["frequency"], r.nps["nps"], label=r.name, lw=2.0 if DIFFUSIONCT in r.name else 1.2)
     if target_nps:
         ax.plot(target_nps["frequency"], target_nps["nps"], color="black", lw=3, label="standard (target)")
     ax.set_xlim(left=0)
@@ -230,8 +231,8 @@ def summary_lines(rows: list[dict], results) -> list[str]:
         return ["No method produced results."]
     best = max(ok, key=lambda row: row["reproducible_share"])
     lines = [f"Most reproducible features (RE < 0.15): {best['method']} ({100 * best['reproducible_share']:.1f} %)."]
-    baseline = next((row for row in ok if row["method"] in ("input", "identity")), None)
-    ours = next((row for row in ok if "diffusionct" in row["method"]), None)
+    baseline = next((row for row in ok if row["method"] in ("input", IDENTITY)), None)
+    ours = next((row for row in ok if DIFFUSIONCT in row["method"]), None)
     if ours is not None and ours is not best:
         lines.append(f"DiffusionCT: {100 * ours['reproducible_share']:.1f} %, "
                      f"{100 * (best['reproducible_share'] - ours['reproducible_share']):.1f} points behind {best['method']}.")

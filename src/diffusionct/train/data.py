@@ -15,7 +15,7 @@ from diffusionct.io.manifest import Manifest
 from diffusionct.kernels.names import KernelSet
 from diffusionct.io.volume import Volume
 from diffusionct.kernels.transfer import estimate_transfer
-from diffusionct.model_library import TRAINED_PIXEL_MM
+from diffusionct.methods.library import TRAINED_PIXEL_MM
 
 log = logging.getLogger(__name__)
 BODY_HU = -500.0  # a crop must contain some tissue above this

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import torch
 
+from diffusionct.methods import CYCLEGAN, PIX2PIX
 from diffusionct.train.data import sample_image_crops, sample_pair_crops
 from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_rmse
 
@@ -25,13 +26,13 @@ class GANRegime(TrainerBase):
         optimizers = {"optimizer_g": torch.optim.Adam(generator.parameters(), lr=pc.lr, betas=(0.5, 0.999)),
                       "optimizer_d": torch.optim.Adam(discriminator.parameters(), lr=pc.lr, betas=(0.5, 0.999))}
         modules = {"generator": generator, "discriminator": discriminator}
-        state = self._load_state("pix2pix", modules, optimizers)
+        state = self._load_state(PIX2PIX, modules, optimizers)
         g_net, d_net = self._wrap(generator), self._wrap(discriminator)
         bce = torch.nn.BCEWithLogitsLoss()
         va, vb, _ = self._validation_pairs(pc.crop, 96)
 
         def step_fn(step: int) -> dict:
-            rng = np.random.default_rng(step_seed(cfg.seed, "pix2pix", step, self.rank))
+            rng = np.random.default_rng(step_seed(cfg.seed, PIX2PIX, step, self.rank))
             a, b_, _ = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, rng))
             fake = a + g_net(a)
             real_logits, fake_logits = d_net(a, b_), d_net(a, fake.detach())
@@ -50,8 +51,8 @@ class GANRegime(TrainerBase):
         def validate_fn() -> dict:
             return validation_rmse(generator, va, vb)
 
-        self._loop("pix2pix", pc, state, optimizers, step_fn, validate_fn,
-                   lambda step, history: self._save_state("pix2pix", step, modules, optimizers, history))
+        self._loop(PIX2PIX, pc, state, optimizers, step_fn, validate_fn,
+                   lambda step, history: self._save_state(PIX2PIX, step, modules, optimizers, history))
         return generator.eval()
 
     def train_cyclegan(self):
@@ -73,7 +74,7 @@ class GANRegime(TrainerBase):
         discriminators = [*modules["discriminator_a"].parameters(), *modules["discriminator_b"].parameters()]
         optimizers = {"optimizer_g": torch.optim.Adam(generators, lr=pc.lr, betas=(0.5, 0.999)),
                       "optimizer_d": torch.optim.Adam(discriminators, lr=pc.lr, betas=(0.5, 0.999))}
-        state = self._load_state("cyclegan", modules, optimizers)
+        state = self._load_state(CYCLEGAN, modules, optimizers)
         g_ab, g_ba, d_a, d_b = (self._wrap(modules[k]) for k in ("generator", "generator_ba", "discriminator_a", "discriminator_b"))
         sources, targets = self._unpaired_sets()
         va, vb, _ = self._validation_pairs(pc.crop, 97)
@@ -82,7 +83,7 @@ class GANRegime(TrainerBase):
             return (logits - (1.0 if real else 0.0)).pow(2).mean()
 
         def step_fn(step: int) -> dict:
-            rng = np.random.default_rng(step_seed(cfg.seed, "cyclegan", step, self.rank))
+            rng = np.random.default_rng(step_seed(cfg.seed, CYCLEGAN, step, self.rank))
             a = self._tensor(sample_image_crops(sources, pc.batch_size, pc.crop, rng))
             b_ = self._tensor(sample_image_crops(targets, pc.batch_size, pc.crop, rng))
             fake_b, fake_a = a + g_ab(a), b_ + g_ba(b_)
@@ -99,8 +100,8 @@ class GANRegime(TrainerBase):
         def validate_fn() -> dict:
             return validation_rmse(modules["generator"], va, vb)
 
-        self._loop("cyclegan", pc, state, optimizers, step_fn, validate_fn,
-                   lambda step, history: self._save_state("cyclegan", step, modules, optimizers, history))
+        self._loop(CYCLEGAN, pc, state, optimizers, step_fn, validate_fn,
+                   lambda step, history: self._save_state(CYCLEGAN, step, modules, optimizers, history))
         return modules["generator"].eval()
 
     def _unpaired_sets(self) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from diffusionct.config import DIFFUSION_PHASE, PREDICTOR_PHASE
 from diffusionct.errors import DiffusionCTError
+from diffusionct.methods import AUTOENCODER
 from diffusionct.train.data import sample_image_crops, sample_pair_crops
 from diffusionct.train.loop import TrainerBase, optimize, step_seed
 
@@ -43,12 +45,12 @@ class LatentDiffusionRegime(TrainerBase):
         cfg, pc = self.config, self.config.phase1
         ae = self.model.autoencoder.train()
         optimizer = torch.optim.Adam(ae.parameters(), lr=pc.lr)
-        state = self._load_state("autoencoder", {"autoencoder": ae}, optimizer)
+        state = self._load_state(AUTOENCODER, {AUTOENCODER: ae}, optimizer)
         net = self._wrap(ae)
         val = self._tensor(sample_image_crops(self.data.validation_images, 8, pc.crop, np.random.default_rng([cfg.seed, 99])))
 
         def step_fn(step: int) -> dict:
-            rng = np.random.default_rng(step_seed(cfg.seed, "autoencoder", step, self.rank))
+            rng = np.random.default_rng(step_seed(cfg.seed, AUTOENCODER, step, self.rank))
             hu = self._tensor(sample_image_crops(self.data.images, pc.batch_size, pc.crop, rng))
             target = ae.normalize(hu)
             loss, parts = autoencoder_loss(net(hu), target, cfg.loss.structure_weight, cfg.loss.frequency_weight)
@@ -65,9 +67,9 @@ class LatentDiffusionRegime(TrainerBase):
             return {"val_loss": loss.item(), "val_rmse_hu": rmse_hu.item()}
 
         def save_fn(step: int, history: list) -> None:
-            self._save_state("autoencoder", step, {"autoencoder": ae}, optimizer, history)
+            self._save_state(AUTOENCODER, step, {AUTOENCODER: ae}, optimizer, history)
 
-        history = self._loop("autoencoder", pc, state, optimizer, step_fn, validate_fn, save_fn)
+        history = self._loop(AUTOENCODER, pc, state, optimizer, step_fn, validate_fn, save_fn)
         ae.eval()
         self._set_latent_scale()
         return history
@@ -96,7 +98,7 @@ class LatentDiffusionRegime(TrainerBase):
         if joint_predictor:
             trained["predictor"] = model.predictor.train()
         elif model.predictor is not None:  # the image-space predictor: trained first, then frozen
-            self._train_residual_network(model.predictor, "predictor", cfg.diffusion.predictor_training, 95)
+            self._train_residual_network(model.predictor, PREDICTOR_PHASE, cfg.diffusion.predictor_training, 95)
             for p in model.predictor.parameters():
                 p.requires_grad_(False)
         self._set_x0_range()  # before the averaged copy and the checkpoint check: the saved config holds the values
@@ -111,7 +113,7 @@ class LatentDiffusionRegime(TrainerBase):
         checkpointed = {**trained, "ema": averaged["unet"]}
         if "predictor" in averaged:
             checkpointed["ema_predictor"] = averaged["predictor"]
-        state = self._load_state("diffusion", checkpointed, optimizer)
+        state = self._load_state(DIFFUSION_PHASE, checkpointed, optimizer)
         nets = {name: self._wrap(module) for name, module in trained.items()}
         va, vb, val_pixel_mm = self._validation_pairs(pc.crop, 98)
         val_gen = torch.Generator().manual_seed(cfg.seed + 98)
@@ -137,7 +139,7 @@ class LatentDiffusionRegime(TrainerBase):
             return out
 
         def step_fn(step: int) -> dict:
-            seed = step_seed(cfg.seed, "diffusion", step, self.rank)
+            seed = step_seed(cfg.seed, DIFFUSION_PHASE, step, self.rank)
             a, b, pixel_mm = (self._tensor(x) for x in sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop,
                                                                           np.random.default_rng(seed)))
             with torch.no_grad():
@@ -160,9 +162,9 @@ class LatentDiffusionRegime(TrainerBase):
             return {f"val_{k}": v.item() for k, v in out.items()}
 
         def save_fn(step: int, history: list) -> None:
-            self._save_state("diffusion", step, checkpointed, optimizer, history)
+            self._save_state(DIFFUSION_PHASE, step, checkpointed, optimizer, history)
 
-        history = self._loop("diffusion", pc, state, optimizer, step_fn, validate_fn, save_fn)
+        history = self._loop(DIFFUSION_PHASE, pc, state, optimizer, step_fn, validate_fn, save_fn)
         for name, module in trained.items():  # the model keeps the EMA weights
             module.load_state_dict(averaged[name].state_dict())
             module.eval()

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from diffusionct.config import DiffusionConfig, RunConfig, apply_override
+from diffusionct.config import PREDICTOR_PHASE, DiffusionConfig, RunConfig, apply_override
 from diffusionct.errors import DiffusionCTError
-from diffusionct.model_library import (GAP_PREDICTOR_PREFIX, SHARED_NETWORKS, assemble_gap_model, copy_model_out,
+from diffusionct.methods.library import (GAP_PREDICTOR_PREFIX, SHARED_NETWORKS, assemble_gap_model, copy_model_out,
                                        shared_networks_model)
-from diffusionct.model_store import file_sha256, read_model_meta, read_tensors
+from diffusionct.methods.store import file_sha256, read_model_meta, read_tensors
 from diffusionct.train.loop import has_checkpoint
 from diffusionct.train.trainer import train
 
@@ -51,7 +51,7 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
     log.info("training the predictor of %s -> %s beside %s's shared networks (in %s)", config.data.source_kernel,
              config.data.target_kernel, donor.name, staging)
     try:
-        train(manifest, staging, config, phase="predictor", device=device, resume=resume, profiles=profiles)
+        train(manifest, staging, config, phase=PREDICTOR_PHASE, device=device, resume=resume, profiles=profiles)
     except BaseException:
         if has_checkpoint(staging):
             log.warning("the unfinished gap is kept in %s for --resume (delete it to start over)", staging)

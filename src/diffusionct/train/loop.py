@@ -22,15 +22,17 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from diffusionct.config import PhaseConfig, RunConfig
+from diffusionct.config import DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_STEPS_KEYS, PhaseConfig, RunConfig
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
+from diffusionct.methods import AUTOENCODER, CYCLEGAN, DDPM, PIX2PIX, RESIDUAL_CNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import TrainingData, sample_pair_crops
 
 log = logging.getLogger(__name__)
-PHASES = ("autoencoder", "diffusion", "residual-cnn", "pix2pix", "ddpm", "predictor", "cyclegan")  # order fixes the step seeds
+# every training phase; the order fixes the step seeds
+PHASES = (AUTOENCODER, DIFFUSION_PHASE, RESIDUAL_CNN, PIX2PIX, DDPM, PREDICTOR_PHASE, CYCLEGAN)
 
 
 # ------------------------------------------------------------------------------------- state
@@ -74,11 +76,12 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
 def _without_steps(config: dict) -> dict:
     """A config dict without the phases' step counts: a run may be resumed to train longer."""
     out = json.loads(json.dumps(config))
-    for section in ("phase1", "phase2"):
-        out.get(section, {}).pop("steps", None)
-    out.get("diffusion", {}).get("predictor_training", {}).pop("steps", None)
-    for name in ("residual_cnn", "pix2pix", "cyclegan", "ddpm"):
-        out.get("baselines", {}).get(name, {}).pop("steps", None)
+    for key in {key for keys in TRAINING_STEPS_KEYS.values() for key in keys}:  # e.g. phase1, baselines.pix2pix
+        section = out
+        for part in key.split("."):
+            section = section.get(part, {}) if isinstance(section, dict) else {}
+        if isinstance(section, dict):
+            section.pop("steps", None)
     return out
 
 

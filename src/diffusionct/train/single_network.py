@@ -12,9 +12,10 @@ from torch.nn import functional as F
 
 from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
 from diffusionct.diffusion import ConditionalDiffusion
+from diffusionct.methods import DDPM, RESIDUAL_CNN
 from diffusionct.train.data import sample_pair_crops
-from diffusionct.units import HU_RANGE
 from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_rmse
+from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class SingleNetworkRegime(TrainerBase):
 
         b = self.config.baselines
         network = ResidualCNN.baseline(b).to(self.device)
-        return self._train_residual_network(network, "residual-cnn", b.residual_cnn, 97)
+        return self._train_residual_network(network, RESIDUAL_CNN, b.residual_cnn, 97)
 
     def _train_residual_network(self, network: torch.nn.Module, phase: str, pc: PhaseConfig, validation_seed: int):
         """Trains a network whose ``forward(A)`` predicts the HU residual B - A, with an L2 loss in HU / 100
@@ -105,12 +106,12 @@ class SingleNetworkRegime(TrainerBase):
         unet = ConditionalUNet(image_ddpm_unet_config(cfg), 1).to(self.device).train()
         ema = copy.deepcopy(unet).eval()
         optimizer = torch.optim.Adam(unet.parameters(), lr=pc.lr)
-        state = self._load_state("ddpm", {"unet": unet, "ema": ema}, optimizer)
+        state = self._load_state(DDPM, {"unet": unet, "ema": ema}, optimizer)
         net = self._wrap(unet)
         scale = b.ddpm_hu_scale
 
         def step_fn(step: int) -> dict:
-            seed = step_seed(cfg.seed, "ddpm", step, self.rank)
+            seed = step_seed(cfg.seed, DDPM, step, self.rank)
             crops = sample_pair_crops(self.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed))
             a, b_ = (self._tensor(x).clamp(*HU_RANGE) / scale for x in (crops.source, crops.target))
             gen = torch.Generator().manual_seed(seed)
@@ -125,7 +126,7 @@ class SingleNetworkRegime(TrainerBase):
                     p_ema.lerp_(p, 1 - decay)
             return {"loss": loss.item()}
 
-        self._loop("ddpm", pc, state, optimizer, step_fn, lambda: {},
-                   lambda step, history: self._save_state("ddpm", step, {"unet": unet, "ema": ema}, optimizer, history))
+        self._loop(DDPM, pc, state, optimizer, step_fn, lambda: {},
+                   lambda step, history: self._save_state(DDPM, step, {"unet": unet, "ema": ema}, optimizer, history))
         return ema
 

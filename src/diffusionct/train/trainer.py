@@ -16,12 +16,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from diffusionct.config import RunConfig
+from diffusionct.config import ALL_PHASES, DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_PHASES, RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import replaced_on_success
 from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, find_profile, transfer_gain
-from diffusionct.model_library import MODEL_CARD
-from diffusionct.model_store import CONFIG_NAME, load_model, read_model_meta, save_model
+from diffusionct.methods import AUTOENCODER
+from diffusionct.methods.library import MODEL_CARD
+from diffusionct.methods.store import CONFIG_NAME, load_model, read_model_meta, save_model
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.gan import GANRegime
@@ -42,19 +43,19 @@ class Trainer(LatentDiffusionRegime, SingleNetworkRegime, GANRegime):
 def prepare_run(run_dir: Path, config: RunConfig, phase: str, resume: bool, overwrite: bool) -> DiffusionCTModel | None:
     """Check the run folder for the requested phase; returns the model to continue from (phase 2)."""
     run_dir = Path(run_dir)
-    if phase in ("diffusion", "predictor"):
+    if phase in (DIFFUSION_PHASE, PREDICTOR_PHASE):
         meta = read_model_meta(run_dir) if run_dir.exists() else None
-        if meta is None or "autoencoder" not in meta.get("phases", []):
+        if meta is None or AUTOENCODER not in meta.get("phases", []):
             raise DiffusionCTError(f"{run_dir}: phase 2 needs a trained encoder-decoder in this run folder; "
                                    "run `diffusionct train --phase autoencoder` (or --phase all) first")
         saved = RunConfig.from_saved(meta["config"])
         if saved.autoencoder != config.autoencoder:
             raise DiffusionCTError(f"{run_dir}: the autoencoder settings differ from the checkpoint's "
                                    f"({saved.autoencoder} vs {config.autoencoder}); use the run's own config")
-        if phase == "predictor" and ("diffusion" not in meta.get("phases", []) or saved.unet != config.unet):
+        if phase == PREDICTOR_PHASE and (DIFFUSION_PHASE not in meta.get("phases", []) or saved.unet != config.unet):
             raise DiffusionCTError(f"{run_dir}: the predictor phase trains beside a trained U-Net of the same settings; "
                                    "this run folder has none")
-        return load_model(run_dir, need_diffusion=phase == "predictor", meta=meta)
+        return load_model(run_dir, need_diffusion=phase == PREDICTOR_PHASE, meta=meta)
     if run_dir.exists() and any(run_dir.iterdir()) and not (resume or overwrite):
         raise DiffusionCTError(f"{run_dir}: run folder exists; pass --resume to continue it or --overwrite to start over")
     return None
@@ -67,7 +68,7 @@ def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
     run_dir = Path(run_dir)
     fresh = not run_dir.exists()
     try:
-        with replaced_on_success(run_dir) if overwrite and not resume and phase != "diffusion" else contextlib.nullcontext():
+        with replaced_on_success(run_dir) if overwrite and not resume and phase != DIFFUSION_PHASE else contextlib.nullcontext():
             yield
     except BaseException:
         if fresh and run_dir.is_dir() and not has_checkpoint(run_dir) and not (run_dir / CONFIG_NAME).exists():
@@ -75,13 +76,13 @@ def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
         raise
 
 
-def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = "all", device: torch.device | None = None,
+def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = ALL_PHASES, device: torch.device | None = None,
           resume: bool = False, overwrite: bool = False, profiles: tuple = ()) -> DiffusionCTModel:
     """Train the requested phase(s) into ``run_dir`` and save the model there. ``predictor``: phase 2's predictor
     alone, beside the run folder's trained U-Net, which it keeps (a new gap of a model library: ``library_gap``).
     ``profiles``: kernel profile files for a predictor whose filter comes from profiles (else the shipped ones)."""
-    if phase not in ("autoencoder", "diffusion", "predictor", "all"):
-        raise DiffusionCTError(f"--phase must be autoencoder, diffusion, predictor or all, got '{phase}'")
+    if phase not in TRAINING_PHASES:
+        raise DiffusionCTError(f"--phase must be one of {', '.join(TRAINING_PHASES)}, got '{phase}'")
     with overwrite_guard(run_dir, phase, resume, overwrite):
         return _train(manifest, run_dir, config, phase, device or torch.device("cpu"), resume, overwrite, profiles)
 
@@ -113,7 +114,7 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
     from diffusionct.train.data import load_training_data, trained_pixel_range
 
     config = copy.deepcopy(config)  # phase 2 records values measured on the data (x0_scale) in the model's config
-    if phase == "predictor":
+    if phase == PREDICTOR_PHASE:
         if config.diffusion.mode != "refine" or config.diffusion.predictor != "image":
             raise DiffusionCTError("the predictor phase trains the refine mode's image predictor; this config has none "
                                    f"(diffusion.mode={config.diffusion.mode}, diffusion.predictor={config.diffusion.predictor})")
@@ -124,22 +125,22 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
     if model is not None:  # phase 2 on a trained encoder-decoder: fresh phase-2 networks of this config
         fresh = DiffusionCTModel.build(config)
         model.predictor, model.config = fresh.predictor, config
-        if phase == "diffusion":
+        if phase == DIFFUSION_PHASE:
             model.unet = fresh.unet
     data = load_training_data(manifest, config.data.source_kernel, config.data.target_kernel,
-                              config.data.validation_fraction, need_pairs=phase != "autoencoder", pairing=config.data.pairing)
+                              config.data.validation_fraction, need_pairs=phase != AUTOENCODER, pairing=config.data.pairing)
     trainer = Trainer(config, run_dir, data, device, model)
     trainer.model.info.pop(MODEL_CARD, None)  # a card describes the trained model it came with (a donor's), not this one
-    if phase != "autoencoder":
+    if phase != AUTOENCODER:
         hold_calibrated_filter(trainer.model, profiles)
     rank, _ = world_rank_and_size()
     record: dict = {**trainer.model.info.get("training", {}), **data.notes}
-    phases = ["autoencoder", "diffusion"] if phase == "all" else [phase]
-    done = ["autoencoder"] if phase in ("diffusion", "predictor") else []
+    phases = [AUTOENCODER, DIFFUSION_PHASE] if phase == ALL_PHASES else [phase]
+    done = [AUTOENCODER] if phase in (DIFFUSION_PHASE, PREDICTOR_PHASE) else []
     for name in phases:
         start = time.perf_counter()
-        history = trainer.train_autoencoder() if name == "autoencoder" else trainer.train_diffusion()
-        done.append("diffusion" if name == "predictor" else name)
+        history = trainer.train_autoencoder() if name == AUTOENCODER else trainer.train_diffusion()
+        done.append(DIFFUSION_PHASE if name == PREDICTOR_PHASE else name)
         record[name] = {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:]}
         if getattr(trainer, "learned_part", None) is not None:  # the predictor beside a calibrated filter: kept or not
             record[name]["learned_part"] = trainer.learned_part

@@ -23,7 +23,7 @@ from pathlib import Path
 from diffusionct.config import RunConfig
 from diffusionct.errors import DiffusionCTError
 from diffusionct.kernels.names import KernelSet, kernel_among, kernel_family
-from diffusionct.model_store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS, file_sha256,
+from diffusionct.methods.store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_NAME, UNET_NAME, WEIGHTS_DIGESTS, file_sha256,
                                      model_weight_files, read_model_config, read_model_meta, weights_path, write_model_config)
 
 SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; each keeps its predictor
@@ -163,7 +163,7 @@ def for_pixel_size(models: list[ModelEntry], pixel_mm: float | None) -> ModelEnt
 
 def share_weights(library: Path) -> list[str]:
     """Store once, in the library folder, each weights file that two or more of its models hold byte for byte (the
-    encoder-decoder and U-Net of models that share them); the models then find it there (``model_store.weights_path``),
+    encoder-decoder and U-Net of models that share them); the models then find it there (``store.weights_path``),
     and loading verifies it against the checksum each model's config.json records. A file whose copies differ, that a
     model's config does not record, or whose name the library folder already holds stays where it is. Returns the names
     moved."""

@@ -8,8 +8,8 @@ Layout of a model folder::
     predictor.safetensors       weights of the refine mode's predictor (after phase 2): the EMA of the latent
                                 predictor, or the image-space residual CNN
 
-A model folder inside a library (a folder of model folders, ``model_library``) may leave out a weights file that
-the library folder holds for several of its models (``model_library.share_weights``: one encoder-decoder and one
+A model folder inside a library (a folder of model folders, ``methods.library``) may leave out a weights file that
+the library folder holds for several of its models (``library.share_weights``: one encoder-decoder and one
 U-Net serving every gap); config.json records that file's SHA-256 all the same, and loading verifies it.
 
 Nothing is unpickled: weights are safetensors, everything else is JSON.
@@ -69,7 +69,7 @@ def file_sha256(path: Path) -> str:
 def write_model_config(folder: Path, meta: dict) -> None:
     """config.json of a model folder, written last: it records the SHA-256 of every weights file beside
     it, which loading verifies (a flipped bit in the weights would otherwise change every output); the record stays
-    when ``model_library.share_weights`` later moves a file to the library folder, and a config written again (a model
+    when ``library.share_weights`` later moves a file to the library folder, and a config written again (a model
     card added) keeps the record of a file its library holds."""
     recorded = meta.get(WEIGHTS_DIGESTS) if isinstance(meta.get(WEIGHTS_DIGESTS), dict) else {}
     shared = {name: digest for name, digest in recorded.items() if not (Path(folder) / name).is_file()}

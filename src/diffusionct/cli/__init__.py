@@ -1,4 +1,6 @@
-"""The ``diffusionct`` command. The only module that configures logging or prints tracebacks away."""
+"""The ``diffusionct`` command: one module per subcommand, each a thin layer over one library function (its heavy
+imports inside ``run``, so that ``--help`` and the argument checks are quick). The only package that configures
+logging or prints tracebacks away; the library never imports it."""
 
 from __future__ import annotations
 
@@ -11,66 +13,13 @@ import warnings
 from pathlib import Path
 
 from diffusionct import __version__
+from diffusionct.cli import (calibrate, compare, demo, evaluate, features, harmonize, info, reliability, scan, simulate,
+                             standardize, train)
 from diffusionct.errors import DiffusionCTError
 
 log = logging.getLogger("diffusionct")
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    import platform
-
-    import numpy
-    import torch
-
-    from diffusionct.devices import resolve_device
-    from diffusionct.model_library import DEFAULT_MODEL, library_models, shipped_library
-
-    models = library_models(shipped_library())
-    if args.card:
-        entry = next((m for m in models if m.folder.name == args.card), None)
-        if entry is None:
-            raise DiffusionCTError(f"--card {args.card}: no such shipped model; they are {', '.join(m.folder.name for m in models)}")
-        print(entry.card_text() or f"{entry.folder.name} has no model card")
-        return 0
-    print(f"diffusionct {__version__}")
-    print(f"python {platform.python_version()}  numpy {numpy.__version__}  torch {torch.__version__}")
-    print(f"device auto -> {resolve_device('auto')}  (cuda available: {torch.cuda.is_available()})")
-    print(f"cpu threads: {torch.get_num_threads()}")
-    print(f"shipped models in {shipped_library()} (standardize --to KERNEL picks one per series by its kernel and pixel "
-          "size; to add a gap, copy this folder and run `diffusionct train --phase predictor -o COPY/NAME --from K --to K`):")
-    default = next(m for m in models if m.folder.name == DEFAULT_MODEL)
-    for entry in models:
-        card = dict(entry.card)
-        print(f"  {entry}{'  [default]' if entry.gap == default.gap else ''}")
-        if card:
-            print(f"      {card.get('kernels', '')}: {card.get('summary', 'no measured numbers')}")
-    print("  each model's card (training data, licence, measured numbers, intended use): diffusionct info --card NAME")
-    shared = sorted(path.name for path in shipped_library().glob("*.safetensors"))
-    if shared:
-        print(f"  shared by these models (each has its own predictor): {', '.join(shared)}")
-    from diffusionct.kernels.profiles import shipped_profiles
-
-    vendors: dict[str, list[str]] = {}
-    for profile in shipped_profiles():
-        vendors.setdefault(profile.vendor, []).append(profile.name)
-    print("shipped kernel profiles (the calibrated filter without training: train --method kernel-filter --from K --to K; "
-          "measure your own with calibrate; docs/kernels.md): " + "; ".join(f"{v} {', '.join(n)}" for v, n in vendors.items()))
-    return 0
-
-
-def _cmd_scan(args: argparse.Namespace) -> int:
-    from diffusionct.io.scan import find_pairs, format_table, scan_folder, write_manifest
-
-    series = scan_folder(args.folder)
-    pairs = find_pairs(series)
-    print(format_table(series))
-    print(f"\n{len(series)} series, {len(pairs)} paired series (same scan, different kernels)")
-    for pair in pairs:
-        print(f"  pair: {pair.kernel_a} <-> {pair.kernel_b}  ({pair.slices} slices)  {pair.path_a} | {pair.path_b}")
-    if args.output:
-        write_manifest(args.output, series, pairs)
-        print(f"manifest written to {args.output}")
-    return 0
+# in the order `diffusionct --help` lists them
+COMMANDS = (info, scan, simulate, features, compare, train, calibrate, harmonize, reliability, standardize, evaluate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,19 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    p = sub.add_parser("info", help="versions, the compute device that --device auto picks, and the shipped models")
-    p.add_argument("--card", metavar="NAME", help="print the model card of this shipped model")
-    p.set_defaults(func=_cmd_info)
-
-    p = sub.add_parser("scan", help="list the DICOM series under a folder and find same-scan kernel pairs")
-    p.add_argument("folder", type=Path, help="folder tree to scan")
-    p.add_argument("-o", "--output", type=Path, help="write a manifest (.json, or .csv plus .pairs.csv)")
-    p.set_defaults(func=_cmd_scan)
-
-    from diffusionct import commands
-
-    commands.register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 
@@ -136,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             from diffusionct.io.files import check_output_apart, check_output_location
 
             check_output_location(args.output)
-            check_output_apart(args.output, _input_paths(args), Path(__file__).parent)
+            check_output_apart(args.output, _input_paths(args), Path(__file__).parents[1])  # not into the package
         code = args.func(args)
     except DiffusionCTError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -190,6 +128,3 @@ def _main_thread() -> bool:
 
     return threading.current_thread() is threading.main_thread()
 
-
-if __name__ == "__main__":
-    sys.exit(main())
