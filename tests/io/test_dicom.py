@@ -300,3 +300,30 @@ def test_a_series_without_pixel_spacing_is_refused(tiny_series, tmp_path):
         ds.save_as(path)
     with pytest.raises(InputError, match="no PixelSpacing"):
         read_dicom_series(folder)
+
+
+def test_a_derived_slice_keeps_what_the_allow_list_names_and_nothing_else(tiny_series, tmp_path):
+    """Patient, study, equipment and acquisition come through; vendor attributes, overlays, annotation flags and
+    other modules' attributes of the source pixels stay behind."""
+    folder, _ = tiny_series()
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PatientWeight, ds.InstitutionName, ds.ExposureTime, ds.ContrastBolusAgent = "71.5", "Hospital", 500, "IOHEXOL"
+        ds.ImageComments, ds.BurnedInAnnotation, ds.LossyImageCompression = "the source's own note", "YES", "01"
+        ds.add_new(0x60003000, "OW", b"\0" * (ds.Rows * ds.Columns // 8))  # an overlay plane's data
+        ds.add_new(0x60000010, "US", ds.Rows)
+        ds.add_new(0x00091010, "LO", "vendor secret")
+        ds.OtherPatientIDsSequence = [pydicom.Dataset()]
+        ds.OtherPatientIDsSequence[0].PatientID, ds.OtherPatientIDsSequence[0].TypeOfPatientID = "OLD-7", "TEXT"
+        ds.OtherPatientIDsSequence[0].add_new(0x00111010, "LO", "private inside a kept sequence")
+        ds.save_as(path, enforce_file_format=True)
+    out = write_dicom_series(read_dicom_series(folder), tmp_path / "out", SeriesDescription("d", "SHARP", derivation="t"))
+    written = pydicom.dcmread(sorted(out.glob("*.dcm"))[0])
+    assert (written.PatientWeight, written.InstitutionName, written.ExposureTime, written.ContrastBolusAgent) == (
+        71.5, "Hospital", 500, "IOHEXOL")
+    assert written.OtherPatientIDsSequence[0].PatientID == "OLD-7"
+    for keyword in ("ImageComments", "BurnedInAnnotation", "LossyImageCompression"):
+        assert keyword not in written, keyword
+    assert 0x60003000 not in written and 0x60000010 not in written and 0x00091010 not in written
+    assert 0x00111010 not in written.OtherPatientIDsSequence[0]
+    assert dciodvfy_errors(sorted(out.glob("*.dcm"))[0]) == []

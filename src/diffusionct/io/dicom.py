@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
 
 from diffusionct import __version__
 from diffusionct.errors import DiffusionCTError, InputError
@@ -481,13 +482,40 @@ def _new_slice_dataset(study: StudyContext) -> Dataset:
     return ds
 
 
-# Attributes of a source slice that no longer describe the written pixels.
-_DROPPED_KEYWORDS = (
-    "PixelData", "LargestImagePixelValue", "SmallestImagePixelValue", "PixelPaddingValue",
-    "PixelPaddingRangeLimit", "LossyImageCompression", "LossyImageCompressionRatio",
-    "LossyImageCompressionMethod", "WindowCenterWidthExplanation", "SourceImageSequence",
-    "DerivationCodeSequence", "ReferencedImageSequence", "IconImageSequence", "DataSetTrailingPadding",
-)
+# What a derived slice keeps of its source, module by module (DICOM PS3.3 A.3, the CT Image IOD), as highdicom builds
+# derived objects: patient, study and equipment as they were; the acquisition that made the raw data; the geometry.
+# Everything else stays behind: vendor and private attributes, overlays, icons, curves, burned-in annotation flags,
+# lossy-compression history and any attribute of another module, which described the source's pixels or is not the
+# writer's to vouch for. The writer sets the new series, image pixel, rescale and derivation attributes itself.
+KEPT_FROM_SOURCE = {
+    "SOP Common": ("SpecificCharacterSet", "TimezoneOffsetFromUTC"),
+    "Patient": ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDsSequence",
+                "PatientIdentityRemoved", "DeidentificationMethod", "DeidentificationMethodCodeSequence",
+                "PatientSpeciesDescription", "PatientBreedDescription"),
+    "Clinical Trial Subject": ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName",
+                               "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID",
+                               "ClinicalTrialSubjectReadingID", "ClinicalTrialTimePointID"),
+    "General Study": ("StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+                      "StudyDescription", "ProcedureCodeSequence"),
+    "Patient Study": ("PatientAge", "PatientSize", "PatientWeight", "PregnancyStatus"),
+    "General Series": ("Modality", "Laterality", "BodyPartExamined", "PatientPosition", "ProtocolName", "SeriesDate",
+                       "SeriesTime", "OperatorsName", "PerformingPhysicianName"),
+    "Frame of Reference": ("FrameOfReferenceUID", "PositionReferenceIndicator"),
+    "General Equipment": ("Manufacturer", "InstitutionName", "InstitutionAddress", "StationName", "InstitutionalDepartmentName",
+                          "ManufacturerModelName", "DeviceSerialNumber"),
+    "General Acquisition": ("AcquisitionNumber", "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime"),
+    "Image Plane": ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness"),
+    "Contrast/Bolus": ("ContrastBolusAgent", "ContrastBolusAgentSequence", "ContrastBolusRoute", "ContrastBolusVolume",
+                       "ContrastBolusStartTime", "ContrastBolusStopTime", "ContrastBolusTotalDose", "ContrastFlowRate",
+                       "ContrastFlowDuration", "ContrastBolusIngredient", "ContrastBolusIngredientConcentration"),
+    "CT Image": ("KVP", "AcquisitionNumber", "DataCollectionDiameter", "ReconstructionDiameter", "DistanceSourceToDetector",
+                 "DistanceSourceToPatient", "GantryDetectorTilt", "TableHeight", "RotationDirection", "ExposureTime",
+                 "XRayTubeCurrent", "Exposure", "ExposureInuAs", "FilterType", "GeneratorPower", "FocalSpots",
+                 "RevolutionTime", "SingleCollimationWidth", "TotalCollimationWidth", "TableSpeed", "TableFeedPerRotation",
+                 "SpiralPitchFactor", "CTDIvol", "DataCollectionCenterPatient", "ReconstructionTargetCenterPatient"),
+    "VOI LUT": ("WindowCenter", "WindowWidth"),
+}
+_KEPT_TAGS = tuple(dict.fromkeys(pydicom.datadict.tag_for_keyword(k) for keys in KEPT_FROM_SOURCE.values() for k in keys))
 
 
 def _known_public_tag(tag) -> bool:
@@ -536,14 +564,21 @@ def _series_level_values(sources: Sequence[Dataset]) -> dict[str, str]:
 
 
 def _derived_slice_dataset(source: Dataset) -> Dataset:
-    ds = copy.deepcopy(source)
-    _drop_unknown_tags(ds)
-    ds.remove_private_tags()  # vendor private tags describe the original reconstruction, not ours
-    for keyword in _DROPPED_KEYWORDS:
-        if keyword in ds:
-            delattr(ds, keyword)
-    if hasattr(ds, "file_meta"):
-        del ds.file_meta
+    """A new slice holding what :data:`KEPT_FROM_SOURCE` keeps of ``source`` (an attribute that does not parse, as a
+    damaged header can hold, is left behind like the rest)."""
+    ds = Dataset()
+    for tag in _KEPT_TAGS:
+        if tag not in source:
+            continue
+        try:
+            element = copy.deepcopy(source[tag])  # pydicom parses a raw element here
+        except Exception:  # noqa: BLE001 - a value of the wrong length for its VR, among others
+            log.debug("dropped unparsable attribute %s (damaged source header?)", tag)
+            continue
+        ds.add(element)
+    _drop_unknown_tags(ds)  # inside the kept sequences
+    for item in (item for element in ds.values() if element.VR == "SQ" for item in element.value or []):
+        item.remove_private_tags()
     return ds
 
 
@@ -748,15 +783,8 @@ def _valid_ds(ds: Dataset, keyword: str) -> bool:
 
 
 def _ds_float(value: float) -> str:
-    """A DS string of at most 16 characters that round-trips ``value`` as closely as DS allows."""
-    value = float(value)
-    if value == 0:
-        return "0"
-    for precision in range(12, 0, -1):
-        text = f"{value:.{precision}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.6e}"
+    """A DS string of at most 16 characters that keeps as many digits of ``value`` as DS allows (pydicom's own)."""
+    return format_number_as_ds(float(value))
 
 
 def _save(ds: Dataset, path: Path) -> None:
