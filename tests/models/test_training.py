@@ -125,6 +125,10 @@ def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
         assert np.array_equal(out, volume.hu)
     else:  # a method that returned its input would pass the checks above
         assert np.abs(out - volume.hu).max() > 0.5
+    state = tmp_path / method / "state" / f"{method}.json"
+    if state.is_file():  # every trained network's history holds its validation on fixed held-out crops
+        history = json.loads(state.read_text())["history"]
+        assert history and all(any(key.startswith("val_") for key in record) for record in history), history
     if method == "histogram":
         sharp = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b70").hu
         body = volume.hu > -500

@@ -15,7 +15,7 @@ from diffusionct.config import DIFFUSION_PHASE, PREDICTOR_PHASE
 from diffusionct.errors import DiffusionCTError
 from diffusionct.methods import AUTOENCODER
 from diffusionct.train.data import sample_image_crops, sample_pair_crops
-from diffusionct.train.loop import TrainerBase, optimize, step_seed
+from diffusionct.train.loop import TrainerBase, optimize, step_seed, update_ema
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,8 @@ class LatentDiffusionRegime(TrainerBase):
             noise = torch.randn(z_a.shape, generator=gen).to(self.device)
             out = losses(nets, a, pixel_mm, z_a, z_b, noise, t)
             optimize(optimizer, out["loss"])
-            with torch.no_grad():
-                decay = min(cfg.diffusion.ema_decay, (1 + step) / (10 + step))  # warm-up of the average
-                for name, module in trained.items():
-                    for p_ema, p in zip(averaged[name].parameters(), module.parameters()):
-                        p_ema.lerp_(p, 1 - decay)
+            for name, module in trained.items():
+                update_ema(averaged[name], module, step, cfg.diffusion.ema_decay)
             return {k: v.item() for k, v in out.items()}
 
         def validate_fn() -> dict:

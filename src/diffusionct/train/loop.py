@@ -111,6 +111,15 @@ def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 
 @torch.no_grad()
+def update_ema(averaged: torch.nn.Module, trained: torch.nn.Module, step: int, decay: float) -> None:
+    """One step of the exponential moving average of ``trained``'s weights into ``averaged``, warmed up over the first
+    steps (the rate (1 + step) / (10 + step) until it reaches ``decay``): the networks that sampling uses."""
+    rate = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for p_ema, p in zip(averaged.parameters(), trained.parameters()):
+            p_ema.lerp_(p, 1 - rate)
+
+
 def validation_rmse(network: torch.nn.Module, source: torch.Tensor, target: torch.Tensor,
                     pixel_mm: torch.Tensor | None = None) -> dict:
     """RMSE in HU of a converting network (``convert``: A -> B) on fixed validation crops; ``pixel_mm`` for a

@@ -14,7 +14,7 @@ from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_d
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.methods import DDPM, RESIDUAL_CNN
 from diffusionct.train.data import sample_pair_crops
-from diffusionct.train.loop import TrainerBase, optimize, step_seed, validation_rmse
+from diffusionct.train.loop import TrainerBase, optimize, step_seed, update_ema, validation_rmse
 from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,20 @@ class SingleNetworkRegime(TrainerBase):
             noise = torch.randn(x0.shape, generator=gen).to(self.device)
             loss = diffusion.loss(net(diffusion.add_noise(x0, noise, t), t, a), diffusion.training_target(x0, noise, t))
             optimize(optimizer, loss)
-            with torch.no_grad():
-                decay = min(diffusion.config.ema_decay, (1 + step) / (10 + step))
-                for p_ema, p in zip(ema.parameters(), unet.parameters()):
-                    p_ema.lerp_(p, 1 - decay)
+            update_ema(ema, unet, step, diffusion.config.ema_decay)
             return {"loss": loss.item()}
 
-        self._loop(DDPM, pc, state, optimizer, step_fn, lambda: {},
+        val_a, val_b = (x.clamp(*HU_RANGE) / scale for x in self._validation_pairs(pc.crop, 96)[:2])
+        val_x0 = diffusion.from_pair(val_a, val_b)
+        val_t = torch.linspace(0, diffusion.schedule.timesteps - 1, val_x0.shape[0]).long().to(self.device)
+        val_noise = torch.randn(val_x0.shape, generator=torch.Generator().manual_seed(cfg.seed + 96)).to(self.device)
+
+        def validate_fn() -> dict:  # the averaged network's loss on fixed validation crops, noise levels and noise
+            with torch.no_grad():
+                prediction = ema(diffusion.add_noise(val_x0, val_noise, val_t), val_t, val_a)
+                return {"val_loss": diffusion.loss(prediction, diffusion.training_target(val_x0, val_noise, val_t)).item()}
+
+        self._loop(DDPM, pc, state, optimizer, step_fn, validate_fn,
                    lambda step, history: self._save_state(DDPM, step, {"unet": unet, "ema": ema}, optimizer, history))
         return ema
 
