@@ -376,7 +376,7 @@ def main() -> None:
             "valid_outputs": sum(r["codes"][last[r["target"]]] == 0 and not r.get("invalid_output") for r in rows),
         }
 
-    summary = {**count(results), "series": str(SHARED_SERIES) if SHARED_SERIES.is_dir() else "simulated",
+    summary = {**count(results), "series": SHARED_SERIES.relative_to(REPO.parent).as_posix() if SHARED_SERIES.is_dir() else "simulated",
                "dciodvfy": shutil.which("dciodvfy") is not None,
                "by_target": {t: count([r for r in results if r["target"] == t]) for t in targets}}
     bad = [r for r in results if "traceback" in r["codes"].values() or r.get("invalid_output") or r["input_changed"]

@@ -8,7 +8,6 @@ from pathlib import Path
 from diffusionct.cli.features import case_jobs
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="feature reproducibility of test images against standard ones (RE, CCC)",
                        description="Items of the same name in --reference, --test and --masks (NIfTI files or DICOM "

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the end-to-end demo on the built-in default (what `make demo` runs)")
     p.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="demo folder")

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reliability", help="which features to trust after standardization (how much it moved each)",
                        description="Per feature, the median over tumours of how much the standardization changed it "
