@@ -37,7 +37,7 @@ def main() -> None:
     settings = FeatureSettings.load()
     originals = {c.name: c.target.hu for c in cases}
     start = time.perf_counter()
-    recon = {c.name: method.standardize_slices(c.target.hu, pixel_mm=c.target.pixel_mm) for c in cases}
+    recon = {c.name: method.convert_slices(c.target.hu, pixel_mm=c.target.pixel_mm) for c in cases}
     seconds = time.perf_counter() - start
     image, _ = image_metrics_summary(cases, recon)
     comparison = compare_features(tumour_features(cases, originals, settings, 2), tumour_features(cases, recon, settings, 2))

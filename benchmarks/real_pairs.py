@@ -36,6 +36,7 @@ from diffusionct.io.dicom import read_slice_stack
 from diffusionct.kernels.calibrate import calibrate_paired
 from diffusionct.kernels.profiles import profiles_document
 from diffusionct.methods.classical import HistogramMethod, KernelFilterMethod
+from diffusionct.standardize import Standardizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -81,7 +82,6 @@ def heldout_models(heldout: Path, region: str, source: str, target: str) -> dict
     from export_predictor import image_predictor  # noqa: PLC0415 - the benchmarks' own helper, beside this file
 
     from diffusionct.methods.networks import ResidualCNNMethod
-    from diffusionct.standardize import Standardizer
 
     folder = heldout / region / "library" / f"canon-{source.lower()}-{target.lower()}"
     if not (folder / "config.json").is_file():
@@ -116,7 +116,6 @@ def main() -> None:
     shipped = {}
     if not args.skip_shipped:
         from diffusionct.methods.library import DEFAULT_MODEL, library_models, shipped_library
-        from diffusionct.standardize import Standardizer
 
         models = library_models(shipped_library())
         for (src, tgt), to in NEAREST_GAP.items():
@@ -138,8 +137,9 @@ def main() -> None:
                 methods[f"shipped {name}"] = standardizer
             for name, method in methods.items():
                 start = time.perf_counter()
-                output = test[source] if method is None else method.standardize_slices(
-                    test[source].astype(np.float32), pixel_mm=pixel_mm)
+                convert = None if method is None else (
+                    method.standardize_slices if isinstance(method, Standardizer) else method.convert_slices)
+                output = test[source] if convert is None else convert(test[source].astype(np.float32), pixel_mm=pixel_mm)
                 seconds = time.perf_counter() - start
                 row = {"calibrated_on": calibrate_on, "tested_on": test_on, "gap": f"{source} -> {target}", "method": name,
                        **score(compare, test[target], np.asarray(output, np.float64), test[source]),

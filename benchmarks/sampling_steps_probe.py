@@ -34,7 +34,7 @@ def main() -> None:
     method = load_method(args.model)
     for steps in (int(n) for n in args.steps.split(",")):
         start = time.perf_counter()
-        out = method.standardize_slices(a, steps=steps, seed=0, batch_size=len(a), pixel_mm=source.pixel_mm)
+        out = method.convert_slices(a, steps=steps, seed=0, batch_size=len(a), pixel_mm=source.pixel_mm)
         print(f"{steps} steps: RMSE {np.sqrt(((out - b)[body] ** 2).mean()):.1f} HU ({time.perf_counter() - start:.0f} s)")
 
 

@@ -66,7 +66,7 @@ def fit_methods(training: dict[str, list]) -> tuple[dict[str, Callable], list[st
     would refuse the kernel filter's calibration."""
     gain, uncertain = kernel_filter(training)
     matching = histogram(training)
-    return {INPUT: lambda volume: volume.hu, "histogram matching": lambda volume: matching.standardize_slices(volume.hu),
+    return {INPUT: lambda volume: volume.hu, "histogram matching": lambda volume: matching.convert_slices(volume.hu),
             FILTER: lambda volume: apply_transfer(volume.hu, gain, volume.pixel_mm)}, uncertain
 
 

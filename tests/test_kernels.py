@@ -140,13 +140,13 @@ def test_kernel_filter_method_saves_loads_and_filters(tmp_path):
     from scipy import ndimage
 
     hu = ndimage.gaussian_filter(_noise_disc(1, 96)[:2], (0, 0.7, 0.7)).astype(np.float32)  # B30-like noise
-    out = loaded.standardize_slices(hu, pixel_mm=0.7)
-    np.testing.assert_array_equal(out, method.standardize_slices(hu, pixel_mm=0.7))
+    out = loaded.convert_slices(hu, pixel_mm=0.7)
+    np.testing.assert_array_equal(out, method.convert_slices(hu, pixel_mm=0.7))
     inner = ndimage.binary_erosion(hu > -500, np.ones((1, 17, 17)))  # away from the disc's edge (B70f overshoots there)
     assert out[inner].std() > 2 * hu[inner].std()  # B30f -> B70f sharpens the noise
     assert abs(float(out[inner].mean() - hu[inner].mean())) < 3.0  # and keeps the mean HU
     with pytest.raises(DiffusionCTError, match="pixel size"):
-        loaded.standardize_slices(hu)
+        loaded.convert_slices(hu)
 
 
 def test_train_kernel_filter_from_an_unknown_kernel_is_one_line(tmp_path, capsys):

@@ -106,9 +106,9 @@ def test_train_without_pairs_end_to_end_from_nifti_csv(unpaired_csv, tmp_path, m
     assert main(args) == 0
     meta = json.loads((run / "config.json").read_text())
     assert meta["training"]["pairing"] == "unpaired" and "GE:SOFT" in meta["training"]["kernel_transfer"]
-    standardizer = load_method(run, torch.device("cpu"))
+    method = load_method(run, torch.device("cpu"))
     source = read_volume(unpaired_csv.parent / "p0_soft.nii.gz")
-    out = standardizer.standardize_slices(source.hu, steps=2, seed=0, pixel_mm=source.pixel_mm)
+    out = method.convert_slices(source.hu, steps=2, seed=0, pixel_mm=source.pixel_mm)
     assert out.shape == source.hu.shape and np.isfinite(out).all()
     assert not np.array_equal(out, source.hu)
 
@@ -193,7 +193,7 @@ def test_mixed_pairing_adds_synthesized_pairs_to_the_real_ones(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["pairing"] == "mixed"
     volume = read_volume(tmp_path / "p0_SOFT.nii.gz")
     source = volume.hu
-    out = load_method(tmp_path / "run", torch.device("cpu")).standardize_slices(source, steps=2, seed=0,
+    out = load_method(tmp_path / "run", torch.device("cpu")).convert_slices(source, steps=2, seed=0,
                                                                                 pixel_mm=volume.pixel_mm)
     assert out.shape == source.shape and np.isfinite(out).all() and not np.array_equal(out, source)
 

@@ -80,7 +80,7 @@ class Standardizer:
         check_seed(seed)
         if not np.isfinite(hu).all():
             raise DiffusionCTError("the input holds non-finite values (NaN or infinity); fill them before standardizing")
-        out = self.method.standardize_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
+        out = self.method.convert_slices(hu, steps=steps, seed=seed, batch_size=batch_size, progress=progress,
                                              pixel_mm=pixel_mm, temperature=temperature)
         if not np.isfinite(out).all():
             raise DiffusionCTError(f"the {self.method.name} model produced non-finite values (NaN or infinity): its "

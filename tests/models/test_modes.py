@@ -36,7 +36,7 @@ def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
     assert meta["config"]["diffusion"]["x0_scale"] > 0  # the diffusion's data scaled to unit variance
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
     method = load_method(tmp_path / "run")
-    out = method.standardize_slices(volume.hu, steps=3, seed=0, pixel_mm=volume.pixel_mm)
+    out = method.convert_slices(volume.hu, steps=3, seed=0, pixel_mm=volume.pixel_mm)
     assert out.shape == volume.hu.shape and np.isfinite(out).all()
     if mode == "refine":  # the loaded predictor is the trained one (the EMA average), not a fresh zero one
         trained = load_file(str(tmp_path / "run" / "predictor.safetensors"))
@@ -82,12 +82,12 @@ def test_zero_residual_model_returns_its_input():
     model = DiffusionCTModel.build(config).eval()  # zero-initialised learned branches and predictor
     model.unet = _ZeroResidual(NoiseSchedule.from_config(config.diffusion))
     hu = np.random.default_rng(0).normal(0, 300, size=(2, 64, 64)).clip(-1000, 2000).astype(np.float32)
-    out = DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0)
+    out = DiffusionCTMethod(config, model=model).convert_slices(hu, steps=5, seed=0)
     np.testing.assert_allclose(out, hu, atol=0.05)  # float32 round trip of HU -> [-1, 1] -> HU
     # and a model that is not zero changes it: the test can fail
     with torch.no_grad():
         model.predictor.net[-1].bias.fill_(0.1)
-    assert np.abs(DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0) - hu).max() > 1.0
+    assert np.abs(DiffusionCTMethod(config, model=model).convert_slices(hu, steps=5, seed=0) - hu).max() > 1.0
 
 
 def _paper_skip_config(size: int = 1):
@@ -109,10 +109,10 @@ def test_paper_mode_with_condition_skip_starts_as_its_input(sampler, size):
     model = DiffusionCTModel.build(config).eval()
     model.unet.skip.start_as_condition(config.diffusion.x0_shift, config.diffusion.x0_factor)
     hu = np.random.default_rng(0).normal(0, 300, size=(1, 32, 32)).clip(-1000, 2000).astype(np.float32)
-    out = DiffusionCTMethod(config, model=model).standardize_slices(hu, seed=0)
+    out = DiffusionCTMethod(config, model=model).convert_slices(hu, seed=0)
     np.testing.assert_allclose(out, hu, atol=0.5)
     model.unet.skip.weight.data.zero_()  # the plain paper U-Net (untrained) does not: the test can fail
-    assert np.abs(DiffusionCTMethod(config, model=model).standardize_slices(hu, seed=0) - hu).max() > 100
+    assert np.abs(DiffusionCTMethod(config, model=model).convert_slices(hu, seed=0) - hu).max() > 100
 
 
 def test_paper_mode_trains_its_condition_skip_from_the_identity(tiny_data, tmp_path):
@@ -240,7 +240,7 @@ def test_image_predictor_is_trained_first_and_frozen(tiny_data, tmp_path):
         assert torch.equal(value, method.model.predictor.state_dict()[key])
     assert any(v.abs().sum() > 0 for k, v in model.predictor.state_dict().items() if k.endswith("weight"))
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
-    out = method.standardize_slices(volume.hu, steps=3, seed=0, pixel_mm=volume.pixel_mm)
+    out = method.convert_slices(volume.hu, steps=3, seed=0, pixel_mm=volume.pixel_mm)
     assert out.shape == volume.hu.shape and np.isfinite(out).all()
     assert np.abs(out - volume.hu).max() > 1.0  # the model changes the image
 
@@ -257,7 +257,7 @@ def test_image_predictor_mean_is_the_encoded_residual():
             p.normal_(0, 0.05)
     model.unet = _ZeroResidual(NoiseSchedule.from_config(config.diffusion))
     hu = np.random.default_rng(1).normal(0, 300, size=(2, 64, 64)).clip(-1000, 2000).astype(np.float32)
-    out = DiffusionCTMethod(config, model=model).standardize_slices(hu, steps=5, seed=0, pixel_mm=0.7)
+    out = DiffusionCTMethod(config, model=model).convert_slices(hu, steps=5, seed=0, pixel_mm=0.7)
     with torch.no_grad():
         expected = model.predictor.convert(torch.from_numpy(hu)[:, None], torch.full((2,), 0.7))[:, 0].numpy()
     assert np.abs(expected - hu).max() > 1.0
@@ -333,9 +333,9 @@ def test_pixel_size_reaches_the_predictor_in_training_and_inference(tiny_data):
     assert method.needs_pixel_mm
     hu = np.zeros((1, 64, 64), np.float32)
     with pytest.raises(DiffusionCTError, match="pixel size"):
-        method.standardize_slices(hu, steps=2)
+        method.convert_slices(hu, steps=2)
     with pytest.raises(DiffusionCTError, match="pixel size"):
-        method.standardize_slices(hu, steps=2, pixel_mm=-1.0)
+        method.convert_slices(hu, steps=2, pixel_mm=-1.0)
 
 
 class _Linear(torch.nn.Module):
@@ -385,7 +385,7 @@ def test_image_predictor_is_the_residual_cnn_of_its_baseline_settings(tmp_path, 
     hu = (torch.randn(2, 32, 32) * 200).numpy()
     with torch.no_grad():
         direct = model.predictor.convert(torch.from_numpy(hu)[:, None], torch.full((2,), 0.8))[:, 0].numpy()
-    assert np.allclose(loaded.standardize_slices(hu, pixel_mm=0.8), direct, atol=1e-3)
+    assert np.allclose(loaded.convert_slices(hu, pixel_mm=0.8), direct, atol=1e-3)
     assert loaded.needs_pixel_mm
 
 
@@ -398,5 +398,5 @@ def test_image_ddpm_baseline_samples_from_pure_noise():
     method = ImageDDPMMethod(config)
     assert method.diffusion.config.temperature == 1.0 and config.diffusion.temperature == 0.0
     hu = np.random.default_rng(0).normal(0, 100, (1, 32, 32)).astype(np.float32)
-    first, again, other = (method.standardize_slices(hu, steps=2, seed=s) for s in (1, 1, 2))
+    first, again, other = (method.convert_slices(hu, steps=2, seed=s) for s in (1, 1, 2))
     assert np.array_equal(first, again) and not np.array_equal(first, other)

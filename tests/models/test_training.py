@@ -119,7 +119,7 @@ def test_baselines_train_and_standardize(tiny_data, tmp_path, method):
     loaded = load_method(tmp_path / method)
     assert loaded.name == method
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
-    out = loaded.standardize_slices(volume.hu)
+    out = loaded.convert_slices(volume.hu)
     assert out.shape == volume.hu.shape and np.isfinite(out).all()
     if method == "identity":
         assert np.array_equal(out, volume.hu)
@@ -231,9 +231,9 @@ def test_kernel_filter_is_fitted_to_the_pairs_before_training(tiny_data, tmp_pat
     assert abs(gain[0] - 1) < 0.1 and gain[1] > 1.1
     volume = read_dicom_series(tiny_data.parent / "case_000" / "2mm" / "sim_b30")
     with pytest.raises(DiffusionCTError, match="pixel size"):
-        method.standardize_slices(volume.hu)
-    out = method.standardize_slices(volume.hu, pixel_mm=volume.pixel_mm)
-    assert not np.array_equal(out, method.standardize_slices(volume.hu, pixel_mm=volume.pixel_mm / 2))
+        method.convert_slices(volume.hu)
+    out = method.convert_slices(volume.hu, pixel_mm=volume.pixel_mm)
+    assert not np.array_equal(out, method.convert_slices(volume.hu, pixel_mm=volume.pixel_mm / 2))
 
 
 @pytest.mark.parametrize("phase, method, key", [("diffusion", None, "phase2"), ("pix2pix", "pix2pix", "baselines.pix2pix")])

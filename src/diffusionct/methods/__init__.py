@@ -1,9 +1,10 @@
 """Every standardization method behind one interface, trained and saved the same way.
 
 A method folder holds ``config.json`` (``method``, kernels, settings) and safetensors weights.
-``load_method(folder)`` (``methods.registry``) returns an object with ``standardize_slices(hu, steps, seed, batch_size,
-progress) -> hu``; ``diffusionct.train.methods.train_method(name, ...)`` trains one from a manifest (inference never
-imports training).
+``load_method(folder)`` (``methods.registry``) returns an object with ``convert_slices(hu, steps, seed, batch_size,
+progress) -> hu``: the method's own mapping, which ``standardize.Standardizer`` wraps with the input checks, the
+clipping to the writer's range and the air kept. ``diffusionct.train.methods.train_method(name, ...)`` trains one
+from a manifest (inference never imports training).
 
 The package, one home for "a method, its saved model and a library of them":
 

@@ -26,7 +26,7 @@ class Method:
 
     name = "method"
     uses_steps = False
-    needs_pixel_mm = False  # a network conditioned on the pixel size (``standardize_slices(pixel_mm=...)``)
+    needs_pixel_mm = False  # a network conditioned on the pixel size (``convert_slices(pixel_mm=...)``)
 
     def __init__(self, config: RunConfig, device: torch.device = torch.device("cpu")):
         self.config = config
@@ -43,9 +43,9 @@ class Method:
     def _slices(self, hu: np.ndarray, batch_size: int, progress: Progress) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def standardize_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
-                           progress: Progress = None, pixel_mm: float | None = None,
-                           temperature: float | None = None) -> np.ndarray:
+    def convert_slices(self, hu: np.ndarray, steps: int | None = None, seed: int = 0, batch_size: int = 4,
+                       progress: Progress = None, pixel_mm: float | None = None,
+                       temperature: float | None = None) -> np.ndarray:
         """Target-kernel slices for source-kernel HU slices ``(N, H, W)`` of in-plane pixel size ``pixel_mm``
         (needed by a model conditioned on it, ignored by the others). ``steps`` and ``temperature`` (default: the
         model's) are the diffusion sampler's; methods without one ignore them."""
