@@ -4,8 +4,11 @@
     diffusionct standardize -i TREE -o OUT --scheduler local:4           # 4 worker processes on this machine
     diffusionct features --batch cases.csv -o features.csv --scheduler tcp://HOST:PORT
 
-Every task writes its series atomically with its completion record, exactly as a local run does, so
-outputs are the same bytes and a stopped run resumes; a failing series fails the command with its error.
+Every task writes its series atomically with its completion record, exactly as a local run does, so a stopped run
+resumes; a failing series fails the command with its error. Each task runs torch on the thread count the planner
+chose, so outputs are the bytes of a local run on that many threads: for ``local:N`` this machine's threads divided
+among the N workers (N processes of all threads each oversubscribed the cores: 2 workers on 2 cores ran 2x slower
+than one), for a cluster's address the planner's own count.
 Workers must see the input and output paths (a shared file system on a cluster).
 """
 
@@ -19,16 +22,24 @@ from diffusionct.errors import DiffusionCTError
 log = logging.getLogger(__name__)
 
 
+def local_workers(scheduler: str | None) -> int | None:
+    """N of ``local:N`` (worker processes on this machine), None for no scheduler or a cluster's address."""
+    if scheduler is None or not scheduler.startswith("local:"):
+        return None
+    workers = scheduler.split(":", 1)[1]
+    if not workers.isdigit() or int(workers) < 1:
+        raise DiffusionCTError(f"--scheduler local:N needs a number of workers N >= 1, got '{scheduler}'")
+    return int(workers)
+
+
 def _client(scheduler: str):
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise DiffusionCTError("--scheduler needs Dask: pip install 'dask[distributed]'") from None
-    if scheduler.startswith("local:"):
-        workers = scheduler.split(":", 1)[1]
-        if not workers.isdigit() or int(workers) < 1:
-            raise DiffusionCTError(f"--scheduler local:N needs a number of workers N >= 1, got '{scheduler}'")
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None)
+    workers = local_workers(scheduler)
+    if workers is not None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         return Client(cluster), cluster
     if not scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
         raise DiffusionCTError(f"--scheduler must be an address such as tcp://HOST:8786 or local:N, got '{scheduler}'")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from diffusionct.config import check_seed
+from diffusionct.distributed import local_workers
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import check_output_apart, read_json
 from diffusionct.io.records import read_record, remove_record, write_record
@@ -169,7 +170,7 @@ class SeriesJob:
     strict: bool
     overwrite: bool
     record: dict
-    torch_threads: int  # float sums depend on the thread count: a worker uses the planner's, for the same bytes
+    torch_threads: int  # float sums may depend on the thread count: every worker uses the planner's choice
     source_kernel: str | None = None  # the input's kernel as the user gave it (--from), else the series' own
     temperature: float | None = None  # the sampler's start-noise scale (None for a method without a sampler)
     pixel_mm: float | None = None  # an image file's pixel size as the user gave it (--pixel-mm; its header has none)
@@ -216,6 +217,9 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
     model_folders = _model_per_series(jobs, model_dir, source_kernel, target_kernel)
     import torch
 
+    threads = torch.get_num_threads()  # local:N: the cores shared among the workers (see distributed.py)
+    workers = local_workers(scheduler)
+    threads = max(1, threads // workers) if workers else threads
     named = model_dir is not None or target_kernel is not None
     settings = {folder: _model_settings(folder, device, steps, temperature, named) for folder in dict.fromkeys(model_folders)}
     series_jobs = []
@@ -227,7 +231,7 @@ def run_standardize(input_path: Path, output: Path, model_dir: Path | None = Non
             record["temperature"] = model_temperature
         series_jobs.append(SeriesJob(
             source, target, uid, folder, name, device, model_steps, seed, batch_size, output_format, strict, overwrite,
-            record, torch.get_num_threads(), source_kernel, model_temperature, pixel_mm))
+            record, threads, source_kernel, model_temperature, pixel_mm))
     finished = _finished_outputs({job.target: job.record for job in series_jobs}, overwrite)
     results = [SeriesResult(job.source, job.target, 0, skipped=True) for job in series_jobs if job.target in finished]
     todo = [job for job in series_jobs if job.target not in finished]
