@@ -20,7 +20,7 @@ import torch  # noqa: E402
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
-from diffusionct.io.dicom import SeriesDescription, StudyContext, write_dicom_series  # noqa: E402
+from diffusionct.io.dicom_writer import SeriesDescription, StudyContext, write_dicom_series  # noqa: E402
 from diffusionct.io.volume import Volume  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

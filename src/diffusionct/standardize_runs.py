@@ -271,7 +271,7 @@ def standardize_series(job: SeriesJob, progress: bool = True) -> SeriesResult:
     from tqdm import tqdm
 
     from diffusionct import __version__
-    from diffusionct.io.dicom import SeriesDescription, write_dicom_series
+    from diffusionct.io.dicom_writer import SeriesDescription, write_dicom_series
     from diffusionct.io.image import read_volume, write_nifti
 
     import torch

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 
 from diffusionct.errors import DiffusionCTError, InputError
 from diffusionct.io import read_dicom_series, read_image, read_rtstruct_mask, read_volume, write_dicom_series, write_nifti
-from diffusionct.io.dicom import SeriesDescription, hu_encoding
+from diffusionct.io.dicom_writer import SeriesDescription, hu_encoding
 from diffusionct.io.image import read_mask
 from tests.conftest import STS_CASES, dciodvfy_errors, make_study
 
@@ -252,7 +252,7 @@ def test_failed_write_leaves_nothing(tiny_series, tmp_path):
 
 @pytest.mark.parametrize("lo,hi,exact", [(-1024, 3071, True), (-2048, 3000, True), (-3000, 30000, True), (-40000, 40000, False)])
 def test_hu_encoding_fits_range(lo, hi, exact):
-    from diffusionct.io.dicom import encode_hu
+    from diffusionct.io.dicom_writer import encode_hu
 
     hu = np.array([lo, -7, 0, 13, hi], dtype=np.float32)
     representation, slope, intercept = hu_encoding(hu)

@@ -111,7 +111,7 @@ def test_finished_output_is_skipped_and_a_crash_before_its_record_is_not(series,
 
 
 def test_full_disk_during_a_dicom_write_leaves_nothing(series, tiny_model, tmp_path, capsys, monkeypatch):
-    import diffusionct.io.dicom as dicom
+    import diffusionct.io.dicom_writer as dicom
 
     calls = {"n": 0}
     real_save = dicom._save
@@ -131,7 +131,7 @@ def test_full_disk_during_a_dicom_write_leaves_nothing(series, tiny_model, tmp_p
 
 
 def test_short_dicom_file_is_caught_before_the_rename(series, tiny_model, tmp_path, monkeypatch):
-    import diffusionct.io.dicom as dicom
+    import diffusionct.io.dicom_writer as dicom
 
     real_save = dicom._save
 
@@ -297,7 +297,7 @@ def test_atomic_file_refuses_a_folder_target(tmp_path):
 
 
 def test_written_dicom_is_finite_and_refuses_nan(tmp_path):
-    from diffusionct.io.dicom import SeriesDescription, write_dicom_series
+    from diffusionct.io.dicom_writer import SeriesDescription, write_dicom_series
     from tests.conftest import make_study, make_volume
 
     volume = make_volume()
@@ -314,7 +314,7 @@ def test_damaged_source_values_are_not_copied_into_the_output(tiny_series, tmp_p
     from pydicom.dataset import Dataset
 
     from diffusionct.io import read_dicom_series
-    from diffusionct.io.dicom import SeriesDescription, write_dicom_series
+    from diffusionct.io.dicom_writer import SeriesDescription, write_dicom_series
     from tests.conftest import dciodvfy_errors
     from tests.reliability.helpers import set_raw_element
 

@@ -5,7 +5,8 @@ and back.
 """
 
 from diffusionct.io.volume import Volume
-from diffusionct.io.dicom import read_dicom_series, write_dicom_series
+from diffusionct.io.dicom import read_dicom_series
+from diffusionct.io.dicom_writer import write_dicom_series
 from diffusionct.io.image import read_image, read_volume, write_nifti
 from diffusionct.io.rtstruct import read_rtstruct_mask, rtstruct_roi_names
 

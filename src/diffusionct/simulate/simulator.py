@@ -29,7 +29,7 @@ from tqdm import tqdm
 from diffusionct import __version__
 from diffusionct.config import check_seed
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.dicom import SeriesDescription, StudyContext, write_dicom_series
+from diffusionct.io.dicom_writer import SeriesDescription, StudyContext, write_dicom_series
 from diffusionct.io.files import atomic_output_dir
 from diffusionct.io.image import write_nifti
 from diffusionct.io.scan import find_pairs, manifest_dict, scan_folder
