@@ -8,13 +8,16 @@ from pathlib import Path
 from diffusionct.errors import DiffusionCTError
 
 
+DESCRIPTION = ("Finds same-scan kernel pairs under the folders (as `scan` does, also when anonymization broke the UIDs), "
+               "measures each kernel's transfer to a reference kernel on soft tissue, and writes a kernel profile file "
+               "(JSON) and a picture of the curves with their spread (PNG). With --unpaired, series of different patients: "
+               "each kernel's window from its series' own noise spectra, each series' noise level removed, spread by a "
+               "bootstrap over patients.")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="measure kernel profiles from your own reconstructions (same-scan pairs, or --unpaired sets)",
-                       description="Finds same-scan kernel pairs under the folders (as `scan` does, also when anonymization "
-                                   "broke the UIDs), measures each kernel's transfer to a reference kernel on soft tissue, and "
-                                   "writes a kernel profile file (JSON) and a picture of the curves with their spread (PNG). "
-                                   "With --unpaired, series of different patients: each kernel's window from its series' own "
-                                   "noise spectra, each series' noise level removed, spread by a bootstrap over patients.")
+    p = sub.add_parser("calibrate", description=DESCRIPTION,
+                       help="measure kernel profiles from your own reconstructions (same-scan pairs, or --unpaired sets)")
     p.add_argument("-i", "--input", type=Path, action="append", required=True, help="folder tree of DICOM series (repeat for several)")
     p.add_argument("-o", "--output", type=Path, required=True, help="profile file (.json); the picture is written beside it (.png)")
     p.add_argument("--reference", metavar="KERNEL", help="the kernel the others are measured against (default: the smoothest)")
