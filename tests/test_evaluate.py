@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -140,6 +141,10 @@ def test_combat_arms_beside_the_standardization(tiny_data, tiny_model, tmp_path,
     code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(tmp_path / "same"),
                  "--device", "cpu", "--workers", "1", "--params", str(params), "--combat-train", str(tiny_data)])
     assert code == 2 and "is the test set" in capsys.readouterr().err and not (tmp_path / "same").exists()
+    copy = shutil.copytree(tiny_data.parent, tmp_path / "copy")  # the same series under another manifest
+    code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(tmp_path / "copied"),
+                 "--device", "cpu", "--workers", "1", "--params", str(params), "--combat-train", str(copy / tiny_data.name)])
+    assert code == 2 and "holds test series" in capsys.readouterr().err and not (tmp_path / "copied").exists()
 
 
 def test_evaluate_empty_test_set(tiny_model, tmp_path, capsys):

@@ -255,17 +255,17 @@ def combat_arms(train_manifest: Path, test_manifest: Path, cases: list[TestCase]
     standardizers = {name: standardizer for name, _, standardizer in entries}
     arms = []
     for result in (r for r in results if r.comparison is not None):
-        method = standardizers.get(result.name)
-        arm = MethodResult(COMBAT if method is None else f"{result.name} + {COMBAT}", f"ComBat fitted on {train_manifest}",
-                           ARMS[2] if method is None else ARMS[3])
+        standardizer = standardizers.get(result.name)  # None: the unchanged input
+        arm = MethodResult(COMBAT if standardizer is None else f"{result.name} + {COMBAT}", f"ComBat fitted on {train_manifest}",
+                           ARMS[2] if standardizer is None else ARMS[3])
         try:
-            images = {c.name: c.source.hu if method is None else
-                      method.standardize_slices(c.source.hu, steps=steps, seed=seed, pixel_mm=c.source.pixel_mm,
-                                                temperature=temperature) for c in train_cases}
+            images = {c.name: c.source.hu if standardizer is None else
+                      standardizer.standardize_slices(c.source.hu, steps=steps, seed=seed, pixel_mm=c.source.pixel_mm,
+                                                      temperature=temperature) for c in train_cases}
             train = {source_kernel: tumour_features(train_cases, images, settings, workers), target_kernel: train_target}
             arm.features, passed = combat_onto_reference(train, target_kernel, result.features, source_kernel)
             arm.comparison = compare_features(standard, arm.features)
-            arm.seconds_per_slice = 0.0 if method is None else result.seconds_per_slice
+            arm.seconds_per_slice = 0.0 if standardizer is None else result.seconds_per_slice
             arm.notes.append(f"{arm.name}: fitted on {len(train[source_kernel])} + {len(train_target)} training tumours; "
                              f"{passed} feature(s) ComBat cannot scale (constant or not finite) left as they were")
             log.info("%s: %.1f %% of the tumour features within RE 0.15", arm.name, 100 * arm.comparison.reproducible_share)
@@ -281,9 +281,11 @@ def _check_disjoint(train_manifest: Path, test_manifest: Path, train: list[TestC
     if Path(train_manifest).resolve() == Path(test_manifest).resolve():
         raise DiffusionCTError("the ComBat training set is the test set: give a paired set of other patients "
                                "(e.g. another `diffusionct simulate` run) with --combat-train")
-    digest = {hashlib.sha256(np.ascontiguousarray(c.source.hu).tobytes()).hexdigest(): c.name for c in test}
-    shared = [f"{c.name} (test: {digest[key]})" for c in train
-              if (key := hashlib.sha256(np.ascontiguousarray(c.source.hu).tobytes()).hexdigest()) in digest]
+    def digest(case: TestCase) -> str:
+        return hashlib.sha256(np.ascontiguousarray(case.source.hu).tobytes()).hexdigest()
+
+    tested = {digest(c): c.name for c in test}
+    shared = [f"{c.name} (test: {tested[digest(c)]})" for c in train if digest(c) in tested]
     if shared:
         raise DiffusionCTError(f"the ComBat training set holds test series ({', '.join(shared[:3])}): fit ComBat on "
                                "other patients than the test set's")
