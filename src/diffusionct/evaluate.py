@@ -302,7 +302,7 @@ def results_table(gap: GapEvaluation) -> list[dict]:
             row["reproducible_share"] = summary["reproducible_share_re_below_0_15"]
             row["concordant_share"] = summary["concordant_share_ccc_0_85"]
             if r.flag_check is not None:
-                row["trusted_features"] = r.flag_check.features - r.flag_check.flagged
+                row["trusted_features"] = r.flag_check.trusted
                 row["reliability_auc"] = r.flag_check.auc
             row["tumours"] = summary["tumours"]
             row["features"] = summary["features_per_tumour"]

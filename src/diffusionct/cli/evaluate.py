@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffusionct.evaluate import ARMS
     from diffusionct.io.files import atomic_output_dir
     from diffusionct.report.evaluation_report import evaluate_to_report
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate_to_report(args.data, args.model, tmp, steps=args.steps, seed=args.seed, device=args.device,
                                     workers=args.workers, max_cases=args.max_cases, params=args.params,
                                     temperature=args.temperature, combat_train=args.combat_train)
-        models = [m for m in json.loads((tmp / "results.json").read_text())["methods"] if m["arm"] == "image standardization"]
+        models = [m for m in json.loads((tmp / "results.json").read_text())["methods"] if m["arm"] == ARMS[1]]
         if models and all(m["status"] != "ok" for m in models):  # a report of nothing is no result
             raise DiffusionCTError(f"every model failed ({models[0]['method']}: {models[0]['error']}); nothing was written")
     print(f"report: {args.output / report.name}")

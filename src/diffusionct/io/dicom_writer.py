@@ -206,8 +206,7 @@ def _derived_slice_dataset(source: Dataset) -> Dataset:
             continue
         ds.add(element)
     _drop_unknown_tags(ds)  # inside the kept sequences
-    for item in (item for element in ds.values() if element.VR == "SQ" for item in element.value or []):
-        item.remove_private_tags()
+    ds.remove_private_tags()  # inside the kept sequences too, at any depth (pydicom walks them)
     return ds
 
 

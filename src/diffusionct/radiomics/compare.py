@@ -34,16 +34,19 @@ class Comparison:
     per_feature_ccc: np.ndarray
     undefined: dict[str, int] = field(default_factory=dict)
 
+    def _columns(self, cls: str | None) -> list[int]:
+        return [j for j, n in enumerate(self.feature_names) if cls is None or feature_class(n) == cls]
+
     def concordant_share(self, cls: str | None = None) -> float:
         """Share of the features (of one class, or all) whose CCC across tumours is >= 0.85; NaN with one tumour."""
-        columns = [j for j, n in enumerate(self.feature_names) if cls is None or feature_class(n) == cls]
+        columns = self._columns(cls)
         if len(self.tumours) < 2 or not columns:
             return float("nan")
         return float(np.mean(self.per_feature_ccc[columns] >= CONCORDANT_CCC))
 
-    def reproducible_share_of(self, cls: str) -> float:
-        """Share of one class's (tumour, feature) pairs with RE < 0.15."""
-        columns = [j for j, n in enumerate(self.feature_names) if feature_class(n) == cls]
+    def reproducible_share_of(self, cls: str | None = None) -> float:
+        """Share of the (tumour, feature) pairs (of one class, or all) with RE < 0.15."""
+        columns = self._columns(cls)
         return float(reproducible_mask(self.re[:, columns]).mean()) if columns else float("nan")
 
     def summary(self) -> dict:

@@ -48,7 +48,6 @@ AGGREGATIONS = ("average", "merged")
 DEFAULT_PARAMS = "radiomics_params.yaml"
 
 
-
 def feature_class(name: str) -> str:
     """The class (ID, IH, GLCM, GLRLM, NID, GOH) of a feature name."""
     return name.split("_", 1)[0]
@@ -243,8 +242,6 @@ KNOWN_SETTINGS = {"binWidth", "binCount", "padDistance", "minimumROISize", "voxe
 UNSUPPORTED_SETTINGS = {"resegmentMode", "resegmentShape",
                         "normalize", "normalizeScale", "removeOutliers", "preCrop", "correctMask", "geometryTolerance",
                         "minimumROIDimensions"}
-
-
 
 
 def _number(low: float, high: float, integer: bool = False, low_open: bool = False):

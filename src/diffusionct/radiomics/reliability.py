@@ -22,7 +22,7 @@ import numpy as np
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import csv_text, read_csv_rows
 from diffusionct.radiomics.features import feature_class
-from diffusionct.radiomics.metrics import REPRODUCIBLE_RE, relative_error
+from diffusionct.radiomics.metrics import relative_error, reproducible_mask
 
 # a feature whose median relative change across tumours exceeds this is flagged; chosen on half of the simulated
 # test set's cases (B30f -> B70f, the shipped default gap) and measured on the other half (docs/results.md)
@@ -106,6 +106,10 @@ class FlagCheck:
     miss_share_trusted: float
     auc: float  # ROC AUC of the median change for "misses on most tumours", per feature
 
+    @property
+    def trusted(self) -> int:
+        return self.features - self.flagged
+
 
 def check_flags(rows: list[FeatureReliability], standard: dict[str, dict[str, float]],
                 after: dict[str, dict[str, float]]) -> FlagCheck:
@@ -116,7 +120,7 @@ def check_flags(rows: list[FeatureReliability], standard: dict[str, dict[str, fl
         raise DiffusionCTError("the target's feature table shares no tumour or feature with the flagged ones")
     s = np.array([[standard[t][r.feature] for r in rows] for t in tumours], dtype=np.float64)
     a = np.array([[after[t][r.feature] for r in rows] for t in tumours], dtype=np.float64)
-    miss = ~(relative_error(s, a) < REPRODUCIBLE_RE)  # an undefined RE counts as a miss, as the evaluation counts it
+    miss = ~reproducible_mask(relative_error(s, a))  # an undefined RE counts as a miss, as the evaluation counts it
     flagged = np.array([r.flagged for r in rows])
 
     def share(columns: np.ndarray) -> float:

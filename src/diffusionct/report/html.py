@@ -94,13 +94,8 @@ def class_share_rows(results) -> list[dict]:
     for r in results:
         row = {"method": r.name, "arm": r.arm}
         for cls in [None, *FEATURE_CLASSES]:
-            key = cls or "all"
-            if r.comparison is None:
-                row[key] = "failed"
-            elif cls is None:
-                row[key] = f"{fmt(r.comparison.reproducible_share)} / {fmt(r.comparison.concordant_share())}"
-            else:
-                row[key] = f"{fmt(r.comparison.reproducible_share_of(cls))} / {fmt(r.comparison.concordant_share(cls))}"
+            c = r.comparison
+            row[cls or "all"] = "failed" if c is None else f"{fmt(c.reproducible_share_of(cls))} / {fmt(c.concordant_share(cls))}"
         rows.append(row)
     return rows
 
@@ -112,7 +107,7 @@ def reliability_rows(results) -> list[dict]:
         if r.flag_check is None:
             continue
         check = r.flag_check
-        rows.append({"method": r.name, "features": check.features, "trusted": check.features - check.flagged,
+        rows.append({"method": r.name, "features": check.features, "trusted": check.trusted,
                      "flagged": check.flagged, "miss_share_trusted": check.miss_share_trusted,
                      "miss_share_flagged": check.miss_share_flagged, "auc": check.auc,
                      "trusted_by_class": {cls: [f.feature for f in r.reliability if not f.flagged and f.feature_class == cls]
@@ -238,14 +233,16 @@ def summary_lines(rows: list[dict], results) -> list[str]:
                      f"{100 * (best['reproducible_share'] - ours['reproducible_share']):.1f} points behind {best['method']}.")
     if baseline is not None:
         lines.append(f"Unchanged input: {100 * baseline['reproducible_share']:.1f} %.")
-    combat = [row for row in ok if row.get("arm") in ("ComBat", "both")]
+    from diffusionct.evaluate import ARMS
+
+    combat = [row for row in ok if row.get("arm") in ARMS[2:]]  # ComBat, alone or on top of a method
     if combat:
         lines.append("With ComBat (fitted on other patients): " + ", ".join(
             f"{row['method']} {100 * row['reproducible_share']:.1f} %" for row in combat) + ".")
     trusted = [r for r in results if r.flag_check is not None]
     if trusted:
         lines.append("Features to trust (moved by at most 0.15): " + ", ".join(
-            f"{r.name} {r.flag_check.features - r.flag_check.flagged} of {r.flag_check.features}" for r in trusted) + ".")
+            f"{r.name} {r.flag_check.trusted} of {r.flag_check.features}" for r in trusted) + ".")
     winners = []
     for cls in FEATURE_CLASSES:
         values = [(row.get(f"ccc_{cls}_mean", np.nan), row["method"]) for row in ok]
