@@ -145,6 +145,11 @@ def test_combat_arms_beside_the_standardization(tiny_data, tiny_model, tmp_path,
     code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(tmp_path / "copied"),
                  "--device", "cpu", "--workers", "1", "--params", str(params), "--combat-train", str(copy / tiny_data.name)])
     assert code == 2 and "holds test series" in capsys.readouterr().err and not (tmp_path / "copied").exists()
+    before = sorted(p.relative_to(training.parent) for p in training.parent.rglob("*"))
+    code = main(["evaluate", "--data", str(tiny_data), "--model", str(tiny_model), "-o", str(training.parent), "--overwrite",
+                 "--device", "cpu", "--workers", "1", "--params", str(params), "--combat-train", str(training)])
+    assert code == 2 and "error:" in capsys.readouterr().err  # the report would have replaced the training set
+    assert sorted(p.relative_to(training.parent) for p in training.parent.rglob("*")) == before
 
 
 def test_evaluate_empty_test_set(tiny_model, tmp_path, capsys):

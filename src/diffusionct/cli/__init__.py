@@ -100,18 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-INPUT_OPTIONS = ("input", "image", "batch", "data", "reference", "test", "masks", "mask", "model", "config", "params",
-                 "profiles", "from_ct", "from_mask", "before", "after")  # what commands read (scan may write its manifest into the folder it lists)
+NOT_INPUTS = ("output", "folder")  # what a command writes (scan may write its manifest into the folder it lists)
 
 
 def _input_paths(args: argparse.Namespace) -> list[Path]:
-    """The paths a command reads, as its options give them (one path or a list)."""
+    """The paths a command reads: every path option but those it writes (one path or a list each), so that an option
+    added later is kept from being overwritten without being listed anywhere."""
     paths = []
-    for name in INPUT_OPTIONS:
-        value = getattr(args, name, None)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, (str, Path)):
-                paths.append(Path(item))
+    for name, value in vars(args).items():
+        if name not in NOT_INPUTS:
+            paths += [item for item in (value if isinstance(value, list) else [value]) if isinstance(item, Path)]
     return paths
 
 
