@@ -23,7 +23,7 @@ for spec in "$@"; do
       case $method in
         kernel-filter) $BIN/diffusionct train --method kernel-filter $K -o "$dir/$method" ;;
         residual-cnn) $BIN/diffusionct train --method residual-cnn --data "$DATA" $K -o "$dir/$method" \
-                          --set baselines.residual_cnn.steps=$BASELINE_STEPS --resume ;;
+                          --set baselines.residual_cnn.training.steps=$BASELINE_STEPS --resume ;;
         *) $BIN/diffusionct train --method $method --data "$DATA" $K -o "$dir/$method" ;;
       esac
     fi

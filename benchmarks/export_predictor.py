@@ -1,4 +1,4 @@
-"""Save the image-space predictor of a DiffusionCT run (refine mode, ``diffusion.predictor=image``) as a
+"""Save the image-space predictor of a DiffusionCT run (refine mode, ``diffusion.predictor.space=image``) as a
 ``residual-cnn`` model folder: the same network (Choe et al.'s residual CNN) trained by the same routine
 and settings as ``diffusionct train --method residual-cnn``, so evaluating it beside the DiffusionCT run
 measures exactly what the diffusion adds to its own predictor. With ``--autoencoder``: its encoder-decoder
@@ -22,10 +22,10 @@ from diffusionct.methods.store import load_model
 
 
 def image_predictor(run: Path) -> tuple[DiffusionCTModel, ResidualCNN]:
-    """A DiffusionCT run and its image-space predictor (refine mode, ``diffusion.predictor=image``)."""
+    """A DiffusionCT run and its image-space predictor (refine mode, ``diffusion.predictor.space=image``)."""
     model = load_model(run)
     if not isinstance(model.predictor, ResidualCNN):
-        raise SystemExit(f"{run}: no image-space predictor (diffusion.predictor=image) to export")
+        raise SystemExit(f"{run}: no image-space predictor (diffusion.predictor.space=image) to export")
     return model, model.predictor
 
 

@@ -25,6 +25,6 @@ for region in phantom1 phantom2; do
     src=${gap%:*}; dst=${gap#*:}; name=canon-${src,,}-${dst,,}
     [ -f "$dir/library/$name/config.json" ] || $BIN/diffusionct train --phase predictor --data "$dir/train" \
         -o "$dir/library/$name" --from "SIM_$src" --to "SIM_$dst" --profiles "$dir/profiles.json" \
-        --set diffusion.predictor_kernel_filter_from=profiles --set diffusion.predictor_training.steps=$STEPS --resume
+        --set diffusion.predictor.kernel_filter_from=profiles --set diffusion.predictor.training.steps=$STEPS --resume
   done
 done

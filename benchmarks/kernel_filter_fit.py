@@ -90,10 +90,10 @@ def main() -> None:
 
 def _save_filter_alone(kernel_filter: RadialKernelFilter, run: str, out: str, fitted_on: str) -> None:
     """RUN's image predictor with ``kernel_filter``'s gain and a zero stack: the linear filter alone, as a model (in
-    the form of RUN's predictor, ``diffusion.predictor_kernel_filter_size``)."""
+    the form of RUN's predictor, ``diffusion.predictor.kernel_filter_size``)."""
     model, network = image_predictor(Path(run))
     if network.kernel_filter is None:
-        raise SystemExit(f"{run}: its predictor has no kernel filter (diffusion.predictor_kernel_filter)")
+        raise SystemExit(f"{run}: its predictor has no kernel filter (diffusion.predictor.kernel_filter)")
     with torch.no_grad():
         network.kernel_filter.gain.copy_(kernel_filter.gain)  # fitted on HU; the filter is linear, so the same gain
         torch.nn.init.zeros_(network.net[-1].weight)

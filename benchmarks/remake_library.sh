@@ -25,7 +25,7 @@ for gap in $GAPS; do
   case $src in FC*) vendor=canon ;; *) vendor=siemens ;; esac
   name=$vendor-${src,,}-${dst,,}
   [ -f "$OUT/$name/config.json" ] || $BIN/diffusionct train --phase predictor --data "$DATA" -o "$OUT/$name" \
-      --from "SIM_${src^^}" --to "SIM_${dst^^}" --set diffusion.predictor_kernel_filter_from=profiles \
-      --set diffusion.predictor_training.steps=$STEPS --resume
+      --from "SIM_${src^^}" --to "SIM_${dst^^}" --set diffusion.predictor.kernel_filter_from=profiles \
+      --set diffusion.predictor.training.steps=$STEPS --resume
 done
 rm -rf "${OUT:?}/donor"  # the donor's predictor is the earlier one; its settings live on in every new gap

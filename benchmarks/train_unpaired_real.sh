@@ -12,11 +12,11 @@ mkdir -p "$RUNS"
 $BIN/python benchmarks/unpaired_real.py sets "$SHARED" "$RUNS/sets.csv"
 K="--config configs/fourth-run.yaml --set data.source_kernel=GE:SOFT --set data.target_kernel=GE:STANDARD --set data.pairing=unpaired"
 [ -f "$RUNS/diffusionct/unet.safetensors" ] || $BIN/diffusionct train --data "$RUNS/sets.csv" -o "$RUNS/diffusionct" $K \
-    --set phase2.steps=${PHASE2_STEPS:-1500} --set diffusion.predictor_training.steps=${PREDICTOR_STEPS:-600} --resume
+    --set phase2.steps=${PHASE2_STEPS:-1500} --set diffusion.predictor.training.steps=${PREDICTOR_STEPS:-600} --resume
 [ -f "$RUNS/predictor-cnn/config.json" ] || $BIN/python benchmarks/export_predictor.py "$RUNS/diffusionct" "$RUNS/predictor-cnn"
 [ -f "$RUNS/profiles.json" ] || $BIN/diffusionct calibrate --unpaired -i "$SHARED" -o "$RUNS/profiles.json" --vendor GE
 [ -f "$RUNS/kernel-filter/config.json" ] || $BIN/diffusionct train --method kernel-filter --profiles "$RUNS/profiles.json" \
     --from GE:SOFT --to GE:STANDARD -o "$RUNS/kernel-filter"
 [ -f "$RUNS/histogram/config.json" ] || $BIN/diffusionct train --method histogram --data "$RUNS/sets.csv" -o "$RUNS/histogram" $K
 [ -f "$RUNS/cyclegan/config.json" ] || $BIN/diffusionct train --method cyclegan --data "$RUNS/sets.csv" -o "$RUNS/cyclegan" $K \
-    --set baselines.cyclegan.steps=${CYCLEGAN_STEPS:-600} --resume
+    --set baselines.cyclegan.training.steps=${CYCLEGAN_STEPS:-600} --resume

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -11,19 +12,52 @@ TINY_OVERRIDES = [
     "unet.channels=[16,16]", "unet.attention_levels=[false,true]", "unet.num_head_channels=8", "unet.norm_num_groups=8",
     "phase1.steps=6", "phase1.batch_size=2", "phase1.crop=32", "phase1.validate_every=3", "phase1.checkpoint_every=3",
     "phase2.steps=6", "phase2.batch_size=2", "phase2.crop=32", "phase2.validate_every=3", "phase2.checkpoint_every=3",
-    "baselines.residual_cnn_channels=8", "baselines.residual_cnn_layers=3", "baselines.residual_cnn.steps=6",
-    "baselines.residual_cnn.crop=32", "baselines.residual_cnn.batch_size=2", "diffusion.steps=3",
-    "baselines.pix2pix_channels=8", "baselines.pix2pix.steps=4", "baselines.pix2pix.crop=32", "baselines.pix2pix.batch_size=2",
-    "baselines.cyclegan.steps=4", "baselines.cyclegan.crop=32", "baselines.cyclegan.batch_size=2",
-    "baselines.ddpm_channels=[8,8]", "baselines.ddpm.steps=4", "baselines.ddpm.crop=32", "baselines.ddpm.batch_size=2",
-    "diffusion.predictor_channels=8", "diffusion.predictor_layers=3", "diffusion.predictor_training.steps=4",
-    "diffusion.predictor_training.crop=32", "diffusion.predictor_training.batch_size=2",
-    "diffusion.predictor_training.validate_every=2", "diffusion.predictor_training.checkpoint_every=2",
+    "baselines.residual_cnn.channels=8", "baselines.residual_cnn.layers=3", "baselines.residual_cnn.training.steps=6",
+    "baselines.residual_cnn.training.crop=32", "baselines.residual_cnn.training.batch_size=2", "diffusion.steps=3",
+    "baselines.pix2pix.channels=8", "baselines.pix2pix.training.steps=4", "baselines.pix2pix.training.crop=32",
+    "baselines.pix2pix.training.batch_size=2",
+    "baselines.cyclegan.training.steps=4", "baselines.cyclegan.training.crop=32", "baselines.cyclegan.training.batch_size=2",
+    "baselines.ddpm.channels=[8,8]", "baselines.ddpm.training.steps=4", "baselines.ddpm.training.crop=32", "baselines.ddpm.training.batch_size=2",
+    "diffusion.predictor.channels=8", "diffusion.predictor.layers=3", "diffusion.predictor.training.steps=4",
+    "diffusion.predictor.training.crop=32", "diffusion.predictor.training.batch_size=2",
+    "diffusion.predictor.training.validate_every=2", "diffusion.predictor.training.checkpoint_every=2",
 ]
 
 
 def tiny_config(*extra: str) -> RunConfig:
     return RunConfig.load(overrides=[*TINY_OVERRIDES, *extra])
+
+
+FORMAT1_MODEL_CONFIG = Path(__file__).parent / "data" / "format1-config.json"  # siemens-b30f-b70f's, as shipped in format 1
+
+
+def format1_config() -> dict:
+    """A complete RunConfig dict of config format 1 (flat predictor_ and baseline-prefixed keys)."""
+    return json.loads(FORMAT1_MODEL_CONFIG.read_text())["config"]
+
+
+def as_format1(config: dict) -> dict:
+    """A format-2 RunConfig dict written as format 1 wrote it (the inverse of config.migrate_format1's moves)."""
+    from diffusionct.config import FORMAT1_KEYS
+
+    config = json.loads(json.dumps(config))
+
+    def node_of(key: str, create: bool):
+        *sections, name = key.split(".")
+        node = config
+        for part in sections:
+            node = node.setdefault(part, {}) if create else node[part]
+        return node, name
+
+    values = {}
+    for old, new in FORMAT1_KEYS.items():
+        node, name = node_of(new, create=False)
+        values[old] = node.pop(name)
+    for old, value in values.items():
+        node, name = node_of(old, create=True)
+        node[name] = value
+    config["baselines"].pop("histogram")  # emptied: format 1 had no such section
+    return config
 
 
 @pytest.fixture(scope="session")

@@ -244,8 +244,8 @@ def test_a_gap_trained_on_profiles_keeps_the_calibrated_filter(tiny_data, tiny_m
     library = _shared_library(tmp_path / "lib", tiny_model)
     gap = library / "new"
     assert main(["train", "--data", str(tiny_data), "-o", str(gap), "--phase", "predictor", "--from", f"SIM_{source}",
-                 "--to", f"SIM_{target}", "--set", "diffusion.predictor_training.steps=3",
-                 "--set", "diffusion.predictor_kernel_filter_from=profiles", "--device", "cpu"]) == 0
+                 "--to", f"SIM_{target}", "--set", "diffusion.predictor.training.steps=3",
+                 "--set", "diffusion.predictor.kernel_filter_from=profiles", "--device", "cpu"]) == 0
     meta = json.loads((gap / "config.json").read_text())
     assert [meta["kernel_profiles"][k]["name"] for k in ("source", "target")] == [f"{source}f", f"{target}f"]
     predictor = load_method(gap, "cpu").model.predictor

@@ -164,7 +164,7 @@ def test_shipped_models(tiny_data, tmp_path, capsys):
     assert all((m.folder / "predictor.safetensors").is_file() and not (m.folder / "unet.safetensors").exists() for m in models)
     for entry in models:  # every gap stands on its kernels' measured profiles, says so, and has a card
         meta = json.loads((entry.folder / "config.json").read_text())
-        assert meta["config"]["diffusion"]["predictor_kernel_filter_from"] == "profiles"
+        assert meta["config"]["diffusion"]["predictor"]["kernel_filter_from"] == "profiles"
         assert kernel_family(meta["kernel_profiles"]["target"]["name"]) == kernel_family(entry.target)
         assert dict(entry.card).keys() >= {"kernels", "training_data", "licence", "real_pairs", "intended_use"}
     assert main(["info", "--card", "canon-fc13-fc51"]) == 0
@@ -232,7 +232,7 @@ def test_a_new_gap_trains_its_predictor_beside_the_shared_networks(tiny_data, ti
     shared = {p.name: p.read_bytes() for p in library.glob("*.safetensors")}
     gap = library / "from-b70"
     args = ["train", "--data", str(tiny_data), "-o", str(gap), "--phase", "predictor", "--from", "SIM_B70", "--to", "SIM_B30",
-            "--set", "diffusion.predictor_training.steps=2", "--device", "cpu"]
+            "--set", "diffusion.predictor.training.steps=2", "--device", "cpu"]
     assert main(args) == 0
     assert sorted(p.name for p in gap.iterdir()) == ["config.json", "predictor.safetensors"]
     assert {p.name: p.read_bytes() for p in library.glob("*.safetensors")} == shared  # the library's networks unchanged
@@ -276,8 +276,8 @@ def test_a_stopped_gap_resumes_to_the_same_predictor(tiny_data, tiny_model, tmp_
     from diffusionct.train.loop import TrainerBase
 
     library = _shared_library(tmp_path / "lib", tiny_model)
-    gap = ["data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30", "diffusion.predictor_training.steps=4",
-           "diffusion.predictor_training.checkpoint_every=2"]
+    gap = ["data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30", "diffusion.predictor.training.steps=4",
+           "diffusion.predictor.training.checkpoint_every=2"]
     train_library_gap(tiny_data, library / "straight", gap, "cpu")
     save_state = TrainerBase._save_state
 
@@ -305,29 +305,31 @@ def test_a_new_gap_keeps_its_own_predictor_settings(tiny_data, tiny_model, tmp_p
     library = _shared_library(tmp_path / "lib", tiny_model)
     gap = library / "from-b70"
     assert main(["train", "--data", str(tiny_data), "-o", str(gap), "--phase", "predictor", "--from", "SIM_B70",
-                 "--to", "SIM_B30", "--set", "diffusion.predictor_training.steps=2",
-                 "--set", "diffusion.predictor_kernel_filter_pixel_anchors=[0.6,2.0]", "--device", "cpu"]) == 0
+                 "--to", "SIM_B30", "--set", "diffusion.predictor.training.steps=2",
+                 "--set", "diffusion.predictor.kernel_filter_pixel_anchors=[0.6,2.0]", "--device", "cpu"]) == 0
     meta, donor = (json.loads((folder / "config.json").read_text())["config"] for folder in (gap, library / "a"))
-    assert meta["diffusion"]["predictor_kernel_filter_pixel_anchors"] == [0.6, 2.0]
-    assert donor["diffusion"]["predictor_kernel_filter_pixel_anchors"] != [0.6, 2.0]
-    assert meta["diffusion"]["predictor_training"]["steps"] == 2 != donor["diffusion"]["predictor_training"]["steps"]
+    predictor, donor_predictor = meta["diffusion"]["predictor"], donor["diffusion"]["predictor"]
+    assert predictor["kernel_filter_pixel_anchors"] == [0.6, 2.0] != donor_predictor["kernel_filter_pixel_anchors"]
+    assert predictor["training"]["steps"] == 2 != donor_predictor["training"]["steps"]
     model = Standardizer.load(gap, "cpu")
     assert tuple(model.method.model.predictor.kernel_filter.pixel_anchors) == (0.6, 2.0)
 
 
-def test_a_new_gap_beside_models_saved_before_pixel_anchors_gets_them():
-    """The shipped library's gaps were saved before the anchors (their configs lack the key and read none); a gap
-    trained beside them now takes today's filter, while --set may still choose none."""
+def test_a_gap_takes_the_donors_predictor_settings_and_sets_its_own_but_not_the_librarys():
+    """A new gap's predictor starts from the library's settings (its width, its filter's anchors), which --set may
+    change; the predictor's space, the networks and the diffusion are the library's and are refused."""
     from diffusionct.config import RunConfig
     from diffusionct.train.library_gap import gap_config
 
-    donor = RunConfig().to_dict()
-    del donor["diffusion"]["predictor_kernel_filter_pixel_anchors"]
-    assert RunConfig.from_saved(donor).diffusion.predictor_kernel_filter_pixel_anchors == []
+    donor = RunConfig.load(overrides=["diffusion.predictor.channels=16"]).to_dict()
     kernels = ["data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30"]
-    assert gap_config(donor, kernels).diffusion.predictor_kernel_filter_pixel_anchors == [0.5, 0.75, 1.0]
-    none = gap_config(donor, [*kernels, "diffusion.predictor_kernel_filter_pixel_anchors=[]"])
-    assert none.diffusion.predictor_kernel_filter_pixel_anchors == []
+    gap = gap_config(donor, kernels)
+    assert gap.diffusion.predictor.channels == 16 and gap.diffusion.predictor.kernel_filter_pixel_anchors == [0.5, 0.75, 1.0]
+    none = gap_config(donor, [*kernels, "diffusion.predictor.kernel_filter_pixel_anchors=[]"])
+    assert none.diffusion.predictor.kernel_filter_pixel_anchors == []
+    for library_key in ("diffusion.predictor.space=latent", "unet.channels=[8,8]", "diffusion.steps=3"):
+        with pytest.raises(DiffusionCTError, match=library_key.split("=")[0]):
+            gap_config(donor, [*kernels, library_key])
 
 
 def test_without_to_a_series_goes_to_the_gap_from_its_own_kernel(tmp_path):
@@ -352,7 +354,7 @@ def test_a_gap_that_fails_before_its_first_checkpoint_leaves_nothing_beside_the_
     from diffusionct.train.library_gap import train_library_gap
 
     library = _shared_library(tmp_path / "lib", tiny_model)
-    gap = ["data.source_kernel=NO_SUCH_KERNEL", "data.target_kernel=SIM_B30", "diffusion.predictor_training.steps=2"]
+    gap = ["data.source_kernel=NO_SUCH_KERNEL", "data.target_kernel=SIM_B30", "diffusion.predictor.training.steps=2"]
     with pytest.raises(DiffusionCTError):  # the manifest holds no pairs of that kernel
         train_library_gap(tiny_data, library / "failed", gap, "cpu")
     assert not (library / "failed").exists()

@@ -47,6 +47,43 @@ def test_shipped_model_output_is_unchanged(folder):
     np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE_HU)
 
 
+def test_shipped_configs_are_format_2_with_every_value_written():
+    """Rewritten once from format 1: every setting explicit (no default read in), and the rewrite is the migration of
+    the format-1 file (kept in tests/data) with nothing else changed."""
+    from diffusionct.config import RunConfig, migrate_format1
+    from diffusionct.io.files import read_json
+    from tests.model_fixtures import FORMAT1_MODEL_CONFIG
+
+    for folder in shipped_models():
+        meta = read_json(folder / "config.json", "model config")
+        assert meta["format_version"] == 2
+        assert RunConfig.from_saved(meta["config"]).to_dict() == meta["config"], folder.name
+    format1 = read_json(FORMAT1_MODEL_CONFIG, "model config")
+    rewritten = read_json(shipped_library() / "siemens-b30f-b70f" / "config.json", "model config")
+    assert format1["format_version"] == 1 and format1["config"] != rewritten["config"]
+    assert migrate_format1(format1["config"]) == rewritten["config"]
+    assert {k: v for k, v in format1.items() if k not in ("config", "format_version")} == \
+        {k: v for k, v in rewritten.items() if k not in ("config", "format_version")}
+
+
+def test_a_model_in_format_1_is_the_same_model_as_its_rewrite(tmp_path):
+    """Same fingerprint (so the same DICOM UIDs) and the same pixels, whichever format its config.json is in."""
+    import shutil
+
+    from diffusionct.standardize_runs import model_fingerprint
+    from tests.model_fixtures import FORMAT1_MODEL_CONFIG
+
+    library = tmp_path / "models"
+    shutil.copytree(shipped_library(), library)
+    shutil.copy(FORMAT1_MODEL_CONFIG, library / "siemens-b30f-b70f" / "config.json")
+    old, new = library / "siemens-b30f-b70f", shipped_library() / "siemens-b30f-b70f"
+    assert model_fingerprint(old) == model_fingerprint(new)
+    outputs = [Standardizer.load(folder, "cpu").standardize_slices(slices(), pixel_mm=PIXEL_MM) for folder in (old, new)]
+    assert outputs[0].tobytes() == outputs[1].tobytes()
+    shutil.copy(shipped_library() / "siemens-b30f-b50f" / "config.json", old / "config.json")  # another model's config
+    assert model_fingerprint(old) != model_fingerprint(new)
+
+
 if __name__ == "__main__":
     np.savez_compressed(REFERENCE, **outputs())
     print(f"wrote {REFERENCE}")

@@ -6,6 +6,7 @@ weights so that a checkpoint always carries the settings that made it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -22,10 +23,10 @@ from diffusionct.units import HU_MAX, HU_MIN
 
 FEATURE_PRESETS = tuple(f"ibsi-{c}" for c in "abcde")  # IBSI 1 configurations A-E: diffusionct/data/ibsi/*.yaml
 DIFFUSION_MODES = ("paper", "residual", "refine", "sdedit")
-KERNEL_FILTER_SOURCES = ("pairs", "profiles")  # diffusion.predictor_kernel_filter_from
+KERNEL_FILTER_SOURCES = ("pairs", "profiles")  # PredictorConfig.kernel_filter_from
 PREDICTOR_SPACES = ("latent", "image")
 LR_SCHEDULES = ("constant", "cosine")
-LEGACY_KERNEL_FILTER_SIZE = 25  # the kernel filter's cropped size in models saved before its Fourier form
+CONFIG_FORMAT = 2  # the layout of RunConfig.to_dict(); a saved config of format 1 is read through migrate_format1
 
 
 MAX_SEED = 2**63 - 1
@@ -75,7 +76,7 @@ class UNetConfig:
     (x_t - s eps) / a multiplies by up to 150 near t = T, and sampled from pure noise it did not find the image.
     ``condition_skip_size`` > 1 (odd): that path also filters Z_A with a learned ``size`` x ``size`` convolution
     across channels with no response to a constant (a linear kernel change; 3 in ``configs/paper-mode.yaml``).
-    Measured: docs/history/results-analytic-library.md, seventh run. Models saved before these settings existed read False and 1.
+    Measured: docs/history/results-analytic-library.md, seventh run.
     """
 
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -105,6 +106,48 @@ class PhaseConfig:
 
 
 @dataclass
+class PredictorConfig:
+    """A network that predicts the residual B - A: the ``refine`` mode's estimate of the conditional mean
+    (``diffusion.predictor``) and the residual CNN baseline (``baselines.residual_cnn``), one description for both.
+
+    Attributes:
+        space: ``image`` (a full-resolution residual CNN on the HU image A, as Whang et al.'s image-space predictor,
+            trained first with its own ``training`` settings and then frozen, so that the diffusion and ``x0_scale``
+            see only what it leaves; measured better, docs/model.md) or ``latent`` (a stack of 3x3 convolutions on
+            Z_A, trained jointly with the diffusion; ``diffusion.predictor`` only).
+        channels, layers: width and depth (3x3 convolutions).
+        pixel_spacing: the network is told each slice's pixel size (FiLM; kernels are filters in cycles/mm, so one
+            kernel change is another filter at another field of view; docs/model.md, "Pixel size").
+        kernel_filter: the network starts with a learned isotropic filter in cycles/mm and its convolutions correct
+            what that filter misses (``models.baselines.RadialKernelFilter``).
+        kernel_filter_size: how that filter is applied: 0 in the Fourier domain on each whole slice or crop,
+            exactly; an odd size as a convolution kernel cropped to that size (whose crop cuts the tails of a
+            sharpening kernel; docs/model.md).
+        kernel_filter_pixel_anchors: pixel sizes (mm, ascending) at which that filter has its own gain, interpolated
+            in between: aliasing makes one kernel change a different filter in cycles/mm at each pixel size. Empty:
+            one gain for every pixel size.
+        kernel_filter_from: where that filter comes from: ``pairs`` (least squares on the training pairs, then
+            trained with the convolutions) or ``profiles`` (``diffusion.predictor`` only): the calibrated filter
+            W_target / W_source of the gap's two measured kernel profiles (``diffusionct.kernels``), held fixed,
+            with the convolutions starting at zero, so the predictor starts as the physics baseline
+            (``--method kernel-filter``) and learns only what that filter misses. Simulated pairs cannot pull the
+            linear part away from the real scanners'.
+        training: its optimisation (L2 on the HU residual B - A); a latent predictor trains with phase 2 instead.
+    """
+
+    space: str = "image"
+    channels: int = 64
+    layers: int = 6
+    pixel_spacing: bool = True
+    kernel_filter: bool = True
+    kernel_filter_size: int = 0
+    kernel_filter_pixel_anchors: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    kernel_filter_from: str = "pairs"
+    training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3,
+                                                                      lr_schedule="cosine"))
+
+
+@dataclass
 class DiffusionConfig:
     """The conditional latent DDPM (section 3.2) and its sampling.
 
@@ -126,8 +169,8 @@ class DiffusionConfig:
         temperature: the start x_T is ``temperature`` x the Gaussian noise (1: the model's distribution; below 1 the
             sample moves toward the conditional mean, as reduced-temperature sampling of Kingma and Dhariwal 2018).
             Default 0, the deterministic DDIM path from the zero start: on all four simulated gaps it kept more
-            features within RE 0.15 than 0.5 or 1 (docs/history/results-analytic-library.md, "Sampling temperature"). Models saved before
-            this setting existed read 1. Not used by the sdedit mode, which starts from Z_A noised. The ``paper`` mode is
+            features within RE 0.15 than 0.5 or 1 (docs/history/results-analytic-library.md, "Sampling temperature").
+            Not used by the sdedit mode, which starts from Z_A noised. The ``paper`` mode is
             the paper's sampler (from pure noise) at 1 only: set it with that mode (``configs/paper-mode.yaml`` does). The
             image-space DDPM baseline always samples at 1 (``image_ddpm_diffusion_config``).
         x0_clip: clip the sampler's x0 estimates to [-x0_clip, x0_clip]; 0: no clipping. The paper
@@ -135,38 +178,12 @@ class DiffusionConfig:
         x0_scale: the diffusion runs on x0 * x0_scale, so that its data has unit variance as the
             noise does (the residual of two close kernels is ~50x smaller than the noise, and the
             network's error would then dominate it). 0: set at the start of phase 2 to 1 / SD of the
-            training x0; models saved before it existed read 0 and run unscaled.
+            training x0.
         x0_shift: subtracted from x0 before scaling: set at the start of phase 2 to the mean of the training x0
             in the modes whose x0 is the target latent itself (paper, sdedit), as the shift factor of Stable
             Diffusion 3's autoencoder (the space-to-depth latent is the HU image: its mean is far from 0, and
             the forward process would keep it for hundreds of steps). The residual modes' x0 is centred: 0.
-        predictor: where the ``refine`` mode's predictor of the conditional mean works: ``image`` (default;
-            measured better, docs/history/results-analytic-library.md) or ``latent`` (a stack of 3x3 convolutions on Z_A, trained
-            jointly with the diffusion; models saved before this setting existed are read as latent). ``image``: a
-            full-resolution residual CNN on the HU image A, as Whang et al.'s image-space predictor,
-            trained first with its own ``predictor_training`` settings and then frozen, so that the
-            diffusion and ``x0_scale`` see only what the predictor leaves).
-        predictor_channels, predictor_layers: width and depth of the predictor (3x3 convolutions).
-        predictor_pixel_spacing: the ``image`` predictor is told each slice's pixel size (FiLM; kernels are
-            filters in cycles/mm, so one kernel change is another filter at another field of view). Measured:
-            docs/history/results-analytic-library.md, "Pixel size". Models saved before this setting existed read False.
-        predictor_kernel_filter: the ``image`` predictor starts with a learned isotropic filter in cycles/mm
-            (fitted by least squares to the training pairs, then trained with the rest) and its convolutions
-            correct what that filter misses (``models.baselines.RadialKernelFilter``; docs/history/results-analytic-library.md, "fifth
-            run"). Models saved before this setting existed read False.
-        predictor_kernel_filter_size: how that filter is applied: 0 (default) in the Fourier domain on each whole
-            slice or crop, exactly; an odd size as a convolution kernel cropped to that size, as models saved before
-            this setting existed (25), whose crop cut the tails of a sharpening kernel (docs/history/results-analytic-library.md, eighth run).
-        predictor_kernel_filter_pixel_anchors: pixel sizes (mm, ascending) at which that filter has its own gain,
-            interpolated in between (``RadialKernelFilter``): aliasing makes one kernel change a different filter in
-            cycles/mm at each pixel size (docs/history/results-analytic-library.md, fourteenth run). Empty: one gain for every pixel size, as
-            models saved before this setting existed.
-        predictor_kernel_filter_from: where that filter comes from: ``pairs`` (least squares on the training pairs,
-            then trained with the convolutions) or ``profiles``: the calibrated filter W_target / W_source of the
-            gap's two measured kernel profiles (``diffusionct.kernels``), held fixed, with the convolutions starting
-            at zero, so the predictor starts as the physics baseline (``--method kernel-filter``) and learns only
-            what that filter misses. Simulated pairs cannot pull the linear part away from the real scanners'.
-        predictor_training: optimisation of the ``image`` predictor (L2 on the HU residual B - A).
+        predictor: the ``refine`` mode's predictor of the conditional mean (:class:`PredictorConfig`).
         sdedit_strength: the ``sdedit`` mode's starting point, as a share of T: lower keeps more of the source
             image, higher gives more of the target model's texture (and loses anatomy).
     """
@@ -183,16 +200,7 @@ class DiffusionConfig:
     x0_clip: float = 0.0
     x0_scale: float = 0.0
     x0_shift: float = 0.0
-    predictor: str = "image"
-    predictor_channels: int = 64
-    predictor_layers: int = 6
-    predictor_pixel_spacing: bool = True
-    predictor_kernel_filter: bool = True
-    predictor_kernel_filter_size: int = 0
-    predictor_kernel_filter_pixel_anchors: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
-    predictor_kernel_filter_from: str = "pairs"
-    predictor_training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=1000, batch_size=8, crop=96, lr=1e-3,
-                                                                                      lr_schedule="cosine"))
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
     sdedit_strength: float = 0.3
 
     @property
@@ -250,30 +258,59 @@ class DataConfig:
 
 
 @dataclass
-class BaselineConfig:
-    """Settings of the baseline methods (``--method``), sources in ``docs/baselines.md``."""
+class HistogramConfig:
+    """Histogram matching (Nyul et al.): ``quantiles`` points of the two intensity distributions matched."""
 
-    residual_cnn_channels: int = 64
-    residual_cnn_layers: int = 6
-    residual_cnn_pixel_spacing: bool = False  # Choe et al.'s CNN sees pixels only; True: as DiffusionCT's predictor
-    residual_cnn_kernel_filter: bool = False  # True: with DiffusionCT's predictor's linear kernel filter
-    residual_cnn_kernel_filter_size: int = 0  # as diffusion.predictor_kernel_filter_size
-    residual_cnn_kernel_filter_pixel_anchors: list[float] = field(default_factory=list)  # as diffusion.predictor_...
-    residual_cnn: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
-    histogram_quantiles: int = 1024
-    pix2pix_channels: int = 32
-    pix2pix_depth: int = 4
-    pix2pix_l1_weight: float = 100.0
-    pix2pix_latent_weight: float = 0.0
-    pix2pix: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=2e-4))
-    # CycleGAN (Zhu et al. 2017): generators as pix2pix's, single-image PatchGANs, LSGAN loss; weights of the paper
-    cyclegan_cycle_weight: float = 10.0
-    cyclegan_identity_weight: float = 5.0
-    cyclegan: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=4, crop=96, lr=2e-4))
-    # four levels: MONAI's mid-block self-attention then runs at 1/8 resolution (4,096 tokens for 512 x 512)
-    ddpm_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
-    ddpm_hu_scale: float = 100.0
-    ddpm: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-4))
+    quantiles: int = 1024
+
+
+@dataclass
+class Pix2PixConfig:
+    """pix2pix (Isola et al. 2017): a U-Net generator of ``channels`` and ``depth`` levels against a PatchGAN, L1
+    weighted by ``l1_weight``; ``latent_weight`` > 0 adds STAN-CT's loss in the discriminator's feature space."""
+
+    channels: int = 32
+    depth: int = 4
+    l1_weight: float = 100.0
+    latent_weight: float = 0.0
+    training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=2e-4))
+
+
+@dataclass
+class CycleGANConfig:
+    """CycleGAN (Zhu et al. 2017): generators as pix2pix's (``baselines.pix2pix.channels`` and ``depth``),
+    single-image PatchGANs, LSGAN loss; the loss weights of the paper."""
+
+    cycle_weight: float = 10.0
+    identity_weight: float = 5.0
+    training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=4, crop=96, lr=2e-4))
+
+
+@dataclass
+class ImageDDPMConfig:
+    """The conditional DDPM on the HU image / ``hu_scale`` (SR3, Palette). Four levels by default: MONAI's
+    mid-block self-attention then runs at 1/8 resolution (4,096 tokens for 512 x 512)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
+    hu_scale: float = 100.0
+    training: PhaseConfig = field(default_factory=lambda: PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-4))
+
+
+def _residual_cnn_baseline() -> PredictorConfig:
+    """Choe et al.'s residual CNN: pixels only, no kernel filter (True: as DiffusionCT's predictor)."""
+    return PredictorConfig(pixel_spacing=False, kernel_filter=False, kernel_filter_pixel_anchors=[],
+                           training=PhaseConfig(steps=2000, batch_size=8, crop=96, lr=1e-3))
+
+
+@dataclass
+class BaselineConfig:
+    """Settings of the baseline methods (``--method``), one section each; sources in ``docs/baselines.md``."""
+
+    residual_cnn: PredictorConfig = field(default_factory=_residual_cnn_baseline)
+    histogram: HistogramConfig = field(default_factory=HistogramConfig)
+    pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+    ddpm: ImageDDPMConfig = field(default_factory=ImageDDPMConfig)
 
 
 @dataclass
@@ -304,26 +341,13 @@ class RunConfig:
             raise DiffusionCTError(f"diffusion.temperature must be in [0, 1], got {self.diffusion.temperature}")
         if not 0 < self.diffusion.sdedit_strength <= 1:
             raise DiffusionCTError(f"diffusion.sdedit_strength must be in (0, 1], got {self.diffusion.sdedit_strength}")
-        if self.diffusion.x0_clip < 0 or self.diffusion.x0_scale < 0 or self.diffusion.predictor_layers < 2:
-            raise DiffusionCTError("diffusion.x0_clip and diffusion.x0_scale must be >= 0 and diffusion.predictor_layers >= 2")
-        if self.diffusion.predictor not in PREDICTOR_SPACES:
-            raise DiffusionCTError(f"diffusion.predictor must be one of {', '.join(PREDICTOR_SPACES)}, "
-                                   f"got '{self.diffusion.predictor}'")
-        for key, size in (("diffusion.predictor_kernel_filter_size", self.diffusion.predictor_kernel_filter_size),
-                          ("baselines.residual_cnn_kernel_filter_size", self.baselines.residual_cnn_kernel_filter_size)):
-            if size != 0 and not (size % 2 == 1 and 3 <= size <= 63):
-                raise DiffusionCTError(f"{key} must be 0 (the filter in the Fourier domain) or an odd kernel size "
-                                       f"3-63, got {size}")
-        for key, anchors in (("diffusion.predictor_kernel_filter_pixel_anchors", self.diffusion.predictor_kernel_filter_pixel_anchors),
-                             ("baselines.residual_cnn_kernel_filter_pixel_anchors", self.baselines.residual_cnn_kernel_filter_pixel_anchors)):
-            if len(anchors) == 1 or not all(0 < a < b for a, b in zip(anchors, anchors[1:])):  # positive and ascending
-                raise DiffusionCTError(f"{key} must be empty or two or more ascending pixel sizes in mm, e.g. "
-                                       f"[0.5, 0.75, 1.0]; got {anchors}")
-        if self.diffusion.predictor_kernel_filter_from not in KERNEL_FILTER_SOURCES:
-            raise DiffusionCTError(f"diffusion.predictor_kernel_filter_from must be one of {', '.join(KERNEL_FILTER_SOURCES)}, "
-                                   f"got '{self.diffusion.predictor_kernel_filter_from}'")
-        if self.diffusion.predictor_kernel_filter_from == "profiles" and not self.diffusion.predictor_kernel_filter:
-            raise DiffusionCTError("diffusion.predictor_kernel_filter_from=profiles needs diffusion.predictor_kernel_filter=true")
+        if self.diffusion.x0_clip < 0 or self.diffusion.x0_scale < 0:
+            raise DiffusionCTError("diffusion.x0_clip and diffusion.x0_scale must be >= 0")
+        _check_predictor("diffusion.predictor", self.diffusion.predictor)
+        _check_predictor("baselines.residual_cnn", self.baselines.residual_cnn)
+        if self.baselines.residual_cnn.space != "image":
+            raise DiffusionCTError(f"baselines.residual_cnn.space must be image (the baseline works on the HU image), "
+                                   f"got '{self.baselines.residual_cnn.space}'")
         check_pairing(self.data.pairing)
         for name, phase in self.phases().items():
             if phase.lr_schedule not in LR_SCHEDULES:
@@ -365,15 +389,15 @@ class RunConfig:
                 raise DiffusionCTError(f"{key} must be in [0, 1), got {value}")
         if not a.hu_min < a.hu_max:
             raise DiffusionCTError(f"autoencoder.hu_min must be below autoencoder.hu_max, got {a.hu_min} and {a.hu_max}")
-        if not self.unet.channels or not self.baselines.ddpm_channels:
-            raise DiffusionCTError("unet.channels and baselines.ddpm_channels must list one or more widths")
+        if not self.unet.channels or not self.baselines.ddpm.channels:
+            raise DiffusionCTError("unet.channels and baselines.ddpm.channels must list one or more widths")
 
     def phases(self) -> dict[str, PhaseConfig]:
         """Every phase's optimisation settings by their config key."""
         b = self.baselines
-        return {"phase1": self.phase1, "phase2": self.phase2, "diffusion.predictor_training": self.diffusion.predictor_training,
-                "baselines.residual_cnn": b.residual_cnn, "baselines.pix2pix": b.pix2pix, "baselines.cyclegan": b.cyclegan,
-                "baselines.ddpm": b.ddpm}
+        return {"phase1": self.phase1, "phase2": self.phase2, "diffusion.predictor.training": self.diffusion.predictor.training,
+                "baselines.residual_cnn.training": b.residual_cnn.training, "baselines.pix2pix.training": b.pix2pix.training,
+                "baselines.cyclegan.training": b.cyclegan.training, "baselines.ddpm.training": b.ddpm.training}
 
     def check_training_steps(self, what: str) -> None:
         """Refuse to train ``what`` (a DiffusionCT phase or a baseline method) with 0 steps: it would write an
@@ -392,23 +416,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_saved(cls, data: dict, source: str = "config") -> "RunConfig":
-        """The config of a saved model: keys added after it was saved take the value that reproduces it (a
-        refine model saved before ``diffusion.predictor`` existed has a latent predictor)."""
-        data = json.loads(json.dumps(data))
-        diffusion = data.get("diffusion")
-        if isinstance(data.get("baselines"), dict):
-            data["baselines"].setdefault("residual_cnn_kernel_filter_size", LEGACY_KERNEL_FILTER_SIZE)
-            data["baselines"].setdefault("residual_cnn_kernel_filter_pixel_anchors", [])
-        if isinstance(diffusion, dict):
-            diffusion.setdefault("predictor", "latent")
-            diffusion.setdefault("predictor_pixel_spacing", False)
-            diffusion.setdefault("predictor_kernel_filter", False)
-            diffusion.setdefault("predictor_kernel_filter_size", LEGACY_KERNEL_FILTER_SIZE)
-            diffusion.setdefault("predictor_kernel_filter_pixel_anchors", [])
-            diffusion.setdefault("temperature", 1.0)
-            if isinstance(diffusion.get("predictor_training"), dict):
-                diffusion["predictor_training"].setdefault("lr_schedule", "constant")
+    def from_saved(cls, data: dict, source: str = "config", format_version: int = CONFIG_FORMAT) -> "RunConfig":
+        """The config of a saved model or checkpoint, written in ``format_version`` (an earlier one is migrated)."""
+        if format_version not in (1, CONFIG_FORMAT):
+            raise DiffusionCTError(f"{source}: config format {format_version} is not one this version reads "
+                                   f"(1-{CONFIG_FORMAT}); use a matching diffusionct version or retrain")
+        if format_version == 1:
+            data = migrate_format1(data)
         try:
             return cls.from_dict(data, source)
         except DiffusionCTError as exc:
@@ -443,6 +457,86 @@ class RunConfig:
             apply_override(data, item)
         _default_sampling_steps(data)
         return cls.from_dict(data, str(path or "--set"))
+
+
+
+# format 1's keys and where format 2 keeps them: the predictor's settings, flat with a ``predictor_`` prefix in
+# ``diffusion`` and again with ``residual_cnn_`` in ``baselines``, became one PredictorConfig; each baseline's
+# prefixed keys became its own section, whose optimisation settings (format 1: the section itself) are ``training``
+FORMAT1_KEYS = {
+    "diffusion.predictor": "diffusion.predictor.space",
+    **{f"diffusion.predictor_{key}": f"diffusion.predictor.{key}" for key in (
+        "channels", "layers", "pixel_spacing", "kernel_filter", "kernel_filter_size", "kernel_filter_pixel_anchors",
+        "kernel_filter_from", "training")},
+    "baselines.residual_cnn": "baselines.residual_cnn.training",
+    **{f"baselines.residual_cnn_{key}": f"baselines.residual_cnn.{key}" for key in (
+        "channels", "layers", "pixel_spacing", "kernel_filter", "kernel_filter_size", "kernel_filter_pixel_anchors")},
+    "baselines.histogram_quantiles": "baselines.histogram.quantiles",
+    "baselines.pix2pix": "baselines.pix2pix.training",
+    **{f"baselines.pix2pix_{key}": f"baselines.pix2pix.{key}" for key in ("channels", "depth", "l1_weight", "latent_weight")},
+    "baselines.cyclegan": "baselines.cyclegan.training",
+    "baselines.cyclegan_cycle_weight": "baselines.cyclegan.cycle_weight",
+    "baselines.cyclegan_identity_weight": "baselines.cyclegan.identity_weight",
+    "baselines.ddpm": "baselines.ddpm.training",
+    "baselines.ddpm_channels": "baselines.ddpm.channels",
+    "baselines.ddpm_hu_scale": "baselines.ddpm.hu_scale",
+}
+# settings added while format 1 was written, with the value that reproduces a model saved before each existed
+# (format 2 configs are saved complete)
+FORMAT1_ABSENT = {
+    "diffusion.predictor": "latent",
+    "diffusion.predictor_pixel_spacing": False,
+    "diffusion.predictor_kernel_filter": False,
+    "diffusion.predictor_kernel_filter_size": 25,  # the filter cropped to 25 x 25 before its Fourier form
+    "diffusion.predictor_kernel_filter_pixel_anchors": [],
+    "diffusion.predictor_training.lr_schedule": "constant",
+    "diffusion.temperature": 1.0,
+    "baselines.residual_cnn_kernel_filter_size": 25,
+    "baselines.residual_cnn_kernel_filter_pixel_anchors": [],
+}
+
+
+def migrate_format1(config: dict) -> dict:
+    """A format-1 config dict in format 2: absent settings given the values its model was made with, keys moved."""
+    config = json.loads(json.dumps(config))
+    for key, value in FORMAT1_ABSENT.items():
+        *sections, name = key.split(".")
+        node = config
+        for part in sections:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and name not in node:  # in a section the config has
+            node[name] = value
+    moved = {new: _pop_key(config, old) for old, new in FORMAT1_KEYS.items()}
+    if isinstance(config.get("baselines"), dict):  # the residual CNN's settings format 1 did not have for it
+        moved.update({"baselines.residual_cnn.space": "image", "baselines.residual_cnn.kernel_filter_from": "pairs"})
+    for key, value in moved.items():
+        if value is not _ABSENT:
+            *sections, name = key.split(".")
+            node = config
+            for part in sections:
+                node = node.setdefault(part, {})
+            node[name] = value
+    return config
+
+
+_ABSENT = object()
+
+
+def _pop_key(config: dict, key: str):
+    *sections, name = key.split(".")
+    node = config
+    for part in sections:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node.pop(name, _ABSENT) if isinstance(node, dict) else _ABSENT
+
+
+def format1_hint(key: str) -> str:
+    """For an unknown key of a user's config: where format 2 keeps it, when it is a format-1 key."""
+    for old, new in FORMAT1_KEYS.items():
+        phase_key = new.endswith(".training") and key.startswith(old + ".")  # e.g. baselines.pix2pix.steps
+        if key == old or phase_key:
+            return f" ({key} is {new}{key[len(old):]} since config format 2)"
+    return ""
 
 
 UNPAIRED_SAMPLING_STEPS = 2  # measured: docs/history/results-analytic-library.md, "Sampling steps without pairs"
@@ -481,16 +575,9 @@ def image_ddpm_diffusion_config(config: RunConfig) -> DiffusionConfig:
 
 
 def image_predictor_baseline_config(config: RunConfig) -> BaselineConfig:
-    """The run's baseline settings with the residual CNN made the refine mode's image-space predictor (its width,
-    depth, pixel-size conditioning, kernel filter and training): one description of that network for DiffusionCT's
-    model and for the predictor exported as a ``residual-cnn`` model."""
-    d = config.diffusion
-    return dataclasses.replace(config.baselines, residual_cnn_channels=d.predictor_channels,
-                               residual_cnn_layers=d.predictor_layers, residual_cnn=d.predictor_training,
-                               residual_cnn_pixel_spacing=d.predictor_pixel_spacing,
-                               residual_cnn_kernel_filter=d.predictor_kernel_filter,
-                               residual_cnn_kernel_filter_size=d.predictor_kernel_filter_size,
-                               residual_cnn_kernel_filter_pixel_anchors=list(d.predictor_kernel_filter_pixel_anchors))
+    """The run's baseline settings with the residual CNN made the refine mode's image-space predictor: the predictor
+    exported as a ``residual-cnn`` model."""
+    return dataclasses.replace(config.baselines, residual_cnn=copy.deepcopy(config.diffusion.predictor))
 
 
 # DiffusionCT's training phases (train --phase): the encoder-decoder (phase 1, itself the autoencoder method), the
@@ -499,14 +586,34 @@ DIFFUSION_PHASE, PREDICTOR_PHASE, ALL_PHASES = "diffusion", "predictor", "all"
 TRAINING_PHASES = (AUTOENCODER, DIFFUSION_PHASE, PREDICTOR_PHASE, ALL_PHASES)
 # the phase settings whose steps train each DiffusionCT phase (train --phase) or baseline method (train --method)
 TRAINING_STEPS_KEYS = {ALL_PHASES: ("phase1", "phase2"), AUTOENCODER: ("phase1",), DIFFUSION_PHASE: ("phase2",),
-                       PREDICTOR_PHASE: ("diffusion.predictor_training",), RESIDUAL_CNN: ("baselines.residual_cnn",),
-                       PIX2PIX: ("baselines.pix2pix",), CYCLEGAN: ("baselines.cyclegan",), DDPM: ("baselines.ddpm",)}
+                       PREDICTOR_PHASE: ("diffusion.predictor.training",), RESIDUAL_CNN: ("baselines.residual_cnn.training",),
+                       PIX2PIX: ("baselines.pix2pix.training",), CYCLEGAN: ("baselines.cyclegan.training",),
+                       DDPM: ("baselines.ddpm.training",)}
 POSITIVE = {"base_channels", "latent_channels", "blocks_per_stage", "decoder_channels", "channels", "num_res_blocks",
             "num_head_channels", "norm_num_groups", "batch_size", "crop", "lr", "validate_every", "checkpoint_every",
-            "timesteps", "predictor_channels", "residual_cnn_channels", "residual_cnn_layers", "histogram_quantiles",
-            "pix2pix_channels", "pix2pix_depth", "ddpm_channels", "ddpm_hu_scale"}
-NON_NEGATIVE = {"steps", "eta", "structure_weight", "frequency_weight", "pix2pix_l1_weight", "pix2pix_latent_weight",
-                "cyclegan_cycle_weight", "cyclegan_identity_weight"}
+            "timesteps", "layers", "quantiles", "depth", "hu_scale"}
+NON_NEGATIVE = {"steps", "eta", "structure_weight", "frequency_weight", "l1_weight", "latent_weight", "cycle_weight",
+                "identity_weight"}
+
+
+def _check_predictor(key: str, predictor: PredictorConfig) -> None:
+    if predictor.space not in PREDICTOR_SPACES:
+        raise DiffusionCTError(f"{key}.space must be one of {', '.join(PREDICTOR_SPACES)}, got '{predictor.space}'")
+    if predictor.layers < 2:
+        raise DiffusionCTError(f"{key}.layers must be >= 2, got {predictor.layers}")
+    size = predictor.kernel_filter_size
+    if size != 0 and not (size % 2 == 1 and 3 <= size <= 63):
+        raise DiffusionCTError(f"{key}.kernel_filter_size must be 0 (the filter in the Fourier domain) or an odd kernel "
+                               f"size 3-63, got {size}")
+    anchors = predictor.kernel_filter_pixel_anchors
+    if len(anchors) == 1 or not all(0 < a < b for a, b in zip(anchors, anchors[1:])):  # positive and ascending
+        raise DiffusionCTError(f"{key}.kernel_filter_pixel_anchors must be empty or two or more ascending pixel sizes "
+                               f"in mm, e.g. [0.5, 0.75, 1.0]; got {anchors}")
+    if predictor.kernel_filter_from not in KERNEL_FILTER_SOURCES:
+        raise DiffusionCTError(f"{key}.kernel_filter_from must be one of {', '.join(KERNEL_FILTER_SOURCES)}, "
+                               f"got '{predictor.kernel_filter_from}'")
+    if predictor.kernel_filter_from == "profiles" and not predictor.kernel_filter:
+        raise DiffusionCTError(f"{key}.kernel_filter_from=profiles needs {key}.kernel_filter=true")
 
 
 def _numbers(data: dict, prefix: str = ""):
@@ -523,27 +630,29 @@ def _numbers(data: dict, prefix: str = ""):
 
 def image_ddpm_unet_config(config: RunConfig) -> UNetConfig:
     """The image-space DDPM's U-Net: the latent U-Net's settings with the baseline's widths, no attention."""
-    channels = config.baselines.ddpm_channels
+    channels = config.baselines.ddpm.channels
     return UNetConfig(channels=list(channels), attention_levels=[False] * len(channels),
                       num_res_blocks=config.unet.num_res_blocks, num_head_channels=config.unet.num_head_channels,
                       norm_num_groups=config.unet.norm_num_groups)
 
 
-def _build(cls, data: Any, where: str, base=None):
-    """``base`` (default: ``cls()``) with the keys of ``data`` replaced, nested sections merged key by key."""
+def _build(cls, data: Any, where: str, base=None, path: str = ""):
+    """``base`` (default: ``cls()``) with the keys of ``data`` replaced, nested sections merged key by key
+    (``path``: the section's dotted key, ``where``: the same with its source, for messages)."""
     if not isinstance(data, dict):
-        raise DiffusionCTError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+        raise DiffusionCTError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}{format1_hint(path.rstrip('.'))}")
     base = cls() if base is None else base
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise DiffusionCTError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+        moved = "".join(format1_hint(f"{path}{name}") for name in unknown)
+        raise DiffusionCTError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}{moved}")
     changes = {}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            changes[name] = _build(hint, value, f"{where}.{name}", getattr(base, name))
+            changes[name] = _build(hint, value, f"{where}.{name}", getattr(base, name), f"{path}{name}.")
         else:
             changes[name] = _coerce(hint, value, f"{where}.{name}")
     return dataclasses.replace(base, **changes)

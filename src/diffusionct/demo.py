@@ -101,12 +101,13 @@ def _brief_config(plan: DemoPlan) -> RunConfig:
         f"phase1.validate_every={max(1, plan.autoencoder_steps // 2)}", f"phase1.checkpoint_every={plan.autoencoder_steps}",
         f"phase2.steps={plan.diffusion_steps}", f"phase2.crop={plan.crop}", "phase2.batch_size=4",
         f"phase2.validate_every={max(1, plan.diffusion_steps // 2)}", f"phase2.checkpoint_every={plan.diffusion_steps}",
-        f"baselines.residual_cnn.steps={plan.cnn_steps}", f"baselines.residual_cnn.crop={plan.crop}",
-        f"baselines.residual_cnn.checkpoint_every={plan.cnn_steps}", f"baselines.residual_cnn.validate_every={max(1, plan.cnn_steps // 2)}",
-        *(f"diffusion.predictor_training.{key}={value}" for key, value in (
+        f"baselines.residual_cnn.training.steps={plan.cnn_steps}", f"baselines.residual_cnn.training.crop={plan.crop}",
+        f"baselines.residual_cnn.training.checkpoint_every={plan.cnn_steps}",
+        f"baselines.residual_cnn.training.validate_every={max(1, plan.cnn_steps // 2)}",
+        *(f"diffusion.predictor.training.{key}={value}" for key, value in (
             ("steps", plan.cnn_steps), ("crop", plan.crop), ("batch_size", 4), ("checkpoint_every", plan.cnn_steps),
             ("validate_every", max(1, plan.cnn_steps // 2)))),
-        *(f"baselines.{name}.{key}={value}" for name in (PIX2PIX, DDPM)
+        *(f"baselines.{name}.training.{key}={value}" for name in (PIX2PIX, DDPM)
           for key, value in (("steps", plan.cnn_steps), ("crop", plan.crop), ("batch_size", 4),
                              ("checkpoint_every", plan.cnn_steps), ("validate_every", max(1, plan.cnn_steps // 2)))),
     ])

@@ -10,6 +10,7 @@ process, and the jobs run here or on a Dask cluster (`distributed.py`). The per-
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,11 +20,11 @@ from typing import NamedTuple
 from diffusionct.config import check_seed
 from diffusionct.distributed import local_workers
 from diffusionct.errors import DiffusionCTError
-from diffusionct.io.files import check_output_apart, read_json
+from diffusionct.io.files import check_output_apart
 from diffusionct.io.records import read_record, remove_record, write_record
 from diffusionct.methods.library import (ModelEntry, choose_model, default_model_dir, for_pixel_size, is_library,
                                       library_models, shipped_library)
-from diffusionct.methods.store import CONFIG_NAME, model_weight_files
+from diffusionct.methods.store import CONFIG_NAME, model_weight_files, read_model_config
 from diffusionct.standardize import Standardizer
 
 log = logging.getLogger(__name__)
@@ -121,14 +122,17 @@ def _model_per_series(jobs: list[SeriesInput], model_dir: Path | None, source_ke
 
 
 def model_fingerprint(folder: Path) -> str:
-    """A short hash of a model folder's content (config and weights, those it shares with its library too), naming
-    the model in outputs and UIDs."""
-    config = folder / CONFIG_NAME
+    """A short hash of a model folder's content, naming the model in outputs and UIDs: its weights (those it shares
+    with its library too) and its config.json as read, so a model written in an earlier format and its rewrite in
+    today's are one model (docs/decisions.md, ``fingerprint-of-what-is-read``)."""
+    meta = read_model_config(folder) if (folder / CONFIG_NAME).is_file() else {}
     digest = hashlib.sha256()
-    for path in model_weight_files(folder, read_json(config, "model config") if config.is_file() else {}) + [config]:
+    for path in model_weight_files(folder, meta):
         if path.is_file():
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
+    read = {key: value for key, value in meta.items() if key != "format_version"}
+    digest.update(json.dumps(read, sort_keys=True, separators=(",", ":")).encode())
     return digest.hexdigest()[:12]
 
 

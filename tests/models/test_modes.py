@@ -26,7 +26,7 @@ EXACT_TINY = ["autoencoder.space_to_depth=true", "autoencoder.base_channels=8", 
 
 @pytest.mark.parametrize("mode", ["refine", "paper", "residual", "sdedit"])
 def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
-    config = tiny_config(f"diffusion.mode={mode}", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3")
+    config = tiny_config(f"diffusion.mode={mode}", "diffusion.predictor.channels=8", "diffusion.predictor.layers=3")
     model = train(tiny_data, tmp_path / "run", config, phase="all")
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
     assert meta["config"]["diffusion"]["mode"] == mode
@@ -47,7 +47,7 @@ def test_mode_trains_saves_and_standardizes(tiny_data, tmp_path, mode):
 
 def test_refine_phase_two_on_its_own_encoder_decoder(tiny_data, tmp_path):
     """Phase 2 alone (a shared phase-1 run copied in) builds and saves the predictor too."""
-    modes = ("diffusion.mode=refine", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3")
+    modes = ("diffusion.mode=refine", "diffusion.predictor.channels=8", "diffusion.predictor.layers=3")
     train(tiny_data, tmp_path / "run", tiny_config(*modes), phase="autoencoder")
     model = train(tiny_data, tmp_path / "run", tiny_config(*modes), phase="diffusion")
     assert model.predictor is not None and (tmp_path / "run" / "predictor.safetensors").exists()
@@ -55,7 +55,7 @@ def test_refine_phase_two_on_its_own_encoder_decoder(tiny_data, tmp_path):
 
 
 def test_refine_resumes_to_the_same_weights(tiny_data, tmp_path):
-    modes = ("diffusion.mode=refine", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3")
+    modes = ("diffusion.mode=refine", "diffusion.predictor.channels=8", "diffusion.predictor.layers=3")
     train(tiny_data, tmp_path / "straight", tiny_config(*modes), phase="all")
     train(tiny_data, tmp_path / "resumed", tiny_config(*modes, "phase2.steps=3"), phase="all")
     train(tiny_data, tmp_path / "resumed", tiny_config(*modes), phase="all", resume=True)
@@ -78,7 +78,7 @@ class _ZeroResidual(torch.nn.Module):
 
 def test_zero_residual_model_returns_its_input():
     """An exact encoder-decoder, a zero predictor and a diffusion that samples a zero residual: A' = A."""
-    config = RunConfig.load(overrides=[*EXACT_TINY, "diffusion.mode=refine", "diffusion.predictor=latent"])
+    config = RunConfig.load(overrides=[*EXACT_TINY, "diffusion.mode=refine", "diffusion.predictor.space=latent"])
     model = DiffusionCTModel.build(config).eval()  # zero-initialised learned branches and predictor
     model.unet = _ZeroResidual(NoiseSchedule.from_config(config.diffusion))
     hu = np.random.default_rng(0).normal(0, 300, size=(2, 64, 64)).clip(-1000, 2000).astype(np.float32)
@@ -220,10 +220,10 @@ def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path, mo
     torch.testing.assert_close(diffusion.to_target_latent(x0, z_a), z_b)  # the round trip undoes shift and scale
 
 
-IMAGE_PREDICTOR = ("diffusion.mode=refine", "diffusion.predictor=image", "diffusion.predictor_channels=8",
-                   "diffusion.predictor_layers=3", "diffusion.predictor_training.steps=4",
-                   "diffusion.predictor_training.crop=32", "diffusion.predictor_training.batch_size=2",
-                   "diffusion.predictor_training.checkpoint_every=2")
+IMAGE_PREDICTOR = ("diffusion.mode=refine", "diffusion.predictor.space=image", "diffusion.predictor.channels=8",
+                   "diffusion.predictor.layers=3", "diffusion.predictor.training.steps=4",
+                   "diffusion.predictor.training.crop=32", "diffusion.predictor.training.batch_size=2",
+                   "diffusion.predictor.training.checkpoint_every=2")
 
 
 def test_image_predictor_is_trained_first_and_frozen(tiny_data, tmp_path):
@@ -248,8 +248,8 @@ def test_image_predictor_is_trained_first_and_frozen(tiny_data, tmp_path):
 def test_image_predictor_mean_is_the_encoded_residual():
     """m = E(A + r(A)) - Z_A: with the exact space-to-depth encoder and a zero diffusion residual the output
     is the predictor's converted image."""
-    config = RunConfig.load(overrides=[*EXACT_TINY, "diffusion.mode=refine", "diffusion.predictor=image",
-                                       "diffusion.predictor_channels=8", "diffusion.predictor_layers=3"])
+    config = RunConfig.load(overrides=[*EXACT_TINY, "diffusion.mode=refine", "diffusion.predictor.space=image",
+                                       "diffusion.predictor.channels=8", "diffusion.predictor.layers=3"])
     model = DiffusionCTModel.build(config).eval()
     torch.manual_seed(0)
     with torch.no_grad():
@@ -267,24 +267,26 @@ def test_image_predictor_mean_is_the_encoded_residual():
 def test_unknown_predictor_is_refused():
     from diffusionct.errors import DiffusionCTError
 
-    with pytest.raises(DiffusionCTError, match="diffusion.predictor must be one of latent, image"):
-        RunConfig.load(overrides=["diffusion.predictor=pixel"])
+    with pytest.raises(DiffusionCTError, match="diffusion.predictor.space must be one of latent, image"):
+        RunConfig.load(overrides=["diffusion.predictor.space=pixel"])
 
 
 def test_models_saved_before_the_predictor_setting_load_as_latent(tiny_data, tmp_path):
-    """A refine model whose config.json has no diffusion.predictor (saved before it existed) is a latent one."""
+    """A refine model whose config.json (format 1) has no diffusion.predictor (saved before it existed) is a latent one."""
     from diffusionct.methods.store import write_model_config
+    from tests.model_fixtures import as_format1
 
-    train(tiny_data, tmp_path / "run", tiny_config("diffusion.predictor=latent"), phase="all")
+    train(tiny_data, tmp_path / "run", tiny_config("diffusion.predictor.space=latent"), phase="all")
     meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    meta["config"], meta["format_version"] = as_format1(meta["config"]), 1
     del meta["config"]["diffusion"]["predictor"]
     write_model_config(tmp_path / "run", meta)
     method = load_method(tmp_path / "run")
-    assert method.config.diffusion.predictor == "latent"
+    assert method.config.diffusion.predictor.space == "latent"
     from diffusionct.models.latent_unet import LatentPredictor
 
     assert isinstance(method.model.predictor, LatentPredictor)
-    assert RunConfig().diffusion.predictor == "image"  # while new runs get the measured better one
+    assert RunConfig().diffusion.predictor.space == "image"  # while new runs get the measured better one
 
 
 class _Identity(torch.nn.Module):
@@ -370,15 +372,15 @@ def test_image_predictor_is_the_residual_cnn_of_its_baseline_settings(tmp_path, 
     from diffusionct.config import image_predictor_baseline_config
     from diffusionct.methods.networks import ResidualCNNMethod
 
-    config = tiny_config("diffusion.mode=refine", "diffusion.predictor_channels=8", "diffusion.predictor_layers=3",
-                         f"diffusion.predictor_kernel_filter={str(kernel_filter).lower()}")
+    config = tiny_config("diffusion.mode=refine", "diffusion.predictor.channels=8", "diffusion.predictor.layers=3",
+                         f"diffusion.predictor.kernel_filter={str(kernel_filter).lower()}")
     model = DiffusionCTModel.build(config)
     torch.manual_seed(0)
     for p in model.predictor.parameters():
         torch.nn.init.normal_(p, std=0.05)
     baselines = image_predictor_baseline_config(config)
-    assert (baselines.residual_cnn_channels, baselines.residual_cnn_layers) == (8, 3)
-    assert baselines.residual_cnn == config.diffusion.predictor_training
+    assert (baselines.residual_cnn.channels, baselines.residual_cnn.layers) == (8, 3)
+    assert baselines.residual_cnn == config.diffusion.predictor
     exported = ResidualCNNMethod(dataclasses.replace(config, baselines=baselines), network=model.predictor)
     exported.save(tmp_path / "predictor")
     loaded = load_method(tmp_path / "predictor")

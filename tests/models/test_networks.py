@@ -10,6 +10,7 @@ from diffusionct.errors import DiffusionCTError
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.latent_unet import ConditionalUNet
 from diffusionct.train.latent_diffusion import autoencoder_loss
+from tests.model_fixtures import format1_config, tiny_config
 
 
 @pytest.mark.parametrize("downsample,latent", [(2, 4), (4, 8), (8, 16)])
@@ -111,9 +112,43 @@ def test_ddpm_sampler_runs_all_steps():
 
 
 def test_set_keeps_the_other_keys_of_a_section():
-    config = RunConfig.load(overrides=["baselines.residual_cnn.steps=5", "phase1.steps=3"])
-    assert config.baselines.residual_cnn.steps == 5 and config.baselines.residual_cnn.lr == 1e-3
+    config = RunConfig.load(overrides=["baselines.residual_cnn.training.steps=5", "phase1.steps=3"])
+    assert config.baselines.residual_cnn.training.steps == 5 and config.baselines.residual_cnn.training.lr == 1e-3
     assert config.phase1.steps == 3 and config.phase1.lr == 3e-4 and config.phase1.crop == 96
+
+
+def test_format_1_configs_migrate_to_format_2_and_back_nothing_lost():
+    """Every key of format 1 has its place in format 2: a full config written as format 1 reads back equal, and a
+    config of format 1 (the shipped file, kept) reads as format 2 with its values."""
+    from diffusionct.config import migrate_format1
+    from tests.model_fixtures import as_format1
+
+    for config in (RunConfig(), tiny_config("diffusion.predictor.space=latent", "baselines.histogram.quantiles=64")):
+        written = as_format1(config.to_dict())
+        assert "predictor_channels" in written["diffusion"] and "pix2pix_depth" in written["baselines"]
+        assert RunConfig.from_saved(written, format_version=1) == config
+        assert migrate_format1(written) == config.to_dict()
+    old = format1_config()
+    read = RunConfig.from_saved(old, format_version=1)
+    assert read.diffusion.predictor.channels == old["diffusion"]["predictor_channels"] == 32
+    assert read.diffusion.predictor.kernel_filter_from == old["diffusion"]["predictor_kernel_filter_from"] == "profiles"
+    assert read.baselines.pix2pix.training.lr == old["baselines"]["pix2pix"]["lr"]
+    with pytest.raises(DiffusionCTError, match="config format 7"):
+        RunConfig.from_saved(old, format_version=7)
+
+
+@pytest.mark.parametrize("old_key, new_key", [("diffusion.predictor_channels=8", "diffusion.predictor.channels"),
+                                              ("diffusion.predictor=latent", "diffusion.predictor.space"),
+                                              ("baselines.pix2pix.steps=3", "baselines.pix2pix.training.steps"),
+                                              ("baselines.ddpm_hu_scale=50", "baselines.ddpm.hu_scale")])
+def test_a_users_format_1_key_is_refused_naming_its_new_place(tmp_path, old_key, new_key):
+    with pytest.raises(DiffusionCTError, match=f"is {new_key} since config format 2") as refused:
+        RunConfig.load(overrides=[old_key])
+    assert "\n" not in str(refused.value)
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("diffusion:\n  predictor_layers: 4\n")
+    with pytest.raises(DiffusionCTError, match="is diffusion.predictor.layers since config format 2"):
+        RunConfig.load(recipe)
 
 
 def test_pixel_size_film_starts_as_the_plain_cnn_and_then_depends_on_the_pixel_size():
@@ -138,19 +173,20 @@ def test_pixel_size_film_starts_as_the_plain_cnn_and_then_depends_on_the_pixel_s
 
 
 def test_saved_configs_without_the_pixel_size_setting_read_unconditioned():
-    """Models saved before diffusion.predictor_pixel_spacing existed have a plain predictor; new configs default
+    """Models saved before the predictor's pixel_spacing existed have a plain predictor; new configs default
     to the conditioned one."""
-    saved = RunConfig().to_dict()
+    saved = format1_config()
     del saved["diffusion"]["predictor_pixel_spacing"]
     del saved["diffusion"]["predictor_kernel_filter"]
+    del saved["diffusion"]["predictor_kernel_filter_from"]
     del saved["diffusion"]["predictor_training"]["lr_schedule"]
     del saved["diffusion"]["temperature"]
-    old = RunConfig.from_saved(saved).diffusion
+    old = RunConfig.from_saved(saved, format_version=1).diffusion
     assert old.temperature == 1.0 and RunConfig().diffusion.temperature == 0.0
-    assert old.predictor_pixel_spacing is False and old.predictor_kernel_filter is False
-    assert old.predictor_training.lr_schedule == "constant"
-    assert RunConfig.load().diffusion.predictor_pixel_spacing is True
-    assert RunConfig.load().diffusion.predictor_kernel_filter is True
+    assert old.predictor.pixel_spacing is False and old.predictor.kernel_filter is False
+    assert old.predictor.training.lr_schedule == "constant"
+    assert RunConfig.load().diffusion.predictor.pixel_spacing is True
+    assert RunConfig.load().diffusion.predictor.kernel_filter is True
 
 
 def test_saved_configs_without_pixel_anchors_keep_one_gain_and_new_ones_take_the_anchors():
@@ -159,18 +195,18 @@ def test_saved_configs_without_pixel_anchors_keep_one_gain_and_new_ones_take_the
     from diffusionct.methods.networks import ResidualCNNMethod
     from diffusionct.models.diffusionct_model import DiffusionCTModel
 
-    saved = RunConfig().to_dict()
+    saved = format1_config()
     del saved["diffusion"]["predictor_kernel_filter_pixel_anchors"]
     del saved["baselines"]["residual_cnn_kernel_filter_pixel_anchors"]
-    old = RunConfig.from_saved(saved)
-    assert old.diffusion.predictor_kernel_filter_pixel_anchors == []
+    old = RunConfig.from_saved(saved, format_version=1)
+    assert old.diffusion.predictor.kernel_filter_pixel_anchors == []
     assert DiffusionCTModel.build(old).predictor.kernel_filter.gain.ndim == 1
     new = RunConfig.load()
     assert DiffusionCTModel.build(new).predictor.kernel_filter.pixel_anchors == (0.5, 0.75, 1.0)
     exported = dataclasses.replace(new, baselines=image_predictor_baseline_config(new))
     assert ResidualCNNMethod(exported).network.kernel_filter.gain.shape[0] == 3
-    for bad in ("diffusion.predictor_kernel_filter_pixel_anchors=[0.7]",
-                "baselines.residual_cnn_kernel_filter_pixel_anchors=[1.0,0.5]"):
+    for bad in ("diffusion.predictor.kernel_filter_pixel_anchors=[0.7]",
+                "baselines.residual_cnn.kernel_filter_pixel_anchors=[1.0,0.5]"):
         with pytest.raises(DiffusionCTError, match=bad.split("=")[0]):
             RunConfig.load(overrides=[bad])
 
@@ -181,17 +217,17 @@ def test_saved_configs_without_the_filter_size_read_the_cropped_kernel_and_new_o
     from diffusionct.methods.networks import ResidualCNNMethod
     from diffusionct.models.diffusionct_model import DiffusionCTModel
 
-    saved = RunConfig().to_dict()
+    saved = format1_config()
     del saved["diffusion"]["predictor_kernel_filter_size"]
     del saved["baselines"]["residual_cnn_kernel_filter_size"]
-    old = RunConfig.from_saved(saved)
-    assert old.diffusion.predictor_kernel_filter_size == 25 and old.baselines.residual_cnn_kernel_filter_size == 25
+    old = RunConfig.from_saved(saved, format_version=1)
+    assert old.diffusion.predictor.kernel_filter_size == 25 and old.baselines.residual_cnn.kernel_filter_size == 25
     assert DiffusionCTModel.build(old).predictor.kernel_filter.size == 25
     new = RunConfig.load()
     assert DiffusionCTModel.build(new).predictor.kernel_filter.size == 0
     exported = dataclasses.replace(old, baselines=image_predictor_baseline_config(old))
     assert ResidualCNNMethod(exported).network.kernel_filter.size == 25
-    for bad in ("diffusion.predictor_kernel_filter_size=24", "baselines.residual_cnn_kernel_filter_size=65"):
+    for bad in ("diffusion.predictor.kernel_filter_size=24", "baselines.residual_cnn.kernel_filter_size=65"):
         with pytest.raises(DiffusionCTError, match=bad.split("=")[0]):
             RunConfig.load(overrides=[bad])
 
@@ -319,7 +355,7 @@ def test_cosine_learning_rate_falls_from_lr_to_zero_and_constant_stays():
     set_learning_rate(optimizer, PhaseConfig(steps=100, lr=1e-3), 99)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     with pytest.raises(Exception, match="lr_schedule"):
-        RunConfig.load(overrides=["baselines.pix2pix.lr_schedule=linear"])
+        RunConfig.load(overrides=["baselines.pix2pix.training.lr_schedule=linear"])
 
 
 @pytest.mark.parametrize("pixel_mm", [0.55, 0.7, 0.89])

@@ -62,27 +62,30 @@ def test_checkpoint_of_an_older_version_resumes(tiny_data, tmp_path):
     import json
 
     from diffusionct.errors import DiffusionCTError
+    from tests.model_fixtures import as_format1
 
-    defaults = ("baselines.cyclegan.batch_size=4", "baselines.cyclegan.crop=96")  # what an older version could not set
-    train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults, "baselines.residual_cnn.steps=3"),
+    defaults = ("baselines.cyclegan.training.batch_size=4", "baselines.cyclegan.training.crop=96")  # what an older version could not set
+    train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults, "baselines.residual_cnn.training.steps=3"),
                  torch.device("cpu"))
     state = tmp_path / "run" / "state" / "residual-cnn.json"
     meta = json.loads(state.read_text())
+    assert meta.pop("config_format") == 2
+    meta["config"] = as_format1(meta["config"])  # a record of config format 1 (which it did not name) ...
     for key in ("cyclegan", "cyclegan_cycle_weight", "cyclegan_identity_weight"):
-        del meta["config"]["baselines"][key]  # as written before CycleGAN existed
+        del meta["config"]["baselines"][key]  # ... written before CycleGAN existed
     state.write_text(json.dumps(meta))
     train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults), torch.device("cpu"), resume=True)
     assert json.loads(state.read_text())["step"] == 6
     with pytest.raises(DiffusionCTError, match="another config"):
-        train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults, "baselines.residual_cnn.lr=0.5",
-                     "baselines.residual_cnn.steps=9"), torch.device("cpu"), resume=True)
+        train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config(*defaults, "baselines.residual_cnn.training.lr=0.5",
+                     "baselines.residual_cnn.training.steps=9"), torch.device("cpu"), resume=True)
 
 
 def test_a_loss_that_is_not_finite_stops_training_without_a_model(tiny_data, tmp_path):
     from diffusionct.errors import DiffusionCTError
 
     with pytest.raises(DiffusionCTError, match="residual-cnn step .*the training loss is (nan|inf)"):
-        train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config("baselines.residual_cnn.lr=1e30"),
+        train_method("residual-cnn", tiny_data, tmp_path / "run", tiny_config("baselines.residual_cnn.training.lr=1e30"),
                      torch.device("cpu"))
     assert not (tmp_path / "run" / "config.json").exists()
 
@@ -141,10 +144,10 @@ def test_pix2pix_with_stan_ct_latent_loss(tiny_data, tmp_path):
     """The latent-space loss changes what the generator learns (same seed, same crops otherwise)."""
     runs = {}
     for weight in (0.0, 1.0):
-        config = tiny_config(f"baselines.pix2pix_latent_weight={weight}")
+        config = tiny_config(f"baselines.pix2pix.latent_weight={weight}")
         train_method("pix2pix", tiny_data, tmp_path / f"p2p{weight}", config, torch.device("cpu"))
         runs[weight] = load_file(str(tmp_path / f"p2p{weight}" / "generator.safetensors"))
-    assert load_method(tmp_path / "p2p1.0").config.baselines.pix2pix_latent_weight == 1.0
+    assert load_method(tmp_path / "p2p1.0").config.baselines.pix2pix.latent_weight == 1.0
     assert any(not torch.equal(runs[0.0][k], runs[1.0][k]) for k in runs[0.0])
 
 
@@ -224,7 +227,7 @@ def test_ddp_with_two_cpu_processes(tiny_data, tmp_path):
 def test_kernel_filter_is_fitted_to_the_pairs_before_training(tiny_data, tmp_path):
     """b30 -> b70 is a sharpening: the filter fitted to the tiny pairs keeps the mean (gain 1 at 0 cycles/mm) and
     amplifies mid frequencies; the saved model needs the pixel size and uses it."""
-    config = tiny_config("baselines.residual_cnn_kernel_filter=true", "baselines.residual_cnn.steps=2")
+    config = tiny_config("baselines.residual_cnn.kernel_filter=true", "baselines.residual_cnn.training.steps=2")
     train_method("residual-cnn", tiny_data, tmp_path / "cnn", config, torch.device("cpu"))
     method = load_method(tmp_path / "cnn")
     gain = method.network.kernel_filter.gain_at(torch.tensor([0.0, 0.15])).detach()
@@ -236,7 +239,7 @@ def test_kernel_filter_is_fitted_to_the_pairs_before_training(tiny_data, tmp_pat
     assert not np.array_equal(out, method.convert_slices(volume.hu, pixel_mm=volume.pixel_mm / 2))
 
 
-@pytest.mark.parametrize("phase, method, key", [("diffusion", None, "phase2"), ("pix2pix", "pix2pix", "baselines.pix2pix")])
+@pytest.mark.parametrize("phase, method, key", [("diffusion", None, "phase2"), ("pix2pix", "pix2pix", "baselines.pix2pix.training")])
 def test_every_phase_follows_its_learning_rate_schedule(tiny_data, tmp_path, phase, method, key):
     """A cosine ``lr_schedule`` reaches every optimizer of the phase (the GAN's two as well), not only the predictor's."""
     import math

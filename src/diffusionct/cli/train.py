@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "same-scan pairs calibrate the filter (without --data: the kernels' profiles)")
     p.add_argument("--profiles", type=Path, action="append", default=[], metavar="FILE",
                    help="kernel profile file(s) from `diffusionct calibrate` for kernel-filter, and for a DiffusionCT "
-                        "predictor with diffusion.predictor_kernel_filter_from=profiles (default: the shipped profiles)")
+                        "predictor with diffusion.predictor.kernel_filter_from=profiles (default: the shipped profiles)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (the trained model)")
     p.add_argument("--method", default=DIFFUSIONCT, choices=METHODS,
                    help="what to train: diffusionct (default) or a baseline: identity (no change), histogram "
@@ -69,7 +69,7 @@ def _train_library_gap(args: argparse.Namespace, overrides: list[str], device) -
 
     if args.method != DIFFUSIONCT or args.config is not None:
         raise DiffusionCTError("--phase predictor trains a DiffusionCT gap with the library's own settings: "
-                               "drop --method and --config (--set may change the seed and diffusion.predictor_training)")
+                               "drop --method and --config (--set may change the seed and diffusion.predictor.training)")
     folder = train_library_gap(args.data, args.output, overrides, device, resume=args.resume, overwrite=args.overwrite,
                                profiles=tuple(args.profiles))
     print(f"gap written to {folder}; standardize with --model {folder.parent} --to KERNEL")

@@ -46,7 +46,7 @@ class HistogramMethod(Method):
             source_body = target_body = (source > -500) | (target > -500)
         else:
             source_body, target_body = source > -500, target > -500
-        levels = np.linspace(0, 1, self.config.baselines.histogram_quantiles)
+        levels = np.linspace(0, 1, self.config.baselines.histogram.quantiles)
         self.source_q = np.quantile(source[source_body], levels)
         self.target_q = np.quantile(target[target_body], levels)
 

@@ -27,8 +27,6 @@ from diffusionct.methods.store import (AUTOENCODER_NAME, CONFIG_NAME, PREDICTOR_
                                      model_weight_files, read_model_config, read_model_meta, weights_path, write_model_config)
 
 SHARED_NETWORKS = (AUTOENCODER_NAME, UNET_NAME)  # what a library's gaps share; each keeps its predictor
-# the diffusion settings a gap owns (its predictor: width, depth, kernel filter, training); the rest are the U-Net's
-GAP_PREDICTOR_PREFIX = "predictor_"
 
 MODEL_CARD = "model_card"  # config.json key: what the gap is for, what it was trained on and how it measured
 CARD_FIELDS = ("kernels", "summary", "method", "training_data", "licence", "simulated", "real_pairs", "intended_use", "remake")
@@ -232,8 +230,8 @@ def assemble_gap_model(run: Path, unet_run: Path, out: Path, unet_scale: bool = 
     config, x0_scale = meta["config"], meta["config"]["diffusion"]["x0_scale"]
     config["unet"] = donor["config"]["unet"]
     # the diffusion and the sampler are the U-Net's; the predictor's settings are the run's own, as its weights are
-    own_predictor = {k: v for k, v in config["diffusion"].items() if k.startswith(GAP_PREDICTOR_PREFIX)}
-    config["diffusion"] = {**donor["config"]["diffusion"], **own_predictor, **({} if unet_scale else {"x0_scale": x0_scale})}
+    config["diffusion"] = {**donor["config"]["diffusion"], "predictor": config["diffusion"]["predictor"],
+                           **({} if unet_scale else {"x0_scale": x0_scale})}
     data = donor["config"]["data"]  # a donor of a library may hold a U-Net trained on another gap: it says which
     meta["unet_trained_on"] = donor.get("unet_trained_on") or f"{data['source_kernel']} -> {data['target_kernel']}"
     meta.pop(WEIGHTS_DIGESTS, None)

@@ -103,7 +103,7 @@ class ResidualCNNMethod(SingleNetworkMethod):
 
     @staticmethod
     def build_network(config):
-        return ResidualCNN.baseline(config.baselines)
+        return ResidualCNN.of(config.baselines.residual_cnn)
 
 
 class Pix2PixMethod(SingleNetworkMethod):
@@ -118,7 +118,7 @@ class Pix2PixMethod(SingleNetworkMethod):
     def build_network(config):
         from diffusionct.models.baselines import UNetGenerator
 
-        return UNetGenerator(config.baselines.pix2pix_channels, config.baselines.pix2pix_depth)
+        return UNetGenerator(config.baselines.pix2pix.channels, config.baselines.pix2pix.depth)
 
 
 class CycleGANMethod(Pix2PixMethod):
@@ -128,7 +128,7 @@ class CycleGANMethod(Pix2PixMethod):
 
 
 class ImageDDPMMethod(SingleNetworkMethod):
-    """Conditional DDPM on the image itself (HU / ``ddpm_hu_scale``), sharing the diffusion code."""
+    """Conditional DDPM on the image itself (HU / ``baselines.ddpm.hu_scale``), sharing the diffusion code."""
 
     name = DDPM
     uses_steps = True
@@ -136,7 +136,7 @@ class ImageDDPMMethod(SingleNetworkMethod):
 
     def __init__(self, config, device=torch.device("cpu"), network=None):
         super().__init__(config, device, network)
-        self.multiple = 2 ** (len(config.baselines.ddpm_channels) - 1)
+        self.multiple = 2 ** (len(config.baselines.ddpm.channels) - 1)
         self.diffusion = ConditionalDiffusion.from_config(image_ddpm_diffusion_config(config))
 
     @staticmethod
@@ -145,7 +145,7 @@ class ImageDDPMMethod(SingleNetworkMethod):
         return ConditionalUNet(image_ddpm_unet_config(config), 1)
 
     def _run(self, hu, steps, seed, batch_size, progress, pixel_mm, temperature):
-        scale = self.config.baselines.ddpm_hu_scale
+        scale = self.config.baselines.ddpm.hu_scale
         shared: dict[str, torch.Tensor] = {}
 
         def convert(batch: torch.Tensor) -> torch.Tensor:

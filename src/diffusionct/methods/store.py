@@ -27,13 +27,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffusionct import __version__
-from diffusionct.config import RunConfig
+from diffusionct.config import CONFIG_FORMAT, RunConfig, migrate_format1
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
 from diffusionct.kernels.profiles import KERNEL_PROFILES_KEY, KernelProfile
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = CONFIG_FORMAT  # config.json's layout; format 1 is read through migrate()
 CONFIG_NAME = "config.json"
 AUTOENCODER_NAME = "autoencoder.safetensors"
 UNET_NAME = "unet.safetensors"
@@ -183,12 +183,20 @@ def read_model_config(folder: Path) -> dict:
     meta = read_json(path, "model config")
     check_model_meta(meta, path)  # a key of the wrong type is named first
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise DiffusionCTError(
             f"{folder}: model format {version} was written by diffusionct {meta.get('diffusionct_version', '?')}; "
-            f"this version ({__version__}) reads format {FORMAT_VERSION}: retrain or use a matching version")
+            f"this version ({__version__}) reads formats 1-{FORMAT_VERSION}: retrain or use a matching version")
     if not isinstance(meta.get("config"), dict):
         raise DiffusionCTError(f"{path}: corrupt model config: no 'config' section; re-copy or retrain the model")
+    return migrate(meta)
+
+
+def migrate(meta: dict) -> dict:
+    """A model's config.json of an earlier format as today's: the one place a format change is undone (the file
+    itself is not rewritten, and the model's fingerprint, taken of what is read, stays the same)."""
+    if meta["format_version"] == 1:
+        meta = {**meta, "config": migrate_format1(meta["config"]), "format_version": 2}
     return meta
 
 

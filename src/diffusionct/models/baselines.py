@@ -17,7 +17,7 @@ from torch import nn
 from diffusionct.units import HU_RANGE
 
 if TYPE_CHECKING:
-    from diffusionct.config import BaselineConfig
+    from diffusionct.config import PredictorConfig
 
 HU_SCALE = 1000.0  # network input: HU / 1000
 RESIDUAL_SCALE = 100.0  # network output: residual HU / 100
@@ -227,11 +227,11 @@ class ResidualCNN(nn.Module):
             nn.init.zeros_(self.film[-1].bias)
 
     @classmethod
-    def baseline(cls, settings: "BaselineConfig") -> "ResidualCNN":
-        """The ``--method residual-cnn`` network of a run's baseline settings (trained and loaded alike)."""
-        return cls(settings.residual_cnn_channels, settings.residual_cnn_layers, settings.residual_cnn_pixel_spacing,
-                   settings.residual_cnn_kernel_filter, settings.residual_cnn_kernel_filter_size,
-                   tuple(settings.residual_cnn_kernel_filter_pixel_anchors))
+    def of(cls, settings: "PredictorConfig") -> "ResidualCNN":
+        """The network of a predictor's settings: the ``--method residual-cnn`` baseline's or DiffusionCT's image
+        predictor (trained and loaded alike)."""
+        return cls(settings.channels, settings.layers, settings.pixel_spacing, settings.kernel_filter,
+                   settings.kernel_filter_size, tuple(settings.kernel_filter_pixel_anchors))
 
     def forward(self, hu: torch.Tensor, pixel_mm: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted residual B - A in HU for HU slices ``(B, 1, H, W)``; ``pixel_mm`` ``(B,)``: their pixel

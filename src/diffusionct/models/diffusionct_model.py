@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffusionct.config import RunConfig, image_predictor_baseline_config
+from diffusionct.config import RunConfig
 from diffusionct.diffusion import NoiseSchedule
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.baselines import ResidualCNN
@@ -30,9 +30,8 @@ class DiffusionCTModel:
         latent, d = config.autoencoder.latent_channels, config.diffusion
         predictor: LatentPredictor | ResidualCNN | None = None
         if d.mode == "refine":
-            predictor = (ResidualCNN.baseline(image_predictor_baseline_config(config))
-                         if d.predictor == "image"
-                         else LatentPredictor(latent, d.predictor_channels, d.predictor_layers))
+            predictor = (ResidualCNN.of(d.predictor) if d.predictor.space == "image"
+                         else LatentPredictor(latent, d.predictor.channels, d.predictor.layers))
         unet = ConditionalUNet(config.unet, latent, NoiseSchedule.from_config(d).alpha_bar)
         return cls(config, Autoencoder(config.autoencoder), unet, predictor)
 

@@ -20,9 +20,9 @@ class GANRegime(TrainerBase):
         from diffusionct.models.baselines import RESIDUAL_SCALE, PatchDiscriminator, UNetGenerator
 
         cfg = self.config
-        b, pc = cfg.baselines, cfg.baselines.pix2pix
-        generator = UNetGenerator(b.pix2pix_channels, b.pix2pix_depth).to(self.device).train()
-        discriminator = PatchDiscriminator(b.pix2pix_channels).to(self.device).train()
+        p2p, pc = cfg.baselines.pix2pix, cfg.baselines.pix2pix.training
+        generator = UNetGenerator(p2p.channels, p2p.depth).to(self.device).train()
+        discriminator = PatchDiscriminator(p2p.channels).to(self.device).train()
         optimizers = {"optimizer_g": torch.optim.Adam(generator.parameters(), lr=pc.lr, betas=(0.5, 0.999)),
                       "optimizer_d": torch.optim.Adam(discriminator.parameters(), lr=pc.lr, betas=(0.5, 0.999))}
         modules = {"generator": generator, "discriminator": discriminator}
@@ -40,11 +40,11 @@ class GANRegime(TrainerBase):
             optimize(optimizers["optimizer_d"], loss_d)
             adversarial, fake_features = d_net(a, fake, with_features=True)
             l1 = (fake - b_).abs().mean() / RESIDUAL_SCALE
-            loss_g = bce(adversarial, torch.ones_like(adversarial)) + b.pix2pix_l1_weight * l1
-            if b.pix2pix_latent_weight > 0:  # STAN-CT's latent-space loss, in the discriminator's feature space
+            loss_g = bce(adversarial, torch.ones_like(adversarial)) + p2p.l1_weight * l1
+            if p2p.latent_weight > 0:  # STAN-CT's latent-space loss, in the discriminator's feature space
                 with torch.no_grad():
                     _, real_features = d_net(a, b_, with_features=True)
-                loss_g = loss_g + b.pix2pix_latent_weight * (fake_features - real_features).abs().mean()
+                loss_g = loss_g + p2p.latent_weight * (fake_features - real_features).abs().mean()
             optimize(optimizers["optimizer_g"], loss_g)
             return {"loss": loss_g.item(), "loss_d": loss_d.item(), "l1": l1.item()}
 
@@ -63,11 +63,10 @@ class GANRegime(TrainerBase):
         from diffusionct.models.baselines import RESIDUAL_SCALE, PatchDiscriminator, UNetGenerator
 
         cfg = self.config
-        b, pc = cfg.baselines, cfg.baselines.cyclegan
-        modules = {"generator": UNetGenerator(b.pix2pix_channels, b.pix2pix_depth),
-                   "generator_ba": UNetGenerator(b.pix2pix_channels, b.pix2pix_depth),
-                   "discriminator_a": PatchDiscriminator(b.pix2pix_channels, inputs=1),
-                   "discriminator_b": PatchDiscriminator(b.pix2pix_channels, inputs=1)}
+        g, c, pc = cfg.baselines.pix2pix, cfg.baselines.cyclegan, cfg.baselines.cyclegan.training
+        modules = {"generator": UNetGenerator(g.channels, g.depth), "generator_ba": UNetGenerator(g.channels, g.depth),
+                   "discriminator_a": PatchDiscriminator(g.channels, inputs=1),
+                   "discriminator_b": PatchDiscriminator(g.channels, inputs=1)}
         for module in modules.values():
             module.to(self.device).train()
         generators = [*modules["generator"].parameters(), *modules["generator_ba"].parameters()]
@@ -90,7 +89,7 @@ class GANRegime(TrainerBase):
             cycle = ((fake_b + g_ba(fake_b) - a).abs().mean() + (fake_a + g_ab(fake_a) - b_).abs().mean()) / RESIDUAL_SCALE
             identity = (g_ab(b_).abs().mean() + g_ba(a).abs().mean()) / RESIDUAL_SCALE  # a B image stays as it is
             adversarial = gan_loss(d_b(fake_b), True) + gan_loss(d_a(fake_a), True)
-            loss_g = adversarial + b.cyclegan_cycle_weight * cycle + b.cyclegan_identity_weight * identity
+            loss_g = adversarial + c.cycle_weight * cycle + c.identity_weight * identity
             optimize(optimizers["optimizer_g"], loss_g)
             loss_d = 0.5 * (gan_loss(d_b(b_), True) + gan_loss(d_b(fake_b.detach()), False)
                             + gan_loss(d_a(a), True) + gan_loss(d_a(fake_a.detach()), False))

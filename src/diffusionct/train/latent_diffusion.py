@@ -94,11 +94,11 @@ class LatentDiffusionRegime(TrainerBase):
             p.requires_grad_(False)
         model = self.model
         trained = {"unet": model.unet.train()}
-        joint_predictor = model.predictor is not None and cfg.diffusion.predictor == "latent"
+        joint_predictor = model.predictor is not None and cfg.diffusion.predictor.space == "latent"
         if joint_predictor:
             trained["predictor"] = model.predictor.train()
         elif model.predictor is not None:  # the image-space predictor: trained first, then frozen
-            self._train_residual_network(model.predictor, PREDICTOR_PHASE, cfg.diffusion.predictor_training, 95)
+            self._train_residual_network(model.predictor, PREDICTOR_PHASE, cfg.diffusion.predictor.training, 95)
             for p in model.predictor.parameters():
                 p.requires_grad_(False)
         self._set_x0_range()  # before the averaged copy and the checkpoint check: the saved config holds the values

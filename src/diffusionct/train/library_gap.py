@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from diffusionct.config import PREDICTOR_PHASE, DiffusionConfig, RunConfig, apply_override
+from diffusionct.config import PREDICTOR_PHASE, RunConfig, apply_override
 from diffusionct.errors import DiffusionCTError
-from diffusionct.methods.library import (GAP_PREDICTOR_PREFIX, SHARED_NETWORKS, assemble_gap_model, copy_model_out,
+from diffusionct.methods.library import (SHARED_NETWORKS, assemble_gap_model, copy_model_out,
                                        shared_networks_model)
 from diffusionct.methods.store import file_sha256, read_model_meta, read_tensors
 from diffusionct.train.loop import has_checkpoint
@@ -27,9 +27,11 @@ from diffusionct.train.trainer import train
 
 log = logging.getLogger(__name__)
 
-# what a gap may set for itself: its data and its own predictor (width, depth, kernel filter, training); the rest
-# (encoder-decoder, U-Net, diffusion, sampling, the predictor's space) is the library's
-GAP_SECTIONS = ("data.", f"diffusion.{GAP_PREDICTOR_PREFIX}")  # the same keys assemble_gap_model keeps the gap's
+# what a gap may set for itself: its data and its own predictor (width, depth, kernel filter, training: the section
+# assemble_gap_model keeps the gap's); the rest (encoder-decoder, U-Net, diffusion, sampling, the predictor's space)
+# is the library's
+GAP_SECTIONS = ("data.", "diffusion.predictor.")
+LIBRARY_KEYS = ("diffusion.predictor.space",)
 
 
 def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], device: torch.device,
@@ -37,7 +39,7 @@ def train_library_gap(manifest: Path, gap_dir: Path, overrides: list[str], devic
     """Train the predictor of the gap ``overrides`` name (``data.source_kernel=...``, ``data.target_kernel=...``)
     on ``manifest``'s pairs, beside the shared networks of the library ``gap_dir`` lies in; writes ``gap_dir``
     (config.json and predictor.safetensors) and returns it. ``profiles``: kernel profile files for a predictor whose
-    filter is the calibrated one (``diffusion.predictor_kernel_filter_from=profiles``; default: the shipped profiles)."""
+    filter is the calibrated one (``diffusion.predictor.kernel_filter_from=profiles``; default: the shipped profiles)."""
     gap_dir = Path(gap_dir)
     library = gap_dir.parent
     donor = shared_networks_model(library)
@@ -94,15 +96,11 @@ def gap_config(donor_config: dict, overrides: list[str]) -> RunConfig:
     """The library model's config with the gap's own kernels, seed and predictor training (``overrides``)."""
     for item in overrides:
         key = item.partition("=")[0].strip()
-        if key != "seed" and not key.startswith(GAP_SECTIONS):
+        if key != "seed" and (not key.startswith(GAP_SECTIONS) or key in LIBRARY_KEYS):
             raise DiffusionCTError(f"--set {key}: a library gap takes its networks and diffusion from the library; "
-                                   "it sets only seed, data.* and diffusion.predictor_* (its own predictor)")
+                                   "it sets only seed, data.* and diffusion.predictor.* but its space (its own predictor)")
     data = copy.deepcopy(donor_config)
     data["data"] = {**data.get("data", {}), "source_kernel": "", "target_kernel": ""}  # the gap names its own
-    # a new predictor is trained with today's kernel filter: a donor saved before the pixel anchors existed would
-    # otherwise read none (which reproduces that donor's own predictor, not what a new one should be)
-    data.setdefault("diffusion", {}).setdefault("predictor_kernel_filter_pixel_anchors",
-                                                DiffusionConfig().predictor_kernel_filter_pixel_anchors)
     for item in overrides:
         apply_override(data, item)
     if not data["data"]["source_kernel"] or not data["data"]["target_kernel"]:

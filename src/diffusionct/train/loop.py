@@ -22,7 +22,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from diffusionct.config import DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_STEPS_KEYS, PhaseConfig, RunConfig
+from diffusionct.config import CONFIG_FORMAT, DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_STEPS_KEYS, PhaseConfig, RunConfig
 from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
@@ -160,7 +160,8 @@ class TrainerBase:
             return
         tensors_path, meta_path = self._state_paths(phase)
         tensors_path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"phase": phase, "step": step, "history": history, "config": self.config.to_dict()}
+        meta = {"phase": phase, "step": step, "history": history, "config": self.config.to_dict(),
+                "config_format": CONFIG_FORMAT}
         tensors = {}
         for name, opt in _optimizers(optimizer).items():
             opt_tensors, meta[name] = _optimizer_tensors(opt, name)
@@ -178,7 +179,8 @@ class TrainerBase:
         if not meta_path.is_file() or not tensors_path.is_file():
             return PhaseState(0, [])
         meta = read_json(meta_path, "training checkpoint record")
-        saved = RunConfig.from_saved(meta["config"], str(meta_path)).to_dict()  # settings added since: their defaults
+        # a record written before its config_format existed is format 1
+        saved = RunConfig.from_saved(meta["config"], str(meta_path), meta.get("config_format", 1)).to_dict()
         if _without_steps(saved) != _without_steps(self.config.to_dict()):
             raise DiffusionCTError(f"{meta_path}: the run was started with another config; resume without --config/--set "
                                    "changes, or start a new run")

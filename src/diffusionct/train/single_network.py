@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from diffusionct.config import PhaseConfig, image_ddpm_diffusion_config, image_ddpm_unet_config
 from diffusionct.diffusion import ConditionalDiffusion
+from diffusionct.errors import DiffusionCTError
 from diffusionct.methods import DDPM, RESIDUAL_CNN
 from diffusionct.train.data import sample_pair_crops
 from diffusionct.train.loop import TrainerBase, optimize, step_seed, update_ema, validation_rmse
@@ -28,9 +29,13 @@ class SingleNetworkRegime(TrainerBase):
         """Choe et al.'s residual CNN: L2 between the predicted and the true residual B - A (in HU / 100)."""
         from diffusionct.models.baselines import ResidualCNN
 
-        b = self.config.baselines
-        network = ResidualCNN.baseline(b).to(self.device)
-        return self._train_residual_network(network, RESIDUAL_CNN, b.residual_cnn, 97)
+        settings = self.config.baselines.residual_cnn
+        if settings.kernel_filter_from != "pairs":
+            raise DiffusionCTError("baselines.residual_cnn.kernel_filter_from must be pairs: the baseline fits its filter "
+                                   "on the pairs (the calibrated filter: diffusion.predictor.kernel_filter_from=profiles "
+                                   "or --method kernel-filter)")
+        network = ResidualCNN.of(settings).to(self.device)
+        return self._train_residual_network(network, RESIDUAL_CNN, settings.training, 97)
 
     def _train_residual_network(self, network: torch.nn.Module, phase: str, pc: PhaseConfig, validation_seed: int):
         """Trains a network whose ``forward(A)`` predicts the HU residual B - A, with an L2 loss in HU / 100
@@ -102,13 +107,13 @@ class SingleNetworkRegime(TrainerBase):
 
         cfg = self.config
         diffusion = ConditionalDiffusion.from_config(image_ddpm_diffusion_config(cfg))
-        b, pc = cfg.baselines, cfg.baselines.ddpm
+        settings, pc = cfg.baselines.ddpm, cfg.baselines.ddpm.training
         unet = ConditionalUNet(image_ddpm_unet_config(cfg), 1).to(self.device).train()
         ema = copy.deepcopy(unet).eval()
         optimizer = torch.optim.Adam(unet.parameters(), lr=pc.lr)
         state = self._load_state(DDPM, {"unet": unet, "ema": ema}, optimizer)
         net = self._wrap(unet)
-        scale = b.ddpm_hu_scale
+        scale = settings.hu_scale
 
         def step_fn(step: int) -> dict:
             seed = step_seed(cfg.seed, DDPM, step, self.rank)

@@ -88,7 +88,7 @@ def train(manifest: Path, run_dir: Path, config: RunConfig, phase: str = ALL_PHA
 
 
 def hold_calibrated_filter(model: DiffusionCTModel, profiles: tuple = ()) -> None:
-    """A predictor whose kernel filter comes from profiles (``diffusion.predictor_kernel_filter_from``) gets the gap's
+    """A predictor whose kernel filter comes from profiles (``diffusion.predictor.kernel_filter_from``) gets the gap's
     calibrated filter W_target / W_source, held fixed; the model records the two profiles (its provenance).
 
     Its convolutions learn what the filter misses only where the source has lost something the target shows (the gain
@@ -97,7 +97,7 @@ def hold_calibrated_filter(model: DiffusionCTModel, profiles: tuple = ()) -> Non
     only add the simulator's differences from real scanners: measured on the real Canon pairs, FC51 -> FC13 with one
     kept 0.74 of the features where the filter alone keeps 0.85 (docs/results.md, section 3)."""
     model.info.pop(KERNEL_PROFILES_KEY, None)  # a donor's (another gap's) would be wrong
-    if model.config.diffusion.predictor_kernel_filter_from != "profiles" or not isinstance(model.predictor, ResidualCNN):
+    if model.config.diffusion.predictor.kernel_filter_from != "profiles" or not isinstance(model.predictor, ResidualCNN):
         return
     data = model.config.data
     source, target = find_profile(data.source_kernel, profiles), find_profile(data.target_kernel, profiles)
@@ -115,9 +115,9 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
 
     config = copy.deepcopy(config)  # phase 2 records values measured on the data (x0_scale) in the model's config
     if phase == PREDICTOR_PHASE:
-        if config.diffusion.mode != "refine" or config.diffusion.predictor != "image":
+        if config.diffusion.mode != "refine" or config.diffusion.predictor.space != "image":
             raise DiffusionCTError("the predictor phase trains the refine mode's image predictor; this config has none "
-                                   f"(diffusion.mode={config.diffusion.mode}, diffusion.predictor={config.diffusion.predictor})")
+                                   f"(diffusion.mode={config.diffusion.mode}, diffusion.predictor.space={config.diffusion.predictor.space})")
         config.phase2.steps = 0  # the U-Net is kept as it is
         config.diffusion.x0_scale = 0.0  # the spread of what this predictor leaves: measured on these pairs
     torch.manual_seed(config.seed)
