@@ -72,7 +72,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data, tmp_path_factory) -> Path:
     """A DiffusionCT model trained for a few steps on the tiny data (SIM_B30 -> SIM_B70)."""
-    from diffusionct.train.trainer import train
+    from diffusionct.train.recipe import train
 
     folder = tmp_path_factory.mktemp("model") / "run"
     train(tiny_data, folder, tiny_config(), phase="all")

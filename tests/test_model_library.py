@@ -273,13 +273,13 @@ def test_a_new_gap_is_refused_with_the_reason(tiny_data, tiny_model, tmp_path, c
 def test_a_stopped_gap_resumes_to_the_same_predictor(tiny_data, tiny_model, tmp_path, monkeypatch):
     from diffusionct.train import single_network
     from diffusionct.train.library_gap import train_library_gap
-    from diffusionct.train.loop import TrainerBase
+    from diffusionct.train.loop import TrainingRun
 
     library = _shared_library(tmp_path / "lib", tiny_model)
     gap = ["data.source_kernel=SIM_B70", "data.target_kernel=SIM_B30", "diffusion.predictor.training.steps=4",
            "diffusion.predictor.training.checkpoint_every=2"]
     train_library_gap(tiny_data, library / "straight", gap, "cpu")
-    save_state = TrainerBase._save_state
+    save_state = TrainingRun._save_state
 
     def save_then_stop(self, phase, step, *args):
         save_state(self, phase, step, *args)
@@ -287,7 +287,7 @@ def test_a_stopped_gap_resumes_to_the_same_predictor(tiny_data, tiny_model, tmp_
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:  # stopped after the predictor's checkpoint at step 2 of 4
-        patch.setattr(TrainerBase, "_save_state", save_then_stop)
+        patch.setattr(TrainingRun, "_save_state", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             train_library_gap(tiny_data, library / "resumed", gap, "cpu")
     assert not (library / "resumed").exists() and (tmp_path / ".lib.resumed.partial").is_dir()

@@ -14,7 +14,7 @@ from diffusionct.io import read_dicom_series
 from diffusionct.methods.diffusionct import DiffusionCTMethod
 from diffusionct.methods.registry import load_method
 from diffusionct.models.diffusionct_model import DiffusionCTModel
-from diffusionct.train.trainer import train
+from diffusionct.train.recipe import train
 from tests.model_fixtures import tiny_config
 
 
@@ -201,16 +201,18 @@ def test_x0_scale_gives_the_diffusion_unit_variance_data(tiny_data, tmp_path, mo
     """x0 scaled to unit variance, and centred where it is the latent itself (paper, sdedit: the HU image's
     latent has a mean far from 0, which the forward process would carry for hundreds of steps)."""
     from diffusionct.train.data import load_training_data, sample_pair_crops
-    from diffusionct.train.trainer import Trainer
+    from diffusionct.train.loop import TrainingRun
+    from diffusionct.train.recipe import set_x0_range
 
     config = tiny_config(f"diffusion.mode={mode}")
     data = load_training_data(tiny_data, config.data.source_kernel, config.data.target_kernel)
-    trainer = Trainer(config, tmp_path / "run", data, torch.device("cpu"))
-    trainer._set_x0_range()
+    model = DiffusionCTModel.build(config)
+    set_x0_range(TrainingRun(config, tmp_path / "run", data, torch.device("cpu")), model,
+                 ConditionalDiffusion.from_config(config.diffusion))
     d = config.diffusion
     a, b, _ = sample_pair_crops(data.pairs, 32, config.phase2.crop, np.random.default_rng([config.seed, 11]))
     with torch.no_grad():
-        z_a, z_b = trainer.model.autoencoder.encode(torch.from_numpy(a)), trainer.model.autoencoder.encode(torch.from_numpy(b))
+        z_a, z_b = model.autoencoder.encode(torch.from_numpy(a)), model.autoencoder.encode(torch.from_numpy(b))
     diffusion = ConditionalDiffusion.from_config(d)
     x0 = diffusion.from_pair(z_a, z_b)
     assert float(x0.std()) == pytest.approx(1.0, rel=0.01) and d.x0_scale != 1.0

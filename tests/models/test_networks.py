@@ -9,7 +9,7 @@ from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.models.autoencoder import Autoencoder
 from diffusionct.models.latent_unet import ConditionalUNet
-from diffusionct.train.latent_diffusion import autoencoder_loss
+from diffusionct.train.recipe import autoencoder_loss
 from tests.model_fixtures import format1_config, tiny_config
 
 

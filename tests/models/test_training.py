@@ -16,7 +16,7 @@ from diffusionct.methods.registry import load_method
 from diffusionct.train.methods import train_method
 from diffusionct.methods.store import load_model
 from diffusionct.standardize import Standardizer
-from diffusionct.train.trainer import train
+from diffusionct.train.recipe import train
 from tests.model_fixtures import TINY_OVERRIDES, tiny_config
 
 

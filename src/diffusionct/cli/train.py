@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from diffusionct.config import RunConfig
     from diffusionct.devices import training_device
     from diffusionct.train.methods import train_method
-    from diffusionct.train.trainer import init_distributed
+    from diffusionct.train.loop import init_distributed
 
     overrides = [*args.set, *(f"data.{key}_kernel={kernel}" for key, kernel in (("source", args.source), ("target", args.target))
                               if kernel)]

@@ -23,7 +23,7 @@ from diffusionct.methods.library import (SHARED_NETWORKS, assemble_gap_model, co
                                        shared_networks_model)
 from diffusionct.methods.store import file_sha256, read_model_meta, read_tensors
 from diffusionct.train.loop import has_checkpoint
-from diffusionct.train.trainer import train
+from diffusionct.train.recipe import train
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from diffusionct.config import CONFIG_FORMAT, DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_STEPS_KEYS, PhaseConfig, RunConfig
-from diffusionct.diffusion import ConditionalDiffusion
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
 from diffusionct.methods import AUTOENCODER, CYCLEGAN, DDPM, PIX2PIX, RESIDUAL_CNN
-from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import TrainingData, sample_pair_crops
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,14 @@ PHASES = (AUTOENCODER, DIFFUSION_PHASE, RESIDUAL_CNN, PIX2PIX, DDPM, PREDICTOR_P
 
 
 # ------------------------------------------------------------------------------------- state
+
+
+def init_distributed() -> bool:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return True
+    return False
 
 
 def world_rank_and_size() -> tuple[int, int]:
@@ -85,11 +92,6 @@ def _without_steps(config: dict) -> dict:
     return out
 
 
-def _optimizers(optimizer) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer is stored as ``optimizer``; several (a GAN's) under their own names."""
-    return optimizer if isinstance(optimizer, dict) else {"optimizer": optimizer}
-
-
 @dataclass
 class PhaseState:
     step: int = 0
@@ -136,18 +138,44 @@ def has_checkpoint(run_dir: Path) -> bool:
     return any((Path(run_dir) / STATE_FOLDER).glob("*.json"))
 
 
-class TrainerBase:
-    """Data, device, checkpoints and the step loop of one run folder; the regimes add their phases."""
+class Regime:
+    """One training phase, split as MONAI's engines split it: what it trains and checkpoints (``modules``, its
+    ``optimizers`` by name), one optimisation :meth:`step` and one :meth:`validate`. :meth:`TrainingRun.fit` drives
+    every regime through the same loop: the learning-rate schedule, the stop on a non-finite loss, the validation and
+    checkpoint cadence, resume."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, data: TrainingData, device: torch.device,
-                 model: DiffusionCTModel | None = None):
+    name: str  # the phase: its checkpoint's name and its step seeds' (PHASES)
+    settings: PhaseConfig
+    modules: dict[str, torch.nn.Module]  # checkpointed: trained weights and their averages
+    optimizers: dict[str, torch.optim.Optimizer]  # one is stored as "optimizer", several under their own names
+
+    def start(self, step: int) -> None:
+        """Called when the checkpoint (if any) is loaded, before step ``step`` (0: a fresh start)."""
+
+    def step(self, step: int) -> dict[str, float]:
+        """One optimisation step (0-based); its metrics, ``loss`` among them."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics on fixed held-out crops."""
+        raise NotImplementedError
+
+
+class TrainingRun:
+    """One run folder's data, device and checkpoints, and the loop that trains a :class:`Regime` in it."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, data: TrainingData, device: torch.device):
         self.config = config
         self.run_dir = Path(run_dir)
         self.data = data
         self.device = device
-        self.model = (model or DiffusionCTModel.build(config)).to(device)
-        self.diffusion = ConditionalDiffusion.from_config(config.diffusion)  # holds config.diffusion: x0_scale updates reach it
         self.rank, self.world = world_rank_and_size()
+
+    def fit(self, regime: Regime) -> list:
+        """Steps of ``regime`` from its checkpoint (or 0) to its ``settings.steps``; the history of validations."""
+        state = self._load_state(regime.name, regime.modules, regime.optimizers)
+        regime.start(state.step)
+        return self._loop(regime, state)
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state_paths(self, phase: str) -> tuple[Path, Path]:
@@ -155,7 +183,7 @@ class TrainerBase:
         return folder / f"{phase}.safetensors", folder / f"{phase}.json"
 
     def _save_state(self, phase: str, step: int, modules: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer], history: list) -> None:
+                    optimizers: dict[str, torch.optim.Optimizer], history: list) -> None:
         if self.rank != 0:
             return
         tensors_path, meta_path = self._state_paths(phase)
@@ -163,7 +191,7 @@ class TrainerBase:
         meta = {"phase": phase, "step": step, "history": history, "config": self.config.to_dict(),
                 "config_format": CONFIG_FORMAT}
         tensors = {}
-        for name, opt in _optimizers(optimizer).items():
+        for name, opt in optimizers.items():
             opt_tensors, meta[name] = _optimizer_tensors(opt, name)
             tensors.update(opt_tensors)
         for prefix, module in modules.items():
@@ -174,7 +202,7 @@ class TrainerBase:
             tmp.write_text(json.dumps(meta, indent=1))
 
     def _load_state(self, phase: str, modules: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer | dict[str, torch.optim.Optimizer]) -> PhaseState:
+                    optimizers: dict[str, torch.optim.Optimizer]) -> PhaseState:
         tensors_path, meta_path = self._state_paths(phase)
         if not meta_path.is_file() or not tensors_path.is_file():
             return PhaseState(0, [])
@@ -187,30 +215,36 @@ class TrainerBase:
         tensors = load_file(str(tensors_path))
         for prefix, module in modules.items():
             module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
-        for name, opt in _optimizers(optimizer).items():
+        for name, opt in optimizers.items():
             _restore_optimizer(opt, tensors, meta[name], name)
         log.info("resumed %s at step %d", phase, meta["step"])
         return PhaseState(meta["step"], meta["history"])
 
     # ----------------------------------------------------------------------------- helpers
-    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` as this process trains it: in DistributedDataParallel under torchrun."""
         if self.world > 1:
             return torch.nn.parallel.DistributedDataParallel(module)
         return module
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)
 
-    def _loop(self, phase: str, pc: PhaseConfig, state: PhaseState, optimizer, step_fn, validate_fn, save_fn) -> list:
-        """Steps ``state.step`` .. ``pc.steps`` of a phase, each at the learning rate of the phase's ``lr_schedule``
-        (set here for every optimizer of the phase, so that each regime honours it)."""
+    def step_rng(self, phase: str, step: int) -> np.random.Generator:
+        """The crops of step ``step`` of ``phase`` in this process."""
+        return np.random.default_rng(step_seed(self.config.seed, phase, step, self.rank))
+
+    def _loop(self, regime: Regime, state: PhaseState) -> list:
+        """Steps ``state.step`` .. ``settings.steps`` of a phase, each at the learning rate of the phase's
+        ``lr_schedule`` (set here for every optimizer of the phase, so that each regime honours it)."""
+        phase, pc = regime.name, regime.settings
         history = state.history or []
         bar = tqdm(total=pc.steps, initial=state.step, desc=phase, unit="step", disable=None if self.rank == 0 else True)
         start = time.perf_counter()
         for step in range(state.step, pc.steps):
-            for opt in _optimizers(optimizer).values():
+            for opt in regime.optimizers.values():
                 set_learning_rate(opt, pc, step)
-            metrics = step_fn(step)
+            metrics = regime.step(step)
             if not math.isfinite(metrics["loss"]):  # every later step would be NaN too: stop before a model is written
                 bar.close()
                 raise DiffusionCTError(f"{phase} step {step + 1}: the training loss is {metrics['loss']}; lower the "
@@ -219,19 +253,18 @@ class TrainerBase:
             bar.set_postfix(loss=f"{metrics['loss']:.4g}")
             done = step + 1
             if done % pc.validate_every == 0 or done == pc.steps:
-                record = {"step": done, **metrics, **validate_fn(), "seconds": round(time.perf_counter() - start, 1)}
+                record = {"step": done, **metrics, **regime.validate(), "seconds": round(time.perf_counter() - start, 1)}
                 history.append(record)
                 if self.rank == 0:
                     log.info("%s step %d: %s", phase, done, {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()})
             if done % pc.checkpoint_every == 0 or done == pc.steps:
-                save_fn(done, history)
+                self._save_state(phase, done, regime.modules, regime.optimizers, history)
         bar.close()
         return history
 
-    # ----------------------------------------------------------------------------- phase 1
-    def _validation_pairs(self, crop: int, seed: int, count: int = 8):
+    def validation_pairs(self, crop: int, seed: int, count: int = 8):
         """``count`` fixed (source, target, pixel size) crops of the validation cases (of the training ones when none)."""
         pairs = self.data.validation_pairs if self.data.validation_pairs.source.shape[0] else self.data.pairs
-        return tuple(self._tensor(x) for x in sample_pair_crops(pairs, count, crop, np.random.default_rng([self.config.seed, seed])))
+        return tuple(self.tensor(x) for x in sample_pair_crops(pairs, count, crop, np.random.default_rng([self.config.seed, seed])))
 
 

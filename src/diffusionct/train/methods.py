@@ -12,14 +12,24 @@ import numpy as np
 import torch
 
 from diffusionct.config import ALL_PHASES, RunConfig
-from diffusionct.methods import AUTOENCODER, CYCLEGAN, DIFFUSIONCT, HISTOGRAM, IDENTITY, KERNEL_FILTER, METHODS, PIX2PIX, RESIDUAL_CNN
+from diffusionct.methods import (AUTOENCODER, CYCLEGAN, DDPM, DIFFUSIONCT, HISTOGRAM, IDENTITY, KERNEL_FILTER, METHODS, PIX2PIX,
+                                 RESIDUAL_CNN)
 from diffusionct.errors import DiffusionCTError
 from diffusionct.methods.base import Method
 from diffusionct.methods.classical import HistogramMethod, IdentityMethod, kernel_filter_method
 from diffusionct.methods.diffusionct import DiffusionCTMethod
 from diffusionct.methods.networks import AutoencoderMethod, CycleGANMethod, ImageDDPMMethod, Pix2PixMethod, ResidualCNNMethod
+from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import load_training_data
-from diffusionct.train.trainer import Trainer, overwrite_guard, prepare_run, train
+from diffusionct.train.gan import train_cyclegan, train_pix2pix
+from diffusionct.train.loop import TrainingRun
+from diffusionct.train.recipe import overwrite_guard, prepare_run, train, train_encoder_decoder
+from diffusionct.train.single_network import train_image_ddpm, train_residual_cnn
+
+
+# each network baseline: the method that runs it and the function that trains its network
+NETWORK_BASELINES = {RESIDUAL_CNN: (ResidualCNNMethod, train_residual_cnn), PIX2PIX: (Pix2PixMethod, train_pix2pix),
+                     CYCLEGAN: (CycleGANMethod, train_cyclegan), DDPM: (ImageDDPMMethod, train_image_ddpm)}
 
 
 def train_method(name: str, manifest: Path | None, run_dir: Path, config: RunConfig, device: torch.device,
@@ -59,16 +69,11 @@ def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig,
         else:
             method.fit(data.pairs.source, data.pairs.target)
     elif name == AUTOENCODER:
-        trainer = Trainer(config, run_dir, data, device)
-        trainer.train_autoencoder()
-        method = AutoencoderMethod(config, device, trainer.model)
-    elif name == RESIDUAL_CNN:
-        method = ResidualCNNMethod(config, device, Trainer(config, run_dir, data, device).train_residual_cnn())
-    elif name == PIX2PIX:
-        method = Pix2PixMethod(config, device, Trainer(config, run_dir, data, device).train_pix2pix())
-    elif name == CYCLEGAN:
-        method = CycleGANMethod(config, device, Trainer(config, run_dir, data, device).train_cyclegan())
+        model = DiffusionCTModel.build(config).to(device)
+        train_encoder_decoder(TrainingRun(config, run_dir, data, device), model)
+        method = AutoencoderMethod(config, device, model)
     else:
-        method = ImageDDPMMethod(config, device, Trainer(config, run_dir, data, device).train_image_ddpm())
+        network_method, train_network = NETWORK_BASELINES[name]
+        method = network_method(config, device, train_network(TrainingRun(config, run_dir, data, device)))
     method.save(Path(run_dir), {"manifest": str(manifest), **({"training": data.notes} if data.notes else {})})
     return method
