@@ -168,7 +168,8 @@ class ConditionalDiffusion:
             sigma  = eta sqrt((1 - abar_t') / (1 - abar_t) (1 - abar_t / abar_t'))
             x_{t'} = sqrt(abar_t') x0_hat + sqrt(1 - abar_t' - sigma^2) eps_hat + sigma z
         with (x0_hat, eps_hat) from :meth:`predict_x0_eps`. It is MONAI's ``DDIMScheduler.step`` (diffusers' too) for
-        the same schedule and prediction (tests/models/test_diffusion.py)."""
+        the same schedule and prediction, and with eta = 1 over consecutive steps its ``DDPMScheduler.step``
+        (tests/models/test_modes.py)."""
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         x0, eps = self.predict_x0_eps(output, x, t_batch)
         abar_t = self.schedule.alpha_bar[t].item()

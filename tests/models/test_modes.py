@@ -182,6 +182,25 @@ def test_the_reverse_step_is_monais_ddim_step(mode):
         torch.testing.assert_close(ours.step(output, t, t - 100, x), expected, rtol=1e-4, atol=1e-5)  # MONAI keeps its alphas in float32
 
 
+@pytest.mark.parametrize("mode", ["paper", "refine"])
+def test_the_ddpm_sampler_step_is_monais_ddpm_step(mode):
+    """The ddpm sampler (DDIM with eta = 1 over consecutive steps) against the reference: MONAI's DDPMScheduler.step,
+    the posterior mean plus the posterior ("fixed_small") variance, with the same noise drawn from the same seed."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    config = RunConfig.load(overrides=[f"diffusion.mode={mode}", "diffusion.x0_clip=0"]).diffusion
+    ours = ConditionalDiffusion.from_config(config)
+    monai = DDPMScheduler(num_train_timesteps=config.timesteps, schedule="linear_beta", beta_start=config.beta_start,
+                          beta_end=config.beta_end, clip_sample=False, variance_type="fixed_small",
+                          prediction_type="v_prediction" if config.prediction == "v" else "epsilon")
+    x, output = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    for t in (999, 500, 1):
+        expected, _ = monai.step(output, t, x, generator=torch.Generator().manual_seed(t))
+        got = ours.step(output, t, t - 1, x, eta=1.0, generator=torch.Generator().manual_seed(t))
+        assert (got - ours.step(output, t, t - 1, x)).abs().max() > 1e-3  # the noise is there: not the mean alone
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)  # MONAI keeps its alphas in float32
+
+
 def test_paper_mode_sampling_stays_in_range_with_clip():
     config = RunConfig.load(overrides=["diffusion.mode=paper", "diffusion.x0_clip=2.0", "diffusion.steps=10"]).diffusion
     out = ConditionalDiffusion.from_config(config).sample(lambda x, t, c: torch.randn_like(x) * 10, torch.zeros(1, 4, 8, 8),

@@ -106,9 +106,9 @@ def test_ddpm_sampler_runs_all_steps():
 
     diffusion = ConditionalDiffusion.from_config(DiffusionConfig(timesteps=10, sampler="ddpm"))
     calls = []
-    diffusion.sample(lambda x, t, c: (calls.append(1) or torch.zeros_like(x)), torch.zeros(1, 2, 4, 4),
+    diffusion.sample(lambda x, t, c: (calls.append(int(t[0])) or torch.zeros_like(x)), torch.zeros(1, 2, 4, 4),
                      generator=torch.Generator().manual_seed(0))
-    assert len(calls) == 10
+    assert calls == list(range(9, -1, -1))  # every timestep, T-1 down to 0 (each step: test_the_ddpm_sampler_step_is_monais)
 
 
 def test_set_keeps_the_other_keys_of_a_section():

@@ -22,7 +22,7 @@ from diffusionct.methods.networks import AutoencoderMethod, CycleGANMethod, Imag
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import load_training_data
 from diffusionct.train.gan import train_cyclegan, train_pix2pix
-from diffusionct.train.loop import TrainingRun
+from diffusionct.train.loop import TrainingRun, world_rank_and_size
 from diffusionct.train.recipe import overwrite_guard, prepare_run, train, train_encoder_decoder
 from diffusionct.train.single_network import train_image_ddpm, train_residual_cnn
 
@@ -75,5 +75,6 @@ def _train_baseline(name: str, manifest: Path, run_dir: Path, config: RunConfig,
     else:
         network_method, train_network = NETWORK_BASELINES[name]
         method = network_method(config, device, train_network(TrainingRun(config, run_dir, data, device)))
-    method.save(Path(run_dir), {"manifest": str(manifest), **({"training": data.notes} if data.notes else {})})
+    if world_rank_and_size()[0] == 0:  # under torchrun every process holds the same weights; the first writes them
+        method.save(Path(run_dir), {"manifest": str(manifest), **({"training": data.notes} if data.notes else {})})
     return method

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn import functional as F
 
 from diffusionct.config import ALL_PHASES, DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_PHASES, RunConfig
@@ -36,7 +37,8 @@ from diffusionct.methods.store import CONFIG_NAME, load_model, read_model_meta, 
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import load_training_data, sample_image_crops, sample_pair_crops, trained_pixel_range
-from diffusionct.train.loop import (Regime, TrainingRun, has_checkpoint, optimize, step_seed, update_ema, validation_rmse)
+from diffusionct.train.loop import (Regime, TrainingRun, has_checkpoint, optimize, step_seed, update_ema, validation_rmse,
+                                    world_rank_and_size)
 from diffusionct.train.single_network import fit_residual_network
 
 log = logging.getLogger(__name__)
@@ -345,12 +347,16 @@ def overwrite_guard(run_dir: Path, phase: str, resume: bool, overwrite: bool):
     """With --overwrite (not --resume) the old run is kept until the new one has succeeded; a run folder this run
     created is removed when the run fails before its first checkpoint (a full disk, a bad setting found late)."""
     run_dir = Path(run_dir)
+    rank, world = world_rank_and_size()  # under torchrun the first process alone moves and removes folders
     fresh = not run_dir.exists()
+    replacing = overwrite and not resume and phase != DIFFUSION_PHASE and rank == 0
     try:
-        with replaced_on_success(run_dir) if overwrite and not resume and phase != DIFFUSION_PHASE else contextlib.nullcontext():
+        with replaced_on_success(run_dir) if replacing else contextlib.nullcontext():
+            if world > 1:
+                dist.barrier()  # the others start once the old run is set aside (they would read its checkpoints)
             yield
     except BaseException:
-        if fresh and run_dir.is_dir() and not has_checkpoint(run_dir) and not (run_dir / CONFIG_NAME).exists():
+        if rank == 0 and fresh and run_dir.is_dir() and not has_checkpoint(run_dir) and not (run_dir / CONFIG_NAME).exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
