@@ -244,6 +244,12 @@ def test_range_resegmentation_and_ibsi_grey_level_numbering():
     # the texture classes use the same numbering: every grey level two higher, so the joint average too
     assert wide["GLCM_3D_original_JointAverage"] - no_bound["GLCM_3D_original_JointAverage"] == pytest.approx(2.0)
     assert wide["GLCM_3D_original_Contrast"] == pytest.approx(no_bound["GLCM_3D_original_Contrast"])
+    # that numbering is ours alone: pyradiomics' own binning is in its module again for anyone else's calls
+    from radiomics import imageoperations
+
+    from diffusionct.radiomics import pyradiomics_classes
+
+    assert imageoperations.getBinEdges is pyradiomics_classes._pyradiomics_bin_edges
 
 
 def test_outlier_filter_removes_voxels_beyond_n_sd():

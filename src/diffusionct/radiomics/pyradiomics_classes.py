@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 
 import numpy as np
 import radiomics
@@ -28,15 +30,28 @@ def _bin_edges(parameterValues, **kwargs):
     return np.arange(lower, float(np.max(parameterValues)) + 2 * width, width)
 
 
-imageoperations.getBinEdges = _bin_edges
+_BINNING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _ibsi_bin_edges():
+    """:func:`_bin_edges` in pyradiomics' module while one of our classes runs, pyradiomics' own otherwise: a user's
+    pyradiomics calls in the same process are left as pyradiomics makes them (one class at a time across threads)."""
+    with _BINNING_LOCK:
+        imageoperations.getBinEdges = _bin_edges
+        try:
+            yield
+        finally:
+            imageoperations.getBinEdges = _pyradiomics_bin_edges
 
 
 def compute(class_name: str, image: sitk.Image, mask: sitk.Image, settings: dict, grey_levels: int | None = None) -> dict[str, float]:
     """All features of one pyradiomics class (``firstorder``, ``glcm``, ``glrlm``, ``ngtdm``, ...). ``grey_levels``:
     the number of grey levels N_g of the whole ROI when ``image`` is a part of it (one slice): pyradiomics takes the
     part's highest level, which changes the features normalised by N_g (IDN, IDMN)."""
-    feature_class = radiomics.getFeatureClasses()[class_name](image, mask, **settings)
-    if grey_levels is not None and "Ng" in feature_class.coefficients:
-        feature_class.coefficients["Ng"] = int(grey_levels)
-    feature_class.enableAllFeatures()
-    return {name: float(value) for name, value in feature_class.execute().items()}
+    with _ibsi_bin_edges():
+        feature_class = radiomics.getFeatureClasses()[class_name](image, mask, **settings)
+        if grey_levels is not None and "Ng" in feature_class.coefficients:
+            feature_class.coefficients["Ng"] = int(grey_levels)
+        feature_class.enableAllFeatures()
+        return {name: float(value) for name, value in feature_class.execute().items()}
