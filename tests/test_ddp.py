@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.model_fixtures import tiny_config, tiny_data  # noqa: F401 (a fixture)
+from tests.model_fixtures import TINY_OVERRIDES, tiny_config, tiny_data  # noqa: F401 (a fixture)
 
 
 def _digest(module: torch.nn.Module) -> str:
@@ -63,3 +65,22 @@ def test_two_processes_train_one_model(tiny_data, tmp_path, method_name, overwri
     assert _digest(_trained_network(load_method(run_dir))) == digests[0]  # the folder holds them
     assert load_method(run_dir).config.seed == 0
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # the earlier run, set aside, is gone
+
+
+def test_torchrun_trains_with_the_gradients_averaged(tiny_data, tmp_path):  # noqa: F811 (the fixture)
+    """The command as a user starts it: torchrun, two CPU processes."""
+    from diffusionct.methods.store import load_model
+    from diffusionct.train.recipe import train
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "diffusionct.cli", "train", "--data", str(tiny_data), "-o", str(tmp_path / "ddp"), "--device", "cpu"]
+    for item in TINY_OVERRIDES:
+        command += ["--set", item]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(tmp_path / "ddp")
+    # rank 0 draws the same crops as a single process: equal weights would mean no gradient was averaged
+    single = train(tiny_data, tmp_path / "single", tiny_config(), phase="all")
+    ddp, alone = model.autoencoder.state_dict(), single.autoencoder.state_dict()
+    assert any(not torch.allclose(ddp[k], alone[k]) for k in ddp if ddp[k].is_floating_point())
