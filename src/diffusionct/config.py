@@ -259,7 +259,8 @@ class DataConfig:
 
 @dataclass
 class HistogramConfig:
-    """Histogram matching (Nyul et al.): ``quantiles`` points of the two intensity distributions matched."""
+    """Quantile (histogram) matching: each HU value mapped through ``quantiles`` quantiles of the source kernel to the
+    target kernel's (docs/baselines.md)."""
 
     quantiles: int = 1024
 
