@@ -29,7 +29,7 @@ import numpy as np
 from diffusionct.io.image import read_label_map
 from diffusionct.io.manifest import Manifest
 from diffusionct.radiomics.features import FeatureSettings, extract_features
-from diffusionct.radiomics.metrics import relative_error
+from diffusionct.radiomics.metrics import relative_error, reproducible_mask
 from diffusionct.radiomics.reliability import CHANGE_THRESHOLD, feature_reliability, roc_auc
 from diffusionct.standardize import Standardizer
 
@@ -63,7 +63,7 @@ def score(features: dict) -> dict:
     table = {kind: np.array([[features[t][kind][n] for n in names] for t in tumours], float)
              for kind in features[tumours[0]]}
     sample_kinds = sorted(k for k in table if k.startswith("sample"))
-    miss = relative_error(table["target"], table["standardized"]) >= 0.15  # NaN (undefined) counts as no miss
+    miss = ~reproducible_mask(relative_error(table["target"], table["standardized"]))  # undefined: a miss, as evaluate counts it
     change = relative_error(table["input"], table["standardized"])
     out = {"tumours": len(tumours), "features": len(names), "samples": len(sample_kinds),
            "share_within_re_0_15": float(1 - miss.mean())}

@@ -84,24 +84,29 @@ def _train(manifest: Path, run_dir: Path, config: RunConfig, phase: str, device:
     model.info.pop(MODEL_CARD, None)  # a card describes the trained model it came with (a donor's), not this one
     if phase != AUTOENCODER:
         hold_calibrated_filter(model, profiles)
-    record: dict = {**model.info.get("training", {}), **data.notes}
+    record: dict = {**model.info.get("training", {}), **data.notes}  # per phase: seconds, history (and learned part)
     done = [AUTOENCODER] if phase in (DIFFUSION_PHASE, PREDICTOR_PHASE) else []
-
-    def finished(name: str, start: float, history: list, learned_part: dict | None = None) -> None:
-        done.append(DIFFUSION_PHASE if name == PREDICTOR_PHASE else name)
-        record[name] = {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:],
-                        **({"learned_part": learned_part} if learned_part is not None else {})}
-        if run.rank == 0:
-            save_model(model, run_dir, done, {"training": record, "manifest": str(manifest), **trained_pixel_range(data)})
-
+    saved = {"manifest": str(manifest), **trained_pixel_range(data)}
     if phase in (AUTOENCODER, ALL_PHASES):  # phase 1: the encoder-decoder
         start = time.perf_counter()
-        finished(AUTOENCODER, start, train_encoder_decoder(run, model))
+        record[AUTOENCODER] = _phase_record(start, train_encoder_decoder(run, model))
+        done.append(AUTOENCODER)
+        if run.rank == 0:
+            save_model(model, run_dir, done, {"training": record, **saved})
     if phase != AUTOENCODER:  # phase 2: the predictor, then the latent diffusion, the encoder-decoder frozen
         start = time.perf_counter()
         history, learned_part = train_latent_diffusion(run, model)
-        finished(DIFFUSION_PHASE if phase == ALL_PHASES else phase, start, history, learned_part)
+        record[DIFFUSION_PHASE if phase == ALL_PHASES else phase] = _phase_record(start, history, learned_part)
+        done.append(DIFFUSION_PHASE)
+        if run.rank == 0:
+            save_model(model, run_dir, done, {"training": record, **saved})
     return model
+
+
+def _phase_record(start: float, history: list, learned_part: dict | None = None) -> dict:
+    """What the model's config.json keeps of a phase's training."""
+    return {"seconds": round(time.perf_counter() - start, 1), "history": history[-20:],
+            **({"learned_part": learned_part} if learned_part is not None else {})}
 
 
 # ------------------------------------------------------------------------------------- phase 1
