@@ -38,24 +38,16 @@ def format1_config() -> dict:
 
 def as_format1(config: dict) -> dict:
     """A format-2 RunConfig dict written as format 1 wrote it (the inverse of config.migrate_format1's moves)."""
-    from diffusionct.config import FORMAT1_KEYS
+    from diffusionct.config import FORMAT1_KEYS, section_of
 
     config = json.loads(json.dumps(config))
-
-    def node_of(key: str, create: bool):
-        *sections, name = key.split(".")
-        node = config
-        for part in sections:
-            node = node.setdefault(part, {}) if create else node[part]
-        return node, name
-
     values = {}
     for old, new in FORMAT1_KEYS.items():
-        node, name = node_of(new, create=False)
-        values[old] = node.pop(name)
+        section, name = section_of(config, new)
+        values[old] = section.pop(name)
     for old, value in values.items():
-        node, name = node_of(old, create=True)
-        node[name] = value
+        section, name = section_of(config, old, create=True)
+        section[name] = value
     config["baselines"].pop("histogram")  # emptied: format 1 had no such section
     return config
 

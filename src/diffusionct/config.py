@@ -460,7 +460,6 @@ class RunConfig:
         return cls.from_dict(data, str(path or "--set"))
 
 
-
 # format 1's keys and where format 2 keeps them: the predictor's settings, flat with a ``predictor_`` prefix in
 # ``diffusion`` and again with ``residual_cnn_`` in ``baselines``, became one PredictorConfig; each baseline's
 # prefixed keys became its own section, whose optimisation settings (format 1: the section itself) are ``training``
@@ -501,34 +500,33 @@ def migrate_format1(config: dict) -> dict:
     """A format-1 config dict in format 2: absent settings given the values its model was made with, keys moved."""
     config = json.loads(json.dumps(config))
     for key, value in FORMAT1_ABSENT.items():
-        *sections, name = key.split(".")
-        node = config
-        for part in sections:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and name not in node:  # in a section the config has
-            node[name] = value
-    moved = {new: _pop_key(config, old) for old, new in FORMAT1_KEYS.items()}
+        section, name = section_of(config, key)
+        if section is not None:  # in a section the config has
+            section.setdefault(name, value)
+    moved = {}
+    for old, new in FORMAT1_KEYS.items():
+        section, name = section_of(config, old)
+        if section is not None and name in section:
+            moved[new] = section.pop(name)
     if isinstance(config.get("baselines"), dict):  # the residual CNN's settings format 1 did not have for it
         moved.update({"baselines.residual_cnn.space": "image", "baselines.residual_cnn.kernel_filter_from": "pairs"})
     for key, value in moved.items():
-        if value is not _ABSENT:
-            *sections, name = key.split(".")
-            node = config
-            for part in sections:
-                node = node.setdefault(part, {})
-            node[name] = value
+        section, name = section_of(config, key, create=True)
+        if section is not None:
+            section[name] = value
     return config
 
 
-_ABSENT = object()
-
-
-def _pop_key(config: dict, key: str):
+def section_of(config: dict, key: str, create: bool = False) -> tuple[dict | None, str]:
+    """The section of a nested config dict that holds the dotted ``key``, and the key's last part; None where a
+    section is missing (``create``: made empty) or is not a mapping."""
     *sections, name = key.split(".")
     node = config
     for part in sections:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node.pop(name, _ABSENT) if isinstance(node, dict) else _ABSENT
+        node = node.setdefault(part, {}) if create else node.get(part)
+        if not isinstance(node, dict):
+            return None, name
+    return node, name
 
 
 def format1_hint(key: str) -> str:

@@ -196,7 +196,7 @@ def migrate(meta: dict) -> dict:
     """A model's config.json of an earlier format as today's: the one place a format change is undone (the file
     itself is not rewritten, and the model's fingerprint, taken of what is read, stays the same)."""
     if meta["format_version"] == 1:
-        meta = {**meta, "config": migrate_format1(meta["config"]), "format_version": 2}
+        meta = {**meta, "config": migrate_format1(meta["config"]), "format_version": FORMAT_VERSION}
     return meta
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
 from diffusionct.methods import CYCLEGAN, PIX2PIX
-from diffusionct.train.data import sample_image_crops, sample_pair_crops
 from diffusionct.models.baselines import RESIDUAL_SCALE, PatchDiscriminator, UNetGenerator
+from diffusionct.train.data import sample_image_crops, sample_pair_crops
 from diffusionct.train.loop import Regime, TrainingRun, optimize, validation_rmse
-
-log = logging.getLogger(__name__)
 
 
 def train_pix2pix(run: TrainingRun) -> UNetGenerator:

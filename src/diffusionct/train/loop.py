@@ -23,7 +23,8 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from diffusionct.config import CONFIG_FORMAT, DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_STEPS_KEYS, PhaseConfig, RunConfig
+from diffusionct.config import (CONFIG_FORMAT, DIFFUSION_PHASE, PREDICTOR_PHASE, TRAINING_STEPS_KEYS, PhaseConfig, RunConfig,
+                                section_of)
 from diffusionct.errors import DiffusionCTError
 from diffusionct.io.files import atomic_output_file, read_json
 from diffusionct.methods import AUTOENCODER, CYCLEGAN, DDPM, PIX2PIX, RESIDUAL_CNN
@@ -83,11 +84,9 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
 def _without_steps(config: dict) -> dict:
     """A config dict without the phases' step counts: a run may be resumed to train longer."""
     out = json.loads(json.dumps(config))
-    for key in {key for keys in TRAINING_STEPS_KEYS.values() for key in keys}:  # e.g. phase1, baselines.pix2pix
-        section = out
-        for part in key.split("."):
-            section = section.get(part, {}) if isinstance(section, dict) else {}
-        if isinstance(section, dict):
+    for key in {key for keys in TRAINING_STEPS_KEYS.values() for key in keys}:  # e.g. phase1, baselines.pix2pix.training
+        section, _ = section_of(out, f"{key}.steps")
+        if section is not None:
             section.pop("steps", None)
     return out
 
@@ -117,9 +116,8 @@ def update_ema(averaged: torch.nn.Module, trained: torch.nn.Module, step: int, d
     """One step of the exponential moving average of ``trained``'s weights into ``averaged``, warmed up over the first
     steps (the rate (1 + step) / (10 + step) until it reaches ``decay``): the networks that sampling uses."""
     rate = min(decay, (1 + step) / (10 + step))
-    with torch.no_grad():
-        for p_ema, p in zip(averaged.parameters(), trained.parameters()):
-            p_ema.lerp_(p, 1 - rate)
+    for p_ema, p in zip(averaged.parameters(), trained.parameters()):
+        p_ema.lerp_(p, 1 - rate)
 
 
 def validation_rmse(network: torch.nn.Module, source: torch.Tensor, target: torch.Tensor,
@@ -179,7 +177,7 @@ class TrainingRun:
 
     # ----------------------------------------------------------------------------- checkpoints
     def _state_paths(self, phase: str) -> tuple[Path, Path]:
-        folder = Path(self.run_dir) / STATE_FOLDER
+        folder = self.run_dir / STATE_FOLDER
         return folder / f"{phase}.safetensors", folder / f"{phase}.json"
 
     def _save_state(self, phase: str, step: int, modules: dict[str, torch.nn.Module],
@@ -230,9 +228,13 @@ class TrainingRun:
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)
 
+    def step_seed(self, phase: str, step: int) -> int:
+        """The seed of step ``step`` of ``phase`` in this process (its crops, timesteps and noise)."""
+        return step_seed(self.config.seed, phase, step, self.rank)
+
     def step_rng(self, phase: str, step: int) -> np.random.Generator:
         """The crops of step ``step`` of ``phase`` in this process."""
-        return np.random.default_rng(step_seed(self.config.seed, phase, step, self.rank))
+        return np.random.default_rng(self.step_seed(phase, step))
 
     def _loop(self, regime: Regime, state: PhaseState) -> list:
         """Steps ``state.step`` .. ``settings.steps`` of a phase, each at the learning rate of the phase's

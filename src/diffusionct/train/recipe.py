@@ -37,7 +37,7 @@ from diffusionct.methods.store import CONFIG_NAME, load_model, read_model_meta, 
 from diffusionct.models.baselines import ResidualCNN
 from diffusionct.models.diffusionct_model import DiffusionCTModel
 from diffusionct.train.data import load_training_data, sample_image_crops, sample_pair_crops, trained_pixel_range
-from diffusionct.train.loop import (Regime, TrainingRun, has_checkpoint, optimize, step_seed, update_ema, validation_rmse,
+from diffusionct.train.loop import (Regime, TrainingRun, has_checkpoint, optimize, update_ema, validation_rmse,
                                     world_rank_and_size)
 from diffusionct.train.single_network import fit_residual_network
 
@@ -303,7 +303,7 @@ class LatentDiffusionRegime(Regime):
 
     def step(self, step: int) -> dict[str, float]:
         run, pc, cfg = self.run, self.settings, self.run.config
-        seed = step_seed(cfg.seed, DIFFUSION_PHASE, step, run.rank)
+        seed = run.step_seed(DIFFUSION_PHASE, step)
         a, b, pixel_mm = (run.tensor(x) for x in sample_pair_crops(run.data.pairs, pc.batch_size, pc.crop,
                                                                      np.random.default_rng(seed)))
         with torch.no_grad():

@@ -17,7 +17,7 @@ from diffusionct.methods import DDPM, RESIDUAL_CNN
 from diffusionct.models.baselines import RESIDUAL_SCALE, ResidualCNN
 from diffusionct.models.latent_unet import ConditionalUNet
 from diffusionct.train.data import sample_pair_crops
-from diffusionct.train.loop import Regime, TrainingRun, optimize, step_seed, update_ema, validation_rmse
+from diffusionct.train.loop import Regime, TrainingRun, optimize, update_ema, validation_rmse
 from diffusionct.units import HU_RANGE
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class ImageDDPMRegime(Regime):
 
     def step(self, step: int) -> dict[str, float]:
         run, pc, diffusion = self.run, self.settings, self.diffusion
-        seed = step_seed(run.config.seed, DDPM, step, run.rank)
+        seed = run.step_seed(DDPM, step)
         crops = sample_pair_crops(run.data.pairs, pc.batch_size, pc.crop, np.random.default_rng(seed))
         a, b = (run.tensor(x).clamp(*HU_RANGE) / self.scale for x in (crops.source, crops.target))
         gen = torch.Generator().manual_seed(seed)
